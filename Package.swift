@@ -1,0 +1,85 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "rolegate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "rolegate", targets: ["rolegate"]),
+        .library(name: "RolegateCore", targets: ["RolegateCore"]),
+        .library(name: "RolegateProvision", targets: ["RolegateProvision"]),
+        .library(name: "PostgresCluster", targets: ["PostgresCluster"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+    ],
+    targets: [
+        // Pure domain: policy model, YAML loading and validation, durations,
+        // identifiers and SQL quoting, credential derivation. No I/O beyond reading files.
+        .target(
+            name: "RolegateCore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        // Roles as code: catalog inspection, diff to ordered SQL, apply.
+        .target(
+            name: "RolegateProvision",
+            dependencies: [
+                "RolegateCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // A throwaway PostgreSQL cluster (initdb + pg_ctl), shared by the tests and the demo.
+        .target(
+            name: "PostgresCluster",
+            dependencies: [],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "rolegate",
+            dependencies: [
+                "RolegateCore",
+                "RolegateProvision",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RolegateCoreTests",
+            dependencies: ["RolegateCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RolegateProvisionTests",
+            dependencies: ["RolegateProvision", "RolegateCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "RolegateCore",
+                "RolegateProvision",
+                "PostgresCluster",
+                "rolegate",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

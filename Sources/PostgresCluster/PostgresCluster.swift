@@ -1,0 +1,222 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A throwaway PostgreSQL cluster: `initdb` into a temporary folder, `pg_ctl start` on a
+/// free loopback port, `scram-sha-256` for TCP (as in production) and trust on its own
+/// Unix socket for setup. When running as root the server runs as the `postgres` user.
+///
+/// A watchdog process stops the cluster and removes its folder if the process that
+/// started it dies without calling ``stop()``, so a crashed test leaves nothing behind.
+public final class PostgresCluster: @unchecked Sendable {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public let binaries: PostgresBinaries
+    public let baseDirectory: String
+    public let dataDirectory: String
+    public let socketDirectory: String
+    public let port: Int
+    public let superuser = "postgres"
+    /// The superuser's password for TCP logins (random per cluster).
+    public let superuserPassword: String
+    private let runAsUser: String?
+    private let lock = NSLock()
+    private var stopped = false
+
+    /// Starts a new cluster. Throws with a message naming what to install when the
+    /// server binaries are missing.
+    public static func start() throws -> PostgresCluster {
+        let binaries = try PostgresBinaries.locate()
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            do {
+                return try PostgresCluster(binaries: binaries)
+            } catch {
+                lastError = error  // most often: the free port was taken meanwhile
+            }
+        }
+        throw lastError!
+    }
+
+    private init(binaries: PostgresBinaries) throws {
+        self.binaries = binaries
+        runAsUser = geteuid() == 0 ? "postgres" : nil
+        var template = Array("/tmp/rolegate-pg-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw Failure(description: "cannot create a temporary folder: \(String(cString: strerror(errno)))")
+        }
+        baseDirectory = String(cString: made)
+        dataDirectory = baseDirectory + "/data"
+        socketDirectory = baseDirectory
+        superuserPassword = "pw-" + UUID().uuidString
+        port = try Self.freePort()
+        do {
+            try setUp()
+        } catch {
+            try? FileManager.default.removeItem(atPath: baseDirectory)
+            throw error
+        }
+    }
+
+    private func setUp() throws {
+        let passwordFile = baseDirectory + "/pwfile"
+        try (superuserPassword + "\n").write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        if let user = runAsUser {
+            guard let entry = getpwnam(user) else {
+                throw Failure(
+                    description:
+                        "running as root, but there is no '\(user)' user to run PostgreSQL as (apt-get install postgresql creates it)"
+                )
+            }
+            for path in [baseDirectory, passwordFile] {
+                guard chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid) == 0 else {
+                    throw Failure(description: "cannot chown \(path) to \(user): \(String(cString: strerror(errno)))")
+                }
+            }
+        }
+        try runAsServerUser(
+            binaries.initdb,
+            [
+                "-D", dataDirectory, "-U", superuser, "--pwfile=\(passwordFile)", "--auth-local=trust",
+                "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "-N",
+            ])
+        try? FileManager.default.removeItem(atPath: passwordFile)
+        let options = [
+            "-p \(port)", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories='\(socketDirectory)'",
+            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off", "-c shared_buffers=16MB",
+            "-c max_connections=200", "-c password_encryption=scram-sha-256",
+        ].joined(separator: " ")
+        startWatchdog()
+        try runAsServerUser(
+            binaries.pgCtl, ["-D", dataDirectory, "-o", options, "-l", baseDirectory + "/server.log", "-w", "-t", "60", "start"])
+    }
+
+    /// Stops the server and removes its folder. Safe to call twice.
+    public func stop() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !stopped else { return }
+        stopped = true
+        _ = try? runAsServerUser(binaries.pgCtl, ["-D", dataDirectory, "-m", "immediate", "-w", "stop"])
+        try? FileManager.default.removeItem(atPath: baseDirectory)
+    }
+
+    deinit { stop() }
+
+    /// A TCP URL (scram-sha-256) for `user` on `database`.
+    public func url(user: String, password: String, database: String) -> String {
+        func enc(_ s: String) -> String {
+            s.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(.init(charactersIn: "-._~"))) ?? s
+        }
+        return "postgres://\(enc(user)):\(enc(password))@127.0.0.1:\(port)/\(enc(database))?sslmode=disable"
+    }
+
+    /// Runs SQL as the superuser over the Unix socket with `psql` and returns what it printed
+    /// (unaligned, tuples only). Throws with PostgreSQL's message on any error.
+    @discardableResult
+    public func psql(_ sql: String, database: String = "postgres", user: String? = nil) throws -> String {
+        let result = try Subprocess.run(
+            binaries.psql,
+            [
+                "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", socketDirectory, "-p", "\(port)",
+                "-U", user ?? superuser, "-d", database, "-f", "-",
+            ],
+            environment: ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10"],
+            stdin: sql)
+        guard result.succeeded else {
+            throw Failure(description: "psql failed (\(result.status)): \(result.stderr)")
+        }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The server's log, for diagnosing a failed test.
+    public var serverLog: String {
+        (try? String(contentsOfFile: baseDirectory + "/server.log", encoding: .utf8)) ?? ""
+    }
+
+    private func runAsServerUser(_ executable: String, _ arguments: [String]) throws {
+        if let user = runAsUser {
+            try Subprocess.check("/usr/sbin/runuser", ["-u", user, "--", executable] + arguments)
+        } else {
+            try Subprocess.check(executable, arguments)
+        }
+    }
+
+    /// A detached shell that stops the server once our process is gone.
+    private func startWatchdog() {
+        let stopCommand =
+            (runAsUser.map { "/usr/sbin/runuser -u \($0) -- " } ?? "")
+            + "'\(binaries.pgCtl)' -D '\(dataDirectory)' -m immediate -w stop"
+        let script = """
+            while kill -0 \(getpid()) 2>/dev/null && [ -d '\(dataDirectory)' ]; do sleep 1; done
+            if [ -d '\(dataDirectory)' ]; then \(stopCommand) >/dev/null 2>&1; rm -rf '\(baseDirectory)'; fi
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        process.arguments = ["/bin/sh", "-c", script]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try? process.run()
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket(): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else { throw Failure(description: "bind(): \(String(cString: strerror(errno)))") }
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0 else { throw Failure(description: "getsockname(): \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// Where the PostgreSQL server programs are: on PATH, or under Debian's
+/// `/usr/lib/postgresql/<version>/bin` (newest version first).
+public struct PostgresBinaries: Sendable {
+    public var initdb: String
+    public var pgCtl: String
+    public var psql: String
+
+    public static func locate() throws -> PostgresBinaries {
+        if let initdb = Subprocess.which("initdb"), let pgCtl = Subprocess.which("pg_ctl") {
+            let dir = (initdb as NSString).deletingLastPathComponent
+            let psql = Subprocess.which("psql") ?? "\(dir)/psql"
+            return PostgresBinaries(initdb: initdb, pgCtl: pgCtl, psql: psql)
+        }
+        let root = "/usr/lib/postgresql"
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [])
+            .compactMap { Int($0) }.sorted(by: >)
+        for version in versions {
+            let bin = "\(root)/\(version)/bin"
+            if FileManager.default.isExecutableFile(atPath: "\(bin)/initdb"),
+                FileManager.default.isExecutableFile(atPath: "\(bin)/pg_ctl")
+            {
+                let psql = FileManager.default.isExecutableFile(atPath: "\(bin)/psql") ? "\(bin)/psql" : (Subprocess.which("psql") ?? "\(bin)/psql")
+                return PostgresBinaries(initdb: "\(bin)/initdb", pgCtl: "\(bin)/pg_ctl", psql: psql)
+            }
+        }
+        throw PostgresCluster.Failure(
+            description:
+                "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin; install them, e.g. 'apt-get install -y postgresql' on Debian/Ubuntu"
+        )
+    }
+}

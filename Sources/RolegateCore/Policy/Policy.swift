@@ -1,0 +1,193 @@
+/// The policy file, `rolegate.yaml`, as a validated value: databases, least-privilege
+/// roles and the services bound to them. Built by ``PolicyLoader``; every value in it
+/// has passed validation, so later stages never re-check shapes.
+public struct Policy: Sendable {
+    public static let currentVersion = 1
+
+    public var version: Int
+    public var databases: [DatabaseSpec]
+    public var roles: [RoleSpec]
+    public var services: [ServiceSpec]
+    /// `master_key_file:` as written (relative paths are relative to the policy file).
+    public var masterKeyFile: String?
+    /// The file this policy was read from.
+    public var sourcePath: String
+
+    public init(
+        version: Int = Policy.currentVersion,
+        databases: [DatabaseSpec],
+        roles: [RoleSpec],
+        services: [ServiceSpec],
+        masterKeyFile: String? = nil,
+        sourcePath: String = "rolegate.yaml"
+    ) {
+        self.version = version
+        self.databases = databases
+        self.roles = roles
+        self.services = services
+        self.masterKeyFile = masterKeyFile
+        self.sourcePath = sourcePath
+    }
+
+    public func database(named name: String) -> DatabaseSpec? {
+        databases.first { $0.name == name }
+    }
+
+    public func role(named name: String) -> RoleSpec? {
+        roles.first { $0.name == name }
+    }
+
+    public func roles(in database: String) -> [RoleSpec] {
+        roles.filter { $0.database == database }
+    }
+
+    public func service(named name: String) -> ServiceSpec? {
+        services.first { $0.name == name }
+    }
+}
+
+/// `databases.<name>`: a database clients reach by `<name>`, and how Rolegate administers it.
+public struct DatabaseSpec: Sendable {
+    /// The key in the policy: the `dbname` clients will use.
+    public var name: String
+    /// The admin connection URL, with `${VAR}` already expanded. It may hold a password:
+    /// print ``redactedURL`` instead.
+    public var url: String
+    /// Roles whose future objects `future: true` grants cover (`ALTER DEFAULT PRIVILEGES
+    /// FOR ROLE ...`). Empty means: the admin user of `url`.
+    public var futureOwners: [String]
+    public var location: SourceLocation?
+
+    public init(name: String, url: String, futureOwners: [String] = [], location: SourceLocation? = nil) {
+        self.name = name
+        self.url = url
+        self.futureOwners = futureOwners
+        self.location = location
+    }
+
+    /// The URL with any password replaced by `***`.
+    public var redactedURL: String { ConnectionURL.redact(url) }
+}
+
+/// `roles.<name>`: one least-privilege PostgreSQL role that Rolegate creates and owns.
+public struct RoleSpec: Sendable {
+    public var name: String
+    /// The policy database this role lives in.
+    public var database: String
+    public var description: String?
+    /// `CONNECTION LIMIT`; -1 is unlimited (PostgreSQL's default).
+    public var connectionLimit: Int
+    /// `ALTER ROLE ... SET name = value`, in file order.
+    public var settings: [RoleSetting]
+    public var grants: [GrantSpec]
+    /// Roles this role is a member of (`GRANT other TO role`), e.g. `pg_read_all_stats`.
+    public var memberOf: [String]
+    /// May be bound to more than one service.
+    public var shared: Bool
+    /// Take over an existing role of this name that Rolegate did not create.
+    public var adopt: Bool
+    public var location: SourceLocation?
+
+    public init(
+        name: String,
+        database: String,
+        description: String? = nil,
+        connectionLimit: Int = -1,
+        settings: [RoleSetting] = [],
+        grants: [GrantSpec] = [],
+        memberOf: [String] = [],
+        shared: Bool = false,
+        adopt: Bool = false,
+        location: SourceLocation? = nil
+    ) {
+        self.name = name
+        self.database = database
+        self.description = description
+        self.connectionLimit = connectionLimit
+        self.settings = settings
+        self.grants = grants
+        self.memberOf = memberOf
+        self.shared = shared
+        self.adopt = adopt
+        self.location = location
+    }
+}
+
+public struct RoleSetting: Sendable, Hashable {
+    public var name: String
+    public var value: String
+
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// One entry of `grants:`.
+public struct GrantSpec: Sendable {
+    public var target: GrantTarget
+    public var privileges: [Privilege]
+    /// Column-level grant (only with `TABLE`); exact column names.
+    public var columns: [String]?
+    /// Also `ALTER DEFAULT PRIVILEGES` for objects created later (only with `ALL ... IN SCHEMA`).
+    public var future: Bool
+    public var location: SourceLocation?
+
+    public init(
+        target: GrantTarget,
+        privileges: [Privilege],
+        columns: [String]? = nil,
+        future: Bool = false,
+        location: SourceLocation? = nil
+    ) {
+        self.target = target
+        self.privileges = privileges
+        self.columns = columns
+        self.future = future
+        self.location = location
+    }
+}
+
+/// `services.<name>`: a caller that holds one token bound to one role.
+public struct ServiceSpec: Sendable {
+    public static let defaultTokenTTL: Duration = .seconds(3600)
+    public static let defaultMaxTokenTTL: Duration = .seconds(86_400)
+
+    public var name: String
+    public var role: String
+    public var tokenTTL: Duration
+    public var maxTokenTTL: Duration
+    public var description: String?
+    public var location: SourceLocation?
+
+    public init(
+        name: String,
+        role: String,
+        tokenTTL: Duration = ServiceSpec.defaultTokenTTL,
+        maxTokenTTL: Duration = ServiceSpec.defaultMaxTokenTTL,
+        description: String? = nil,
+        location: SourceLocation? = nil
+    ) {
+        self.name = name
+        self.role = role
+        self.tokenTTL = tokenTTL
+        self.maxTokenTTL = maxTokenTTL
+        self.description = description
+        self.location = location
+    }
+}
+
+/// Where a value came from in the policy file, for error messages.
+public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+
+    public init(file: String, line: Int, column: Int) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+
+    public var description: String { "\(file):\(line):\(column)" }
+}
