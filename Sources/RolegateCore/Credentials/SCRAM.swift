@@ -52,6 +52,10 @@ public enum SCRAMSHA256 {
         return result
     }
 
+    public static func sha256(_ bytes: [UInt8]) -> [UInt8] {
+        Array(SHA256.hash(data: bytes))
+    }
+
     public static func hmac(key: [UInt8], message: [UInt8]) -> [UInt8] {
         Array(HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: key)))
     }

@@ -74,6 +74,11 @@ public enum PolicyLoader {
             return PolicyIssue(
                 location: SourceLocation(file: file, line: mark.line, column: mark.column), keyPath: "",
                 message: "YAML syntax error: \(ctx)\(problem)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let keys = duplicates.map { "'\($0)'" }.joined(separator: ", ")
+            return PolicyIssue(
+                location: SourceLocation(file: file, line: context.mark.line, column: context.mark.column), keyPath: "",
+                message: "duplicate key \(keys) in the same mapping (first at this position)")
         default:
             return PolicyIssue(location: nil, keyPath: "", message: "YAML error: \(error)")
         }

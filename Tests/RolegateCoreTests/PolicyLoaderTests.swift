@@ -1,0 +1,334 @@
+import Testing
+
+@testable import RolegateCore
+
+let env = ["APP_ADMIN_URL": "postgres://admin:s3cret@127.0.0.1:5432/app"]
+
+func load(_ yaml: String, environment: [String: String] = env) throws(PolicyError) -> Policy {
+    try PolicyLoader.parse(text: yaml, file: "test.yaml", environment: environment)
+}
+
+/// The issues a policy produces, or a test failure when it loads.
+func issues(_ yaml: String, environment: [String: String] = env) -> [PolicyIssue] {
+    do {
+        _ = try load(yaml, environment: environment)
+        Issue.record("expected the policy to be refused")
+        return []
+    } catch {
+        return error.issues
+    }
+}
+
+let contractExample = """
+    version: 1
+    databases:
+      app:
+        url: ${APP_ADMIN_URL}
+    roles:
+      analytics_ro:
+        database: app
+        description: Read-only access for dashboards
+        connection_limit: 10
+        settings: {statement_timeout: 30s}
+        grants:
+          - on: SCHEMA public
+            privileges: [USAGE]
+          - on: ALL TABLES IN SCHEMA public
+            privileges: [SELECT]
+            future: true
+      billing_writer:
+        grants:
+          - on: SCHEMA billing
+            privileges: [USAGE]
+          - on: TABLE billing.invoices
+            privileges: [SELECT, INSERT, UPDATE]
+          - on: TABLE billing.customers
+            privileges: [SELECT]
+            columns: [id, email]
+          - on: SEQUENCE billing.invoices_id_seq
+            privileges: [USAGE]
+          - on: FUNCTION billing.close_month(date)
+            privileges: [EXECUTE]
+    services:
+      dashboard:
+        role: analytics_ro
+        token_ttl: 1h
+        max_token_ttl: 24h
+      billing-api:
+        role: billing_writer
+        token_ttl: 15m
+    """
+
+@Suite struct PolicyLoaderTests {
+    @Test func loadsTheContractExample() throws {
+        let policy = try load(contractExample)
+        #expect(policy.databases.map(\.name) == ["app"])
+        #expect(policy.databases[0].url == "postgres://admin:s3cret@127.0.0.1:5432/app")
+        #expect(policy.roles.map(\.name) == ["analytics_ro", "billing_writer"])
+        let analytics = try #require(policy.role(named: "analytics_ro"))
+        #expect(analytics.database == "app")
+        #expect(analytics.connectionLimit == 10)
+        #expect(analytics.settings == [RoleSetting(name: "statement_timeout", value: "30s")])
+        #expect(analytics.grants.count == 2)
+        #expect(analytics.grants[1].target == .allTablesInSchema("public"))
+        #expect(analytics.grants[1].future)
+        let writer = try #require(policy.role(named: "billing_writer"))
+        #expect(writer.database == "app")  // omitted: the only database
+        #expect(writer.connectionLimit == -1)
+        #expect(writer.grants[2].columns == ["id", "email"])
+        #expect(writer.grants[4].target == .function(schema: "billing", name: "close_month", arguments: "date"))
+        let billing = try #require(policy.service(named: "billing-api"))
+        #expect(billing.tokenTTL == .seconds(900))
+        #expect(billing.maxTokenTTL == .seconds(86_400))
+        #expect(policy.service(named: "dashboard")?.maxTokenTTL == .seconds(86_400))
+    }
+
+    @Test func theInitTemplateIsAValidPolicy() throws {
+        let policy = try load(PolicyTemplate.example)
+        #expect(!policy.roles.isEmpty)
+        #expect(!policy.services.isEmpty)
+    }
+
+    @Test func unknownKeyNamesLineColumnAndKeyWithSuggestion() {
+        let found = issues(contractExample.replacingOccurrences(of: "    connection_limit: 10", with: "    conection_limit: 10"))
+        #expect(found.count == 1)
+        let issue = found[0]
+        #expect(issue.location == SourceLocation(file: "test.yaml", line: 9, column: 5))
+        #expect(issue.keyPath == "roles.analytics_ro.conection_limit")
+        #expect(issue.message.contains("unknown key 'conection_limit'"))
+        #expect(issue.message.contains("did you mean 'connection_limit'"))
+        #expect(issue.description.hasPrefix("test.yaml:9:5: roles.analytics_ro.conection_limit: "))
+    }
+
+    @Test func privilegeThatDoesNotApplyToTheObject() {
+        let found = issues(
+            contractExample.replacingOccurrences(
+                of: "      - on: SCHEMA billing\n        privileges: [USAGE]",
+                with: "      - on: SCHEMA billing\n        privileges: [USAGE, DELETE]"))
+        #expect(found.count == 1)
+        #expect(found[0].keyPath == "roles.billing_writer.grants[0].privileges")
+        #expect(found[0].message.contains("DELETE does not apply to SCHEMA"))
+        #expect(found[0].location?.line == 20)
+    }
+
+    @Test func serviceWithoutRole() {
+        let found = issues(contractExample.replacingOccurrences(of: "    role: billing_writer\n", with: "    description: no role\n"))
+        #expect(found.contains { $0.keyPath == "services.billing-api" && $0.message.contains("missing key 'role'") })
+    }
+
+    @Test func serviceWithUnknownRole() {
+        let found = issues(contractExample.replacingOccurrences(of: "role: billing_writer", with: "role: billing_writr"))
+        #expect(found.count == 1)
+        #expect(found[0].keyPath == "services.billing-api.role")
+        #expect(found[0].message.contains("unknown role 'billing_writr'"))
+    }
+
+    @Test func roleBoundToTwoServicesUnlessShared() throws {
+        let twice = contractExample + "\n  reports:\n    role: analytics_ro\n"
+        let found = issues(twice)
+        #expect(found.count == 1)
+        #expect(found[0].keyPath == "services.reports.role")
+        #expect(found[0].message.contains("already bound to service 'dashboard'"))
+        #expect(found[0].location?.line == 39)
+
+        let shared = twice.replacingOccurrences(
+            of: "    description: Read-only access for dashboards\n",
+            with: "    description: Read-only access for dashboards\n    shared: true\n")
+        let policy = try load(shared)
+        #expect(policy.services.filter { $0.role == "analytics_ro" }.count == 2)
+    }
+
+    @Test func invalidRoleNames() {
+        for (name, expected) in [
+            ("pg_reader", "reserved by PostgreSQL"),
+            ("public", "reserved"),
+            (String(repeating: "r", count: 64), "at most 63"),
+            ("\"  padded\"", "white space"),
+        ] {
+            let found = issues(
+                """
+                version: 1
+                databases: {app: {url: "postgres://a@h/app"}}
+                roles:
+                  \(name):
+                    grants: []
+                """)
+            #expect(found.count == 1, "\(name)")
+            #expect(found.first?.message.contains(expected) == true, "\(name): \(found)")
+            #expect(found.first?.location?.line == 5 || found.first?.location?.line == 4)
+        }
+    }
+
+    @Test func namesWithQuotesSpacesAndUnicodeAreValid() throws {
+        let policy = try load(
+            #"""
+            version: 1
+            databases: {app: {url: "postgres://a@h/app"}}
+            roles:
+              "Weird \"Role\"; DROP TABLE x; --":
+                grants:
+                  - on: TABLE "My Schema"."Ünïcode ""T"""
+                    privileges: [select]
+                    columns: ["col; --", "Größe"]
+            services:
+              svc:
+                role: "Weird \"Role\"; DROP TABLE x; --"
+            """#)
+        #expect(policy.roles[0].name == "Weird \"Role\"; DROP TABLE x; --")
+        #expect(policy.roles[0].grants[0].target == .table(schema: "My Schema", name: "Ünïcode \"T\""))
+        #expect(policy.roles[0].grants[0].columns == ["col; --", "Größe"])
+    }
+
+    @Test func badDuration() {
+        let found = issues(contractExample.replacingOccurrences(of: "token_ttl: 15m", with: "token_ttl: 15 minutes"))
+        #expect(found.count == 1)
+        #expect(found[0].keyPath == "services.billing-api.token_ttl")
+        #expect(found[0].message.contains("is not a duration"))
+        #expect(found[0].location?.line == 37)
+    }
+
+    @Test func ttlAboveMaxIsRefused() {
+        let found = issues(contractExample.replacingOccurrences(of: "token_ttl: 1h", with: "token_ttl: 48h"))
+        #expect(found.count == 1)
+        #expect(found[0].message.contains("longer than max_token_ttl"))
+    }
+
+    @Test func unsetEnvironmentVariable() {
+        let found = issues(contractExample, environment: [:])
+        #expect(found.count == 1)
+        #expect(found[0].keyPath == "databases.app.url")
+        #expect(found[0].message.contains("APP_ADMIN_URL is not set"))
+        #expect(found[0].location == SourceLocation(file: "test.yaml", line: 4, column: 10))
+    }
+
+    @Test func environmentDefaultsAndEscapes() throws {
+        #expect(try EnvironmentExpansion.expand("${A:-x}/$${B}", environment: [:]).get() == "x/${B}")
+        #expect(try EnvironmentExpansion.expand("a${A}b", environment: ["A": "1"]).get() == "a1b")
+        #expect((try? EnvironmentExpansion.expand("${A", environment: [:]).get()) == nil)
+        #expect((try? EnvironmentExpansion.expand("${1A}", environment: ["1A": "x"]).get()) == nil)
+    }
+
+    @Test func forbiddenAttributesAreRefusedByName() {
+        for attribute in ["superuser", "createrole", "bypassrls", "replication", "createdb"] {
+            let found = issues(
+                contractExample.replacingOccurrences(of: "    connection_limit: 10", with: "    \(attribute): true"))
+            #expect(found.count == 1)
+            #expect(found[0].message.contains("can never be given \(attribute.uppercased())"), "\(found)")
+        }
+    }
+
+    @Test func dangerousMembershipsAreRefused() {
+        let found = issues(
+            contractExample.replacingOccurrences(
+                of: "    connection_limit: 10", with: "    member_of: [pg_execute_server_program, billing_writer]"))
+        #expect(found.count == 2)
+        #expect(found.contains { $0.message.contains("may not be a member of pg_execute_server_program") })
+        #expect(found.contains { $0.message.contains("may not be members of each other") })
+    }
+
+    @Test func settingsThatChangeIdentityAreRefused() {
+        let found = issues(
+            contractExample.replacingOccurrences(of: "{statement_timeout: 30s}", with: "{role: postgres}"))
+        #expect(found.count == 1)
+        #expect(found[0].message.contains("cannot be set per role"))
+    }
+
+    @Test func columnsAndFutureOnlyWhereTheyApply() {
+        let found = issues(
+            """
+            version: 1
+            databases: {app: {url: "postgres://a@h/app"}}
+            roles:
+              r:
+                grants:
+                  - on: SCHEMA s
+                    privileges: [USAGE]
+                    columns: [a]
+                  - on: TABLE s.t
+                    privileges: [DELETE]
+                    columns: [a]
+                  - on: TABLE s.t
+                    privileges: [SELECT]
+                    future: true
+            """)
+        #expect(found.count == 3)
+        #expect(found[0].message.contains("columns apply only to a single TABLE"))
+        #expect(found[1].message.contains("DELETE cannot be granted on columns"))
+        #expect(found[2].message.contains("future: true applies only to ALL"))
+    }
+
+    @Test func databaseIsRequiredWithSeveralDatabases() {
+        let found = issues(
+            """
+            version: 1
+            databases:
+              a: {url: "postgres://a@h/a"}
+              b: {url: "postgres://a@h/b"}
+            roles:
+              r: {grants: []}
+              s: {database: c, grants: []}
+            """)
+        #expect(found.count == 2)
+        #expect(found[0].message.contains("missing key 'database'"))
+        #expect(found[1].message.contains("unknown database 'c'"))
+    }
+
+    @Test func versionAndShape() {
+        #expect(issues("databases: {}").contains { $0.message.contains("missing key 'version'") })
+        #expect(issues("version: 2\ndatabases: {a: {url: 'postgres://a@h/a'}}").contains { $0.message.contains("unsupported version 2") })
+        #expect(issues("- a\n- b").first?.message.contains("expected the policy (a mapping)") == true)
+        #expect(issues("").first?.message.contains("empty") == true)
+    }
+
+    @Test func yamlSyntaxErrorHasLineAndColumn() {
+        let found = issues("version: 1\ndatabases:\n  app: {url: [unclosed\n")
+        #expect(found.count == 1)
+        #expect(found[0].message.hasPrefix("YAML syntax error"))
+        #expect(found[0].location?.line == 4 || found[0].location?.line == 3)
+    }
+
+    @Test func duplicateKeysAreRefused() {
+        let found = issues(contractExample + "\n  dashboard:\n    role: analytics_ro\n")
+        #expect(found.count == 1)
+        #expect(found[0].message.contains("duplicate key 'dashboard'"))
+        #expect(found[0].location?.line == 31)
+    }
+
+    @Test func billionLaughsIsRefused() {
+        // Ten merges of ten merges of ... nine levels deep: 10^9 mappings once expanded.
+        var yaml = "version: 1\ndatabases: {app: {url: 'postgres://a@h/app'}}\nroles:\n  m0: &m0 {connection_limit: 1}\n"
+        for i in 1...9 {
+            let refs = Array(repeating: "*m\(i - 1)", count: 10).joined(separator: ", ")
+            yaml += "  m\(i): &m\(i) {<<: [\(refs)]}\n"
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let found = issues(yaml)
+        #expect(found.contains { $0.message.contains("expands to more than") })
+        #expect(clock.now - start < .seconds(30))
+    }
+
+    @Test func mergeKeysAreHonoured() throws {
+        let policy = try load(
+            """
+            version: 1
+            databases: {app: {url: "postgres://a@h/app"}}
+            roles:
+              base: &base
+                connection_limit: 5
+                grants: [{on: SCHEMA public, privileges: [USAGE]}]
+              other:
+                <<: *base
+                connection_limit: 7
+            """)
+        #expect(policy.role(named: "other")?.connectionLimit == 7)
+        #expect(policy.role(named: "other")?.grants.count == 1)
+    }
+
+    @Test func urlProblemsNeverShowThePassword() {
+        let found = issues(contractExample, environment: ["APP_ADMIN_URL": "mysql://admin:hunter2@h/app"])
+        #expect(found.count == 1)
+        #expect(found[0].message.contains("not a PostgreSQL URL"))
+        #expect(!found[0].description.contains("hunter2"))
+    }
+}
