@@ -96,7 +96,8 @@ public final class PostgresCluster: @unchecked Sendable {
         ].joined(separator: " ")
         startWatchdog()
         try runAsServerUser(
-            binaries.pgCtl, ["-D", dataDirectory, "-o", options, "-l", baseDirectory + "/server.log", "-w", "-t", "60", "start"])
+            binaries.pgCtl,
+            ["-D", dataDirectory, "-o", options, "-l", baseDirectory + "/server.log", "-w", "-t", "60", "start"])
     }
 
     /// Stops the server and removes its folder. Safe to call twice.
@@ -129,7 +130,9 @@ public final class PostgresCluster: @unchecked Sendable {
                 "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", socketDirectory, "-p", "\(port)",
                 "-U", user ?? superuser, "-d", database, "-f", "-",
             ],
-            environment: ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10"],
+            environment: [
+                "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10",
+            ],
             stdin: sql)
         guard result.succeeded else {
             throw Failure(description: "psql failed (\(result.status)): \(result.stderr)")
@@ -159,13 +162,7 @@ public final class PostgresCluster: @unchecked Sendable {
             while kill -0 \(getpid()) 2>/dev/null && [ -d '\(dataDirectory)' ]; do sleep 1; done
             if [ -d '\(dataDirectory)' ]; then \(stopCommand) >/dev/null 2>&1; rm -rf '\(baseDirectory)'; fi
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        process.arguments = ["/bin/sh", "-c", script]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try? process.run()
+        try? Subprocess.spawnDetached("/bin/sh", ["-c", script])
     }
 
     static func freePort() throws -> Int {
@@ -210,7 +207,9 @@ public struct PostgresBinaries: Sendable {
             if FileManager.default.isExecutableFile(atPath: "\(bin)/initdb"),
                 FileManager.default.isExecutableFile(atPath: "\(bin)/pg_ctl")
             {
-                let psql = FileManager.default.isExecutableFile(atPath: "\(bin)/psql") ? "\(bin)/psql" : (Subprocess.which("psql") ?? "\(bin)/psql")
+                let psql =
+                    FileManager.default.isExecutableFile(atPath: "\(bin)/psql")
+                    ? "\(bin)/psql" : (Subprocess.which("psql") ?? "\(bin)/psql")
                 return PostgresBinaries(initdb: "\(bin)/initdb", pgCtl: "\(bin)/pg_ctl", psql: psql)
             }
         }

@@ -1,7 +1,18 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Runs a program to completion and captures what it printed. Used by the cluster
 /// helper and by tests that drive the real `rolegate` binary, `psql` or `pgbench`.
+///
+/// Built on `posix_spawn` and `waitpid` rather than Foundation's `Process`, whose
+/// `waitUntilExit` can miss a child's exit when several run at once on Linux.
 public struct ProcessResult: Sendable {
     public var status: Int32
     public var stdout: String
@@ -16,42 +27,128 @@ public enum Subprocess {
     }
 
     /// Runs `executable` (a path, or a name looked up on PATH) with `arguments`.
+    /// `environment` replaces the inherited one when given.
     @discardableResult
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
         stdin: String? = nil, workingDirectory: String? = nil
     ) throws -> ProcessResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try resolve(executable))
-        process.arguments = arguments
-        if let environment { process.environment = environment }
-        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        let input = Pipe()
-        process.standardInput = stdin == nil ? FileHandle.nullDevice : input
-        try process.run()
-        if let stdin {
-            input.fileHandleForWriting.write(Data(stdin.utf8))
-            try? input.fileHandleForWriting.close()
+        var path = try resolve(executable)
+        var arguments = arguments
+        if let workingDirectory {
+            // posix_spawn has no portable chdir: let a shell change directory, then exec the program.
+            arguments = ["-c", "cd \"$0\" && exec \"$@\"", workingDirectory, path] + arguments
+            path = "/bin/sh"
         }
-        // Read both pipes concurrently so neither can fill up and stall the child.
-        let group = DispatchGroup()
-        nonisolated(unsafe) var errData = Data()
-        group.enter()
-        DispatchQueue.global().async {
-            errData = err.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
+        var inPipe: [Int32] = [-1, -1]
+        var outPipe: [Int32] = [-1, -1]
+        var errPipe: [Int32] = [-1, -1]
+        guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else {
+            throw Failure(description: "pipe(): \(String(cString: strerror(errno)))")
         }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        for fd in inPipe + outPipe + errPipe { posix_spawn_file_actions_addclose(&actions, fd) }
+
+        let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        let argv = [path] + arguments
+        var pid: pid_t = 0
+        let spawned = withCStrings(argv) { argvPointers in
+            withCStrings(env) { envPointers in
+                posix_spawn(&pid, path, &actions, nil, argvPointers, envPointers)
+            }
+        }
+        close(inPipe[0])
+        close(outPipe[1])
+        close(errPipe[1])
+        guard spawned == 0 else {
+            close(inPipe[1])
+            close(outPipe[0])
+            close(errPipe[0])
+            throw Failure(description: "cannot start \(path): \(String(cString: strerror(spawned)))")
+        }
+
+        // Feed stdin and drain stdout/stderr together so no pipe can fill up and stall the child.
+        var input = Array((stdin ?? "").utf8)[...]
+        var inFD: Int32 = inPipe[1]
+        if input.isEmpty {
+            close(inFD)
+            inFD = -1
+        } else {
+            _ = fcntl(inFD, F_SETFL, fcntl(inFD, F_GETFL) | O_NONBLOCK)
+        }
+        var out: [UInt8] = []
+        var err: [UInt8] = []
+        var open: [Int32: Bool] = [outPipe[0]: true, errPipe[0]: true]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while open.values.contains(true) || inFD >= 0 {
+            var fds: [pollfd] = []
+            for (fd, isOpen) in open where isOpen { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
+            if inFD >= 0 { fds.append(pollfd(fd: inFD, events: Int16(POLLOUT), revents: 0)) }
+            guard poll(&fds, nfds_t(fds.count), -1) >= 0 else {
+                if errno == EINTR { continue }
+                break
+            }
+            for entry in fds where entry.revents != 0 {
+                if entry.fd == inFD {
+                    let written = input.withUnsafeBytes { write(inFD, $0.baseAddress, $0.count) }
+                    if written > 0 { input = input.dropFirst(written) }
+                    if written < 0 && errno != EAGAIN || input.isEmpty {
+                        close(inFD)
+                        inFD = -1
+                    }
+                    continue
+                }
+                let count = read(entry.fd, &buffer, buffer.count)
+                if count > 0 {
+                    if entry.fd == outPipe[0] {
+                        out += buffer[0..<count]
+                    } else {
+                        err += buffer[0..<count]
+                    }
+                } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                    open[entry.fd] = false
+                    close(entry.fd)
+                }
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return ProcessResult(
-            status: process.terminationStatus,
-            stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData, as: UTF8.self))
+            status: exitCode, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self)
+        )
+    }
+
+    /// Starts a program in a new session with no standard streams and does not wait for it.
+    public static func spawnDetached(_ executable: String, _ arguments: [String]) throws {
+        let path = try resolve(executable)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for fd: Int32 in 0...2 {
+            posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
+        }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        #if os(Linux)
+            posix_spawnattr_setflags(&attributes, 0x80)  // POSIX_SPAWN_SETSID (glibc): leave our session
+        #else
+            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSID))
+        #endif
+        var pid: pid_t = 0
+        let env = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        let spawned = withCStrings([path] + arguments) { argv in
+            withCStrings(env) { envp in posix_spawn(&pid, path, &actions, &attributes, argv, envp) }
+        }
+        guard spawned == 0 else {
+            throw Failure(description: "cannot start \(path): \(String(cString: strerror(spawned)))")
+        }
     }
 
     /// Runs and throws unless the program exits 0.
@@ -83,5 +180,14 @@ public enum Subprocess {
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }
         return nil
+    }
+
+    private static func withCStrings<R>(
+        _ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R
+    ) -> R {
+        var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+        pointers.append(nil)
+        defer { for pointer in pointers { free(pointer) } }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 }

@@ -90,7 +90,8 @@ let contractExample = """
     }
 
     @Test func unknownKeyNamesLineColumnAndKeyWithSuggestion() {
-        let found = issues(contractExample.replacingOccurrences(of: "    connection_limit: 10", with: "    conection_limit: 10"))
+        let found = issues(
+            contractExample.replacingOccurrences(of: "    connection_limit: 10", with: "    conection_limit: 10"))
         #expect(found.count == 1)
         let issue = found[0]
         #expect(issue.location == SourceLocation(file: "test.yaml", line: 9, column: 5))
@@ -112,12 +113,14 @@ let contractExample = """
     }
 
     @Test func serviceWithoutRole() {
-        let found = issues(contractExample.replacingOccurrences(of: "    role: billing_writer\n", with: "    description: no role\n"))
+        let found = issues(
+            contractExample.replacingOccurrences(of: "    role: billing_writer\n", with: "    description: no role\n"))
         #expect(found.contains { $0.keyPath == "services.billing-api" && $0.message.contains("missing key 'role'") })
     }
 
     @Test func serviceWithUnknownRole() {
-        let found = issues(contractExample.replacingOccurrences(of: "role: billing_writer", with: "role: billing_writr"))
+        let found = issues(
+            contractExample.replacingOccurrences(of: "role: billing_writer", with: "role: billing_writr"))
         #expect(found.count == 1)
         #expect(found[0].keyPath == "services.billing-api.role")
         #expect(found[0].message.contains("unknown role 'billing_writr'"))
@@ -275,7 +278,10 @@ let contractExample = """
 
     @Test func versionAndShape() {
         #expect(issues("databases: {}").contains { $0.message.contains("missing key 'version'") })
-        #expect(issues("version: 2\ndatabases: {a: {url: 'postgres://a@h/a'}}").contains { $0.message.contains("unsupported version 2") })
+        #expect(
+            issues("version: 2\ndatabases: {a: {url: 'postgres://a@h/a'}}").contains {
+                $0.message.contains("unsupported version 2")
+            })
         #expect(issues("- a\n- b").first?.message.contains("expected the policy (a mapping)") == true)
         #expect(issues("").first?.message.contains("empty") == true)
     }
@@ -296,7 +302,8 @@ let contractExample = """
 
     @Test func billionLaughsIsRefused() {
         // Ten merges of ten merges of ... nine levels deep: 10^9 mappings once expanded.
-        var yaml = "version: 1\ndatabases: {app: {url: 'postgres://a@h/app'}}\nroles:\n  m0: &m0 {connection_limit: 1}\n"
+        var yaml =
+            "version: 1\ndatabases: {app: {url: 'postgres://a@h/app'}}\nroles:\n  m0: &m0 {connection_limit: 1}\n"
         for i in 1...9 {
             let refs = Array(repeating: "*m\(i - 1)", count: 10).joined(separator: ", ")
             yaml += "  m\(i): &m\(i) {<<: [\(refs)]}\n"

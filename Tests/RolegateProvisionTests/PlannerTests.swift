@@ -126,14 +126,20 @@ func inSyncSnapshot() -> CatalogSnapshot {
         snap.grants.removeAll { $0.atom.grantee == "reader" && $0.atom.object == .table(QualifiedName("public", "b")) }
         snap.grants.append(
             ActualGrant(
-                atom: PrivilegeAtom(grantee: "reader", object: .table(QualifiedName("billing", "customers")), privilege: .delete),
+                atom: PrivilegeAtom(
+                    grantee: "reader", object: .table(QualifiedName("billing", "customers")), privilege: .delete),
                 grantor: "owner_x"))
         snap.grants.append(
             ActualGrant(
-                atom: PrivilegeAtom(grantee: "writer", object: .column(QualifiedName("billing", "customers"), "ssn"), privilege: .select),
+                atom: PrivilegeAtom(
+                    grantee: "writer", object: .column(QualifiedName("billing", "customers"), "ssn"), privilege: .select
+                ),
                 grantor: "admin"))
         snap.grants.append(
-            ActualGrant(atom: PrivilegeAtom(grantee: "writer", object: .table(QualifiedName("public", "a")), privilege: .insert), grantor: "admin"))
+            ActualGrant(
+                atom: PrivilegeAtom(
+                    grantee: "writer", object: .table(QualifiedName("public", "a")), privilege: .insert),
+                grantor: "admin"))
         snap.roles["reader"]!.connectionLimit = 50
         snap.roles["reader"]!.settings = ["statement_timeout=0", "work_mem=1GB"]
         snap.roles["writer"]!.createDB = true
@@ -186,7 +192,10 @@ func inSyncSnapshot() -> CatalogSnapshot {
         } throws: { error in
             "\(error)".contains("already exists and is not managed by Rolegate")
         }
-        let adopted = try makePlan(snap, policy: policyText.replacingOccurrences(of: "    description: Reads things\n", with: "    description: Reads things\n    adopt: true\n"))
+        let adopted = try makePlan(
+            snap,
+            policy: policyText.replacingOccurrences(
+                of: "    description: Reads things\n", with: "    description: Reads things\n    adopt: true\n"))
         #expect(adopted.roles[0].action == .change)
         #expect(adopted.roles[0].notes.contains("adopting an existing role"))
     }
@@ -203,9 +212,11 @@ func inSyncSnapshot() -> CatalogSnapshot {
         let marker = ManagedMarker(database: "app", keyFingerprint: key.fingerprint, description: nil).comment
         snap.roles["old"] = ActualRole(name: "old", oid: 99, comment: marker)
         snap.roles["foreign"] = ActualRole(
-            name: "foreign", comment: ManagedMarker(database: "elsewhere", keyFingerprint: nil, description: nil).comment)
+            name: "foreign",
+            comment: ManagedMarker(database: "elsewhere", keyFingerprint: nil, description: nil).comment)
         snap.grants.append(
-            ActualGrant(atom: PrivilegeAtom(grantee: "old", object: .schema("public"), privilege: .usage), grantor: "admin"))
+            ActualGrant(
+                atom: PrivilegeAtom(grantee: "old", object: .schema("public"), privilege: .usage), grantor: "admin"))
         snap.sessions["old"] = 2
         var plan = try makePlan(snap)
         let drop = try #require(plan.roles.first { $0.role == "old" })
@@ -220,7 +231,10 @@ func inSyncSnapshot() -> CatalogSnapshot {
 
         snap.ownedObjects["old"] = 3
         plan = try makePlan(snap)
-        #expect(plan.blockers == ["role old: owns 3 object(s); apply refuses to drop it unless given --reassign-owned-to ROLE"])
+        #expect(
+            plan.blockers == [
+                "role old: owns 3 object(s); apply refuses to drop it unless given --reassign-owned-to ROLE"
+            ])
         plan = try makePlan(snap, options: Planner.Options(keyFingerprint: key.fingerprint, reassignOwnedTo: "admin"))
         #expect(plan.blockers.isEmpty)
         let statements = plan.roles.first { $0.role == "old" }!.statements.map(\.display)
@@ -266,7 +280,8 @@ func inSyncSnapshot() -> CatalogSnapshot {
     @Test func powerfulRolesCannotBeJoined() throws {
         var snap = snapshot()
         snap.roles["dba"] = ActualRole(name: "dba", superuser: true)
-        let policy = policyText.replacingOccurrences(of: "    connection_limit: 5\n", with: "    connection_limit: 5\n    member_of: [dba]\n")
+        let policy = policyText.replacingOccurrences(
+            of: "    connection_limit: 5\n", with: "    connection_limit: 5\n    member_of: [dba]\n")
         #expect {
             try makePlan(snap, policy: policy)
         } throws: { error in

@@ -92,7 +92,8 @@ public enum MasterKeyFile {
         }
         if info.st_mode & 0o077 != 0 {
             throw Failure(
-                description: "master key file \(path) is accessible to group or others (mode \(String(info.st_mode & 0o777, radix: 8))); run: chmod 600 \(path)"
+                description:
+                    "master key file \(path) is accessible to group or others (mode \(String(info.st_mode & 0o777, radix: 8))); run: chmod 600 \(path)"
             )
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -101,7 +102,8 @@ public enum MasterKeyFile {
         let hexText = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard hexText.count == MasterKey.byteCount * 2, let bytes = decodeHex(hexText) else {
             throw Failure(
-                description: "master key file \(path) is not a Rolegate key (expected \(MasterKey.byteCount * 2) hex digits)")
+                description:
+                    "master key file \(path) is not a Rolegate key (expected \(MasterKey.byteCount * 2) hex digits)")
         }
         return MasterKey(bytes: bytes)
     }
@@ -115,7 +117,8 @@ public enum MasterKeyFile {
                 try FileManager.default.createDirectory(
                     atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
-                throw Failure(description: "cannot create folder \(directory) for the master key: \(error.localizedDescription)")
+                throw Failure(
+                    description: "cannot create folder \(directory) for the master key: \(error.localizedDescription)")
             }
         }
         let key = MasterKey.generate()

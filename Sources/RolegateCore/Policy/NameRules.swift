@@ -45,9 +45,11 @@ public enum NameRules {
         let allowed = name.unicodeScalars.allSatisfy {
             $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0))
         }
-        guard allowed, let first = name.unicodeScalars.first, first.properties.isAlphabetic || ("0"..."9").contains(first)
+        guard allowed, let first = name.unicodeScalars.first,
+            first.properties.isAlphabetic || ("0"..."9").contains(first)
         else {
-            return "'\(name)' is not a valid service name (letters, digits, '.', '_', '-'; starting with a letter or digit)"
+            return
+                "'\(name)' is not a valid service name (letters, digits, '.', '_', '-'; starting with a letter or digit)"
         }
         return nil
     }

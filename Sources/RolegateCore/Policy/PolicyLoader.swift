@@ -56,7 +56,10 @@ public enum PolicyLoader {
             throw PolicyError(PolicyIssue(location: nil, keyPath: "", message: "cannot parse YAML: \(error)"))
         }
         guard let root else {
-            throw PolicyError(PolicyIssue(location: SourceLocation(file: file, line: 1, column: 1), keyPath: "", message: "the policy file is empty"))
+            throw PolicyError(
+                PolicyIssue(
+                    location: SourceLocation(file: file, line: 1, column: 1), keyPath: "",
+                    message: "the policy file is empty"))
         }
         let report = YAMLReport(file: file, environment: environment, budget: nodeBudget)
         let policy = build(YAMLValue(node: root, path: "", report: report), file: file)
@@ -142,7 +145,9 @@ public enum PolicyLoader {
                 spec.fail("database name: \(problem)")
                 continue
             }
+            let before = spec.report.issues.count
             guard let fields = spec.mapping(allowed: databaseKeys, what: "a database") else { continue }
+            if spec.report.issues.count > before { continue }
             let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
             guard let urlValue = f["url"] else {
                 spec.fail("missing key 'url' (the admin connection, e.g. postgres://admin@host:5432/\(name))")
@@ -273,7 +278,10 @@ public enum PolicyLoader {
     }
 
     private static func buildGrant(_ value: YAMLValue) -> GrantSpec? {
+        let before = value.report.issues.count
         guard let fields = value.mapping(allowed: grantKeys, what: "a grant") else { return nil }
+        // An unknown key (a typo) already explains a missing one.
+        if value.report.issues.count > before { return nil }
         let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
         guard let onValue = f["on"] else {
             value.fail("missing key 'on' (e.g. on: TABLE billing.invoices)")
@@ -342,7 +350,8 @@ public enum PolicyLoader {
         var future = false
         if let futureValue = f["future"], let flag = futureValue.bool(what: "future") {
             if flag, !target.isSchemaWide {
-                futureValue.fail("future: true applies only to ALL TABLES|SEQUENCES|FUNCTIONS IN SCHEMA, not to \(target)")
+                futureValue.fail(
+                    "future: true applies only to ALL TABLES|SEQUENCES|FUNCTIONS IN SCHEMA, not to \(target)")
                 ok = false
             }
             future = flag
@@ -362,7 +371,9 @@ public enum PolicyLoader {
                 spec.fail(problem)
                 continue
             }
+            let before = spec.report.issues.count
             guard let fields = spec.mapping(allowed: serviceKeys, what: "a service") else { continue }
+            if spec.report.issues.count > before { continue }
             let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
             guard let roleValue = f["role"] else {
                 spec.fail("missing key 'role': every service is bound to exactly one role")

@@ -52,7 +52,8 @@ struct YAMLValue {
 
     private var kindName: String {
         switch node {
-        case .scalar(let s) where s.tag == .init(.null) || (s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string)):
+        case .scalar(let s)
+        where s.tag == .init(.null) || (s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string)):
             "nothing (null)"
         case .scalar: "a scalar"
         case .mapping: "a mapping"
@@ -88,7 +89,11 @@ struct YAMLValue {
             if key == "<<", keyScalar.style == .plain {
                 let source = YAMLValue(node: valueNode, path: path, report: report)
                 let sources: [YAMLValue]
-                if case .sequence = valueNode { sources = source.list(what: "mappings to merge") ?? [] } else { sources = [source] }
+                if case .sequence = valueNode {
+                    sources = source.list(what: "mappings to merge") ?? []
+                } else {
+                    sources = [source]
+                }
                 for s in sources {
                     merged.append(contentsOf: s.mapping(allowed: allowed, what: what) ?? [])
                 }
@@ -279,6 +284,8 @@ public enum EnvironmentExpansion {
     static func isVariableName(_ name: String) -> Bool {
         guard let first = name.unicodeScalars.first, first == "_" || (first.isASCII && first.properties.isAlphabetic)
         else { return false }
-        return name.unicodeScalars.allSatisfy { $0 == "_" || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) }
+        return name.unicodeScalars.allSatisfy {
+            $0 == "_" || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)))
+        }
     }
 }

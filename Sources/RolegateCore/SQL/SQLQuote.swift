@@ -32,7 +32,8 @@ public enum SQLQuote {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             case _ where scalar.properties.generalCategory == .control:
-                out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
+                out +=
+                    "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
                     + String(scalar.value, radix: 16)
             default: out.unicodeScalars.append(scalar)
             }

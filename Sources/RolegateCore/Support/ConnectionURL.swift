@@ -51,7 +51,8 @@ public struct ConnectionURL: Sendable, Equatable {
             case "sslmode":
                 guard let mode = SSLMode(rawValue: value) else {
                     throw ParseError(
-                        description: "unknown sslmode '\(value)' (use one of: \(SSLMode.allCases.map(\.rawValue).joined(separator: ", ")))"
+                        description:
+                            "unknown sslmode '\(value)' (use one of: \(SSLMode.allCases.map(\.rawValue).joined(separator: ", ")))"
                     )
                 }
                 sslMode = mode
@@ -68,7 +69,8 @@ public struct ConnectionURL: Sendable, Equatable {
                 break
             default:
                 throw ParseError(
-                    description: "unknown URL parameter '\(item.name)' (supported: \(Self.knownParameters.sorted().joined(separator: ", ")))"
+                    description:
+                        "unknown URL parameter '\(item.name)' (supported: \(Self.knownParameters.sorted().joined(separator: ", ")))"
                 )
             }
         }

@@ -34,7 +34,9 @@ public struct Provisioner: Sendable {
         }
     }
 
-    func plan(_ database: DatabaseSpec, on connection: AdminConnection) async throws -> (
+    func plan(
+        _ database: DatabaseSpec, on connection: AdminConnection
+    ) async throws -> (
         plan: DatabasePlan, snapshot: CatalogSnapshot
     ) {
         let snapshot = try await CatalogInspector.inspect(connection, policy: policy, database: database)

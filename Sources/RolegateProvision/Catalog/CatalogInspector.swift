@@ -14,7 +14,8 @@ public enum CatalogInspector {
         guard let (currentUser, databaseName, serverVersion) = header.first else {
             throw ProvisionError(.server, "the server returned no session information")
         }
-        var snapshot = CatalogSnapshot(currentUser: currentUser, databaseName: databaseName, serverVersion: serverVersion)
+        var snapshot = CatalogSnapshot(
+            currentUser: currentUser, databaseName: databaseName, serverVersion: serverVersion)
 
         let roleRows = try await connection.rows(
             """
@@ -90,7 +91,9 @@ public enum CatalogInspector {
                     functionSchemas.insert(s)
                 case .function(let s, let n, let arguments):
                     guard snapshot.resolvedFunctions[grant.target] == nil else { continue }
-                    if let identity = try await resolveFunction(connection, signature: "\(SQLQuote.qualified(s, n))(\(arguments))") {
+                    if let identity = try await resolveFunction(
+                        connection, signature: "\(SQLQuote.qualified(s, n))(\(arguments))")
+                    {
                         snapshot.resolvedFunctions[grant.target] = identity
                     }
                 default:
@@ -151,7 +154,9 @@ public enum CatalogInspector {
 
     /// PostgreSQL's identity for `schema.name(argtypes)`, or nil when there is no such function.
     /// Runs in a savepoint when inside a transaction, since an unknown type name raises.
-    static func resolveFunction(_ connection: AdminConnection, signature: String) async throws(ProvisionError) -> String? {
+    static func resolveFunction(
+        _ connection: AdminConnection, signature: String
+    ) async throws(ProvisionError) -> String? {
         try await connection.execute("SAVEPOINT rolegate_resolve")
         do {
             let rows = try await connection.rows(

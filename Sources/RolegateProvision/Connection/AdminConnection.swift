@@ -77,7 +77,8 @@ public final class AdminConnection: Sendable {
             return AdminConnection(connection: connection, logger: logger, target: url.displayName)
         } catch {
             throw ProvisionError(
-                .connection, "cannot connect to database \(database.name) (\(url.displayName)): \(Self.describe(error))",
+                .connection,
+                "cannot connect to database \(database.name) (\(url.displayName)): \(Self.describe(error))",
                 sqlState: Self.sqlState(error))
         }
     }
@@ -124,7 +125,8 @@ public final class AdminConnection: Sendable {
             }
             return result
         } catch {
-            throw ProvisionError(.server, "inspecting the catalog failed: \(Self.describe(error))", sqlState: Self.sqlState(error))
+            throw ProvisionError(
+                .server, "inspecting the catalog failed: \(Self.describe(error))", sqlState: Self.sqlState(error))
         }
     }
 

@@ -22,7 +22,9 @@ public struct ResolutionError: Error, Sendable, CustomStringConvertible {
 
 public enum DesiredStateBuilder {
     /// Expands the policy's roles for `database` against `snapshot`.
-    public static func build(policy: Policy, database: DatabaseSpec, snapshot: CatalogSnapshot) throws(ResolutionError)
+    public static func build(
+        policy: Policy, database: DatabaseSpec, snapshot: CatalogSnapshot
+    ) throws(ResolutionError)
         -> DesiredState
     {
         var issues: [PolicyIssue] = []

@@ -64,7 +64,8 @@ public enum Planner {
         }
         if let target = options.reassignOwnedTo, !toDrop.isEmpty, snapshot.roles[target] == nil {
             issues.append(
-                PolicyIssue(location: nil, keyPath: "", message: "--reassign-owned-to: role '\(target)' does not exist"))
+                PolicyIssue(location: nil, keyPath: "", message: "--reassign-owned-to: role '\(target)' does not exist")
+            )
         }
         guard issues.isEmpty else { throw ResolutionError(issues: issues) }
 
@@ -123,7 +124,9 @@ public enum Planner {
         if actual.replication { attributes.append("NOREPLICATION") }
         if actual.bypassRLS { attributes.append("NOBYPASSRLS") }
         if !actual.inherit { attributes.append("INHERIT") }
-        if actual.connectionLimit != spec.connectionLimit { attributes.append("CONNECTION LIMIT \(spec.connectionLimit)") }
+        if actual.connectionLimit != spec.connectionLimit {
+            attributes.append("CONNECTION LIMIT \(spec.connectionLimit)")
+        }
         if let until = actual.validUntil, until != "infinity" { attributes.append("VALID UNTIL 'infinity'") }
         if !attributes.isEmpty {
             statements.append(PlannedStatement("ALTER ROLE \(name) WITH \(attributes.joined(separator: " "))"))
@@ -151,13 +154,16 @@ public enum Planner {
         let actualAtoms = Set(actualGrants.map(\.atom))
         let extra = actualGrants.filter { !role.atoms.contains($0.atom) }
         let withOption = actualGrants.filter { role.atoms.contains($0.atom) && $0.grantable }
-        statements += revokeStatements(extra, role: spec.name, currentUser: snapshot.currentUser, grantOptionOnly: false)
-        statements += revokeStatements(withOption, role: spec.name, currentUser: snapshot.currentUser, grantOptionOnly: true)
+        statements += revokeStatements(
+            extra, role: spec.name, currentUser: snapshot.currentUser, grantOptionOnly: false)
+        statements += revokeStatements(
+            withOption, role: spec.name, currentUser: snapshot.currentUser, grantOptionOnly: true)
         statements += grantStatements(role.atoms.subtracting(actualAtoms).sorted(), role: spec.name)
 
         var notes: [String] = []
         if actual.marker == nil { notes.append("adopting an existing role") }
-        return RolePlan(role: spec.name, action: statements.isEmpty ? .unchanged : .change, statements: statements, notes: notes)
+        return RolePlan(
+            role: spec.name, action: statements.isEmpty ? .unchanged : .change, statements: statements, notes: notes)
     }
 
     private static func drop(_ actual: ActualRole, snapshot: CatalogSnapshot, options: Options) -> RolePlan {
@@ -171,7 +177,9 @@ public enum Planner {
                 // REASSIGN OWNED needs the privileges of the role; a CREATEROLE admin can grant itself
                 // membership, which goes away with the role.
                 let admin = snapshot.roles[snapshot.currentUser]
-                let isMember = snapshot.memberships.contains { $0.role == actual.name && $0.member == snapshot.currentUser }
+                let isMember = snapshot.memberships.contains {
+                    $0.role == actual.name && $0.member == snapshot.currentUser
+                }
                 if admin?.superuser != true, !isMember {
                     statements.append(PlannedStatement("GRANT \(name) TO CURRENT_USER"))
                 }
@@ -190,7 +198,8 @@ public enum Planner {
             statements.append(PlannedStatement("REVOKE \(SQLQuote.ident(m.role)) FROM \(name)"))
         }
         let grants = snapshot.grants.filter { $0.atom.grantee == actual.name }
-        statements += revokeStatements(grants, role: actual.name, currentUser: snapshot.currentUser, grantOptionOnly: false)
+        statements += revokeStatements(
+            grants, role: actual.name, currentUser: snapshot.currentUser, grantOptionOnly: false)
         statements.append(PlannedStatement("DROP ROLE \(name)"))
         let sessions = snapshot.sessions[actual.name] ?? 0
         if sessions > 0 { notes.append("\(sessions) open session(s) will be ended after the drop commits") }
@@ -219,7 +228,8 @@ public enum Planner {
         }
         for setting in spec.settings where current[setting.name.lowercased()] != setting.value {
             statements.append(
-                PlannedStatement("ALTER ROLE \(name) SET \(settingName(setting.name)) TO \(SQLQuote.literal(setting.value))"))
+                PlannedStatement(
+                    "ALTER ROLE \(name) SET \(settingName(setting.name)) TO \(SQLQuote.literal(setting.value))"))
         }
         return statements
     }

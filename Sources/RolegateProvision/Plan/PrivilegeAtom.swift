@@ -122,7 +122,9 @@ public struct ManagedMarker: Sendable, Equatable {
     }
 
     public var comment: String {
-        let db = database.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(.init(charactersIn: "-_."))) ?? database
+        let db =
+            database.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(.init(charactersIn: "-_.")))
+            ?? database
         var text = "\(Self.prefix) db=\(db)"
         if let keyFingerprint { text += " key=\(keyFingerprint)" }
         if let description, !description.isEmpty { text += "\n" + description }

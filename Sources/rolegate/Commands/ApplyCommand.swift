@@ -77,7 +77,8 @@ struct ApplyCommand: AsyncParsableCommand {
             applied.append(result.plan)
             for warning in result.warnings { Terminal.note("warning: \(warning)") }
             if format == .text {
-                var line = "Applied \(result.plan.statements.count) statement(s) to \(plan.database) in one transaction."
+                var line =
+                    "Applied \(result.plan.statements.count) statement(s) to \(plan.database) in one transaction."
                 if result.sessionsEnded > 0 { line += " Ended \(result.sessionsEnded) session(s) of dropped roles." }
                 print(line)
             }

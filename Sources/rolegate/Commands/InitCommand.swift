@@ -29,7 +29,8 @@ struct ValidateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "validate",
         abstract: "Check the policy file without touching any database.",
-        discussion: "Exits 0 when the policy is valid, 1 with every problem (file:line:column: key: message) otherwise.")
+        discussion: "Exits 0 when the policy is valid, 1 with every problem (file:line:column: key: message) otherwise."
+    )
 
     @OptionGroup var policy: PolicyOptions
 

@@ -40,7 +40,8 @@ struct PlanCommand: AsyncParsableCommand {
         case .text:
             if key == nil, !plans.allSatisfy(\.inSync) {
                 Terminal.note(
-                    "note: no master key yet at \(MasterKeySupport.path(for: loaded)); apply will create it (key=pending below)")
+                    "note: no master key yet at \(MasterKeySupport.path(for: loaded)); apply will create it (key=pending below)"
+                )
             }
             print(PlanRenderer.text(plans), terminator: "")
         case .json:
