@@ -8,11 +8,13 @@ let strict: [SwiftSetting] = [
 
 let package = Package(
     name: "rolegate",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "rolegate", targets: ["rolegate"]),
         .library(name: "RolegateCore", targets: ["RolegateCore"]),
         .library(name: "RolegateProvision", targets: ["RolegateProvision"]),
+        .library(name: "RolegateStore", targets: ["RolegateStore"]),
+        .library(name: "RolegateTokens", targets: ["RolegateTokens"]),
         .library(name: "PostgresCluster", targets: ["PostgresCluster"]),
     ],
     dependencies: [
@@ -22,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
     ],
     targets: [
         // Pure domain: policy model, YAML loading and validation, durations,
@@ -31,6 +34,16 @@ let package = Package(
             dependencies: [
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        // Opening PostgreSQL connections from policy URLs, and describing their errors.
+        .target(
+            name: "RolegatePostgres",
+            dependencies: [
+                "RolegateCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strict
         ),
@@ -45,6 +58,26 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Everything Rolegate keeps: tokens, the change feed, schema version. SQLite by
+        // default, PostgreSQL for several gateway instances; one contract for both.
+        .target(
+            name: "RolegateStore",
+            dependencies: [
+                "RolegateCore",
+                "RolegatePostgres",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Token lifecycle (issue, rotate, revoke under the policy's rules) and the
+        // TokenVerifier the gateway and HTTP API check every token with.
+        .target(
+            name: "RolegateTokens",
+            dependencies: ["RolegateCore", "RolegateStore"],
+            swiftSettings: strict
+        ),
         // A throwaway PostgreSQL cluster (initdb + pg_ctl), shared by the tests and the demo.
         .target(
             name: "PostgresCluster",
@@ -56,6 +89,8 @@ let package = Package(
             dependencies: [
                 "RolegateCore",
                 "RolegateProvision",
+                "RolegateStore",
+                "RolegateTokens",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -71,10 +106,17 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "RolegateStoreTests",
+            dependencies: ["RolegateStore", "RolegateTokens", "RolegateCore", "PostgresCluster"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "RolegateCore",
                 "RolegateProvision",
+                "RolegateStore",
+                "RolegateTokens",
                 "PostgresCluster",
                 "rolegate",
                 .product(name: "PostgresNIO", package: "postgres-nio"),

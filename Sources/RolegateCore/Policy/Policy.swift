@@ -10,6 +10,8 @@ public struct Policy: Sendable {
     public var services: [ServiceSpec]
     /// `master_key_file:` as written (relative paths are relative to the policy file).
     public var masterKeyFile: String?
+    /// `store:` as written: `sqlite:PATH` or `postgres://…`.
+    public var store: String?
     /// The file this policy was read from.
     public var sourcePath: String
 
@@ -19,8 +21,10 @@ public struct Policy: Sendable {
         roles: [RoleSpec],
         services: [ServiceSpec],
         masterKeyFile: String? = nil,
+        store: String? = nil,
         sourcePath: String = "rolegate.yaml"
     ) {
+        self.store = store
         self.version = version
         self.databases = databases
         self.roles = roles
@@ -152,11 +156,17 @@ public struct GrantSpec: Sendable {
 public struct ServiceSpec: Sendable {
     public static let defaultTokenTTL: Duration = .seconds(3600)
     public static let defaultMaxTokenTTL: Duration = .seconds(86_400)
+    public static let defaultGrace: Duration = .seconds(300)
+    public static let defaultMaxGrace: Duration = .seconds(3600)
 
     public var name: String
     public var role: String
     public var tokenTTL: Duration
     public var maxTokenTTL: Duration
+    /// How long the old token keeps working after `token rotate` (default 5m).
+    public var grace: Duration
+    /// The longest `--grace` a rotation may ask for (default 1h).
+    public var maxGrace: Duration
     public var description: String?
     public var location: SourceLocation?
 
@@ -165,9 +175,13 @@ public struct ServiceSpec: Sendable {
         role: String,
         tokenTTL: Duration = ServiceSpec.defaultTokenTTL,
         maxTokenTTL: Duration = ServiceSpec.defaultMaxTokenTTL,
+        grace: Duration = ServiceSpec.defaultGrace,
+        maxGrace: Duration = ServiceSpec.defaultMaxGrace,
         description: String? = nil,
         location: SourceLocation? = nil
     ) {
+        self.grace = grace
+        self.maxGrace = maxGrace
         self.name = name
         self.role = role
         self.tokenTTL = tokenTTL

@@ -89,13 +89,15 @@ public enum PolicyLoader {
 
     // MARK: - Shapes
 
-    static let topKeys: Set<String> = ["version", "databases", "roles", "services", "master_key_file"]
+    static let topKeys: Set<String> = ["version", "databases", "roles", "services", "master_key_file", "store"]
     static let databaseKeys: Set<String> = ["url", "future_owners", "description"]
     static let roleKeys: Set<String> = [
         "database", "description", "connection_limit", "settings", "grants", "member_of", "shared", "adopt",
     ]
     static let grantKeys: Set<String> = ["on", "privileges", "columns", "future"]
-    static let serviceKeys: Set<String> = ["role", "token_ttl", "max_token_ttl", "description"]
+    static let serviceKeys: Set<String> = [
+        "role", "token_ttl", "max_token_ttl", "grace", "max_grace", "description",
+    ]
 
     private static func build(_ root: YAMLValue, file: String) -> Policy? {
         guard let top = root.mapping(allowed: topKeys, what: "the policy") else { return nil }
@@ -124,10 +126,19 @@ public enum PolicyLoader {
         let services = entries["services"].map { buildServices($0, roles: roles, roleNames: roleNames) } ?? []
 
         let masterKeyFile = entries["master_key_file"]?.string(what: "a file path")
+        var store: String?
+        if let storeValue = entries["store"], let text = storeValue.string(what: "a store location") {
+            if text.hasPrefix("sqlite:") || text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+                if !text.hasPrefix("sqlite:"), let problem = ConnectionURL.problem(text) { storeValue.fail(problem) }
+                store = text
+            } else {
+                storeValue.fail("unknown store '\(ConnectionURL.redact(text))' (use sqlite:PATH or postgres://user@host/db)")
+            }
+        }
 
         return Policy(
             version: Policy.currentVersion, databases: databases, roles: roles, services: services,
-            masterKeyFile: masterKeyFile, sourcePath: file)
+            masterKeyFile: masterKeyFile, store: store, sourcePath: file)
     }
 
     /// The keys of a mapping, whether or not their values are valid: later sections check
@@ -402,11 +413,17 @@ public enum PolicyLoader {
                 (f["token_ttl"] ?? spec).fail(
                     "token_ttl \(DurationText.format(ttl)) is longer than max_token_ttl \(DurationText.format(maxTTL))")
             }
+            let grace = f["grace"]?.duration(what: "a duration") ?? ServiceSpec.defaultGrace
+            let maxGrace = f["max_grace"]?.duration(what: "a duration") ?? max(ServiceSpec.defaultMaxGrace, grace)
+            if grace > maxGrace {
+                (f["grace"] ?? spec).fail(
+                    "grace \(DurationText.format(grace)) is longer than max_grace \(DurationText.format(maxGrace))")
+            }
             let description = f["description"]?.string(what: "a description")
             result.append(
                 ServiceSpec(
-                    name: name, role: roleName, tokenTTL: ttl, maxTokenTTL: maxTTL, description: description,
-                    location: spec.location))
+                    name: name, role: roleName, tokenTTL: ttl, maxTokenTTL: maxTTL, grace: grace, maxGrace: maxGrace,
+                    description: description, location: spec.location))
         }
         return result
     }

@@ -1,6 +1,6 @@
 import Logging
-import NIOSSL
 import PostgresNIO
+import RolegatePostgres
 public import RolegateCore
 
 /// Why provisioning stopped. ``description`` is for people and never holds a secret:
@@ -53,25 +53,12 @@ public final class AdminConnection: Sendable {
         var logger = Logger(label: "rolegate.provision")
         logger.logLevel = .critical
         var configuration: PostgresConnection.Configuration
-        if let socketDirectory = url.unixSocketDirectory {
-            configuration = .init(
-                unixSocketPath: "\(socketDirectory)/.s.PGSQL.\(url.port)", username: url.user, password: url.password,
-                database: url.database)
-        } else {
-            let tls: PostgresConnection.Configuration.TLS
-            do {
-                tls = try Self.tls(for: url)
-            } catch {
-                throw ProvisionError(.connection, "database \(database.name): cannot set up TLS: \(error)")
-            }
-            configuration = .init(
-                host: url.host, port: url.port, username: url.user, password: url.password, database: url.database,
-                tls: tls)
+        do {
+            configuration = try PostgresConnect.configuration(for: url, applicationName: "rolegate")
+        } catch {
+            throw ProvisionError(.connection, "database \(database.name): cannot set up TLS: \(error)")
         }
-        configuration.options.connectTimeout = .seconds(10)
-        var startup = [("application_name", url.applicationName ?? "rolegate")]
-        startup.append(("client_min_messages", "warning"))
-        configuration.options.additionalStartupParameters = startup
+        configuration.options.additionalStartupParameters.append(("client_min_messages", "warning"))
         do {
             let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
             return AdminConnection(connection: connection, logger: logger, target: url.displayName)
@@ -80,22 +67,6 @@ public final class AdminConnection: Sendable {
                 .connection,
                 "cannot connect to database \(database.name) (\(url.displayName)): \(Self.describe(error))",
                 sqlState: Self.sqlState(error))
-        }
-    }
-
-    static func tls(for url: ConnectionURL) throws -> PostgresConnection.Configuration.TLS {
-        switch url.sslMode {
-        case .disable, .allow:
-            return .disable
-        case .prefer, .require:
-            var config = TLSConfiguration.makeClientConfiguration()
-            config.certificateVerification = .none
-            let context = try NIOSSLContext(configuration: config)
-            return url.sslMode == .prefer ? .prefer(context) : .require(context)
-        case .verifyCA, .verifyFull:
-            var config = TLSConfiguration.makeClientConfiguration()
-            config.certificateVerification = url.sslMode == .verifyFull ? .fullVerification : .noHostnameVerification
-            return .require(try NIOSSLContext(configuration: config))
         }
     }
 
@@ -130,27 +101,7 @@ public final class AdminConnection: Sendable {
         }
     }
 
-    static func sqlState(_ error: any Error) -> String? {
-        (error as? PSQLError)?.serverInfo?[.sqlState]
-    }
+    static func sqlState(_ error: any Error) -> String? { PostgresErrorText.sqlState(error) }
 
-    /// PostgreSQL's message, detail and hint, or what went wrong with the connection;
-    /// never the query text (it may carry a credential verifier).
-    static func describe(_ error: any Error) -> String {
-        if let error = error as? PSQLError {
-            if let info = error.serverInfo {
-                var text = info[.message] ?? "server error"
-                if let detail = info[.detail] { text += " (\(detail))" }
-                if let hint = info[.hint] { text += "; hint: \(hint)" }
-                if let state = info[.sqlState] { text += " [SQLSTATE \(state)]" }
-                return text
-            }
-            if let underlying = error.underlying { return "\(error.code): \(underlying)" }
-            return "\(error.code)"
-        }
-        if let error = error as? PostgresDecodingError {
-            return "unexpected column type (\(error.code)) in \(error.columnName)"
-        }
-        return "\(error)"
-    }
+    static func describe(_ error: any Error) -> String { PostgresErrorText.describe(error) }
 }

@@ -1,0 +1,126 @@
+import Foundation
+
+/// The token format: `rgt_<id>_<secret><checksum>`.
+///
+/// - `rgt_`: a fixed prefix, so secret scanners can recognise a leaked token.
+/// - `<id>`: 16 characters of lowercase base32 (80 random bits): public, shown by
+///   `token list`, recorded in the audit log, used to revoke.
+/// - `<secret>`: 52 characters of lowercase base32: 256 bits from the system CSPRNG.
+/// - `<checksum>`: 7 characters of lowercase base32: the CRC-32 of everything before it,
+///   so a mistyped or truncated token is rejected without a store lookup.
+///
+/// The whole token is 80 characters of `[a-z2-7_]`. Only one-way derivatives of it are
+/// ever stored (see ``TokenSecret``).
+public enum TokenFormat {
+    public static let prefix = "rgt_"
+    public static let idLength = 16
+    public static let secretLength = 52
+    public static let checksumLength = 7
+    public static let length = prefix.count + idLength + 1 + secretLength + checksumLength
+
+    public enum ParseError: Error, Sendable, Equatable, CustomStringConvertible {
+        case wrongPrefix
+        case wrongLength
+        case badCharacters
+        case badChecksum
+
+        public var description: String {
+            switch self {
+            case .wrongPrefix: "not a Rolegate token (it should start with '\(TokenFormat.prefix)')"
+            case .wrongLength: "a Rolegate token is \(TokenFormat.length) characters long; this one is truncated or padded"
+            case .badCharacters: "a Rolegate token holds only a-z, 2-7 and '_'"
+            case .badChecksum: "the token's checksum does not match: it was mistyped or altered"
+            }
+        }
+    }
+
+    /// A token's parts after its format and checksum have been checked.
+    public struct Parsed: Sendable, Equatable {
+        public var id: String
+        /// The whole token, which is what the hash and the SCRAM verifier are computed over.
+        public var token: String
+    }
+
+    /// A new token with a fresh id and secret.
+    public static func generate() -> (id: String, token: String) {
+        let id = Base32.encode(randomBytes(10))
+        let secret = Base32.encode(randomBytes(32))
+        let body = prefix + id + "_" + secret
+        return (id, body + checksum(body))
+    }
+
+    /// A new random token id (for tests and for ids of things that are not tokens).
+    public static func newID() -> String { Base32.encode(randomBytes(10)) }
+
+    /// Checks the shape and checksum of `text`. Never echoes the text in its errors.
+    public static func parse(_ text: String) throws(ParseError) -> Parsed {
+        let utf8 = Array(text.utf8)
+        guard utf8.count >= prefix.utf8.count, utf8.starts(with: prefix.utf8) else { throw .wrongPrefix }
+        guard utf8.count == length else { throw .wrongLength }
+        let idEnd = prefix.utf8.count + idLength
+        guard utf8[idEnd] == UInt8(ascii: "_") else { throw .badCharacters }
+        for (index, byte) in utf8.enumerated() where index >= prefix.utf8.count && index != idEnd {
+            guard Base32.isDigit(byte) else { throw .badCharacters }
+        }
+        let bodyLength = length - checksumLength
+        let body = String(decoding: utf8[0..<bodyLength], as: UTF8.self)
+        let given = String(decoding: utf8[bodyLength...], as: UTF8.self)
+        guard checksum(body) == given else { throw .badChecksum }
+        return Parsed(id: String(decoding: utf8[prefix.utf8.count..<idEnd], as: UTF8.self), token: text)
+    }
+
+    static func checksum(_ body: String) -> String {
+        let crc = CRC32.checksum(Array(body.utf8))
+        // 32 bits as 7 base32 digits (35 bits, top 3 always zero), most significant first.
+        var digits = ""
+        for shift in stride(from: 30, through: 0, by: -5) {
+            digits.append(Character(Unicode.Scalar(Base32.alphabet[Int((UInt64(crc) >> UInt64(shift)) & 31)])))
+        }
+        return digits
+    }
+
+    static func randomBytes(_ count: Int) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+    }
+}
+
+/// RFC 4648 base32 with a lowercase alphabet and no padding.
+enum Base32 {
+    static let alphabet: [UInt8] = Array("abcdefghijklmnopqrstuvwxyz234567".utf8)
+
+    static func encode(_ bytes: [UInt8]) -> String {
+        var output: [UInt8] = []
+        var buffer: UInt32 = 0
+        var bits = 0
+        for byte in bytes {
+            buffer = (buffer << 8) | UInt32(byte)
+            bits += 8
+            while bits >= 5 {
+                output.append(alphabet[Int((buffer >> UInt32(bits - 5)) & 31)])
+                bits -= 5
+            }
+        }
+        if bits > 0 { output.append(alphabet[Int((buffer << UInt32(5 - bits)) & 31)]) }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    static func isDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "2")...UInt8(ascii: "7")).contains(byte)
+    }
+}
+
+/// CRC-32 (IEEE 802.3), as zlib computes it.
+enum CRC32 {
+    static let table: [UInt32] = (0..<256).map { index in
+        var c = UInt32(index)
+        for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        return crc ^ 0xFFFF_FFFF
+    }
+}

@@ -1,0 +1,86 @@
+public import Foundation
+
+/// Everything Rolegate keeps about one token: who it is for, when it lives, and the
+/// one-way derivatives of its secret.
+public struct TokenRecord: Sendable, Equatable {
+    public var id: String
+    public var service: String
+    public var role: String
+    public var issuedAt: Date
+    public var expiresAt: Date
+    public var revokedAt: Date?
+    public var revokeReason: String?
+    public var lastUsedAt: Date?
+    /// Who issued it, e.g. `cli:alice@build-7`.
+    public var issuer: String
+    public var note: String?
+    /// The token that replaced this one in a rotation; this one then lives until the grace ends.
+    public var supersededBy: String?
+    public var secret: TokenSecret
+
+    public init(
+        id: String, service: String, role: String, issuedAt: Date, expiresAt: Date, revokedAt: Date? = nil,
+        revokeReason: String? = nil, lastUsedAt: Date? = nil, issuer: String, note: String? = nil,
+        supersededBy: String? = nil, secret: TokenSecret
+    ) {
+        self.id = id
+        self.service = service
+        self.role = role
+        self.issuedAt = issuedAt
+        self.expiresAt = expiresAt
+        self.revokedAt = revokedAt
+        self.revokeReason = revokeReason
+        self.lastUsedAt = lastUsedAt
+        self.issuer = issuer
+        self.note = note
+        self.supersededBy = supersededBy
+        self.secret = secret
+    }
+
+    public func state(at now: Date) -> TokenState {
+        if revokedAt != nil { return .revoked }
+        if expiresAt <= now { return .expired }
+        return supersededBy == nil ? .live : .grace
+    }
+
+    /// Live or in a rotation's grace window: accepted for authentication.
+    public func isUsable(at now: Date) -> Bool {
+        let state = state(at: now)
+        return state == .live || state == .grace
+    }
+}
+
+public enum TokenState: String, Sendable, Codable, CaseIterable {
+    case live
+    /// Replaced by a rotation; still accepted until its (shortened) expiry.
+    case grace
+    case expired
+    case revoked
+}
+
+extension Date {
+    /// This instant truncated to whole milliseconds, the precision the stores keep.
+    public var wholeMilliseconds: Date {
+        Date(timeIntervalSince1970: (timeIntervalSince1970 * 1000).rounded(.down) / 1000)
+    }
+
+    public var millisecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    public init(milliseconds: Int64) {
+        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+
+    /// RFC 3339 in UTC with seconds, e.g. `2026-11-29T01:15:00Z`.
+    public var rfc3339: String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: self)
+    }
+}
+
+extension Duration {
+    public var timeInterval: TimeInterval {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

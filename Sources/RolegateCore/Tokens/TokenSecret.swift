@@ -1,0 +1,41 @@
+import Crypto
+import Foundation
+
+/// The one-way derivatives of a token that Rolegate stores: a SHA-256 hash for bearer
+/// checks and a SCRAM-SHA-256 verifier so the wire gateway can authenticate a client by
+/// SCRAM without ever seeing the token. Never the token itself.
+public struct TokenSecret: Sendable, Equatable {
+    public var sha256: [UInt8]
+    public var scram: SCRAMSHA256.Verifier
+
+    public init(sha256: [UInt8], scram: SCRAMSHA256.Verifier) {
+        self.sha256 = sha256
+        self.scram = scram
+    }
+
+    /// Derives what is stored for `token`. All tokens of one service share `salt`, so a
+    /// SCRAM server can send one salt and accept either token during a rotation's grace.
+    public init(token: String, salt: [UInt8], iterations: Int = SCRAMSHA256.defaultIterations) {
+        self.sha256 = Self.hash(token)
+        self.scram = SCRAMSHA256.verifier(password: token, salt: salt, iterations: iterations)
+    }
+
+    public static func hash(_ token: String) -> [UInt8] {
+        Array(SHA256.hash(data: Array(token.utf8)))
+    }
+
+    /// Whether `token` hashes to ``sha256``, comparing in constant time.
+    public func matches(_ token: String) -> Bool {
+        ConstantTime.equals(Self.hash(token), sha256)
+    }
+}
+
+public enum ConstantTime {
+    /// Compares two byte strings in time that depends only on their lengths.
+    public static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for index in 0..<a.count { difference |= a[index] ^ b[index] }
+        return difference == 0
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import Logging
+import PostgresNIO
+import RolegateCore
+import RolegatePostgres
+
+/// A PostgreSQL store connection. Write transactions take a transaction-scoped advisory
+/// lock, so writers on every host are serialised: the "one live token per service" check
+/// cannot race, and change feed numbers are committed in order (a poller never skips one).
+final class PostgresDriver: SQLDriver {
+    let dialect = SQLDialect.postgres
+    let url: ConnectionURL
+    let logger: Logger
+    let gate = AsyncGate()
+    private let state = ConnectionBox()
+
+    /// The advisory lock key of store writers ("rolegate" in ASCII).
+    static let writerLock: Int64 = 0x726F_6C65_6761_7465
+
+    private init(url: ConnectionURL, logger: Logger) {
+        self.url = url
+        self.logger = logger
+    }
+
+    static func open(url text: String) async throws -> PostgresDriver {
+        let url = try ConnectionURL(parsing: text)
+        var logger = Logger(label: "rolegate.store.postgres")
+        logger.logLevel = .critical
+        let driver = PostgresDriver(url: url, logger: logger)
+        _ = try await driver.connection()
+        return driver
+    }
+
+    /// The open connection, reconnecting after a failure.
+    private func connection() async throws -> PostgresConnection {
+        if let existing = await state.connection, !existing.isClosed { return existing }
+        let configuration = try PostgresConnect.configuration(for: url, applicationName: "rolegate-store")
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        await state.set(connection)
+        return connection
+    }
+
+    func run<T: Sendable>(transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+        try await gate.withGate {
+            let executor = Executor(connection: try await connection(), logger: logger)
+            guard transaction else { return try await body(executor) }
+            try await executor.execute("BEGIN")
+            do {
+                try await executor.execute("SELECT pg_advisory_xact_lock($1)", [.int(Self.writerLock)])
+                let result = try await body(executor)
+                try await executor.execute("COMMIT")
+                return result
+            } catch {
+                _ = try? await executor.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    struct Executor: SQLExecutor {
+        let connection: PostgresConnection
+        let logger: Logger
+
+        func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
+            var bindings = PostgresBindings()
+            for value in binds {
+                switch value {
+                case .text(let s): bindings.append(s)
+                case .int(let i): bindings.append(i)
+                case .null: bindings.appendNull()
+                }
+            }
+            var rows: [[SQLValue]] = []
+            let sequence = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
+            for try await row in sequence {
+                var values: [SQLValue] = []
+                for cell in row {
+                    guard cell.bytes != nil else {
+                        values.append(.null)
+                        continue
+                    }
+                    switch cell.dataType {
+                    case .int2, .int4, .int8: values.append(.int(try cell.decode(Int64.self)))
+                    default: values.append(.text(try cell.decode(String.self)))
+                    }
+                }
+                rows.append(values)
+            }
+            return rows
+        }
+    }
+
+    func close() async {
+        try? await state.connection?.close()
+    }
+}
+
+private actor ConnectionBox {
+    var connection: PostgresConnection?
+    func set(_ connection: PostgresConnection) { self.connection = connection }
+}

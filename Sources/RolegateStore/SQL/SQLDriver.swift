@@ -1,0 +1,97 @@
+import Foundation
+
+/// A value bound to or read from a store query. The stores keep text and 64-bit integers
+/// only (times as milliseconds since 1970, binary as base64), so both backends read and
+/// write the same values.
+enum SQLValue: Sendable, Equatable {
+    case text(String)
+    case int(Int64)
+    case null
+
+    init(_ value: String?) { self = value.map { .text($0) } ?? .null }
+    init(_ value: Int64?) { self = value.map { .int($0) } ?? .null }
+    init(_ value: Date?) { self = value.map { .int($0.millisecondsSince1970) } ?? .null }
+
+    var text: String? {
+        switch self {
+        case .text(let s): s
+        case .int(let i): String(i)
+        case .null: nil
+        }
+    }
+
+    var int: Int64? {
+        switch self {
+        case .int(let i): i
+        case .text(let s): Int64(s)
+        case .null: nil
+        }
+    }
+
+    var date: Date? { int.map { Date(milliseconds: $0) } }
+}
+
+enum SQLDialect: Sendable {
+    case sqlite
+    case postgres
+}
+
+/// Runs queries on one connection. Statements are written with PostgreSQL's `$1`
+/// placeholders; the SQLite driver rewrites them to `?1`.
+protocol SQLExecutor: Sendable {
+    func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]]
+}
+
+extension SQLExecutor {
+    @discardableResult
+    func execute(_ sql: String, _ binds: [SQLValue] = []) async throws -> [[SQLValue]] {
+        try await query(sql, binds)
+    }
+}
+
+/// A backend: one connection, used by one operation at a time.
+protocol SQLDriver: Sendable {
+    var dialect: SQLDialect { get }
+
+    /// Runs `body` with the connection to itself; inside one write transaction that is
+    /// serialised against every other writer (in this process and in others) when
+    /// `transaction` is true, committed when `body` returns and rolled back when it throws.
+    func run<T: Sendable>(transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T
+
+    func close() async
+}
+
+/// Lets one task at a time use a connection. Unlike an actor it holds across `await`s,
+/// so a transaction's statements are never interleaved with another operation's.
+actor AsyncGate {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func acquire() async {
+        if !busy {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty {
+            busy = false
+        } else {
+            waiters.removeFirst().resume()
+        }
+    }
+
+    nonisolated func withGate<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        await acquire()
+        do {
+            let result = try await body()
+            await release()
+            return result
+        } catch {
+            await release()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,367 @@
+import Foundation
+import RolegatePostgres
+import RolegateCore
+
+/// The ``Store`` contract, written once over a small ``SQLDriver``: the SQLite and
+/// PostgreSQL stores differ only in their driver and their DDL.
+final class SQLStore: Store {
+    let driver: any SQLDriver
+    let location: String
+
+    init(driver: any SQLDriver, location: String) {
+        self.driver = driver
+        self.location = location
+    }
+
+    // MARK: - Migrations
+
+    static var supportedVersion: Int { Migrations.all.count }
+
+    /// Brings the schema to this version in one transaction; refuses a newer store untouched.
+    func migrate() async throws(StoreError) {
+        let dialect = driver.dialect
+        try await run(transaction: true) { db in
+            let found = try await Self.version(db, dialect: dialect)
+            guard found <= Self.supportedVersion else {
+                throw StoreError.tooNew(found: found, supported: Self.supportedVersion)
+            }
+            guard found < Self.supportedVersion else { return }
+            for (index, migration) in Migrations.all.enumerated() where index + 1 > found {
+                for statement in migration(dialect) { try await db.execute(statement) }
+            }
+            try await db.execute(
+                """
+                INSERT INTO rolegate_meta (key, value) VALUES ('schema_version', $1)
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                """, [.text(String(Self.supportedVersion))])
+        }
+    }
+
+    private static func version(_ db: any SQLExecutor, dialect: SQLDialect) async throws -> Int {
+        let exists: [[SQLValue]] =
+            switch dialect {
+            case .sqlite:
+                try await db.query(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rolegate_meta'", [])
+            case .postgres:
+                try await db.query("SELECT count(*) FROM pg_tables WHERE tablename = 'rolegate_meta' AND schemaname = current_schema()", [])
+            }
+        guard exists.first?.first?.int == 1 else { return 0 }
+        let rows = try await db.query("SELECT value FROM rolegate_meta WHERE key = 'schema_version'", [])
+        return rows.first?.first?.text.flatMap { Int($0) } ?? 0
+    }
+
+    func schemaVersion() async throws(StoreError) -> Int {
+        let dialect = driver.dialect
+        return try await run(transaction: false) { db in try await Self.version(db, dialect: dialect) }
+    }
+
+    // MARK: - Tokens
+
+    func serviceSalt(_ service: String, proposed: [UInt8]) async throws(StoreError) -> [UInt8] {
+        try await run(transaction: true) { db in
+            let rows = try await db.query("SELECT scram_salt FROM rolegate_services WHERE service = $1", [.text(service)])
+            if let existing = rows.first?.first?.text, let salt = Data(base64Encoded: existing) {
+                return Array(salt)
+            }
+            try await db.execute(
+                "INSERT INTO rolegate_services (service, scram_salt, created_at) VALUES ($1, $2, $3)",
+                [.text(service), .text(Data(proposed).base64EncodedString()), SQLValue(Date())])
+            return proposed
+        }
+    }
+
+    func insertToken(_ token: TokenRecord, exclusive: Bool, now: Date) async throws(StoreError) {
+        let notify = driver.dialect == .postgres
+        try await run(transaction: true) { db in
+            if exclusive {
+                let live = try await db.query(
+                    """
+                    SELECT id FROM rolegate_tokens WHERE service = $1 AND revoked_at IS NULL AND expires_at > $2
+                     ORDER BY issued_at DESC LIMIT 1
+                    """, [.text(token.service), SQLValue(now)])
+                if let id = live.first?.first?.text { throw StoreError.serviceHasLiveToken(id) }
+            }
+            try await Self.insert(token, db)
+            try await Self.appendChange(.issued, token: token, at: now, db, notify: notify)
+        }
+    }
+
+    func rotate(to token: TokenRecord, graceUntil: Date, now: Date) async throws(StoreError) -> [TokenRecord] {
+        let notify = driver.dialect == .postgres
+        return try await run(transaction: true) { db in
+            let usable = try await Self.usableTokens(service: token.service, now: now, db)
+            var superseded: [TokenRecord] = []
+            for var old in usable {
+                // At most two usable tokens per service: one already in a grace window ends now.
+                old.expiresAt = old.supersededBy != nil ? now : min(old.expiresAt, graceUntil)
+                old.supersededBy = token.id
+                try await db.execute(
+                    "UPDATE rolegate_tokens SET expires_at = $1, superseded_by = $2 WHERE id = $3",
+                    [SQLValue(old.expiresAt), .text(token.id), .text(old.id)])
+                try await Self.appendChange(.rotated, token: old, at: now, db, notify: notify)
+                superseded.append(old)
+            }
+            try await Self.insert(token, db)
+            try await Self.appendChange(.issued, token: token, at: now, db, notify: notify)
+            return superseded
+        }
+    }
+
+    func revoke(id: String, reason: String?, now: Date) async throws(StoreError) -> TokenRecord? {
+        let notify = driver.dialect == .postgres
+        return try await run(transaction: true) { db in
+            guard var token = try await Self.fetch(id: id, db) else { return nil }
+            guard token.revokedAt == nil else { return token }
+            token.revokedAt = now
+            token.revokeReason = reason
+            try await db.execute(
+                "UPDATE rolegate_tokens SET revoked_at = $1, revoke_reason = $2 WHERE id = $3",
+                [SQLValue(now), SQLValue(reason), .text(id)])
+            try await Self.appendChange(.revoked, token: token, at: now, db, notify: notify)
+            return token
+        }
+    }
+
+    func revokeAll(service: String, reason: String?, now: Date) async throws(StoreError) -> [TokenRecord] {
+        let notify = driver.dialect == .postgres
+        return try await run(transaction: true) { db in
+            var revoked: [TokenRecord] = []
+            for var token in try await Self.usableTokens(service: service, now: now, db) {
+                token.revokedAt = now
+                token.revokeReason = reason
+                try await db.execute(
+                    "UPDATE rolegate_tokens SET revoked_at = $1, revoke_reason = $2 WHERE id = $3",
+                    [SQLValue(now), SQLValue(reason), .text(token.id)])
+                try await Self.appendChange(.revoked, token: token, at: now, db, notify: notify)
+                revoked.append(token)
+            }
+            return revoked
+        }
+    }
+
+    func token(id: String) async throws(StoreError) -> TokenRecord? {
+        try await run(transaction: false) { db in try await Self.fetch(id: id, db) }
+    }
+
+    func tokens(service: String?) async throws(StoreError) -> [TokenRecord] {
+        try await run(transaction: false) { db in
+            let rows =
+                if let service {
+                    try await db.query(
+                        "SELECT \(Self.columns) FROM rolegate_tokens WHERE service = $1 ORDER BY issued_at DESC, id",
+                        [.text(service)])
+                } else {
+                    try await db.query("SELECT \(Self.columns) FROM rolegate_tokens ORDER BY issued_at DESC, id", [])
+                }
+            return try rows.map(Self.record)
+        }
+    }
+
+    func recordUse(_ uses: [String: Date]) async throws(StoreError) {
+        guard !uses.isEmpty else { return }
+        try await run(transaction: true) { db in
+            for (id, at) in uses {
+                try await db.execute(
+                    """
+                    UPDATE rolegate_tokens
+                       SET last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END
+                     WHERE id = $1
+                    """, [.text(id), SQLValue(at)])
+            }
+        }
+    }
+
+    func changes(after sequence: Int64, limit: Int) async throws(StoreError) -> [ChangeEvent] {
+        try await run(transaction: false) { db in
+            let rows = try await db.query(
+                "SELECT seq, at, kind, token_id, service FROM rolegate_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                [.int(sequence), .int(Int64(limit))])
+            return rows.compactMap { row -> ChangeEvent? in
+                guard let seq = row[0].int, let at = row[1].date, let kind = row[2].text.flatMap(ChangeEvent.Kind.init),
+                    let id = row[3].text, let service = row[4].text
+                else { return nil }
+                return ChangeEvent(sequence: seq, at: at, kind: kind, tokenID: id, service: service)
+            }
+        }
+    }
+
+    func latestChange() async throws(StoreError) -> Int64 {
+        try await run(transaction: false) { db in
+            try await db.query("SELECT COALESCE(MAX(seq), 0) FROM rolegate_changes", []).first?.first?.int ?? 0
+        }
+    }
+
+    func close() async {
+        await driver.close()
+    }
+
+    // MARK: - Rows
+
+    static let columns = """
+        id, service, role, issued_at, expires_at, revoked_at, revoke_reason, last_used_at, issuer, note, \
+        superseded_by, secret_sha256, scram_salt, scram_iterations, scram_stored_key, scram_server_key
+        """
+
+    private static func insert(_ token: TokenRecord, _ db: any SQLExecutor) async throws {
+        func b64(_ bytes: [UInt8]) -> SQLValue { .text(Data(bytes).base64EncodedString()) }
+        try await db.execute(
+            """
+            INSERT INTO rolegate_tokens (\(columns))
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+            """,
+            [
+                .text(token.id), .text(token.service), .text(token.role), SQLValue(token.issuedAt),
+                SQLValue(token.expiresAt), SQLValue(token.revokedAt), SQLValue(token.revokeReason),
+                SQLValue(token.lastUsedAt), .text(token.issuer), SQLValue(token.note), SQLValue(token.supersededBy),
+                b64(token.secret.sha256), b64(token.secret.scram.salt), .int(Int64(token.secret.scram.iterations)),
+                b64(token.secret.scram.storedKey), b64(token.secret.scram.serverKey),
+            ])
+    }
+
+    private static func fetch(id: String, _ db: any SQLExecutor) async throws -> TokenRecord? {
+        try await db.query("SELECT \(columns) FROM rolegate_tokens WHERE id = $1", [.text(id)]).first.map(record)
+    }
+
+    private static func usableTokens(service: String, now: Date, _ db: any SQLExecutor) async throws -> [TokenRecord] {
+        try await db.query(
+            """
+            SELECT \(columns) FROM rolegate_tokens
+             WHERE service = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY issued_at
+            """, [.text(service), SQLValue(now)]
+        ).map(record)
+    }
+
+    private static func appendChange(
+        _ kind: ChangeEvent.Kind, token: TokenRecord, at: Date, _ db: any SQLExecutor, notify: Bool
+    ) async throws {
+        try await db.execute(
+            "INSERT INTO rolegate_changes (at, kind, token_id, service) VALUES ($1, $2, $3, $4)",
+            [SQLValue(at), .text(kind.rawValue), .text(token.id), .text(token.service)])
+        if notify { try await db.execute("NOTIFY rolegate_changes") }
+    }
+
+    struct CorruptRow: Error, CustomStringConvertible {
+        var description: String { "a token row in the store is malformed" }
+    }
+
+    static func record(_ row: [SQLValue]) throws -> TokenRecord {
+        func bytes(_ value: SQLValue) throws -> [UInt8] {
+            guard let text = value.text, let data = Data(base64Encoded: text) else { throw CorruptRow() }
+            return Array(data)
+        }
+        guard row.count == 16, let id = row[0].text, let service = row[1].text, let role = row[2].text,
+            let issued = row[3].date, let expires = row[4].date, let issuer = row[8].text,
+            let iterations = row[13].int
+        else { throw CorruptRow() }
+        return TokenRecord(
+            id: id, service: service, role: role, issuedAt: issued, expiresAt: expires, revokedAt: row[5].date,
+            revokeReason: row[6].text, lastUsedAt: row[7].date, issuer: issuer, note: row[9].text,
+            supersededBy: row[10].text,
+            secret: TokenSecret(
+                sha256: try bytes(row[11]),
+                scram: SCRAMSHA256.Verifier(
+                    salt: try bytes(row[12]), iterations: Int(iterations), storedKey: try bytes(row[14]),
+                    serverKey: try bytes(row[15]))))
+    }
+
+    // MARK: - Errors
+
+    private func run<T: Sendable>(transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T)
+        async throws(StoreError) -> T
+    {
+        do {
+            return try await driver.run(transaction: transaction, body)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError.failed(Self.describe(error))
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        PostgresErrorText.describe(error)
+    }
+}
+
+/// The store's schema, one entry per version. Never edit a shipped entry: add one.
+enum Migrations {
+    static let all: [@Sendable (SQLDialect) -> [String]] = [version1]
+
+    static func version1(_ dialect: SQLDialect) -> [String] {
+        let int = dialect == .sqlite ? "INTEGER" : "BIGINT"
+        let serial = dialect == .sqlite ? "INTEGER PRIMARY KEY AUTOINCREMENT" : "BIGSERIAL PRIMARY KEY"
+        return [
+            "CREATE TABLE rolegate_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "CREATE TABLE rolegate_services (service TEXT PRIMARY KEY, scram_salt TEXT NOT NULL, created_at \(int) NOT NULL)",
+            """
+            CREATE TABLE rolegate_tokens (
+                id TEXT PRIMARY KEY,
+                service TEXT NOT NULL,
+                role TEXT NOT NULL,
+                issued_at \(int) NOT NULL,
+                expires_at \(int) NOT NULL,
+                revoked_at \(int),
+                revoke_reason TEXT,
+                last_used_at \(int),
+                issuer TEXT NOT NULL,
+                note TEXT,
+                superseded_by TEXT,
+                secret_sha256 TEXT NOT NULL,
+                scram_salt TEXT NOT NULL,
+                scram_iterations \(int) NOT NULL,
+                scram_stored_key TEXT NOT NULL,
+                scram_server_key TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX rolegate_tokens_by_service ON rolegate_tokens (service, expires_at)",
+            """
+            CREATE TABLE rolegate_changes (
+                seq \(serial),
+                at \(int) NOT NULL,
+                kind TEXT NOT NULL,
+                token_id TEXT NOT NULL,
+                service TEXT NOT NULL
+            )
+            """,
+        ]
+    }
+}
+
+enum SQLiteStore {
+    static func open(path: String) async throws(StoreError) -> any Store {
+        let driver: SQLiteDriver
+        do {
+            driver = try await SQLiteDriver.open(path: path)
+        } catch {
+            throw StoreError.unavailable("cannot open sqlite:\(path): \(error)")
+        }
+        let store = SQLStore(driver: driver, location: "sqlite:\(path)")
+        do {
+            try await store.migrate()
+        } catch {
+            await store.close()
+            throw error
+        }
+        return store
+    }
+}
+
+enum PostgresStore {
+    static func open(url: String) async throws(StoreError) -> any Store {
+        let driver: PostgresDriver
+        do {
+            driver = try await PostgresDriver.open(url: url)
+        } catch {
+            throw StoreError.unavailable("cannot connect to \(ConnectionURL.redact(url)): \(PostgresErrorText.describe(error))")
+        }
+        let store = SQLStore(driver: driver, location: ConnectionURL.redact(url))
+        do {
+            try await store.migrate()
+        } catch {
+            await store.close()
+            throw error
+        }
+        return store
+    }
+}

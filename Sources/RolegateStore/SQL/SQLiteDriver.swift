@@ -1,0 +1,94 @@
+import Foundation
+import Logging
+import NIOCore
+import SQLiteNIO
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// SQLite through sqlite-nio: WAL mode, a busy timeout so several processes can share
+/// the file, and the file created 0600 in a 0700 folder.
+final class SQLiteDriver: SQLDriver {
+    let dialect = SQLDialect.sqlite
+    let connection: SQLiteConnection
+    let gate = AsyncGate()
+
+    private init(connection: SQLiteConnection) {
+        self.connection = connection
+    }
+
+    static func open(path: String) async throws -> SQLiteDriver {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        // Create the file (and, through the umask, its -wal and -shm companions) private to us.
+        let previous = umask(0o077)
+        defer { umask(previous) }
+        if !FileManager.default.fileExists(atPath: path) {
+            let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+            if fd >= 0 { Glibc.close(fd) }
+        }
+        var logger = Logger(label: "rolegate.store.sqlite")
+        logger.logLevel = .critical
+        let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+        let driver = SQLiteDriver(connection: connection)
+        _ = try await driver.raw("PRAGMA busy_timeout = 10000", [])
+        _ = try await driver.raw("PRAGMA journal_mode = WAL", [])
+        _ = try await driver.raw("PRAGMA synchronous = FULL", [])
+        _ = try await driver.raw("PRAGMA foreign_keys = ON", [])
+        return driver
+    }
+
+    func run<T: Sendable>(transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+        try await gate.withGate {
+            let executor = Executor(driver: self)
+            guard transaction else { return try await body(executor) }
+            _ = try await raw("BEGIN IMMEDIATE", [])
+            do {
+                let result = try await body(executor)
+                _ = try await raw("COMMIT", [])
+                return result
+            } catch {
+                _ = try? await raw("ROLLBACK", [])
+                throw error
+            }
+        }
+    }
+
+    struct Executor: SQLExecutor {
+        let driver: SQLiteDriver
+        func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
+            try await driver.raw(sql.replacingOccurrences(of: "$", with: "?"), binds)
+        }
+    }
+
+    fileprivate func raw(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
+        let data: [SQLiteData] = binds.map {
+            switch $0 {
+            case .text(let s): .text(s)
+            case .int(let i): .integer(Int(i))
+            case .null: .null
+            }
+        }
+        let rows = try await connection.query(sql, data)
+        return rows.map { row in
+            row.columns.map { column in
+                switch column.data {
+                case .integer(let i): .int(Int64(i))
+                case .text(let s): .text(s)
+                case .float(let d): .int(Int64(d))
+                case .blob, .null: .null
+                }
+            }
+        }
+    }
+
+    func close() async {
+        try? await connection.close()
+    }
+}

@@ -1,0 +1,95 @@
+public import Foundation
+public import RolegateCore
+
+/// Everything Rolegate keeps, behind one contract that SQLite (one host) and PostgreSQL
+/// (several gateway instances) both fulfil: tokens, the change feed through which every
+/// process learns of revocations and rotations, and the schema version.
+///
+/// Every write is one transaction. The rules that need atomicity (one live token per
+/// service; a rotation that issues the new token and shortens the old ones) are
+/// enforced inside the store's transaction, not by the caller.
+public protocol Store: Sendable {
+    /// Where the store is, without secrets.
+    var location: String { get }
+
+    /// The schema version the store is at (after the migrations run on open).
+    func schemaVersion() async throws(StoreError) -> Int
+
+    /// The SCRAM salt all tokens of `service` share, creating it (as `proposed`) if the
+    /// service has none yet.
+    func serviceSalt(_ service: String, proposed: [UInt8]) async throws(StoreError) -> [UInt8]
+
+    /// Stores a new token. With `exclusive`, refuses (``StoreError/serviceHasLiveToken(_:)``)
+    /// when the service already has a usable token. Appends `issued` to the change feed.
+    func insertToken(_ token: TokenRecord, exclusive: Bool, now: Date) async throws(StoreError)
+
+    /// Stores `token` and lets the service's usable tokens live only until `graceUntil`
+    /// (tokens already in a grace window end now). Appends `rotated` for each old token and
+    /// `issued` for the new one. Returns the tokens it superseded.
+    func rotate(to token: TokenRecord, graceUntil: Date, now: Date) async throws(StoreError) -> [TokenRecord]
+
+    /// Revokes one token; nil when there is no such token. A token already revoked is
+    /// returned unchanged.
+    func revoke(id: String, reason: String?, now: Date) async throws(StoreError) -> TokenRecord?
+
+    /// Revokes every usable token of a service and returns them.
+    func revokeAll(service: String, reason: String?, now: Date) async throws(StoreError) -> [TokenRecord]
+
+    func token(id: String) async throws(StoreError) -> TokenRecord?
+
+    /// Tokens, newest first; of one service when given.
+    func tokens(service: String?) async throws(StoreError) -> [TokenRecord]
+
+    /// Records when tokens were last used (batched by the verifier).
+    func recordUse(_ uses: [String: Date]) async throws(StoreError)
+
+    /// Change feed entries after `sequence`, oldest first.
+    func changes(after sequence: Int64, limit: Int) async throws(StoreError) -> [ChangeEvent]
+
+    /// The newest change feed sequence number (0 when empty).
+    func latestChange() async throws(StoreError) -> Int64
+
+    func close() async
+}
+
+/// One entry of the change feed.
+public struct ChangeEvent: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case issued, rotated, revoked
+    }
+
+    public var sequence: Int64
+    public var at: Date
+    public var kind: Kind
+    public var tokenID: String
+    public var service: String
+
+    public init(sequence: Int64, at: Date, kind: Kind, tokenID: String, service: String) {
+        self.sequence = sequence
+        self.at = at
+        self.kind = kind
+        self.tokenID = tokenID
+        self.service = service
+    }
+}
+
+public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The store could not be opened or reached.
+    case unavailable(String)
+    /// The store was written by a newer Rolegate.
+    case tooNew(found: Int, supported: Int)
+    /// The service already holds a usable token (its id).
+    case serviceHasLiveToken(String)
+    /// A query failed.
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let message): "store unavailable: \(message)"
+        case .tooNew(let found, let supported):
+            "the store is at schema version \(found), newer than this Rolegate supports (\(supported)); upgrade Rolegate before using this store (nothing was changed)"
+        case .serviceHasLiveToken(let id): "the service already has a live token (\(id))"
+        case .failed(let message): "store error: \(message)"
+        }
+    }
+}

@@ -1,0 +1,136 @@
+public import Foundation
+public import RolegateCore
+public import RolegateStore
+
+/// Issues, rotates and revokes tokens under the policy's rules: the service must be in
+/// the policy, the lifetime within its cap, one live token per service.
+public struct TokenService: Sendable {
+    public let store: any Store
+    public let policy: Policy
+    /// Who is acting, recorded on each token (e.g. `cli:alice@build-7`).
+    public let issuer: String
+
+    public init(store: any Store, policy: Policy, issuer: String) {
+        self.store = store
+        self.policy = policy
+        self.issuer = issuer
+    }
+
+    /// Why a request was not carried out.
+    public enum Failure: Error, Sendable, CustomStringConvertible {
+        /// The policy says no (unknown service, lifetime over the cap, a live token exists).
+        case refused(String)
+        /// No such token.
+        case notFound(String)
+        /// The store failed.
+        case store(StoreError)
+
+        public var description: String {
+            switch self {
+            case .refused(let message), .notFound(let message): message
+            case .store(let error): error.description
+            }
+        }
+    }
+
+    /// A token as handed out: the only time its secret exists outside the client.
+    public struct Issued: Sendable {
+        public var token: String
+        public var record: TokenRecord
+        /// Tokens a rotation moved into their grace window (or ended).
+        public var superseded: [TokenRecord]
+    }
+
+    public func issue(service name: String, ttl: Duration?, note: String?, now: Date = Date()) async throws(Failure)
+        -> Issued
+    {
+        let (service, record, token) = try await prepare(service: name, ttl: ttl, note: note, now: now)
+        do {
+            try await store.insertToken(record, exclusive: true, now: record.issuedAt)
+        } catch .serviceHasLiveToken(let id) {
+            throw .refused(
+                "service \(service.name) already has a live token (\(id)); use 'rolegate token rotate \(service.name)' to replace it"
+            )
+        } catch {
+            throw .store(error)
+        }
+        return Issued(token: token, record: record, superseded: [])
+    }
+
+    public func rotate(service name: String, grace: Duration?, ttl: Duration?, note: String?, now: Date = Date())
+        async throws(Failure) -> Issued
+    {
+        let (service, record, token) = try await prepare(service: name, ttl: ttl, note: note, now: now)
+        let grace = grace ?? service.grace
+        guard grace >= .zero else { throw .refused("--grace cannot be negative") }
+        guard grace <= service.maxGrace else {
+            throw .refused(
+                "--grace \(DurationText.format(grace)) is longer than service \(service.name)'s max_grace \(DurationText.format(service.maxGrace))"
+            )
+        }
+        do {
+            let superseded = try await store.rotate(
+                to: record, graceUntil: record.issuedAt.addingTimeInterval(grace.timeInterval), now: record.issuedAt)
+            return Issued(token: token, record: record, superseded: superseded)
+        } catch {
+            throw .store(error)
+        }
+    }
+
+    public func revoke(id: String, reason: String?, now: Date = Date()) async throws(Failure) -> TokenRecord {
+        let found: TokenRecord?
+        do {
+            found = try await store.revoke(id: id, reason: reason, now: now.wholeMilliseconds)
+        } catch {
+            throw .store(error)
+        }
+        guard let record = found else { throw .notFound("no token with id \(id)") }
+        return record
+    }
+
+    public func revokeAll(service: String, reason: String?, now: Date = Date()) async throws(Failure) -> [TokenRecord] {
+        do {
+            return try await store.revokeAll(service: service, reason: reason, now: now.wholeMilliseconds)
+        } catch {
+            throw .store(error)
+        }
+    }
+
+    /// Checks the request against the policy and derives the new token and its record.
+    private func prepare(service name: String, ttl: Duration?, note: String?, now: Date) async throws(Failure) -> (
+        ServiceSpec, TokenRecord, String
+    ) {
+        guard let service = policy.service(named: name) else {
+            let known = policy.services.map(\.name).joined(separator: ", ")
+            throw .refused("service \(name) is not in the policy (services: \(known.isEmpty ? "none" : known))")
+        }
+        let ttl = ttl ?? service.tokenTTL
+        guard ttl > .zero else { throw .refused("--ttl must be longer than zero: every token expires") }
+        guard ttl <= service.maxTokenTTL else {
+            throw .refused(
+                "--ttl \(DurationText.format(ttl)) is longer than service \(name)'s max_token_ttl \(DurationText.format(service.maxTokenTTL))"
+            )
+        }
+        let salt: [UInt8]
+        do {
+            salt = try await store.serviceSalt(name, proposed: TokenFormat.randomSalt())
+        } catch {
+            throw .store(error)
+        }
+        let (id, token) = TokenFormat.generate()
+        let issuedAt = now.wholeMilliseconds
+        let record = TokenRecord(
+            id: id, service: name, role: service.role, issuedAt: issuedAt,
+            expiresAt: issuedAt.addingTimeInterval(ttl.timeInterval).wholeMilliseconds, issuer: issuer, note: note,
+            secret: TokenSecret(token: token, salt: salt))
+        return (service, record, token)
+    }
+}
+
+extension TokenFormat {
+    /// 16 random bytes for a service's SCRAM salt.
+    static func randomSalt() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<16).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+    }
+}

@@ -1,0 +1,179 @@
+public import Foundation
+public import RolegateCore
+public import RolegateStore
+import Synchronization
+
+/// Where every token is checked, for the wire gateway and the HTTP API alike:
+/// parse → checksum → look up → constant-time compare → policy → revocation → expiry.
+///
+/// Lookups are served from memory. A poller follows the store's change feed and evicts
+/// what another process revoked or rotated, so a revocation made anywhere takes effect
+/// here within ``maxStaleness`` (1 s by default). If the feed cannot be read for that long,
+/// verification fails closed with ``Failure/unavailable`` rather than trust a stale cache.
+public final class TokenVerifier: Sendable {
+    /// Why a token was refused. Never carries the token or any part of its secret.
+    public enum Failure: Error, Sendable, Equatable, CustomStringConvertible {
+        /// Not a well-formed token (wrong prefix, length, characters or checksum).
+        case malformed(TokenFormat.ParseError)
+        /// No such token, or the secret does not match: deliberately indistinguishable.
+        case unknown
+        case expired
+        case revoked
+        /// The token's service is no longer in the policy (or is bound to another role now).
+        case serviceUnknown
+        /// The store cannot be read, so revocations cannot be trusted to be current.
+        case unavailable
+
+        public var description: String {
+            switch self {
+            case .malformed(let error): "malformed token: \(error)"
+            case .unknown: "unknown token"
+            case .expired: "token expired"
+            case .revoked: "token revoked"
+            case .serviceUnknown: "the token's service is not in the policy"
+            case .unavailable: "token store unavailable"
+            }
+        }
+    }
+
+    public struct Verified: Sendable, Equatable {
+        public var record: TokenRecord
+        public var service: String { record.service }
+        public var role: String { record.role }
+        public var tokenID: String { record.id }
+    }
+
+    private struct State {
+        var policy: Policy
+        var cache: [String: TokenRecord] = [:]
+        /// Ids the store does not have, remembered briefly so a flood of made-up ids
+        /// does not become a flood of store queries.
+        var missing: [String: ContinuousClock.Instant] = [:]
+        var lastSequence: Int64?
+        var lastRefresh: ContinuousClock.Instant?
+        var uses: [String: Date] = [:]
+    }
+
+    public let store: any Store
+    public let maxStaleness: Duration
+    public let pollInterval: Duration
+    private let state: Mutex<State>
+    private let clock = ContinuousClock()
+    static let missingTTL: Duration = .seconds(1)
+    static let missingLimit = 10_000
+
+    public init(
+        store: any Store, policy: Policy, maxStaleness: Duration = .seconds(1), pollInterval: Duration = .milliseconds(200)
+    ) {
+        self.store = store
+        self.maxStaleness = maxStaleness
+        self.pollInterval = pollInterval
+        self.state = Mutex(State(policy: policy))
+    }
+
+    public func updatePolicy(_ policy: Policy) {
+        state.withLock { $0.policy = policy }
+    }
+
+    public func verify(_ token: String, now: Date = Date()) async -> Result<Verified, Failure> {
+        let parsed: TokenFormat.Parsed
+        do {
+            parsed = try TokenFormat.parse(token)
+        } catch {
+            return .failure(.malformed(error))
+        }
+        let instant = clock.now
+        let stale = state.withLock { s in s.lastRefresh.map { instant - $0 > maxStaleness } ?? true }
+        if stale {
+            do {
+                try await refresh()
+            } catch {
+                return .failure(.unavailable)
+            }
+        }
+        let cached = state.withLock { s -> (TokenRecord?, Bool) in
+            if let record = s.cache[parsed.id] { return (record, false) }
+            if let seen = s.missing[parsed.id], instant - seen < Self.missingTTL { return (nil, true) }
+            return (nil, false)
+        }
+        var record = cached.0
+        if record == nil, !cached.1 {
+            // If the feed moves on while we read, what we read may already be outdated: use it
+            // for this one check (it was current when read) but do not cache it.
+            let generation = state.withLock { $0.lastSequence }
+            do {
+                record = try await store.token(id: parsed.id)
+            } catch {
+                return .failure(.unavailable)
+            }
+            state.withLock { s in
+                guard s.lastSequence == generation else { return }
+                if let record {
+                    s.cache[parsed.id] = record
+                } else {
+                    if s.missing.count >= Self.missingLimit {
+                        s.missing = s.missing.filter { instant - $0.value < Self.missingTTL }
+                    }
+                    if s.missing.count < Self.missingLimit { s.missing[parsed.id] = instant }
+                }
+            }
+        }
+        guard let record else {
+            // Same work as a wrong secret, so "no such id" and "wrong secret" look alike.
+            _ = ConstantTime.equals(TokenSecret.hash(token), Self.decoyHash)
+            return .failure(.unknown)
+        }
+        guard record.secret.matches(token) else { return .failure(.unknown) }
+        let policy = state.withLock { $0.policy }
+        guard let service = policy.service(named: record.service), service.role == record.role else {
+            return .failure(.serviceUnknown)
+        }
+        if record.revokedAt != nil { return .failure(.revoked) }
+        if record.expiresAt <= now { return .failure(.expired) }
+        state.withLock { $0.uses[record.id] = now }
+        return .success(Verified(record: record))
+    }
+
+    static let decoyHash = [UInt8](repeating: 0, count: 32)
+
+    /// Reads the change feed once: evicts what changed and records when it last succeeded.
+    /// Also writes out batched last-used times.
+    public func refresh() async throws(StoreError) {
+        let started = clock.now
+        let since = state.withLock { $0.lastSequence }
+        if let since {
+            var cursor = since
+            while true {
+                let changes = try await store.changes(after: cursor, limit: 500)
+                guard let last = changes.last else { break }
+                state.withLock { s in
+                    for change in changes {
+                        s.cache.removeValue(forKey: change.tokenID)
+                        s.missing.removeValue(forKey: change.tokenID)
+                    }
+                    s.lastSequence = last.sequence
+                }
+                cursor = last.sequence
+                if changes.count < 500 { break }
+            }
+        } else {
+            // Nothing is cached yet: start following the feed from its current end.
+            let latest = try await store.latestChange()
+            state.withLock { $0.lastSequence = latest }
+        }
+        state.withLock { $0.lastRefresh = started }
+        let uses = state.withLock { s -> [String: Date] in
+            defer { s.uses = [:] }
+            return s.uses
+        }
+        if !uses.isEmpty { try? await store.recordUse(uses) }
+    }
+
+    /// Follows the change feed until the task is cancelled.
+    public func run() async {
+        while !Task.isCancelled {
+            try? await refresh()
+            try? await Task.sleep(for: pollInterval)
+        }
+    }
+}
