@@ -22,6 +22,8 @@ public struct ProcessResult: Sendable {
 }
 
 public enum Subprocess {
+    static let spawnLock = NSLock()
+
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
     }
@@ -40,41 +42,13 @@ public enum Subprocess {
             arguments = ["-c", "cd \"$0\" && exec \"$@\"", workingDirectory, path] + arguments
             path = "/bin/sh"
         }
-        var inPipe: [Int32] = [-1, -1]
-        var outPipe: [Int32] = [-1, -1]
-        var errPipe: [Int32] = [-1, -1]
-        guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else {
-            throw Failure(description: "pipe(): \(String(cString: strerror(errno)))")
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        for fd in inPipe + outPipe + errPipe { posix_spawn_file_actions_addclose(&actions, fd) }
-
-        let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
-        let argv = [path] + arguments
-        var pid: pid_t = 0
-        let spawned = withCStrings(argv) { argvPointers in
-            withCStrings(env) { envPointers in
-                posix_spawn(&pid, path, &actions, nil, argvPointers, envPointers)
-            }
-        }
-        close(inPipe[0])
-        close(outPipe[1])
-        close(errPipe[1])
-        guard spawned == 0 else {
-            close(inPipe[1])
-            close(outPipe[0])
-            close(errPipe[0])
-            throw Failure(description: "cannot start \(path): \(String(cString: strerror(spawned)))")
+        let (pid, inWrite, outRead, errRead) = try spawnLock.withLock {
+            try spawn(path: path, arguments: arguments, environment: environment)
         }
 
         // Feed stdin and drain stdout/stderr together so no pipe can fill up and stall the child.
         var input = Array((stdin ?? "").utf8)[...]
-        var inFD: Int32 = inPipe[1]
+        var inFD: Int32 = inWrite
         if input.isEmpty {
             close(inFD)
             inFD = -1
@@ -83,7 +57,7 @@ public enum Subprocess {
         }
         var out: [UInt8] = []
         var err: [UInt8] = []
-        var open: [Int32: Bool] = [outPipe[0]: true, errPipe[0]: true]
+        var open: [Int32: Bool] = [outRead: true, errRead: true]
         var buffer = [UInt8](repeating: 0, count: 65536)
         while open.values.contains(true) || inFD >= 0 {
             var fds: [pollfd] = []
@@ -105,7 +79,7 @@ public enum Subprocess {
                 }
                 let count = read(entry.fd, &buffer, buffer.count)
                 if count > 0 {
-                    if entry.fd == outPipe[0] {
+                    if entry.fd == outRead {
                         out += buffer[0..<count]
                     } else {
                         err += buffer[0..<count]
@@ -122,6 +96,44 @@ public enum Subprocess {
         return ProcessResult(
             status: exitCode, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self)
         )
+    }
+
+    /// Creates the child's pipes (close-on-exec, so no other child inherits them) and spawns
+    /// it. Runs under `spawnLock`: a child started concurrently must not inherit another
+    /// child's pipe ends, or that child's stdin would never reach end-of-file.
+    private static func spawn(
+        path: String, arguments: [String], environment: [String: String]?
+    ) throws -> (
+        pid: pid_t, stdin: Int32, stdout: Int32, stderr: Int32
+    ) {
+        var inPipe: [Int32] = [-1, -1]
+        var outPipe: [Int32] = [-1, -1]
+        var errPipe: [Int32] = [-1, -1]
+        guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else {
+            throw Failure(description: "pipe(): \(String(cString: strerror(errno)))")
+        }
+        for fd in inPipe + outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        var pid: pid_t = 0
+        let spawned = withCStrings([path] + arguments) { argv in
+            withCStrings(env) { envp in posix_spawn(&pid, path, &actions, nil, argv, envp) }
+        }
+        close(inPipe[0])
+        close(outPipe[1])
+        close(errPipe[1])
+        guard spawned == 0 else {
+            close(inPipe[1])
+            close(outPipe[0])
+            close(errPipe[0])
+            throw Failure(description: "cannot start \(path): \(String(cString: strerror(spawned)))")
+        }
+        return (pid, inPipe[1], outPipe[0], errPipe[0])
     }
 
     /// Starts a program in a new session with no standard streams and does not wait for it.
@@ -143,8 +155,10 @@ public enum Subprocess {
         #endif
         var pid: pid_t = 0
         let env = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
-        let spawned = withCStrings([path] + arguments) { argv in
-            withCStrings(env) { envp in posix_spawn(&pid, path, &actions, &attributes, argv, envp) }
+        let spawned = spawnLock.withLock {
+            withCStrings([path] + arguments) { argv in
+                withCStrings(env) { envp in posix_spawn(&pid, path, &actions, &attributes, argv, envp) }
+            }
         }
         guard spawned == 0 else {
             throw Failure(description: "cannot start \(path): \(String(cString: strerror(spawned)))")

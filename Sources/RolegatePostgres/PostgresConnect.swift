@@ -1,11 +1,13 @@
+import NIOSSL
 public import PostgresNIO
 public import RolegateCore
-import NIOSSL
 
 /// How Rolegate opens a connection to PostgreSQL from a ``ConnectionURL``: TCP or Unix
 /// socket, TLS as `sslmode` says, a connect timeout and an `application_name`.
 public enum PostgresConnect {
-    public static func configuration(for url: ConnectionURL, applicationName: String) throws
+    public static func configuration(
+        for url: ConnectionURL, applicationName: String
+    ) throws
         -> PostgresConnection.Configuration
     {
         var configuration: PostgresConnection.Configuration

@@ -17,7 +17,9 @@ public enum StoreLocation: Sendable, Equatable, CustomStringConvertible {
         if text.hasPrefix("sqlite:") {
             var path = String(text.dropFirst("sqlite:".count))
             if path.hasPrefix("//") { path = String(path.dropFirst(2)) }
-            guard !path.isEmpty else { throw ParseError(description: "sqlite: needs a file path, e.g. sqlite:.rolegate/state.db") }
+            guard !path.isEmpty else {
+                throw ParseError(description: "sqlite: needs a file path, e.g. sqlite:.rolegate/state.db")
+            }
             if !path.hasPrefix("/"), !directory.isEmpty { path = directory + "/" + path }
             self = .sqlite(path: path)
         } else if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
@@ -25,7 +27,8 @@ public enum StoreLocation: Sendable, Equatable, CustomStringConvertible {
             self = .postgres(url: text)
         } else {
             throw ParseError(
-                description: "unknown store '\(ConnectionURL.redact(text))' (use sqlite:PATH or postgres://user@host/db)")
+                description:
+                    "unknown store '\(ConnectionURL.redact(text))' (use sqlite:PATH or postgres://user@host/db)")
         }
     }
 

@@ -132,7 +132,8 @@ public enum PolicyLoader {
                 if !text.hasPrefix("sqlite:"), let problem = ConnectionURL.problem(text) { storeValue.fail(problem) }
                 store = text
             } else {
-                storeValue.fail("unknown store '\(ConnectionURL.redact(text))' (use sqlite:PATH or postgres://user@host/db)")
+                storeValue.fail(
+                    "unknown store '\(ConnectionURL.redact(text))' (use sqlite:PATH or postgres://user@host/db)")
             }
         }
 

@@ -27,7 +27,8 @@ public enum TokenFormat {
         public var description: String {
             switch self {
             case .wrongPrefix: "not a Rolegate token (it should start with '\(TokenFormat.prefix)')"
-            case .wrongLength: "a Rolegate token is \(TokenFormat.length) characters long; this one is truncated or padded"
+            case .wrongLength:
+                "a Rolegate token is \(TokenFormat.length) characters long; this one is truncated or padded"
             case .badCharacters: "a Rolegate token holds only a-z, 2-7 and '_'"
             case .badChecksum: "the token's checksum does not match: it was mistyped or altered"
             }
@@ -123,4 +124,9 @@ enum CRC32 {
         for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
         return crc ^ 0xFFFF_FFFF
     }
+}
+
+extension TokenFormat {
+    /// The checksum of a token body, for tests that build tokens by hand.
+    public static func checksumForTests(_ body: String) -> String { checksum(body) }
 }

@@ -1,7 +1,7 @@
 import Logging
 import PostgresNIO
-import RolegatePostgres
 public import RolegateCore
+import RolegatePostgres
 
 /// Why provisioning stopped. ``description`` is for people and never holds a secret:
 /// not the admin password, not a role credential.

@@ -1,6 +1,6 @@
 import Foundation
-import RolegatePostgres
 import RolegateCore
+import RolegatePostgres
 
 /// The ``Store`` contract, written once over a small ``SQLDriver``: the SQLite and
 /// PostgreSQL stores differ only in their driver and their DDL.
@@ -44,7 +44,9 @@ final class SQLStore: Store {
                 try await db.query(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rolegate_meta'", [])
             case .postgres:
-                try await db.query("SELECT count(*) FROM pg_tables WHERE tablename = 'rolegate_meta' AND schemaname = current_schema()", [])
+                try await db.query(
+                    "SELECT count(*) FROM pg_tables WHERE tablename = 'rolegate_meta' AND schemaname = current_schema()",
+                    [])
             }
         guard exists.first?.first?.int == 1 else { return 0 }
         let rows = try await db.query("SELECT value FROM rolegate_meta WHERE key = 'schema_version'", [])
@@ -60,7 +62,8 @@ final class SQLStore: Store {
 
     func serviceSalt(_ service: String, proposed: [UInt8]) async throws(StoreError) -> [UInt8] {
         try await run(transaction: true) { db in
-            let rows = try await db.query("SELECT scram_salt FROM rolegate_services WHERE service = $1", [.text(service)])
+            let rows = try await db.query(
+                "SELECT scram_salt FROM rolegate_services WHERE service = $1", [.text(service)])
             if let existing = rows.first?.first?.text, let salt = Data(base64Encoded: existing) {
                 return Array(salt)
             }
@@ -267,7 +270,9 @@ final class SQLStore: Store {
 
     // MARK: - Errors
 
-    private func run<T: Sendable>(transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T)
+    private func run<T: Sendable>(
+        transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T
+    )
         async throws(StoreError) -> T
     {
         do {
@@ -353,7 +358,8 @@ enum PostgresStore {
         do {
             driver = try await PostgresDriver.open(url: url)
         } catch {
-            throw StoreError.unavailable("cannot connect to \(ConnectionURL.redact(url)): \(PostgresErrorText.describe(error))")
+            throw StoreError.unavailable(
+                "cannot connect to \(ConnectionURL.redact(url)): \(PostgresErrorText.describe(error))")
         }
         let store = SQLStore(driver: driver, location: ConnectionURL.redact(url))
         do {

@@ -41,7 +41,9 @@ public struct TokenService: Sendable {
         public var superseded: [TokenRecord]
     }
 
-    public func issue(service name: String, ttl: Duration?, note: String?, now: Date = Date()) async throws(Failure)
+    public func issue(
+        service name: String, ttl: Duration?, note: String?, now: Date = Date()
+    ) async throws(Failure)
         -> Issued
     {
         let (service, record, token) = try await prepare(service: name, ttl: ttl, note: note, now: now)
@@ -57,7 +59,9 @@ public struct TokenService: Sendable {
         return Issued(token: token, record: record, superseded: [])
     }
 
-    public func rotate(service name: String, grace: Duration?, ttl: Duration?, note: String?, now: Date = Date())
+    public func rotate(
+        service name: String, grace: Duration?, ttl: Duration?, note: String?, now: Date = Date()
+    )
         async throws(Failure) -> Issued
     {
         let (service, record, token) = try await prepare(service: name, ttl: ttl, note: note, now: now)
@@ -97,7 +101,9 @@ public struct TokenService: Sendable {
     }
 
     /// Checks the request against the policy and derives the new token and its record.
-    private func prepare(service name: String, ttl: Duration?, note: String?, now: Date) async throws(Failure) -> (
+    private func prepare(
+        service name: String, ttl: Duration?, note: String?, now: Date
+    ) async throws(Failure) -> (
         ServiceSpec, TokenRecord, String
     ) {
         guard let service = policy.service(named: name) else {

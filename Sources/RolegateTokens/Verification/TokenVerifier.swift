@@ -63,7 +63,8 @@ public final class TokenVerifier: Sendable {
     static let missingLimit = 10_000
 
     public init(
-        store: any Store, policy: Policy, maxStaleness: Duration = .seconds(1), pollInterval: Duration = .milliseconds(200)
+        store: any Store, policy: Policy, maxStaleness: Duration = .seconds(1),
+        pollInterval: Duration = .milliseconds(200)
     ) {
         self.store = store
         self.maxStaleness = maxStaleness

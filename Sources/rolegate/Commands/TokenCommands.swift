@@ -21,7 +21,8 @@ struct StoreOptions: ParsableArguments {
         name: .long,
         help: ArgumentHelp(
             "The state store: sqlite:PATH or postgres://user@host/db.",
-            discussion: "Default: $ROLEGATE_STORE, else store: in the policy, else sqlite:.rolegate/state.db beside the policy.",
+            discussion:
+                "Default: $ROLEGATE_STORE, else store: in the policy, else sqlite:.rolegate/state.db beside the policy.",
             valueName: "url"))
     var store: String?
 
@@ -29,7 +30,8 @@ struct StoreOptions: ParsableArguments {
         let location: StoreLocation
         do {
             location = try StoreLocation.resolve(
-                explicit: store, environment: ProcessInfo.processInfo.environment, policy: policy, policyPath: policyPath)
+                explicit: store, environment: ProcessInfo.processInfo.environment, policy: policy,
+                policyPath: policyPath)
         } catch {
             throw CLIError(error.description)
         }
@@ -164,9 +166,11 @@ func printIssued(_ issued: TokenService.Issued, format: OutputFormat, verb: Stri
     case .text:
         // The token alone on stdout (TOKEN=$(rolegate token issue svc) works); the rest on stderr.
         print(issued.token)
-        let ttl = DurationText.format(.milliseconds(record.expiresAt.millisecondsSince1970 - record.issuedAt.millisecondsSince1970))
+        let ttl = DurationText.format(
+            .milliseconds(record.expiresAt.millisecondsSince1970 - record.issuedAt.millisecondsSince1970))
         Terminal.note(
-            "\(verb) token \(record.id) for service \(record.service) (role \(record.role)); expires \(record.expiresAt.rfc3339) (in \(ttl)).")
+            "\(verb) token \(record.id) for service \(record.service) (role \(record.role)); expires \(record.expiresAt.rfc3339) (in \(ttl))."
+        )
         for old in issued.superseded {
             Terminal.note("Token \(old.id) keeps working until \(old.expiresAt.rfc3339) (grace), then stops.")
         }
@@ -193,7 +197,8 @@ extension TokenCommand {
             let ttl = try parseDuration(ttl, flag: "--ttl")
             try await withTokenService(policy, storeOptions) { tokens in
                 do {
-                    printIssued(try await tokens.issue(service: service, ttl: ttl, note: note), format: format, verb: "Issued")
+                    printIssued(
+                        try await tokens.issue(service: service, ttl: ttl, note: note), format: format, verb: "Issued")
                 } catch {
                     throw exitFor(error)
                 }
@@ -307,7 +312,9 @@ extension TokenCommand {
                             $0.expiresAt.rfc3339, $0.lastUsedAt?.rfc3339 ?? "-", $0.revokeReason ?? $0.note ?? "",
                         ]
                     }
-                    print(table(["ID", "SERVICE", "ROLE", "STATE", "ISSUED", "EXPIRES", "LAST USED", "NOTE/REASON"], rows))
+                    print(
+                        table(
+                            ["ID", "SERVICE", "ROLE", "STATE", "ISSUED", "EXPIRES", "LAST USED", "NOTE/REASON"], rows))
                 }
             }
         }
@@ -340,7 +347,9 @@ extension TokenCommand {
                         ("revoke_reason", json.revoke_reason), ("last_used_at", json.last_used_at),
                         ("superseded_by", json.superseded_by), ("issuer", json.issuer), ("note", json.note),
                     ]
-                    for (key, value) in fields { print("\(key.padding(toLength: 14, withPad: " ", startingAt: 0)) \(value ?? "-")") }
+                    for (key, value) in fields {
+                        print("\(key.padding(toLength: 14, withPad: " ", startingAt: 0)) \(value ?? "-")")
+                    }
                 }
             }
         }

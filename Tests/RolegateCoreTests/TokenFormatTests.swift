@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+
+@testable import RolegateCore
+
+@Suite struct TokenFormatTests {
+    @Test func generatedTokensParse() throws {
+        for _ in 0..<100 {
+            let (id, token) = TokenFormat.generate()
+            #expect(token.count == TokenFormat.length)
+            #expect(token.hasPrefix("rgt_\(id)_"))
+            let parsed = try TokenFormat.parse(token)
+            #expect(parsed.id == id)
+        }
+        let a = TokenFormat.generate()
+        let b = TokenFormat.generate()
+        #expect(a.id != b.id && a.token != b.token)
+    }
+
+    @Test func everySingleCharacterChangeIsRejectedOffline() throws {
+        let (_, token) = TokenFormat.generate()
+        let characters = Array(token)
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
+        for index in characters.indices {
+            for replacement in alphabet where replacement != characters[index] {
+                var changed = characters
+                changed[index] = replacement
+                #expect(throws: TokenFormat.ParseError.self) { try TokenFormat.parse(String(changed)) }
+            }
+        }
+    }
+
+    @Test func malformedShapes() {
+        let (_, token) = TokenFormat.generate()
+        #expect(throws: TokenFormat.ParseError.wrongPrefix) { try TokenFormat.parse("ghp_" + token.dropFirst(4)) }
+        #expect(throws: TokenFormat.ParseError.wrongPrefix) { try TokenFormat.parse("") }
+        #expect(throws: TokenFormat.ParseError.wrongLength) { try TokenFormat.parse(String(token.dropLast())) }
+        #expect(throws: TokenFormat.ParseError.wrongLength) { try TokenFormat.parse(token + "a") }
+        #expect(throws: TokenFormat.ParseError.badCharacters) {
+            try TokenFormat.parse(token.uppercased().replacingOccurrences(of: "RGT_", with: "rgt_"))
+        }
+        #expect(throws: TokenFormat.ParseError.badChecksum) {
+            var chars = Array(token)
+            chars[30] = chars[30] == "a" ? "b" : "a"
+            _ = try TokenFormat.parse(String(chars))
+        }
+    }
+
+    @Test func errorsNeverEchoTheToken() {
+        let (_, token) = TokenFormat.generate()
+        do {
+            _ = try TokenFormat.parse(String(token.dropLast()))
+        } catch {
+            #expect(!error.description.contains(String(token.prefix(20))))
+        }
+    }
+
+    @Test func secretDerivativesMatchOnlyTheirToken() {
+        let (_, token) = TokenFormat.generate()
+        let (_, other) = TokenFormat.generate()
+        let salt = Array(repeating: UInt8(3), count: 16)
+        let secret = TokenSecret(token: token, salt: salt)
+        #expect(secret.matches(token))
+        #expect(!secret.matches(other))
+        #expect(secret.scram == SCRAMSHA256.verifier(password: token, salt: salt))
+        #expect(ConstantTime.equals([1, 2, 3], [1, 2, 3]))
+        #expect(!ConstantTime.equals([1, 2, 3], [1, 2, 4]))
+        #expect(!ConstantTime.equals([1, 2], [1, 2, 3]))
+    }
+
+    @Test func states() {
+        let now = Date()
+        let secret = TokenSecret(sha256: [], scram: .init(salt: [], iterations: 1, storedKey: [], serverKey: []))
+        var record = TokenRecord(
+            id: "x", service: "s", role: "r", issuedAt: now, expiresAt: now.addingTimeInterval(60), issuer: "t",
+            secret: secret)
+        #expect(record.state(at: now) == .live)
+        record.supersededBy = "y"
+        #expect(record.state(at: now) == .grace)
+        #expect(record.isUsable(at: now))
+        #expect(record.state(at: now.addingTimeInterval(61)) == .expired)
+        record.revokedAt = now
+        #expect(record.state(at: now) == .revoked)
+        #expect(!record.isUsable(at: now))
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import RolegateCore
+import RolegateStore
+import RolegateTokens
+import Testing
+
+let storePolicy = try! PolicyLoader.parse(
+    text: """
+        version: 1
+        databases: {app: {url: "postgres://admin@127.0.0.1/app"}}
+        roles:
+          reader: {grants: []}
+          writer: {grants: []}
+        services:
+          dash: {role: reader, token_ttl: 1h, max_token_ttl: 2h}
+          api: {role: writer, token_ttl: 15m, grace: 1m, max_grace: 10m}
+        """, file: "p.yaml", environment: [:])
+
+/// Opens a fresh store of `backend`, runs `body`, closes it.
+func withStore(_ backend: Backend, _ body: (any Store, StoreLocation) async throws -> Void) async throws {
+    let location = try backend.freshLocation()
+    let store = try await location.open()
+    do {
+        try await body(store, location)
+        await store.close()
+    } catch {
+        await store.close()
+        throw error
+    }
+}
+
+func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
+    TokenService(store: store, policy: policy, issuer: "test")
+}
+
+/// The contract every store fulfils, run against SQLite and PostgreSQL alike.
+@Suite struct StoreContractTests {
+    @Test(arguments: Backend.allCases)
+    func migratesAndReopens(backend: Backend) async throws {
+        let location = try backend.freshLocation()
+        let store = try await location.open()
+        #expect(try await store.schemaVersion() == 1)
+        let issued = try await service(store).issue(service: "dash", ttl: nil, note: "first")
+        await store.close()
+        let again = try await location.open()
+        #expect(try await again.schemaVersion() == 1)
+        #expect(try await again.token(id: issued.record.id) == issued.record)
+        await again.close()
+    }
+
+    @Test(arguments: Backend.allCases)
+    func storeFromANewerVersionIsRefusedUntouched(backend: Backend) async throws {
+        let location = try backend.freshLocation()
+        let store = try await location.open()
+        let issued = try await service(store).issue(service: "dash", ttl: nil, note: nil)
+        await store.close()
+        try backend.tamper(location, "UPDATE rolegate_meta SET value = '99' WHERE key = 'schema_version';")
+        await #expect(throws: StoreError.tooNew(found: 99, supported: 1)) { _ = try await location.open() }
+        try backend.tamper(location, "UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';")
+        let reopened = try await location.open()
+        #expect(try await reopened.token(id: issued.record.id) == issued.record)
+        await reopened.close()
+    }
+
+    @Test(arguments: Backend.allCases)
+    func oneLiveTokenPerService(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let tokens = service(store)
+            let first = try await tokens.issue(service: "dash", ttl: nil, note: nil)
+            await #expect {
+                _ = try await tokens.issue(service: "dash", ttl: nil, note: nil)
+            } throws: { error in
+                "\(error)".contains("already has a live token (\(first.record.id))") && "\(error)".contains("rotate")
+            }
+            // Another service is independent.
+            _ = try await tokens.issue(service: "api", ttl: nil, note: nil)
+            // Once revoked, a new one may be issued.
+            _ = try await tokens.revoke(id: first.record.id, reason: "test")
+            let second = try await tokens.issue(service: "dash", ttl: nil, note: nil)
+            #expect(second.record.id != first.record.id)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func concurrentIssuesYieldOneToken(backend: Backend) async throws {
+        let location = try backend.freshLocation()
+        let stores = try await [location.open(), location.open(), location.open(), location.open()]
+        let outcomes = await withTaskGroup(of: Bool.self) { group in
+            for store in stores {
+                group.addTask { (try? await service(store).issue(service: "dash", ttl: nil, note: nil)) != nil }
+            }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0 }.count == 1)
+        #expect(try await stores[0].tokens(service: "dash").count == 1)
+        for store in stores { await store.close() }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func lifetimesFollowThePolicy(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let tokens = service(store)
+            let now = Date()
+            let issued = try await tokens.issue(service: "api", ttl: nil, note: nil, now: now)
+            #expect(issued.record.expiresAt == now.wholeMilliseconds.addingTimeInterval(900).wholeMilliseconds)
+            await #expect { _ = try await tokens.issue(service: "dash", ttl: .seconds(3 * 3600), note: nil) } throws: {
+                "\($0)".contains("longer than service dash's max_token_ttl 2h")
+            }
+            await #expect { _ = try await tokens.issue(service: "nope", ttl: nil, note: nil) } throws: {
+                "\($0)".contains("service nope is not in the policy")
+            }
+            await #expect {
+                _ = try await tokens.rotate(service: "api", grace: .seconds(3600), ttl: nil, note: nil)
+            } throws: {
+                "\($0)".contains("max_grace")
+            }
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func rotationKeepsTwoLiveTokensForTheGraceOnly(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let tokens = service(store)
+            let start = Date().wholeMilliseconds
+            let old = try await tokens.issue(service: "api", ttl: nil, note: nil, now: start)
+            let cursor = try await store.latestChange()
+            let new = try await tokens.rotate(
+                service: "api", grace: nil, ttl: nil, note: nil, now: start.addingTimeInterval(10))
+            #expect(new.superseded.map(\.id) == [old.record.id])
+            let during = start.addingTimeInterval(30)
+            let records = try await store.tokens(service: "api")
+            #expect(records.filter { $0.isUsable(at: during) }.count == 2)
+            let oldNow = try #require(try await store.token(id: old.record.id))
+            #expect(oldNow.state(at: during) == .grace)
+            #expect(oldNow.supersededBy == new.record.id)
+            #expect(oldNow.expiresAt == start.addingTimeInterval(70))  // the service's grace is 1m
+            let after = start.addingTimeInterval(71)
+            #expect(
+                try await store.tokens(service: "api").filter { $0.isUsable(at: after) }.map(\.id) == [new.record.id])
+            let feed = try await store.changes(after: cursor, limit: 10)
+            #expect(feed.map(\.kind) == [.rotated, .issued])
+            #expect(feed.map(\.tokenID) == [old.record.id, new.record.id])
+
+            // Rotating again ends the token already in grace: never more than two usable.
+            let third = try await tokens.rotate(
+                service: "api", grace: nil, ttl: nil, note: nil, now: start.addingTimeInterval(20))
+            let at = start.addingTimeInterval(21)
+            let usable = try await store.tokens(service: "api").filter { $0.isUsable(at: at) }.map(\.id)
+            #expect(Set(usable) == [new.record.id, third.record.id])
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func revocationIsImmediateRecordedAndOnTheFeed(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let tokens = service(store)
+            let issued = try await tokens.issue(service: "dash", ttl: nil, note: nil)
+            let cursor = try await store.latestChange()
+            let revoked = try await tokens.revoke(id: issued.record.id, reason: "leaked")
+            #expect(revoked.revokeReason == "leaked")
+            #expect(revoked.state(at: Date()) == .revoked)
+            #expect(try await store.token(id: issued.record.id)?.revokedAt != nil)
+            // Revoking again changes nothing and adds nothing to the feed.
+            let again = try await tokens.revoke(id: issued.record.id, reason: "other")
+            #expect(again.revokeReason == "leaked")
+            let feed = try await store.changes(after: cursor, limit: 10)
+            #expect(feed.map(\.kind) == [.revoked])
+            #expect(feed.first?.service == "dash")
+            await #expect { _ = try await tokens.revoke(id: "aaaaaaaaaaaaaaaa", reason: nil) } throws: {
+                "\($0)".contains("no token with id")
+            }
+            // Revoke every live token of a service.
+            let a = try await tokens.issue(service: "api", ttl: nil, note: nil)
+            let b = try await tokens.rotate(service: "api", grace: nil, ttl: nil, note: nil)
+            let all = try await tokens.revokeAll(service: "api", reason: "incident")
+            #expect(Set(all.map(\.id)) == [a.record.id, b.record.id])
+            #expect(try await store.tokens(service: "api").allSatisfy { $0.state(at: Date()) == .revoked })
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func onlyOneWayDerivativesAreStored(backend: Backend) async throws {
+        let location = try backend.freshLocation()
+        let store = try await location.open()
+        var tokens: [String] = []
+        tokens.append(try await service(store).issue(service: "dash", ttl: nil, note: "n").token)
+        tokens.append(try await service(store).rotate(service: "dash", grace: nil, ttl: nil, note: nil).token)
+        tokens.append(try await service(store).issue(service: "api", ttl: nil, note: nil).token)
+        await store.close()
+        let dump = try backend.dump(location)
+        #expect(dump.contains("rolegate") || dump.contains("dash"))  // the dump really has the store's content
+        for token in tokens {
+            let secret = Array(token.dropFirst(TokenFormat.prefix.count + TokenFormat.idLength + 1))
+            // No 12-character window of any secret appears anywhere.
+            for start in stride(from: 0, through: secret.count - 12, by: 1) {
+                let window = String(secret[start..<start + 12])
+                #expect(!dump.contains(window))
+            }
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func serviceSaltIsSharedAndLastUseRecorded(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let first = try await store.serviceSalt("dash", proposed: [1, 2, 3])
+            let second = try await store.serviceSalt("dash", proposed: [9, 9, 9])
+            #expect(first == [1, 2, 3] && second == [1, 2, 3])
+            let tokens = service(store)
+            let a = try await tokens.issue(service: "dash", ttl: nil, note: nil)
+            let b = try await tokens.rotate(service: "dash", grace: nil, ttl: nil, note: nil)
+            #expect(a.record.secret.scram.salt == b.record.secret.scram.salt)
+            let t1 = Date(milliseconds: 1_800_000_000_000)
+            try await store.recordUse([a.record.id: t1])
+            try await store.recordUse([a.record.id: t1.addingTimeInterval(-5)])  // never moves backwards
+            #expect(try await store.token(id: a.record.id)?.lastUsedAt == t1)
+        }
+    }
+}
