@@ -91,6 +91,7 @@ let package = Package(
                 "RolegateProvision",
                 "RolegateStore",
                 "RolegateTokens",
+                "PostgresCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -27,18 +27,21 @@ public final class PostgresCluster: @unchecked Sendable {
     public let superuser = "postgres"
     /// The superuser's password for TCP logins (random per cluster).
     public let superuserPassword: String
+    /// Leave the folder in place when stopping (the server is still stopped).
+    public let keepFiles: Bool
     private let runAsUser: String?
     private let lock = NSLock()
     private var stopped = false
 
-    /// Starts a new cluster. Throws with a message naming what to install when the
-    /// server binaries are missing.
-    public static func start() throws -> PostgresCluster {
+    /// Starts a new cluster, in a new temporary folder or in `directory` (which must not
+    /// exist yet). Throws with a message naming what to install when the server binaries
+    /// are missing.
+    public static func start(directory: String? = nil, keepFiles: Bool = false) throws -> PostgresCluster {
         let binaries = try PostgresBinaries.locate()
         var lastError: (any Error)?
         for _ in 0..<3 {
             do {
-                return try PostgresCluster(binaries: binaries)
+                return try PostgresCluster(binaries: binaries, directory: directory, keepFiles: keepFiles)
             } catch {
                 lastError = error  // most often: the free port was taken meanwhile
             }
@@ -46,14 +49,24 @@ public final class PostgresCluster: @unchecked Sendable {
         throw lastError!
     }
 
-    private init(binaries: PostgresBinaries) throws {
+    private init(binaries: PostgresBinaries, directory: String?, keepFiles: Bool) throws {
         self.binaries = binaries
+        self.keepFiles = keepFiles
         runAsUser = geteuid() == 0 ? "postgres" : nil
-        var template = Array("/tmp/rolegate-pg-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else {
-            throw Failure(description: "cannot create a temporary folder: \(String(cString: strerror(errno)))")
+        if let directory {
+            guard !FileManager.default.fileExists(atPath: directory) else {
+                throw Failure(description: "\(directory) already exists; choose a new folder")
+            }
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            baseDirectory = directory
+        } else {
+            var template = Array("/tmp/rolegate-pg-XXXXXX".utf8CString)
+            guard let made = mkdtemp(&template) else {
+                throw Failure(description: "cannot create a temporary folder: \(String(cString: strerror(errno)))")
+            }
+            baseDirectory = String(cString: made)
         }
-        baseDirectory = String(cString: made)
         dataDirectory = baseDirectory + "/data"
         socketDirectory = baseDirectory
         superuserPassword = "pw-" + UUID().uuidString
@@ -61,6 +74,7 @@ public final class PostgresCluster: @unchecked Sendable {
         do {
             try setUp()
         } catch {
+            _ = try? runAsServerUser(binaries.pgCtl, ["-D", dataDirectory, "-m", "immediate", "-w", "stop"])
             try? FileManager.default.removeItem(atPath: baseDirectory)
             throw error
         }
@@ -106,8 +120,8 @@ public final class PostgresCluster: @unchecked Sendable {
         defer { lock.unlock() }
         guard !stopped else { return }
         stopped = true
-        _ = try? runAsServerUser(binaries.pgCtl, ["-D", dataDirectory, "-m", "immediate", "-w", "stop"])
-        try? FileManager.default.removeItem(atPath: baseDirectory)
+        _ = try? runAsServerUser(binaries.pgCtl, ["-D", dataDirectory, "-m", keepFiles ? "fast" : "immediate", "-w", "stop"])
+        if !keepFiles { try? FileManager.default.removeItem(atPath: baseDirectory) }
     }
 
     deinit { stop() }
@@ -160,7 +174,7 @@ public final class PostgresCluster: @unchecked Sendable {
             + "'\(binaries.pgCtl)' -D '\(dataDirectory)' -m immediate -w stop"
         let script = """
             while kill -0 \(getpid()) 2>/dev/null && [ -d '\(dataDirectory)' ]; do sleep 1; done
-            if [ -d '\(dataDirectory)' ]; then \(stopCommand) >/dev/null 2>&1; rm -rf '\(baseDirectory)'; fi
+            if [ -d '\(dataDirectory)' ]; then \(stopCommand) >/dev/null 2>&1; \(keepFiles ? "true" : "rm -rf '\(baseDirectory)'"); fi
             """
         try? Subprocess.spawnDetached("/bin/sh", ["-c", script])
     }

@@ -1,0 +1,93 @@
+/// The demo's database and policy: a small billing and analytics schema, and three
+/// services bound to three roles of different power.
+enum DemoScenario {
+    static let schema = """
+        CREATE SCHEMA billing;
+        CREATE TABLE billing.customers (
+            id bigserial PRIMARY KEY,
+            email text NOT NULL,
+            name text NOT NULL,
+            card_last4 text,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE billing.invoices (
+            id bigserial PRIMARY KEY,
+            customer_id bigint NOT NULL REFERENCES billing.customers,
+            amount numeric(12, 2) NOT NULL,
+            issued_on date NOT NULL DEFAULT current_date,
+            paid boolean NOT NULL DEFAULT false
+        );
+        CREATE FUNCTION billing.close_month(month date) RETURNS integer LANGUAGE sql AS $$
+            UPDATE billing.invoices SET paid = true
+             WHERE date_trunc('month', issued_on) = date_trunc('month', month) AND NOT paid
+            RETURNING 1
+        $$;
+        REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA billing FROM PUBLIC;
+        CREATE SCHEMA analytics;
+        CREATE TABLE analytics.events (
+            id bigserial PRIMARY KEY,
+            name text NOT NULL,
+            at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE VIEW analytics.daily_events AS
+            SELECT date_trunc('day', at) AS day, name, count(*) AS events FROM analytics.events GROUP BY 1, 2;
+        INSERT INTO billing.customers (email, name, card_last4) VALUES
+            ('ada@example.com', 'Ada', '4242'), ('grace@example.com', 'Grace', '1881'), ('linus@example.com', 'Linus', '0001');
+        INSERT INTO billing.invoices (customer_id, amount) VALUES (1, 120.00), (2, 80.50), (3, 42.00);
+        INSERT INTO analytics.events (name) SELECT (ARRAY['signup', 'login', 'purchase'])[1 + i % 3] FROM generate_series(1, 30) i;
+        """
+
+    static let policy = """
+        # Written by 'rolegate demo'. Reference: README.md, "The policy file".
+        version: 1
+        databases:
+          app:
+            url: ${APP_ADMIN_URL}
+        roles:
+          analytics_ro:
+            description: Dashboards read analytics, nothing else
+            connection_limit: 10
+            settings: {statement_timeout: 30s}
+            grants:
+              - on: SCHEMA analytics
+                privileges: [USAGE]
+              - on: ALL TABLES IN SCHEMA analytics
+                privileges: [SELECT]
+                future: true
+          billing_writer:
+            description: The billing API writes invoices and sees customers' contact columns only
+            grants:
+              - on: SCHEMA billing
+                privileges: [USAGE]
+              - on: TABLE billing.invoices
+                privileges: [SELECT, INSERT, UPDATE]
+              - on: SEQUENCE billing.invoices_id_seq
+                privileges: [USAGE]
+              - on: TABLE billing.customers
+                privileges: [SELECT]
+                columns: [id, email, name]
+              - on: FUNCTION billing.close_month(date)
+                privileges: [EXECUTE]
+          support_ro:
+            description: Support reads customers and invoices, including card digits
+            grants:
+              - on: SCHEMA billing
+                privileges: [USAGE]
+              - on: TABLE billing.customers
+                privileges: [SELECT]
+              - on: TABLE billing.invoices
+                privileges: [SELECT]
+        services:
+          dashboard:
+            role: analytics_ro
+            token_ttl: 1h
+          billing-api:
+            role: billing_writer
+            token_ttl: 15m
+            max_token_ttl: 1h
+          support-desk:
+            role: support_ro
+            token_ttl: 8h
+            max_token_ttl: 12h
+        """
+}
