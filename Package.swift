@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // Pure domain: policy model, YAML loading and validation, durations,
@@ -66,6 +67,7 @@ let package = Package(
                 "RolegateCore",
                 "RolegatePostgres",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -82,6 +84,12 @@ let package = Package(
         .target(
             name: "PostgresCluster",
             dependencies: [],
+            swiftSettings: strict
+        ),
+        // Helpers shared by the test targets (no test framework inside).
+        .target(
+            name: "RolegateTestSupport",
+            dependencies: ["RolegateTokens"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -108,7 +116,9 @@ let package = Package(
         ),
         .testTarget(
             name: "RolegateStoreTests",
-            dependencies: ["RolegateStore", "RolegateTokens", "RolegateCore", "PostgresCluster"],
+            dependencies: [
+                "RolegateStore", "RolegateTokens", "RolegateCore", "PostgresCluster", "RolegateTestSupport",
+            ],
             swiftSettings: strict
         ),
         .testTarget(
@@ -118,6 +128,7 @@ let package = Package(
                 "RolegateProvision",
                 "RolegateStore",
                 "RolegateTokens",
+                "RolegateTestSupport",
                 "PostgresCluster",
                 "rolegate",
                 .product(name: "PostgresNIO", package: "postgres-nio"),

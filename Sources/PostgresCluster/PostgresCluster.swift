@@ -120,7 +120,8 @@ public final class PostgresCluster: @unchecked Sendable {
         defer { lock.unlock() }
         guard !stopped else { return }
         stopped = true
-        _ = try? runAsServerUser(binaries.pgCtl, ["-D", dataDirectory, "-m", keepFiles ? "fast" : "immediate", "-w", "stop"])
+        _ = try? runAsServerUser(
+            binaries.pgCtl, ["-D", dataDirectory, "-m", keepFiles ? "fast" : "immediate", "-w", "stop"])
         if !keepFiles { try? FileManager.default.removeItem(atPath: baseDirectory) }
     }
 

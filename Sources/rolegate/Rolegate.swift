@@ -13,7 +13,10 @@ struct Rolegate: AsyncParsableCommand {
             2 drift found by 'plan --check'.
             """,
         version: RolegateVersion.current,
-        subcommands: [InitCommand.self, ValidateCommand.self, PlanCommand.self, ApplyCommand.self, TokenCommand.self, DemoCommand.self]
+        subcommands: [
+            InitCommand.self, ValidateCommand.self, PlanCommand.self, ApplyCommand.self, TokenCommand.self,
+            DemoCommand.self,
+        ]
     )
 
     /// Runs the command tree; maps every failure to a message on stderr and exit 1

@@ -1,6 +1,7 @@
 import Foundation
 import RolegateCore
 import RolegateStore
+import RolegateTestSupport
 import RolegateTokens
 import Testing
 
@@ -65,20 +66,12 @@ import Testing
             #expect((try? await verifier.verify(issued.token).get()) != nil)  // now cached
 
             let other = try await location.open()
-            let clock = ContinuousClock()
-            let revokedAt = clock.now
             _ = try await service(other).revoke(id: issued.record.id, reason: "elsewhere")
+            let committed = ContinuousClock().now
             await other.close()
-            var seen: Duration?
-            while clock.now - revokedAt < .seconds(3) {
-                if await verifier.verify(issued.token) == .failure(.revoked) {
-                    seen = clock.now - revokedAt
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(20))
-            }
-            let elapsed = try #require(seen, "the revocation was never seen")
-            #expect(elapsed < .seconds(1))
+            let seen = try await awaitRevocation(of: issued.token, by: verifier, committed: committed)
+            #expect(seen.violation == nil, "\(seen.violation ?? "")")
+            #expect(seen.seenAfter <= .seconds(1))
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import SQLiteNIO
 
 #if canImport(Glibc)
@@ -14,10 +15,15 @@ import SQLiteNIO
 final class SQLiteDriver: SQLDriver {
     let dialect = SQLDialect.sqlite
     let connection: SQLiteConnection
+    /// This connection's own thread: SQLite blocks in its busy handler while another process
+    /// holds the write lock, and on a shared pool such waits could starve the very connection
+    /// that would release the lock.
+    let thread: NIOThreadPool
     let gate = AsyncGate()
 
-    private init(connection: SQLiteConnection) {
+    private init(connection: SQLiteConnection, thread: NIOThreadPool) {
         self.connection = connection
+        self.thread = thread
     }
 
     static func open(path: String) async throws -> SQLiteDriver {
@@ -35,8 +41,18 @@ final class SQLiteDriver: SQLDriver {
         }
         var logger = Logger(label: "rolegate.store.sqlite")
         logger.logLevel = .critical
-        let connection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-        let driver = SQLiteDriver(connection: connection)
+        let thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+        let connection: SQLiteConnection
+        do {
+            connection = try await SQLiteConnection.open(
+                storage: .file(path: path), threadPool: thread, logger: logger,
+                on: MultiThreadedEventLoopGroup.singleton.any())
+        } catch {
+            try? await thread.shutdownGracefully()
+            throw error
+        }
+        let driver = SQLiteDriver(connection: connection, thread: thread)
         _ = try await driver.raw("PRAGMA busy_timeout = 10000", [])
         _ = try await driver.raw("PRAGMA journal_mode = WAL", [])
         _ = try await driver.raw("PRAGMA synchronous = FULL", [])
@@ -90,5 +106,6 @@ final class SQLiteDriver: SQLDriver {
 
     func close() async {
         try? await connection.close()
+        try? await thread.shutdownGracefully()
     }
 }

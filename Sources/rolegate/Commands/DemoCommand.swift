@@ -78,14 +78,15 @@ struct DemoCommand: AsyncParsableCommand {
 
         let policyPath = base + "/rolegate.yaml"
         try DemoScenario.policy.write(toFile: policyPath, atomically: true, encoding: .utf8)
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().path
         let envFile = base + "/demo.env"
         try """
-            # source this file to talk to the demo
-            export APP_ADMIN_URL='\(adminURL)'
-            export ROLEGATE_CONFIG='\(policyPath)'
-            export PATH='\(binary)':"$PATH"
-            """.write(toFile: envFile, atomically: true, encoding: .utf8)
+        # source this file to talk to the demo
+        export APP_ADMIN_URL='\(adminURL)'
+        export ROLEGATE_CONFIG='\(policyPath)'
+        export PATH='\(binary)':"$PATH"
+        """.write(toFile: envFile, atomically: true, encoding: .utf8)
 
         var environment = ProcessInfo.processInfo.environment
         environment["APP_ADMIN_URL"] = adminURL
