@@ -274,7 +274,7 @@ let contractPrivileges: Set<String> = [
         try fixture.expectRolegate(["plan", "--check"], status: 0)
     }
 
-    @Test func droppingARoleRevokesEndsSessionsAndProtectsOwnedObjects() throws {
+    @Test func droppingARoleRevokesEndsSessionsAndProtectsOwnedObjects() async throws {
         let fixture = try Fixture()
         try fixture.writePolicy(contractPolicy)
         try fixture.expectRolegate(["apply", "--yes"])
@@ -297,7 +297,21 @@ let contractPrivileges: Set<String> = [
         #expect(refused.stderr.contains("--reassign-owned-to"))
         #expect(try fixture.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'billing_writer'") == "1")
 
-        try fixture.expectRolegate(["apply", "--yes", "--reassign-owned-to", "rolegate_admin"])
+        // An open session of the role being dropped is ended after the commit.
+        try fixture.sql("GRANT pg_signal_backend TO rolegate_admin")
+        let session = Task.detached { try fixture.sqlAsRole("billing_writer", "SELECT pg_sleep(60)") }
+        var waited = 0
+        while try fixture.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'billing_writer'") != "1",
+            waited < 100
+        {
+            try await Task.sleep(for: .milliseconds(100))
+            waited += 1
+        }
+        let dropped = try fixture.expectRolegate(["apply", "--yes", "--reassign-owned-to", "rolegate_admin"])
+        #expect(dropped.stdout.contains("Ended 1 session(s) of dropped roles."), "\(dropped.stdout)")
+        let ended = try await session.value
+        #expect(ended.status != 0)
+        #expect(ended.stderr.contains("terminating connection due to administrator command"), "\(ended.stderr)")
         #expect(try fixture.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'billing_writer'") == "0")
         #expect(try fixture.sql("SELECT tableowner FROM pg_tables WHERE tablename = 'scratch'") == "rolegate_admin")
         try fixture.expectRolegate(["plan", "--check"], status: 0)

@@ -335,33 +335,37 @@ enum Migrations {
 
 enum SQLiteStore {
     static func open(path: String) async throws(StoreError) -> any Store {
-        let driver: SQLiteDriver
-        do {
-            driver = try await SQLiteDriver.open(path: path)
-        } catch {
-            throw StoreError.unavailable("cannot open sqlite:\(path): \(error)")
+        try await SQLStore.open(location: "sqlite:\(path)") { () async throws(StoreError) -> any SQLDriver in
+            do {
+                return try await SQLiteDriver.open(path: path)
+            } catch {
+                throw StoreError.unavailable("cannot open sqlite:\(path): \(error)")
+            }
         }
-        let store = SQLStore(driver: driver, location: "sqlite:\(path)")
-        do {
-            try await store.migrate()
-        } catch {
-            await store.close()
-            throw error
-        }
-        return store
     }
 }
 
 enum PostgresStore {
     static func open(url: String) async throws(StoreError) -> any Store {
-        let driver: PostgresDriver
-        do {
-            driver = try await PostgresDriver.open(url: url)
-        } catch {
-            throw StoreError.unavailable(
-                "cannot connect to \(ConnectionURL.redact(url)): \(PostgresErrorText.describe(error))")
+        try await SQLStore.open(location: ConnectionURL.redact(url)) { () async throws(StoreError) -> any SQLDriver in
+            do {
+                return try await PostgresDriver.open(url: url)
+            } catch {
+                throw StoreError.unavailable(
+                    "cannot connect to \(ConnectionURL.redact(url)): \(PostgresErrorText.describe(error))")
+            }
         }
-        let store = SQLStore(driver: driver, location: ConnectionURL.redact(url))
+    }
+}
+
+extension SQLStore {
+    /// Connects with `connect`, then migrates; closes the connection again if migrating fails.
+    static func open(
+        location: String, connect: () async throws(StoreError) -> any SQLDriver
+    ) async throws(StoreError)
+        -> any Store
+    {
+        let store = SQLStore(driver: try await connect(), location: location)
         do {
             try await store.migrate()
         } catch {
