@@ -59,6 +59,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // PostgreSQL protocol v3: framing, typed messages, SCRAM-SHA-256 server and client
+        // state machines. Pure: no I/O.
+        .target(
+            name: "PostgresWire",
+            dependencies: [
+                "RolegateCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // Everything Rolegate keeps: tokens, the change feed, schema version. SQLite by
         // default, PostgreSQL for several gateway instances; one contract for both.
         .target(
@@ -112,6 +122,11 @@ let package = Package(
         .testTarget(
             name: "RolegateProvisionTests",
             dependencies: ["RolegateProvision", "RolegateCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "PostgresWireTests",
+            dependencies: ["PostgresWire", "RolegateCore", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,0 +1,155 @@
+import NIOCore
+import Testing
+
+@testable import PostgresWire
+
+@Suite struct FramingTests {
+    func bytes(_ values: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: values) }
+
+    func int32(_ value: Int32) -> [UInt8] {
+        withUnsafeBytes(of: value.bigEndian) { Array($0) }
+    }
+
+    @Test func startupParsesParametersInOrder() throws {
+        var buffer = Frontend.startup(parameters: [
+            .init("user", "billing-api"), .init("database", "app"), .init("application_name", "psql"),
+        ])
+        let packet = try WireFraming.startupPacket(from: &buffer)
+        #expect(
+            packet
+                == .startup(
+                    major: 3, minor: 0,
+                    parameters: [
+                        .init("user", "billing-api"), .init("database", "app"), .init("application_name", "psql"),
+                    ]))
+        #expect(buffer.readableBytes == 0)
+    }
+
+    @Test func startupNeedsAllItsBytes() throws {
+        let full = Frontend.startup(parameters: [.init("user", "u")])
+        for cut in 0..<full.readableBytes {
+            var partial = full.getSlice(at: 0, length: cut)!
+            #expect(try WireFraming.startupPacket(from: &partial) == nil)
+            #expect(partial.readableBytes == cut)  // nothing consumed
+        }
+    }
+
+    @Test func specialRequests() throws {
+        var ssl = bytes(int32(8) + int32(80_877_103))
+        #expect(try WireFraming.startupPacket(from: &ssl) == .sslRequest)
+        var gss = bytes(int32(8) + int32(80_877_104))
+        #expect(try WireFraming.startupPacket(from: &gss) == .gssEncRequest)
+        var cancel = Frontend.cancelRequest(processID: 42, secretKey: [1, 2, 3, 4])
+        #expect(try WireFraming.startupPacket(from: &cancel) == .cancel(processID: 42, secretKey: [1, 2, 3, 4]))
+        // Protocol 3.2 keys may be longer.
+        var long = Frontend.cancelRequest(processID: 7, secretKey: Array(repeating: 9, count: 32))
+        #expect(
+            try WireFraming.startupPacket(from: &long)
+                == .cancel(processID: 7, secretKey: Array(repeating: 9, count: 32)))
+        var version = Frontend.startup(parameters: [.init("user", "u"), .init("_pq_.x", "1")], major: 3, minor: 2)
+        #expect(
+            try WireFraming.startupPacket(from: &version)
+                == .startup(major: 3, minor: 2, parameters: [.init("user", "u"), .init("_pq_.x", "1")]))
+    }
+
+    @Test(arguments: [Int32(0), 3, 7, -1, Int32.min])
+    func tooShortLengthsAreRefused(length: Int32) {
+        var buffer = bytes(int32(length) + int32(196_608))
+        #expect(throws: FramingError.lengthTooShort(Int(length))) { try WireFraming.startupPacket(from: &buffer) }
+    }
+
+    @Test func hugeStartupIsRefusedBeforeReadingIt() {
+        var buffer = bytes(int32(Int32.max) + int32(196_608))  // 2 GB announced, 8 bytes sent
+        #expect(throws: FramingError.lengthTooLong(Int(Int32.max), limit: 10_000)) {
+            try WireFraming.startupPacket(from: &buffer)
+        }
+    }
+
+    @Test func malformedStartups() {
+        // No terminator after the last value.
+        var body = int32(196_608) + Array("user\0u\0".utf8)
+        var unterminated = bytes(int32(Int32(4 + body.count)) + body)
+        #expect(throws: FramingError.self) { try WireFraming.startupPacket(from: &unterminated) }
+        // A name without a value.
+        body = int32(196_608) + Array("user\0".utf8)
+        var noValue = bytes(int32(Int32(4 + body.count)) + body)
+        #expect(throws: FramingError.self) { try WireFraming.startupPacket(from: &noValue) }
+        // A cancel request with a 2-byte key.
+        var shortCancel = bytes(int32(14) + int32(80_877_102) + int32(1) + [1, 2])
+        #expect(throws: FramingError.self) { try WireFraming.startupPacket(from: &shortCancel) }
+        var sslWithBody = bytes(int32(9) + int32(80_877_103) + [0])
+        #expect(throws: FramingError.self) { try WireFraming.startupPacket(from: &sslWithBody) }
+    }
+
+    @Test func messagesFrameWithoutCopying() throws {
+        var buffer = Frontend.query("SELECT 1").encoded()
+        var terminate = Frontend.terminate().encoded()
+        buffer.writeBuffer(&terminate)
+        let first = try #require(try WireFraming.message(from: &buffer))
+        #expect(first.type == UInt8(ascii: "Q"))
+        #expect(first.body.getString(at: first.body.readerIndex, length: first.body.readableBytes) == "SELECT 1\0")
+        let second = try #require(try WireFraming.message(from: &buffer))
+        #expect(second.type == UInt8(ascii: "X") && second.body.readableBytes == 0)
+        #expect(try WireFraming.message(from: &buffer) == nil)
+    }
+
+    @Test(arguments: [Int32(0), 3, -5, Int32.min])
+    func messageLengthBelowFourIsRefused(length: Int32) {
+        var buffer = bytes([UInt8(ascii: "Q")] + int32(length))
+        #expect(throws: FramingError.lengthTooShort(Int(length))) { try WireFraming.message(from: &buffer) }
+    }
+
+    @Test func messageOverTheLimitIsRefusedBeforeReadingIt() {
+        var buffer = bytes([UInt8(ascii: "Q")] + int32(Int32.max))
+        #expect(throws: FramingError.lengthTooLong(Int(Int32.max), limit: 1 << 20)) {
+            try WireFraming.message(from: &buffer, limits: WireLimits(maxMessageLength: 1 << 20))
+        }
+    }
+
+    @Test func backendMessagesRoundTrip() throws {
+        let messages: [(WireMessage, BackendStartupMessage)] = [
+            (Backend.authenticationOk(), .authenticationOk),
+            (
+                Backend.authenticationSASL(mechanisms: ["SCRAM-SHA-256"]),
+                .authenticationSASL(mechanisms: ["SCRAM-SHA-256"])
+            ),
+            (Backend.authenticationSASLContinue([1, 2]), .authenticationSASLContinue([1, 2])),
+            (Backend.authenticationSASLFinal([3]), .authenticationSASLFinal([3])),
+            (Backend.parameterStatus("TimeZone", "UTC"), .parameterStatus(name: "TimeZone", value: "UTC")),
+            (
+                Backend.backendKeyData(processID: 9, secretKey: [1, 2, 3, 4]),
+                .backendKeyData(processID: 9, secretKey: [1, 2, 3, 4])
+            ),
+            (Backend.readyForQuery(UInt8(ascii: "I")), .readyForQuery(UInt8(ascii: "I"))),
+            (
+                Backend.negotiateProtocolVersion(minor: 0, unrecognized: ["_pq_.x"]),
+                .negotiateProtocolVersion(minor: 0, unrecognized: ["_pq_.x"])
+            ),
+        ]
+        for (message, expected) in messages {
+            var encoded = message.encoded()
+            let framed = try #require(try WireFraming.message(from: &encoded))
+            #expect(BackendStartupMessage(framed) == expected)
+        }
+        var error = Backend.error(.fatal("28P01", "password authentication failed for user \"x\"")).encoded()
+        let framed = try #require(try WireFraming.message(from: &error))
+        guard case .error(let fields) = BackendStartupMessage(framed) else {
+            Issue.record("not an error")
+            return
+        }
+        #expect(fields.code == "28P01" && fields.severity == "FATAL" && fields.message.hasPrefix("password"))
+    }
+
+    @Test func passwordMessageBodies() throws {
+        let initial = Frontend.saslInitialResponse(mechanism: "SCRAM-SHA-256", data: Array("n,,n=,r=abc".utf8))
+        let parsed = try PasswordMessageBody.saslInitialResponse(initial.body)
+        #expect(parsed.mechanism == "SCRAM-SHA-256" && parsed.data == Array("n,,n=,r=abc".utf8))
+        var truncated = initial.body
+        truncated.moveWriterIndex(to: truncated.writerIndex - 2)
+        #expect(throws: PasswordMessageBody.Malformed.self) { try PasswordMessageBody.saslInitialResponse(truncated) }
+        #expect(try PasswordMessageBody.password(Frontend.password("secret").body) == "secret")
+        #expect(throws: PasswordMessageBody.Malformed.self) {
+            try PasswordMessageBody.password(ByteBuffer(string: "no-nul"))
+        }
+    }
+}
