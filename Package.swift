@@ -90,6 +90,22 @@ let package = Package(
             dependencies: ["RolegateCore", "RolegateStore"],
             swiftSettings: strict
         ),
+        // The PostgreSQL wire gateway: listener, client sessions, upstream pools,
+        // revocation and cancel routing.
+        .target(
+            name: "RolegateGateway",
+            dependencies: [
+                "RolegateCore",
+                "PostgresWire",
+                "RolegateStore",
+                "RolegateTokens",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         // A throwaway PostgreSQL cluster (initdb + pg_ctl), shared by the tests and the demo.
         .target(
             name: "PostgresCluster",
@@ -109,8 +125,10 @@ let package = Package(
                 "RolegateProvision",
                 "RolegateStore",
                 "RolegateTokens",
+                "RolegateGateway",
                 "PostgresCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

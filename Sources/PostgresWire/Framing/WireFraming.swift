@@ -43,7 +43,7 @@ public enum StartupPacket: Sendable, Equatable {
     static let cancelCode: Int32 = 80_877_102
 }
 
-public struct StartupParameter: Sendable, Equatable {
+public struct StartupParameter: Sendable, Hashable {
     public var name: String
     public var value: String
 

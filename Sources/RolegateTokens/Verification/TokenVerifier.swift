@@ -52,6 +52,9 @@ public final class TokenVerifier: Sendable {
         var lastSequence: Int64?
         var lastRefresh: ContinuousClock.Instant?
         var uses: [String: Date] = [:]
+        /// Every token of a service (any state), for SCRAM logins, by service.
+        var byService: [String: [TokenRecord]] = [:]
+        var changeHandler: (@Sendable ([ChangeEvent]) -> Void)?
     }
 
     public let store: any Store
@@ -70,6 +73,12 @@ public final class TokenVerifier: Sendable {
         self.maxStaleness = maxStaleness
         self.pollInterval = pollInterval
         self.state = Mutex(State(policy: policy))
+    }
+
+    /// Called with every batch of change feed entries (revocations, rotations, issues) that
+    /// a refresh reads: the gateway ends the sessions of revoked tokens from here.
+    public func onChanges(_ handler: @escaping @Sendable ([ChangeEvent]) -> Void) {
+        state.withLock { $0.changeHandler = handler }
     }
 
     public func updatePolicy(_ policy: Policy) {
@@ -125,17 +134,75 @@ public final class TokenVerifier: Sendable {
             return .failure(.unknown)
         }
         guard record.secret.matches(token) else { return .failure(.unknown) }
+        return admit(record, now: now)
+    }
+
+    static let decoyHash = [UInt8](repeating: 0, count: 32)
+
+    /// What a SCRAM login as `service` is checked against: the service's SCRAM salt and
+    /// the verifiers of its tokens (revoked and expired ones too, so the login can say
+    /// why it failed). Nil when the service has no tokens or is not in the policy.
+    public func scramCandidates(service: String, fresh: Bool = false) async -> Result<[TokenRecord]?, Failure> {
+        let instant = clock.now
+        let stale = state.withLock { s in s.lastRefresh.map { instant - $0 > maxStaleness } ?? true }
+        if stale {
+            do {
+                try await refresh()
+            } catch {
+                return .failure(.unavailable)
+            }
+        }
+        let policy = state.withLock { $0.policy }
+        guard policy.service(named: service) != nil else { return .success(nil) }
+        if !fresh, let cached = state.withLock({ $0.byService[service] }) {
+            return .success(cached.isEmpty ? nil : cached)
+        }
+        let generation = state.withLock { $0.lastSequence }
+        let records: [TokenRecord]
+        do {
+            records = try await store.tokens(service: service)
+        } catch {
+            return .failure(.unavailable)
+        }
+        state.withLock { s in
+            if s.lastSequence == generation { s.byService[service] = records }
+        }
+        return .success(records.isEmpty ? nil : records)
+    }
+
+    /// Applies the checks that follow a successful proof: the policy still binds the
+    /// token's service to its role, it is not revoked, it has not expired.
+    public func admit(_ record: TokenRecord, now: Date = Date()) -> Result<Verified, Failure> {
+        if case .failure(let failure) = admitWithoutUse(record, now: now) { return .failure(failure) }
+        state.withLock { $0.uses[record.id] = now }
+        return .success(Verified(record: record))
+    }
+
+    /// Whether the token with this id is still usable (for sessions that follow their token).
+    public func isStillValid(_ record: TokenRecord, now: Date = Date()) async -> Failure? {
+        if let cached = state.withLock({ $0.cache[record.id] }) {
+            if case .failure(let failure) = admitWithoutUse(cached, now: now) { return failure }
+            return nil
+        }
+        do {
+            guard let fresh = try await store.token(id: record.id) else { return .unknown }
+            state.withLock { $0.cache[record.id] = fresh }
+            if case .failure(let failure) = admitWithoutUse(fresh, now: now) { return failure }
+            return nil
+        } catch {
+            return nil  // the store being briefly unreachable does not end live sessions
+        }
+    }
+
+    private func admitWithoutUse(_ record: TokenRecord, now: Date) -> Result<Void, Failure> {
         let policy = state.withLock { $0.policy }
         guard let service = policy.service(named: record.service), service.role == record.role else {
             return .failure(.serviceUnknown)
         }
         if record.revokedAt != nil { return .failure(.revoked) }
         if record.expiresAt <= now { return .failure(.expired) }
-        state.withLock { $0.uses[record.id] = now }
-        return .success(Verified(record: record))
+        return .success(())
     }
-
-    static let decoyHash = [UInt8](repeating: 0, count: 32)
 
     /// Reads the change feed once: evicts what changed and records when it last succeeded.
     /// Also writes out batched last-used times.
@@ -151,10 +218,12 @@ public final class TokenVerifier: Sendable {
                     for change in changes {
                         s.cache.removeValue(forKey: change.tokenID)
                         s.missing.removeValue(forKey: change.tokenID)
+                        s.byService.removeValue(forKey: change.service)
                     }
                     s.lastSequence = last.sequence
                 }
                 cursor = last.sequence
+                state.withLock { $0.changeHandler }?(changes)
                 if changes.count < 500 { break }
             }
         } else {

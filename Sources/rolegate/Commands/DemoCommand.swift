@@ -53,7 +53,7 @@ struct DemoCommand: AsyncParsableCommand {
             if keep == nil { try? FileManager.default.removeItem(atPath: base) }
             throw error
         }
-        if !once { await waitForInterrupt() }
+        if !once { await waitForSignal() }
         Terminal.note("\nStopping PostgreSQL ...")
         cluster.stop()
         if keep == nil {
@@ -135,24 +135,6 @@ struct DemoCommand: AsyncParsableCommand {
         fflush(nil)  // the tour must appear now, also when stdout is a pipe or a file
     }
 
-    private func waitForInterrupt() async {
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let queue = DispatchQueue(label: "rolegate.demo.signals")
-            let once = OnceFlag()
-            var sources: [any DispatchSourceSignal] = []
-            for number in [SIGINT, SIGTERM] {
-                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-                source.setEventHandler {
-                    if once.claim() { continuation.resume() }
-                }
-                source.resume()
-                sources.append(source)
-            }
-            DemoSignalSources.keep(sources)
-        }
-    }
 }
 
 /// Keeps the signal sources alive while the demo runs.

@@ -1,0 +1,57 @@
+import Foundation
+public import RolegateCore
+public import RolegateTokens
+
+/// How `rolegate serve` runs the wire gateway.
+public struct GatewayConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var policy: Policy
+    /// Role credentials derive from it.
+    public var masterKey: MasterKey
+    public var verifier: TokenVerifier
+    /// Connections that never finish the startup are closed after this long.
+    public var clientLoginTimeout: Duration
+    public var maxClientConnections: Int
+    public var maxClientConnectionsPerService: Int
+    /// Open upstream connections per role (in use and idle together).
+    public var poolSizePerRole: Int
+    /// Idle upstream connections are closed after this long.
+    public var serverIdleTimeout: Duration
+    /// Upstream connections are not reused after this long.
+    public var serverLifetime: Duration
+    /// Accept cleartext passwords (the token itself) from loopback clients.
+    public var allowCleartextOnLoopback: Bool
+    /// End a session when its token expires.
+    public var endSessionsOnExpiry: Bool
+    /// Event loops (threads) serving connections.
+    public var threads: Int
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 6432, policy: Policy, masterKey: MasterKey, verifier: TokenVerifier,
+        clientLoginTimeout: Duration = .seconds(15), maxClientConnections: Int = 1000,
+        maxClientConnectionsPerService: Int = 200, poolSizePerRole: Int = 50,
+        serverIdleTimeout: Duration = .seconds(600),
+        serverLifetime: Duration = .seconds(3600), allowCleartextOnLoopback: Bool = false,
+        endSessionsOnExpiry: Bool = true, threads: Int = System.coreCountForGateway
+    ) {
+        self.host = host
+        self.port = port
+        self.policy = policy
+        self.masterKey = masterKey
+        self.verifier = verifier
+        self.clientLoginTimeout = clientLoginTimeout
+        self.maxClientConnections = maxClientConnections
+        self.maxClientConnectionsPerService = maxClientConnectionsPerService
+        self.poolSizePerRole = poolSizePerRole
+        self.serverIdleTimeout = serverIdleTimeout
+        self.serverLifetime = serverLifetime
+        self.allowCleartextOnLoopback = allowCleartextOnLoopback
+        self.endSessionsOnExpiry = endSessionsOnExpiry
+        self.threads = threads
+    }
+}
+
+public enum System {
+    public static var coreCountForGateway: Int { max(1, min(4, ProcessInfo.processInfo.activeProcessorCount)) }
+}

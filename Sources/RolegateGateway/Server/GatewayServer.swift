@@ -1,0 +1,142 @@
+import Crypto
+import Foundation
+import NIOConcurrencyHelpers
+public import NIOCore
+import NIOPosix
+import PostgresWire
+import RolegateCore
+import RolegateStore
+import RolegateTokens
+
+/// What every session of one gateway shares.
+final class GatewayShared: Sendable {
+    let configuration: GatewayConfiguration
+    let registry: SessionRegistry
+    let limits = WireLimits(maxStartupLength: 10_000, maxMessageLength: 1 << 30)
+    let roleCounts: RoleConnectionCounts
+    let saltedPasswords = SaltedPasswordCache()
+    /// Decoy SCRAM salts for unknown services derive from this per-process secret.
+    private let decoySecret: [UInt8] = (0..<32).map { _ in UInt8.random(in: .min ... .max) }
+    private let pools = NIOLockedValueBox([ObjectIdentifier: PoolBox]())
+
+    init(configuration: GatewayConfiguration) {
+        self.configuration = configuration
+        self.registry = SessionRegistry(
+            maxClients: configuration.maxClientConnections, maxPerService: configuration.maxClientConnectionsPerService)
+        self.roleCounts = RoleConnectionCounts(limit: configuration.poolSizePerRole)
+    }
+
+    func decoySalt(for service: String) -> [UInt8] {
+        Array(SCRAMSHA256.hmac(key: decoySecret, message: Array(service.utf8)).prefix(16))
+    }
+
+    /// The pool of the calling event loop (created on first use, on that loop).
+    func pool(for eventLoop: any EventLoop) -> UpstreamPool {
+        eventLoop.preconditionInEventLoop()
+        let id = ObjectIdentifier(eventLoop)
+        if let box = pools.withLockedValue({ $0[id] }) { return box.pool }
+        let seconds = { (d: Duration) in TimeAmount.nanoseconds(Int64(d.timeInterval * 1e9)) }
+        let pool = UpstreamPool(
+            eventLoop: eventLoop, limits: roleCounts, lifetime: seconds(configuration.serverLifetime),
+            idleTimeout: seconds(configuration.serverIdleTimeout), saltedPasswords: saltedPasswords)
+        pools.withLockedValue { $0[id] = PoolBox(pool: pool) }
+        return pool
+    }
+
+    /// Asks the server to cancel what `connection` is running, on a separate connection.
+    func cancelUpstream(_ connection: UpstreamConnection) {
+        let key = connection.key
+        let request = Frontend.cancelRequest(processID: connection.processID, secretKey: connection.secretKey)
+        let bootstrap = ClientBootstrap(group: connection.channel.eventLoop).connectTimeout(.seconds(5))
+        let connected =
+            if let socketPath = key.socketPath {
+                bootstrap.connect(unixDomainSocketPath: socketPath)
+            } else {
+                bootstrap.connect(host: key.host, port: key.port)
+            }
+        connected.whenSuccess { channel in
+            channel.writeAndFlush(request).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
+
+/// A pool is used only on its own event loop; the box only carries it between threads
+/// to be looked up there.
+private final class PoolBox: @unchecked Sendable {
+    let pool: UpstreamPool
+    init(pool: UpstreamPool) { self.pool = pool }
+}
+
+/// The PostgreSQL wire listener: accepts clients, authenticates their tokens, relays
+/// their sessions to PostgreSQL as their roles, and ends sessions whose token is revoked
+/// or expires.
+public final class GatewayServer: Sendable {
+    let shared: GatewayShared
+    let group: MultiThreadedEventLoopGroup
+    private let channel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let tasks = NIOLockedValueBox([Task<Void, Never>]())
+
+    public init(configuration: GatewayConfiguration) {
+        shared = GatewayShared(configuration: configuration)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
+    }
+
+    /// Starts listening; returns the bound address (useful with port 0).
+    public func start() async throws -> SocketAddress {
+        let shared = self.shared
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ClientSessionHandler(shared: shared))
+                }
+            }
+        let channel = try await bootstrap.bind(host: shared.configuration.host, port: shared.configuration.port).get()
+        self.channel.withLockedValue { $0 = channel }
+
+        let verifier = shared.configuration.verifier
+        let registry = shared.registry
+        verifier.onChanges { changes in
+            let entries = registry.sessions(tokens: Set(changes.map(\.tokenID)))
+            guard !entries.isEmpty else { return }
+            Task {
+                for entry in entries {
+                    if let failure = await verifier.isStillValid(entry.record) { registry.end(entry, because: failure) }
+                }
+            }
+        }
+        let poller = Task { await verifier.run() }
+        let endOnExpiry = shared.configuration.endSessionsOnExpiry
+        let sweeper = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(250))
+                let now = Date()
+                for entry in registry.all where endOnExpiry && entry.record.expiresAt <= now {
+                    registry.end(entry, because: .expired)
+                }
+            }
+        }
+        tasks.withLockedValue { $0 = [poller, sweeper] }
+        return channel.localAddress!
+    }
+
+    /// Stops accepting, gives sessions up to `grace` to finish, then closes them.
+    public func shutdown(grace: Duration = .seconds(10)) async {
+        let listener = channel.withLockedValue { $0 }
+        try? await listener?.close()
+        let deadline = ContinuousClock.now + grace
+        while !shared.registry.all.isEmpty, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        for entry in shared.registry.all {
+            entry.channel.pipeline.fireUserInboundEventTriggered(
+                SessionEvent.end(code: "57P01", message: "terminating connection: the gateway is shutting down"))
+        }
+        try? await Task.sleep(for: .milliseconds(200))
+        for task in tasks.withLockedValue({ $0 }) { task.cancel() }
+        try? await group.shutdownGracefully()
+    }
+}

@@ -1,0 +1,144 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Server connections per role, reused across client sessions (session pooling). One
+/// pool per event loop, used only on it; the per-role cap is shared by all of them.
+/// A connection goes back to the pool only idle and after `DISCARD ALL`, so no setting,
+/// temporary table, prepared statement, advisory lock or LISTEN outlives its client.
+final class UpstreamPool {
+    let eventLoop: any EventLoop
+    let limits: RoleConnectionCounts
+    let lifetime: TimeAmount
+    let idleTimeout: TimeAmount
+    let saltedPasswords: SaltedPasswordCache
+    private var idle: [UpstreamKey: [UpstreamConnection]] = [:]
+
+    init(
+        eventLoop: any EventLoop, limits: RoleConnectionCounts, lifetime: TimeAmount, idleTimeout: TimeAmount,
+        saltedPasswords: SaltedPasswordCache
+    ) {
+        self.eventLoop = eventLoop
+        self.limits = limits
+        self.lifetime = lifetime
+        self.idleTimeout = idleTimeout
+        self.saltedPasswords = saltedPasswords
+        scheduleSweep()
+    }
+
+    /// A connection for `key`: an idle one, or a new one while the role is under its cap;
+    /// at the cap, waits (up to `waitLimit`) for one to come back.
+    func acquire(
+        key: UpstreamKey, password: String, cap: Int, waitLimit: TimeAmount = .seconds(30)
+    )
+        -> EventLoopFuture<UpstreamConnection>
+    {
+        acquire(key: key, password: password, cap: cap, deadline: .now() + waitLimit)
+    }
+
+    private func acquire(
+        key: UpstreamKey, password: String, cap: Int, deadline: NIODeadline
+    )
+        -> EventLoopFuture<UpstreamConnection>
+    {
+        eventLoop.preconditionInEventLoop()
+        let now = NIODeadline.now()
+        while var list = idle[key], let connection = list.popLast() {
+            idle[key] = list.isEmpty ? nil : list
+            if connection.isOpen, now - connection.createdAt < lifetime {
+                return eventLoop.makeSucceededFuture(connection)
+            }
+            connection.close()
+        }
+        guard limits.reserve(role: key.role, cap: cap) else {
+            guard now < deadline else {
+                return eventLoop.makeFailedFuture(
+                    UpstreamError(
+                        description: "all \(cap) server connections of role \(key.role) are busy", sqlState: "53300"))
+            }
+            // At the cap: wait for a connection to be released or closed, then try again.
+            let retry = eventLoop.makePromise(of: UpstreamConnection.self)
+            eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) {
+                retry.completeWith(self.acquire(key: key, password: password, cap: cap, deadline: deadline))
+            }
+            return retry.futureResult
+        }
+        let limits = self.limits
+        return UpstreamConnection.connect(
+            key: key, password: password, on: eventLoop, saltedPasswords: saltedPasswords
+        ).map { connection in
+            connection.channel.closeFuture.whenComplete { _ in limits.release(role: key.role) }
+            return connection
+        }.flatMapErrorThrowing { error in
+            limits.release(role: key.role)
+            throw error
+        }
+    }
+
+    /// Returns a connection after its client left. Only an idle, healthy, not too old
+    /// connection is reset and kept; anything else is closed.
+    func release(_ connection: UpstreamConnection) {
+        eventLoop.preconditionInEventLoop()
+        connection.sink = nil
+        guard connection.isOpen, !connection.busy, connection.status == UInt8(ascii: "I"),
+            NIODeadline.now() - connection.createdAt < lifetime
+        else {
+            connection.close()
+            return
+        }
+        connection.reset().hop(to: eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success:
+                connection.idleSince = .now()
+                self.idle[connection.key, default: []].append(connection)
+            case .failure:
+                connection.close()
+            }
+        }
+    }
+
+    func closeAll() {
+        for list in idle.values { for connection in list { connection.close() } }
+        idle = [:]
+    }
+
+    private func scheduleSweep() {
+        eventLoop.assumeIsolated().scheduleTask(in: .seconds(5)) { [weak self] in
+            guard let self else { return }
+            let now = NIODeadline.now()
+            for (key, list) in self.idle {
+                let (keep, drop) = list.reduce(into: ([UpstreamConnection](), [UpstreamConnection]())) { acc, c in
+                    if c.isOpen, now - c.idleSince < self.idleTimeout, now - c.createdAt < self.lifetime {
+                        acc.0.append(c)
+                    } else {
+                        acc.1.append(c)
+                    }
+                }
+                for c in drop { c.close() }
+                self.idle[key] = keep.isEmpty ? nil : keep
+            }
+            self.scheduleSweep()
+        }
+    }
+}
+
+/// Open server connections per role, across all event loops.
+final class RoleConnectionCounts: Sendable {
+    let limit: Int
+    private let counts = NIOLockedValueBox([String: Int]())
+
+    init(limit: Int) { self.limit = limit }
+
+    func reserve(role: String, cap: Int) -> Bool {
+        counts.withLockedValue { counts in
+            guard counts[role, default: 0] < min(limit, cap) else { return false }
+            counts[role, default: 0] += 1
+            return true
+        }
+    }
+
+    func release(role: String) {
+        counts.withLockedValue { $0[role, default: 1] -= 1 }
+    }
+
+    func count(role: String) -> Int { counts.withLockedValue { $0[role, default: 0] } }
+}
