@@ -53,8 +53,8 @@ let package = Package(
             name: "RolegateProvision",
             dependencies: [
                 "RolegateCore",
+                "RolegatePostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
