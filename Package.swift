@@ -162,8 +162,10 @@ let package = Package(
                 "RolegateStore",
                 "RolegateTokens",
                 "RolegateTestSupport",
+                "RolegateGateway",
                 "PostgresCluster",
                 "rolegate",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strict

@@ -180,7 +180,7 @@ public final class PostgresCluster: @unchecked Sendable {
         try? Subprocess.spawnDetached("/bin/sh", ["-c", script])
     }
 
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket(): \(String(cString: strerror(errno)))") }
         defer { close(fd) }

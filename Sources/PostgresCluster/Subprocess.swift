@@ -98,6 +98,23 @@ public enum Subprocess {
         )
     }
 
+    /// Spawn attributes that give the child an empty signal mask and default signal
+    /// handlers. The calling thread (a Dispatch or NIO thread) may block signals, and a
+    /// child would inherit that: `pgbench -T` waits for a SIGALRM that never comes.
+    static func cleanSignalAttributes(_ attributes: inout posix_spawnattr_t, flags extra: Int32 = 0) {
+        posix_spawnattr_init(&attributes)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        sigdelset(&all, SIGKILL)
+        sigdelset(&all, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(
+            &attributes, Int16(Int32(POSIX_SPAWN_SETSIGMASK) | Int32(POSIX_SPAWN_SETSIGDEF) | extra))
+    }
+
     /// Creates the child's pipes (close-on-exec, so no other child inherits them) and spawns
     /// it. Runs under `spawnLock`: a child started concurrently must not inherit another
     /// child's pipe ends, or that child's stdin would never reach end-of-file.
@@ -120,9 +137,12 @@ public enum Subprocess {
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
         let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        var attributes = posix_spawnattr_t()
+        cleanSignalAttributes(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
         var pid: pid_t = 0
         let spawned = withCStrings([path] + arguments) { argv in
-            withCStrings(env) { envp in posix_spawn(&pid, path, &actions, nil, argv, envp) }
+            withCStrings(env) { envp in posix_spawn(&pid, path, &actions, &attributes, argv, envp) }
         }
         close(inPipe[0])
         close(outPipe[1])
@@ -146,13 +166,9 @@ public enum Subprocess {
             posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
         }
         var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
+        // 0x80 is glibc's POSIX_SPAWN_SETSID: leave our session.
+        cleanSignalAttributes(&attributes, flags: 0x80)
         defer { posix_spawnattr_destroy(&attributes) }
-        #if os(Linux)
-            posix_spawnattr_setflags(&attributes, 0x80)  // POSIX_SPAWN_SETSID (glibc): leave our session
-        #else
-            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSID))
-        #endif
         var pid: pid_t = 0
         let env = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
         let spawned = spawnLock.withLock {
@@ -203,5 +219,81 @@ public enum Subprocess {
         pointers.append(nil)
         defer { for pointer in pointers { free(pointer) } }
         return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+}
+
+extension Subprocess {
+    /// `run`, on a thread of its own. Use it from async code: a blocking wait on Swift's
+    /// cooperative pool (two threads on a two-core machine) can starve async work in the
+    /// same process, such as a gateway under test.
+    public static func runDetached(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, stdin: String? = nil,
+        workingDirectory: String? = nil
+    ) async throws -> ProcessResult {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                do {
+                    continuation.resume(
+                        returning: try run(
+                            executable, arguments, environment: environment, stdin: stdin,
+                            workingDirectory: workingDirectory))
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+            thread.start()
+        }
+    }
+}
+
+/// A program started in the background by ``Subprocess/launch(_:_:environment:output:)``.
+public final class RunningProcess: Sendable {
+    public let pid: Int32
+    public let outputPath: String
+
+    init(pid: Int32, outputPath: String) {
+        self.pid = pid
+        self.outputPath = outputPath
+    }
+
+    /// What it has printed so far (stdout and stderr together).
+    public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    /// Sends `signal` (15, SIGTERM, by default) and waits for the exit; returns the exit status.
+    @discardableResult
+    public func stop(signal: Int32 = 15) -> Int32 {
+        kill(pid, signal)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+}
+
+extension Subprocess {
+    /// Starts a program in the background with stdout and stderr going to `output`.
+    public static func launch(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, output: String
+    ) throws -> RunningProcess {
+        let path = try resolve(executable)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        var attributes = posix_spawnattr_t()
+        cleanSignalAttributes(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var pid: pid_t = 0
+        let spawned = spawnLock.withLock {
+            withCStrings([path] + arguments) { argv in
+                withCStrings(env) { envp in posix_spawn(&pid, path, &actions, &attributes, argv, envp) }
+            }
+        }
+        guard spawned == 0 else {
+            throw Failure(description: "cannot start \(path): \(String(cString: strerror(spawned)))")
+        }
+        return RunningProcess(pid: pid, outputPath: output)
     }
 }

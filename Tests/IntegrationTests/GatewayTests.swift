@@ -1,0 +1,221 @@
+import Foundation
+import NIOCore
+import PostgresCluster
+import RolegateCore
+import RolegateTestSupport
+import RolegateTokens
+import Testing
+
+@Suite(.serialized) struct GatewayTests {
+    @Test func eachServiceWorksAsItsRoleAndNothingMore() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        #expect(
+            try await gw.value("reports", "SELECT current_user || ',' || session_user") == "events_reader,events_reader"
+        )
+        #expect(try await gw.value("invoicing", "SELECT current_user") == "invoice_writer")
+        #expect(try await gw.value("reports", "SELECT count(*) FROM analytics.events") == "2")
+        #expect(
+            try await gw.value("invoicing", "SELECT string_agg(email, ',' ORDER BY id) FROM billing.customers")
+                == "a@example.com,b@example.com")
+        #expect(
+            try await gw.value(
+                "invoicing", "INSERT INTO billing.invoices (customer_id, amount) VALUES (1, 5) RETURNING customer_id")
+                == "1")
+
+        for (service, sql) in [
+            ("reports", "SELECT * FROM billing.customers"),
+            ("invoicing", "SELECT ssn FROM billing.customers"),
+            ("invoicing", "DELETE FROM billing.invoices"),
+            ("notes", "SELECT * FROM analytics.events"),
+            ("reports", "INSERT INTO analytics.events (name) VALUES ('x')"),
+        ] {
+            let denied = try await gw.psql(service, sql)
+            #expect(denied.status != 0, "\(service): \(sql) was allowed")
+            #expect(denied.stderr.contains("permission denied"), "\(service): \(denied.stderr)")
+        }
+    }
+
+    @Test func roleEscapesGiveNothing() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        for sql in [
+            "SET ROLE invoice_writer", "SET ROLE rolegate_admin", "SET ROLE postgres",
+            "SET SESSION AUTHORIZATION postgres", "SELECT set_config('role', 'invoice_writer', false)",
+            "SET SESSION AUTHORIZATION invoice_writer",
+        ] {
+            let result = try await gw.psql("reports", sql)
+            #expect(result.status != 0, "\(sql) succeeded")
+        }
+        // RESET ROLE is harmless: the session user is the role itself.
+        #expect(try await gw.value("reports", "RESET ROLE; SELECT current_user") == "events_reader")
+        let after = try await gw.psql("reports", "RESET ROLE; SELECT * FROM billing.customers")
+        #expect(after.stderr.contains("permission denied"))
+    }
+
+    @Test func refusalsUseTheRightSQLStates() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        let backendsBefore = try gw.fixture.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'events_reader'")
+
+        let (_, stranger) = TokenFormat.generate()
+        let wrong = try await gw.psql("reports", "SELECT 1", token: stranger)
+        #expect(wrong.stderr.contains("password authentication failed for user \"reports\""), "\(wrong.stderr)")
+        let garbage = try await gw.psql("reports", "SELECT 1", token: "not-a-token")
+        #expect(garbage.stderr.contains("password authentication failed for user \"reports\""))
+        // Another service's valid token with this service's name: the same answer.
+        let crossed = try await gw.psql("reports", "SELECT 1", token: gw.tokens["invoicing"])
+        #expect(crossed.stderr.contains("password authentication failed for user \"reports\""))
+        // An unknown service answers exactly like a wrong token.
+        let unknown = try await gw.psql("nobody", "SELECT 1", token: stranger)
+        #expect(unknown.stderr.contains("password authentication failed for user \"nobody\""))
+        let database = try await gw.psql("reports", "SELECT 1", database: "nope")
+        #expect(database.stderr.contains("database \"nope\" does not exist"))
+        // Nothing upstream was opened for any of them.
+        #expect(
+            try gw.fixture.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'events_reader'")
+                == backendsBefore)
+
+        // Revoked and expired tokens get 28000 and say which.
+        try gw.fixture.expectRolegate(["token", "revoke", "--service", "notes", "--reason", "test"])
+        let revoked = try await gw.psql("notes", "SELECT 1")
+        #expect(revoked.stderr.contains("token revoked"), "\(revoked.stderr)")
+        let short = try gw.fixture.expectRolegate(["token", "issue", "notes", "--ttl", "1s"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try await Task.sleep(for: .milliseconds(1500))
+        let expired = try await gw.psql("notes", "SELECT 1", token: short)
+        #expect(expired.stderr.contains("token expired"), "\(expired.stderr)")
+    }
+
+    @Test func pgbenchInAllThreeProtocolsWithoutFailures() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        let script = gw.fixture.directory + "/select.sql"
+        try "\\set id random(1, 2)\nSELECT name FROM analytics.events WHERE id = :id;\n".write(
+            toFile: script, atomically: true, encoding: .utf8)
+        for mode in ["simple", "extended", "prepared"] {
+            var env = gw.environment
+            env["PGPASSWORD"] = gw.tokens["reports"]
+            let run = try await Subprocess.runDetached(
+                "pgbench",
+                [
+                    "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "reports", "-n", "-f", script, "-c", "16", "-j", "2",
+                    "-T", "3", "-M", mode, "app",
+                ],
+                environment: env)
+            #expect(run.status == 0, "\(mode): \(run.stderr)")
+            #expect(run.stdout.contains("number of failed transactions: 0"), "\(mode): \(run.stdout)")
+            #expect(!run.stderr.contains("error"), "\(mode): \(run.stderr)")
+        }
+    }
+
+    @Test func pooledServerConnectionsAreCleanForTheNextClient() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        let dirty =
+            "SET work_mem = '77MB'; CREATE TEMP TABLE scratch (x int); PREPARE leak AS SELECT 1; "
+            + "SELECT pg_advisory_lock(42); LISTEN somewhere; SELECT pg_backend_pid()"
+        let probe =
+            "SELECT pg_backend_pid() || ',' || current_setting('work_mem') || ',' "
+            + "|| (SELECT count(*) FROM pg_prepared_statements) || ',' "
+            + "|| (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory') || ',' "
+            + "|| (SELECT count(*) FROM pg_listening_channels()) || ',' || (to_regclass('pg_temp.scratch') IS NULL)"
+        // Sessions that dirtied their server connection; later sessions of the same token
+        // reuse those connections (pools are per event loop, so try a few) and find them clean.
+        var dirtied: Set<String> = []
+        for _ in 0..<4 {
+            dirtied.insert(
+                try #require(try await gw.value("notes", dirty).split(separator: "\n").last.map(String.init)))
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        var reused = false
+        for _ in 0..<6 {
+            let fields = try await gw.value("notes", probe).split(separator: ",").map(String.init)
+            #expect(Array(fields.dropFirst()) == ["4MB", "0", "0", "0", "true"])
+            if dirtied.contains(fields[0]) { reused = true }
+        }
+        #expect(reused, "no server connection was reused, so the test proved nothing")
+        // pg_stat_activity names the token.
+        let id = try TokenFormat.parse(gw.tokens["notes"]!).id
+        let application = try await gw.value(
+            "notes", "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        #expect(application.contains("rolegate:\(id)"))
+    }
+
+    @Test func revocationEndsOpenSessionsAtOnce() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        let session = Task { try await gw.psql("reports", "SELECT pg_sleep(30)") }
+        try await waitForBackend(gw, role: "events_reader", state: "active")
+        let clock = ContinuousClock()
+        let id = try TokenFormat.parse(gw.tokens["reports"]!).id
+        try gw.fixture.expectRolegate(["token", "revoke", id, "--reason", "leaked"])
+        let committed = clock.now
+        let ended = try await session.value
+        let elapsed = clock.now - committed
+        #expect(ended.status != 0)
+        #expect(ended.stderr.contains("was revoked"), "\(ended.stderr)")
+        #expect(elapsed < .seconds(5), "the session ended \(elapsed) after the revocation")
+        // Its statement was cancelled upstream too.
+        try await waitForBackend(gw, role: "events_reader", state: nil)
+    }
+
+    @Test func cancelRequestsReachTheRightServer() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["reports"]
+        // psql sends a CancelRequest with the key the gateway gave it when interrupted.
+        let result = try await Subprocess.runDetached(
+            "timeout",
+            [
+                "-s", "INT", "2", gw.fixture.cluster.binaries.psql, "-X", "-h", "127.0.0.1", "-p", "\(gw.port)", "-U",
+                "reports", "-d", "app", "-c", "SELECT pg_sleep(20)",
+            ],
+            environment: env)
+        #expect(result.stderr.contains("canceling statement due to user request"), "\(result.stderr)")
+        // A forged key cancels nothing.
+        let session = Task { try await gw.psql("reports", "SELECT pg_sleep(3)") }
+        try await waitForBackend(gw, role: "events_reader", state: "active")
+        var forged = ByteBuffer()
+        forged.writeInteger(Int32(16))
+        forged.writeInteger(Int32(80_877_102))
+        forged.writeInteger(Int32(12345))
+        forged.writeInteger(Int32(67890))
+        try sendRaw(port: gw.port, forged)
+        let finished = try await session.value
+        #expect(finished.status == 0, "\(finished.stderr)")
+    }
+}
+
+/// Waits until the role has a backend in `state` (nil: until it has none).
+func waitForBackend(_ gw: GatewayFixture, role: String, state: String?) async throws {
+    for _ in 0..<100 {
+        let filter = state.map { "AND state = '\($0)'" } ?? ""
+        let count = try gw.fixture.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '\(role)' \(filter) AND query NOT LIKE '%pg_stat_activity%'"
+        )
+        if (state == nil && count == "0") || (state != nil && count != "0") { return }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    Issue.record("role \(role) never reached backend state \(state ?? "none")")
+}
+
+/// Writes bytes to the gateway on a fresh TCP connection and closes it.
+func sendRaw(port: Int, _ bytes: ByteBuffer) throws {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    guard connected == 0 else { throw CancellationError() }
+    let data = bytes.getBytes(at: bytes.readerIndex, length: bytes.readableBytes) ?? []
+    _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    usleep(200_000)
+}
