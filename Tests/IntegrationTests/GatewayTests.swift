@@ -142,6 +142,36 @@ import Testing
         #expect(application.contains("rolegate:\(id)"))
     }
 
+    @Test func copyInAndOutAndNotifyPassThrough() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["notes"]
+        let rows = (1...500).map { "\($0)\tline \($0)" }.joined(separator: "\n") + "\n"
+        let copyIn = try await Subprocess.runDetached(
+            gw.fixture.cluster.binaries.psql,
+            [
+                "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "notes", "-d", "app",
+                "-c", "\\copy public.notes FROM STDIN",
+            ],
+            environment: env, stdin: rows)
+        #expect(copyIn.status == 0, "\(copyIn.stderr)")
+        #expect(try await gw.value("notes", "SELECT count(*) || ',' || sum(id) FROM public.notes") == "500,125250")
+        let copyOut = try await gw.psql("notes", "COPY (SELECT id, body FROM public.notes ORDER BY id) TO STDOUT")
+        #expect(copyOut.stdout == rows)
+        // A COPY that fails on bad data leaves the session usable.
+        let script = "COPY public.notes FROM STDIN;\nnot-a-number\tx\n\\.\nSELECT 'still here';\n"
+        let bad = try await Subprocess.runDetached(
+            gw.fixture.cluster.binaries.psql,
+            ["-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "notes", "-d", "app", "-f", "-"],
+            environment: env, stdin: script)
+        #expect(bad.stderr.contains("invalid input syntax"), "\(bad.stderr)")
+        #expect(bad.stdout.contains("still here"), "\(bad.stdout) \(bad.stderr)")
+        // LISTEN/NOTIFY: a notification sent in the session comes back to it.
+        let notify = try await gw.psql("notes", "LISTEN ch; NOTIFY ch, 'hello'; SELECT 1")
+        #expect(notify.stdout.contains("Asynchronous notification \"ch\" with payload \"hello\""), "\(notify.stdout)")
+    }
+
     @Test func revocationEndsOpenSessionsAtOnce() async throws {
         let gw = try await GatewayFixture()
         defer { Task { await gw.stop() } }
