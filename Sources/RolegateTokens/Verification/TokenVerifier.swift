@@ -93,14 +93,7 @@ public final class TokenVerifier: Sendable {
             return .failure(.malformed(error))
         }
         let instant = clock.now
-        let stale = state.withLock { s in s.lastRefresh.map { instant - $0 > maxStaleness } ?? true }
-        if stale {
-            do {
-                try await refresh()
-            } catch {
-                return .failure(.unavailable)
-            }
-        }
+        guard await refreshIfStale(at: instant) else { return .failure(.unavailable) }
         let cached = state.withLock { s -> (TokenRecord?, Bool) in
             if let record = s.cache[parsed.id] { return (record, false) }
             if let seen = s.missing[parsed.id], instant - seen < Self.missingTTL { return (nil, true) }
@@ -139,19 +132,25 @@ public final class TokenVerifier: Sendable {
 
     static let decoyHash = [UInt8](repeating: 0, count: 32)
 
+    /// Reads the change feed first when the last read is older than ``maxStaleness``;
+    /// false when that read fails (callers then fail closed).
+    private func refreshIfStale(at instant: ContinuousClock.Instant) async -> Bool {
+        let stale = state.withLock { s in s.lastRefresh.map { instant - $0 > maxStaleness } ?? true }
+        guard stale else { return true }
+        do {
+            try await refresh()
+            return true
+        } catch {
+            return false
+        }
+    }
+
     /// What a SCRAM login as `service` is checked against: the service's SCRAM salt and
     /// the verifiers of its tokens (revoked and expired ones too, so the login can say
     /// why it failed). Nil when the service has no tokens or is not in the policy.
     public func scramCandidates(service: String, fresh: Bool = false) async -> Result<[TokenRecord]?, Failure> {
         let instant = clock.now
-        let stale = state.withLock { s in s.lastRefresh.map { instant - $0 > maxStaleness } ?? true }
-        if stale {
-            do {
-                try await refresh()
-            } catch {
-                return .failure(.unavailable)
-            }
-        }
+        guard await refreshIfStale(at: instant) else { return .failure(.unavailable) }
         let policy = state.withLock { $0.policy }
         guard policy.service(named: service) != nil else { return .success(nil) }
         if !fresh, let cached = state.withLock({ $0.byService[service] }) {
