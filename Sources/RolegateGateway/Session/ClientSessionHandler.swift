@@ -76,6 +76,13 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             guard let self, let context = self.context else { return }
             switch self.state {
             case .relaying, .closed: return
+            case .connecting:
+                self.refuse(
+                    context,
+                    ErrorFields.fatal(
+                        "53300",
+                        "no server connection for role \"\(self.record?.role ?? "")\" became free within \(DurationText.format(timeout)) (all are in use by other sessions)"
+                    ))
             default:
                 self.refuse(
                     context,
