@@ -172,6 +172,23 @@ import Testing
         #expect(notify.stdout.contains("Asynchronous notification \"ch\" with payload \"hello\""), "\(notify.stdout)")
     }
 
+    @Test func aRolesConnectionLimitCapsItsServerConnections() async throws {
+        let policy = gatewayPolicy.replacingOccurrences(
+            of: "  notes_rw:\n", with: "  notes_rw:\n    connection_limit: 1\n")
+        #expect(policy != gatewayPolicy)
+        let gw = try await GatewayFixture(policy: policy)
+        defer { Task { await gw.stop() } }
+        let holder = Task { try await gw.psql("notes", "SELECT pg_sleep(4)") }
+        try await waitForBackend(gw, role: "notes_rw", state: "active")
+        // The second client waits for the only server connection, then gives up at the login timeout (2 s).
+        let waiting = try await gw.psql("notes", "SELECT 1")
+        #expect(waiting.status != 0)
+        #expect(waiting.stderr.contains("no server connection for role \"notes_rw\" became free"), "\(waiting.stderr)")
+        #expect(try await holder.value.status == 0)
+        // Once it is free again, the next client gets it.
+        #expect(try await gw.value("notes", "SELECT 1") == "1")
+    }
+
     @Test func revocationEndsOpenSessionsAtOnce() async throws {
         let gw = try await GatewayFixture()
         defer { Task { await gw.stop() } }
