@@ -189,6 +189,29 @@ import Testing
         #expect(try await gw.value("notes", "SELECT 1") == "1")
     }
 
+    @Test func tlsWhenACertificateIsConfigured() async throws {
+        let keys = NSTemporaryDirectory() + "rolegate-tls-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: keys) }
+        try Subprocess.check(
+            "openssl",
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", keys + "/key.pem", "-out", keys + "/cert.pem",
+            ])
+        let gw = try await GatewayFixture(
+            serveArguments: ["--tls-cert", keys + "/cert.pem", "--tls-key", keys + "/key.pem", "--require-tls"])
+        defer { Task { await gw.stop() } }
+        let verified = try await gw.psql(
+            "reports", "\\conninfo", database: "dbname=app sslmode=verify-full sslrootcert=\(keys)/cert.pem")
+        #expect(verified.status == 0, "\(verified.stderr)")
+        #expect(verified.stdout.contains("SSL connection"), "\(verified.stdout)")
+        #expect(try await gw.value("reports", "SELECT current_user") == "events_reader")  // sslmode=prefer uses TLS too
+        let plain = try await gw.psql("reports", "SELECT 1", database: "dbname=app sslmode=disable")
+        #expect(plain.status != 0)
+        #expect(plain.stderr.contains("accepts TLS connections only"), "\(plain.stderr)")
+    }
+
     @Test func revocationEndsOpenSessionsAtOnce() async throws {
         let gw = try await GatewayFixture()
         defer { Task { await gw.stop() } }

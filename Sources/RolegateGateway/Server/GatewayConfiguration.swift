@@ -1,4 +1,5 @@
 import Foundation
+public import NIOSSL
 public import RolegateCore
 public import RolegateTokens
 
@@ -26,6 +27,10 @@ public struct GatewayConfiguration: Sendable {
     public var endSessionsOnExpiry: Bool
     /// Event loops (threads) serving connections.
     public var threads: Int
+    /// When set, `SSLRequest` is answered `S` and the session continues over TLS.
+    public var tls: NIOSSLContext?
+    /// Refuse clients that do not switch to TLS (needs ``tls``).
+    public var requireTLS: Bool = false
 
     public init(
         host: String = "127.0.0.1", port: Int = 6432, policy: Policy, masterKey: MasterKey, verifier: TokenVerifier,
@@ -33,8 +38,9 @@ public struct GatewayConfiguration: Sendable {
         maxClientConnectionsPerService: Int = 200, poolSizePerRole: Int = 50,
         serverIdleTimeout: Duration = .seconds(600),
         serverLifetime: Duration = .seconds(3600), allowCleartextOnLoopback: Bool = false,
-        endSessionsOnExpiry: Bool = true, threads: Int = System.coreCountForGateway
+        endSessionsOnExpiry: Bool = true, threads: Int = System.coreCountForGateway, tls: NIOSSLContext? = nil
     ) {
+        self.tls = tls
         self.host = host
         self.port = port
         self.policy = policy

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
 import PostgresWire
 import RolegateCore
 import RolegateTokens
@@ -40,6 +41,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     /// True while an asynchronous step (store lookup, upstream login) runs: input waits.
     var paused = false
     var processing = false
+    /// The session runs over TLS.
+    var encrypted = false
     var counted = false
     var loginTimeout: Scheduled<Void>?
     var upstream: UpstreamConnection?
@@ -185,13 +188,24 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         guard let packet else { return }
         switch packet {
         case .sslRequest, .gssEncRequest:
-            // No TLS or GSS encryption on this listener: the client may continue in plain text.
+            // Bytes sent before our answer would bypass TLS (CVE-2021-23214): refuse them.
             if buffer.readableBytes > 0 {
                 buffer.clear()
                 return refuse(
                     context, ErrorFields.fatal("08P01", "received unencrypted data after an encryption request"))
             }
-            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "N")), promise: nil)
+            if packet == .sslRequest, let tls = shared.configuration.tls, !encrypted {
+                encrypted = true
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "S")), promise: nil)
+                do {
+                    try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
+                } catch {
+                    refuse(context, ErrorFields.fatal("08P01", "TLS setup failed"))
+                }
+            } else {
+                // No TLS here (or already encrypted), and never GSS: the client may go on in plain text.
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "N")), promise: nil)
+            }
         case .cancel(let processID, let secret):
             buffer.clear()
             shared.registry.cancel(CancelKey(processID: processID, secret: secret))
@@ -203,6 +217,10 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     }
 
     private func startup(major: Int, minor: Int, parameters: [StartupParameter], _ context: ChannelHandlerContext) {
+        if shared.configuration.requireTLS, !encrypted {
+            return refuse(
+                context, ErrorFields.fatal("28000", "this gateway accepts TLS connections only (use sslmode=require)"))
+        }
         guard major == 3 else {
             return refuse(
                 context,

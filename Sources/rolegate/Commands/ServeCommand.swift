@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import NIOCore
+import NIOSSL
 import RolegateCore
 import RolegateGateway
 import RolegateStore
@@ -35,6 +36,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Most server connections per role (in use and idle).") var poolSize = 50
     @Option(help: "How long sessions may finish after SIGTERM.") var shutdownGrace = "10s"
     @Option(help: "Event loop threads (default: cores, at most 4).") var threads: Int?
+    @Option(help: ArgumentHelp("TLS certificate chain (PEM) for clients' SSLRequest.", valueName: "file"))
+    var tlsCert: String?
+    @Option(help: ArgumentHelp("TLS private key (PEM).", valueName: "file")) var tlsKey: String?
+    @Flag(help: "Refuse clients that do not use TLS (needs --tls-cert and --tls-key).") var requireTls = false
 
     func validate() throws {
         guard parseListen(listen) != nil else { throw ValidationError("--listen: expected host:port, got '\(listen)'") }
@@ -42,6 +47,12 @@ struct ServeCommand: AsyncParsableCommand {
         _ = try parseDuration(shutdownGrace, flag: "--shutdown-grace")
         if maxClientConnections < 1 || maxClientConnectionsPerService < 1 || poolSize < 1 {
             throw ValidationError("connection limits must be at least 1")
+        }
+        if (tlsCert == nil) != (tlsKey == nil) {
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        if requireTls, tlsCert == nil {
+            throw ValidationError("--require-tls needs --tls-cert and --tls-key")
         }
     }
 
@@ -67,6 +78,19 @@ struct ServeCommand: AsyncParsableCommand {
             maxClientConnections: maxClientConnections, maxClientConnectionsPerService: maxClientConnectionsPerService,
             poolSizePerRole: poolSize, allowCleartextOnLoopback: allowCleartextOnLoopback)
         if let threads { configuration.threads = max(1, threads) }
+        if let tlsCert, let tlsKey {
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(tlsCert).map { NIOSSLCertificateSource.certificate($0) }
+                let key = try NIOSSLPrivateKey(file: tlsKey, format: .pem)
+                var tls = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: chain, privateKey: .privateKey(key))
+                tls.minimumTLSVersion = .tlsv12
+                configuration.tls = try NIOSSLContext(configuration: tls)
+                configuration.requireTLS = requireTls
+            } catch {
+                throw CLIError("cannot load the TLS certificate or key (\(tlsCert), \(tlsKey)): \(error)")
+            }
+        }
         let server = GatewayServer(configuration: configuration)
         let address: SocketAddress
         do {

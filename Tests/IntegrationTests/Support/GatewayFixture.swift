@@ -46,7 +46,7 @@ final class GatewayFixture: @unchecked Sendable {
     let port: Int
     var tokens: [String: String] = [:]
 
-    init(policy text: String = gatewayPolicy) async throws {
+    init(policy text: String = gatewayPolicy, serveArguments: [String] = []) async throws {
         fixture = try Fixture()
         try fixture.writePolicy(text)
         try fixture.expectRolegate(["apply", "--yes"])
@@ -59,7 +59,8 @@ final class GatewayFixture: @unchecked Sendable {
         env["ROLEGATE_CONFIG"] = fixture.policyPath
         server = try Subprocess.launch(
             RolegateBinary.path,
-            ["serve", "--listen", "127.0.0.1:\(port)", "--client-login-timeout", "2s", "--shutdown-grace", "1s"],
+            ["serve", "--listen", "127.0.0.1:\(port)", "--client-login-timeout", "2s", "--shutdown-grace", "1s"]
+                + serveArguments,
             environment: env, output: fixture.directory + "/serve.log")
         for _ in 0..<100 where !server.output.contains("listening on") {
             try await Task.sleep(for: .milliseconds(50))
