@@ -170,6 +170,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
+            exclude: ["Clients"],
             swiftSettings: strict
         ),
     ]

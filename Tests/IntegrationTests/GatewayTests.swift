@@ -212,6 +212,25 @@ import Testing
         #expect(plain.stderr.contains("accepts TLS connections only"), "\(plain.stderr)")
     }
 
+    /// psycopg 3: COPY both ways, a server-side cursor, pipeline mode, conn.cancel(), a wrong token.
+    /// Skipped where psycopg is not installed (`pip install 'psycopg[binary]'`); .ci/run installs it.
+    @Test(
+        .enabled(
+            if: (try? Subprocess.run("python3", ["-c", "import psycopg"]))?.succeeded == true,
+            "psycopg 3 is not installed: pip install 'psycopg[binary]'"))
+    func psycopgClient() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Clients/psycopg_client.py").path
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["notes"]
+        let result = try await Subprocess.runDetached(
+            "python3", [script, "127.0.0.1", "\(gw.port)", "notes", "app"], environment: env)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("psycopg: all checks passed"))
+    }
+
     @Test func revocationEndsOpenSessionsAtOnce() async throws {
         let gw = try await GatewayFixture()
         defer { Task { await gw.stop() } }
