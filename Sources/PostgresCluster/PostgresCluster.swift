@@ -103,15 +103,25 @@ public final class PostgresCluster: @unchecked Sendable {
                 "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "-N",
             ])
         try? FileManager.default.removeItem(atPath: passwordFile)
+        startWatchdog()
+        try startServer()
+    }
+
+    /// Starts the server (again) on the same port and folder.
+    public func startServer() throws {
         let options = [
             "-p \(port)", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories='\(socketDirectory)'",
             "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off", "-c shared_buffers=16MB",
             "-c max_connections=200", "-c password_encryption=scram-sha-256",
         ].joined(separator: " ")
-        startWatchdog()
         try runAsServerUser(
             binaries.pgCtl,
             ["-D", dataDirectory, "-o", options, "-l", baseDirectory + "/server.log", "-w", "-t", "60", "start"])
+    }
+
+    /// Stops the server but keeps the cluster, to simulate an outage (`startServer()` brings it back).
+    public func stopServer() throws {
+        try runAsServerUser(binaries.pgCtl, ["-D", dataDirectory, "-m", "fast", "-w", "stop"])
     }
 
     /// Stops the server and removes its folder. Safe to call twice.

@@ -231,6 +231,22 @@ import Testing
         #expect(result.stdout.contains("psycopg: all checks passed"))
     }
 
+    /// PostgreSQL goes away for a few seconds: clients get a clean 08006, and the gateway
+    /// serves again when it is back, without a restart (pooled connections that died are dropped).
+    @Test func survivesAPostgresOutage() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        #expect(try await gw.value("reports", "SELECT 1") == "1")  // leaves a pooled connection
+        try gw.fixture.cluster.stopServer()
+        let during = try await gw.psql("reports", "SELECT 1")
+        #expect(during.status != 0)
+        #expect(during.stderr.contains("could not open a server connection"), "\(during.stderr)")
+        try await Task.sleep(for: .seconds(3))
+        try gw.fixture.cluster.startServer()
+        #expect(try await gw.value("reports", "SELECT 1") == "1")
+        #expect(try await gw.value("invoicing", "SELECT current_user") == "invoice_writer")
+    }
+
     @Test func revocationEndsOpenSessionsAtOnce() async throws {
         let gw = try await GatewayFixture()
         defer { Task { await gw.stop() } }
