@@ -106,6 +106,31 @@ import Testing
         }
     }
 
+    @Test func scanFindsTheCompletePrefixAndStopsWhereAsked() throws {
+        var buffer = Frontend.query("SELECT 1").encoded()
+        var ready = Backend.readyForQuery(UInt8(ascii: "T")).encoded()
+        var terminate = Frontend.terminate().encoded()
+        buffer.writeBuffer(&ready)
+        buffer.writeBuffer(&terminate)
+        let full = buffer.readableBytes
+        var partial = buffer.getSlice(at: 0, length: full - 2)!  // Terminate cut short
+        var types: [UInt8] = []
+        var status: UInt8?
+        let complete = try WireFraming.scanMessages(partial) { type, body, length in
+            types.append(type)
+            if type == UInt8(ascii: "Z"), length == 1 { status = partial.getInteger(at: body, as: UInt8.self) }
+            return true
+        }
+        #expect(types == [UInt8(ascii: "Q"), UInt8(ascii: "Z")])
+        #expect(status == UInt8(ascii: "T"))
+        #expect(complete == full - 5)
+        #expect(partial.readableBytes == full - 2)  // nothing consumed
+        let beforeTerminate = try WireFraming.scanMessages(buffer) { type, _, _ in type != UInt8(ascii: "X") }
+        #expect(beforeTerminate == full - 5)
+        partial = ByteBuffer(bytes: [UInt8(ascii: "Q"), 0, 0, 0, 2])
+        #expect(throws: FramingError.lengthTooShort(2)) { try WireFraming.scanMessages(partial) { _, _, _ in true } }
+    }
+
     @Test func backendMessagesRoundTrip() throws {
         let messages: [(WireMessage, BackendStartupMessage)] = [
             (Backend.authenticationOk(), .authenticationOk),

@@ -150,3 +150,28 @@ public struct WireMessage: Sendable, Equatable {
         return out
     }
 }
+
+extension WireFraming {
+    /// Walks the complete messages at the front of `buffer` without consuming or copying
+    /// them, calling `visit(type, bodyIndex, bodyLength)` for each; `visit` returns false to
+    /// stop before that message. Returns how many bytes the visited messages span: the
+    /// prefix a relay can forward as one slice.
+    public static func scanMessages(
+        _ buffer: ByteBuffer, limits: WireLimits = .init(), _ visit: (UInt8, Int, Int) -> Bool
+    ) throws(FramingError) -> Int {
+        var index = buffer.readerIndex
+        let end = buffer.writerIndex
+        while end - index >= 5 {
+            let type = buffer.getInteger(at: index, as: UInt8.self)!
+            let length = Int(buffer.getInteger(at: index + 1, as: Int32.self)!)
+            guard length >= 4 else { throw .lengthTooShort(length) }
+            guard length <= limits.maxMessageLength else {
+                throw .lengthTooLong(length, limit: limits.maxMessageLength)
+            }
+            guard end - index >= 1 + length else { break }
+            guard visit(type, index + 5, length - 4) else { break }
+            index += 1 + length
+        }
+        return index - buffer.readerIndex
+    }
+}

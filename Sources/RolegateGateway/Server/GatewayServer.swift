@@ -48,13 +48,7 @@ final class GatewayShared: Sendable {
         let key = connection.key
         let request = Frontend.cancelRequest(processID: connection.processID, secretKey: connection.secretKey)
         let bootstrap = ClientBootstrap(group: connection.channel.eventLoop).connectTimeout(.seconds(5))
-        let connected =
-            if let socketPath = key.socketPath {
-                bootstrap.connect(unixDomainSocketPath: socketPath)
-            } else {
-                bootstrap.connect(host: key.host, port: key.port)
-            }
-        connected.whenSuccess { channel in
+        key.connect(with: bootstrap).whenSuccess { channel in
             channel.writeAndFlush(request).whenComplete { _ in channel.close(promise: nil) }
         }
     }

@@ -474,23 +474,17 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     /// ends the session here (the server connection goes back to the pool).
     private func relay(_ buffer: inout ByteBuffer, _ context: ChannelHandlerContext) {
         guard let upstream else { return }
-        var scan = buffer
         var terminate = false
-        while scan.readableBytes >= 5 {
-            let type = scan.getInteger(at: scan.readerIndex, as: UInt8.self)!
-            let length = Int(scan.getInteger(at: scan.readerIndex + 1, as: Int32.self)!)
-            guard length >= 4, length <= shared.limits.maxMessageLength else {
-                buffer.clear()
-                return refuse(context, ErrorFields.fatal("08P01", "invalid message length \(length)"))
+        let complete: Int
+        do {
+            complete = try WireFraming.scanMessages(buffer, limits: shared.limits) { type, _, _ in
+                terminate = type == UInt8(ascii: "X")
+                return !terminate
             }
-            guard scan.readableBytes >= 1 + length else { break }
-            if type == UInt8(ascii: "X") {
-                terminate = true
-                break
-            }
-            scan.moveReaderIndex(forwardBy: 1 + length)
+        } catch {
+            buffer.clear()
+            return refuse(context, ErrorFields.fatal("08P01", error.description))
         }
-        let complete = scan.readerIndex - buffer.readerIndex
         if complete > 0 { upstream.write(buffer.readSlice(length: complete)!) }
         if terminate {
             buffer.clear()

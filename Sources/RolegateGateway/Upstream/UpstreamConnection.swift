@@ -31,6 +31,17 @@ struct UpstreamKey: Hashable, Sendable {
     }
 }
 
+extension UpstreamKey {
+    /// Connects to the server this key names, by Unix socket or TCP.
+    func connect(with bootstrap: ClientBootstrap) -> EventLoopFuture<any Channel> {
+        if let socketPath {
+            bootstrap.connect(unixDomainSocketPath: socketPath)
+        } else {
+            bootstrap.connect(host: host, port: port)
+        }
+    }
+}
+
 /// Receives what the upstream server sends while a client session is attached.
 protocol UpstreamSink: AnyObject {
     /// Complete protocol messages, to forward as they are. `status` is the transaction status
@@ -111,13 +122,7 @@ final class UpstreamConnection: @unchecked Sendable {
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
-        let connected =
-            if let socketPath = key.socketPath {
-                bootstrap.connect(unixDomainSocketPath: socketPath)
-            } else {
-                bootstrap.connect(host: key.host, port: key.port)
-            }
-        connected.whenFailure { error in
+        key.connect(with: bootstrap).whenFailure { error in
             ready.fail(
                 UpstreamError(description: "cannot connect to \(key.host):\(key.port): \(error)", sqlState: "08006"))
         }
@@ -200,23 +205,17 @@ private final class UpstreamHandler: ChannelInboundHandler {
 
     /// Forwards every complete message in one slice, without copying them.
     private func relay(_ buffer: inout ByteBuffer, to sink: any UpstreamSink, context: ChannelHandlerContext) {
-        let start = buffer.readerIndex
         var status: UInt8?
-        var scan = buffer
-        while scan.readableBytes >= 5 {
-            let type = scan.getInteger(at: scan.readerIndex, as: UInt8.self)!
-            let length = Int(scan.getInteger(at: scan.readerIndex + 1, as: Int32.self)!)
-            guard length >= 4 else {
-                fail(context: context, UpstreamError(description: "the server sent a malformed message"))
-                return
+        let complete: Int
+        do {
+            complete = try WireFraming.scanMessages(buffer) { type, body, length in
+                if type == UInt8(ascii: "Z"), length == 1 { status = buffer.getInteger(at: body, as: UInt8.self) }
+                return true
             }
-            guard scan.readableBytes >= 1 + length else { break }
-            if type == UInt8(ascii: "Z"), length == 5 {
-                status = scan.getInteger(at: scan.readerIndex + 5, as: UInt8.self)
-            }
-            scan.moveReaderIndex(forwardBy: 1 + length)
+        } catch {
+            fail(context: context, UpstreamError(description: "the server sent a malformed message: \(error)"))
+            return
         }
-        let complete = scan.readerIndex - start
         guard complete > 0 else { return }
         let slice = buffer.readSlice(length: complete)!
         if let status {
