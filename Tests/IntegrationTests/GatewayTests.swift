@@ -178,7 +178,7 @@ import Testing
         #expect(policy != gatewayPolicy)
         let gw = try await GatewayFixture(policy: policy)
         defer { Task { await gw.stop() } }
-        let holder = Task { try await gw.psql("notes", "SELECT pg_sleep(4)") }
+        let holder = Task { try await gw.psql("notes", "SELECT pg_sleep(7)") }
         try await waitForBackend(gw, role: "notes_rw", state: "active")
         // The second client waits for the only server connection, then gives up at the login timeout (2 s).
         let waiting = try await gw.psql("notes", "SELECT 1")
