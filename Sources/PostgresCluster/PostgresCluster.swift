@@ -165,11 +165,6 @@ public final class PostgresCluster: @unchecked Sendable {
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// The server's log, for diagnosing a failed test.
-    public var serverLog: String {
-        (try? String(contentsOfFile: baseDirectory + "/server.log", encoding: .utf8)) ?? ""
-    }
-
     private func runAsServerUser(_ executable: String, _ arguments: [String]) throws {
         if let user = runAsUser {
             try Subprocess.check("/usr/sbin/runuser", ["-u", user, "--", executable] + arguments)

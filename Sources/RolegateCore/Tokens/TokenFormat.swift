@@ -50,9 +50,6 @@ public enum TokenFormat {
         return (id, body + checksum(body))
     }
 
-    /// A new random token id (for tests and for ids of things that are not tokens).
-    public static func newID() -> String { Base32.encode(randomBytes(10)) }
-
     /// Checks the shape and checksum of `text`. Never echoes the text in its errors.
     public static func parse(_ text: String) throws(ParseError) -> Parsed {
         let utf8 = Array(text.utf8)

@@ -96,11 +96,6 @@ final class UpstreamPool {
         }
     }
 
-    func closeAll() {
-        for list in idle.values { for connection in list { connection.close() } }
-        idle = [:]
-    }
-
     private func scheduleSweep() {
         eventLoop.assumeIsolated().scheduleTask(in: .seconds(5)) { [weak self] in
             guard let self else { return }
@@ -139,6 +134,4 @@ final class RoleConnectionCounts: Sendable {
     func release(role: String) {
         counts.withLockedValue { $0[role, default: 1] -= 1 }
     }
-
-    func count(role: String) -> Int { counts.withLockedValue { $0[role, default: 0] } }
 }

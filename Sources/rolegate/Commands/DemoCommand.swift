@@ -1,5 +1,4 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import PostgresCluster
 import RolegateCore
@@ -135,23 +134,6 @@ struct DemoCommand: AsyncParsableCommand {
         fflush(nil)  // the tour must appear now, also when stdout is a pipe or a file
     }
 
-}
-
-/// Keeps the signal sources alive while the demo runs.
-enum DemoSignalSources {
-    nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
-    static func keep(_ new: [any DispatchSourceSignal]) { sources = new }
-}
-
-final class OnceFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var claimed = false
-    func claim() -> Bool {
-        lock.withLock {
-            defer { claimed = true }
-            return !claimed
-        }
-    }
 }
 
 enum Base64URL {
