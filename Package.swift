@@ -103,6 +103,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
@@ -153,6 +154,14 @@ let package = Package(
             name: "RolegateStoreTests",
             dependencies: [
                 "RolegateStore", "RolegateTokens", "RolegateCore", "PostgresCluster", "RolegateTestSupport",
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RolegateGatewayTests",
+            dependencies: [
+                "RolegateGateway", "PostgresWire", "RolegateCore", "RolegateTokens",
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -119,6 +119,29 @@ public final class PostgresCluster: @unchecked Sendable {
             ["-D", dataDirectory, "-o", options, "-l", baseDirectory + "/server.log", "-w", "-t", "60", "start"])
     }
 
+    /// Turns TLS on (`ssl = on`, reloaded without a restart) with a PEM certificate and key,
+    /// copied into the data folder where the server user can read them.
+    public func enableTLS(certificate: String, key: String) throws {
+        for (source, name) in [(certificate, "server.crt"), (key, "server.key")] {
+            let target = dataDirectory + "/" + name
+            try? FileManager.default.removeItem(atPath: target)
+            try FileManager.default.copyItem(atPath: source, toPath: target)
+            chmod(target, 0o600)
+            if let user = runAsUser, let entry = getpwnam(user) {
+                guard chown(target, entry.pointee.pw_uid, entry.pointee.pw_gid) == 0 else {
+                    throw Failure(description: "cannot chown \(target) to \(user): \(String(cString: strerror(errno)))")
+                }
+            }
+        }
+        _ = try psql("ALTER SYSTEM SET ssl = on")
+        _ = try psql("SELECT pg_reload_conf()")
+        for _ in 0..<50 {
+            if try psql("SHOW ssl") == "on" { return }
+            usleep(100_000)
+        }
+        throw Failure(description: "the server did not turn TLS on; see \(baseDirectory)/server.log")
+    }
+
     /// Stops the server but keeps the cluster, to simulate an outage (`startServer()` brings it back).
     public func stopServer() throws {
         try runAsServerUser(binaries.pgCtl, ["-D", dataDirectory, "-m", "fast", "-w", "stop"])

@@ -18,7 +18,7 @@ public enum PostgresConnect {
         } else {
             configuration = .init(
                 host: url.host, port: url.port, username: url.user, password: url.password, database: url.database,
-                tls: try tls(for: url.sslMode))
+                tls: try tls(for: url.sslMode, rootCertificate: url.sslRootCert))
         }
         configuration.options.connectTimeout = .seconds(10)
         configuration.options.additionalStartupParameters = [
@@ -29,7 +29,9 @@ public enum PostgresConnect {
 
     /// `sslmode` as libpq reads it: `disable`/`allow` plain, `prefer`/`require` encrypted
     /// without verification, `verify-ca`/`verify-full` verified.
-    static func tls(for mode: ConnectionURL.SSLMode) throws -> PostgresConnection.Configuration.TLS {
+    static func tls(
+        for mode: ConnectionURL.SSLMode, rootCertificate: String?
+    ) throws -> PostgresConnection.Configuration.TLS {
         switch mode {
         case .disable, .allow:
             return .disable
@@ -41,6 +43,7 @@ public enum PostgresConnect {
         case .verifyCA, .verifyFull:
             var config = TLSConfiguration.makeClientConfiguration()
             config.certificateVerification = mode == .verifyFull ? .fullVerification : .noHostnameVerification
+            if let rootCertificate { config.trustRoots = .file(rootCertificate) }
             return .require(try NIOSSLContext(configuration: config))
         }
     }

@@ -199,8 +199,16 @@ import Testing
                 "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", keys + "/key.pem", "-out", keys + "/cert.pem",
             ])
+        // Set in the policy's gateway section this time, with the token as a password over TLS.
         let gw = try await GatewayFixture(
-            serveArguments: ["--tls-cert", keys + "/cert.pem", "--tls-key", keys + "/key.pem", "--require-tls"])
+            policy: gatewayPolicy + """
+
+                gateway:
+                  tls_cert: \(keys)/cert.pem
+                  tls_key: \(keys)/key.pem
+                  require_tls: true
+                  client_auth: password
+                """)
         defer { Task { await gw.stop() } }
         let verified = try await gw.psql(
             "reports", "\\conninfo", database: "dbname=app sslmode=verify-full sslrootcert=\(keys)/cert.pem")
@@ -210,6 +218,61 @@ import Testing
         let plain = try await gw.psql("reports", "SELECT 1", database: "dbname=app sslmode=disable")
         #expect(plain.status != 0)
         #expect(plain.stderr.contains("accepts TLS connections only"), "\(plain.stderr)")
+    }
+
+    /// The database URL's sslmode governs the gateway's own connections: verified TLS when
+    /// the CA matches, a clear 08006 when it does not, and `serve` refuses an unreadable CA.
+    @Test func upstreamTLSAsTheDatabaseURLAsks() async throws {
+        let keys = NSTemporaryDirectory() + "rolegate-upstream-tls-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: keys) }
+        for name in ["server", "other"] {
+            try Subprocess.check(
+                "openssl",
+                [
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", "\(keys)/\(name).key",
+                    "-out", "\(keys)/\(name).crt",
+                ])
+        }
+        let policy = gatewayPolicy.replacingOccurrences(
+            of: "url: ${APP_ADMIN_URL}", with: "url: ${APP_ADMIN_URL}&sslmode=verify-ca&sslrootcert=\(keys)/server.crt")
+        let gw = try await GatewayFixture(policy: policy) { fixture in
+            try fixture.cluster.enableTLS(certificate: "\(keys)/server.crt", key: "\(keys)/server.key")
+        }
+        defer { Task { await gw.stop() } }
+        #expect(try await gw.value("reports", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == "t")
+
+        // The same policy trusting another CA: the login fails with the reason, not a hang.
+        let wrongCA = gw.fixture.directory + "/wrong-ca.yaml"
+        try policy.replacingOccurrences(of: "\(keys)/server.crt", with: "\(keys)/other.crt")
+            .write(toFile: wrongCA, atomically: true, encoding: .utf8)
+        let port = try PostgresCluster.freePort()
+        var env = gw.fixture.environment
+        env["ROLEGATE_CONFIG"] = wrongCA
+        env["ROLEGATE_STORE"] = "sqlite:" + gw.fixture.directory + "/.rolegate/state.db"
+        let other = try Subprocess.launch(
+            RolegateBinary.path, ["serve", "--listen", "127.0.0.1:\(port)"], environment: env,
+            output: gw.fixture.directory + "/serve-wrong-ca.log")
+        defer { other.stop(signal: 9) }
+        for _ in 0..<100 where !other.output.contains("listening on") { try await Task.sleep(for: .milliseconds(50)) }
+        var clientEnv = gw.environment
+        clientEnv["PGPASSWORD"] = gw.tokens["reports"]
+        let refused = try await Subprocess.runDetached(
+            gw.fixture.cluster.binaries.psql,
+            ["-X", "-h", "127.0.0.1", "-p", "\(port)", "-U", "reports", "-d", "app", "-c", "SELECT 1"],
+            environment: clientEnv)
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("could not open a server connection"), "\(refused.stderr)")
+        #expect(refused.stderr.lowercased().contains("certificate"), "\(refused.stderr)")
+
+        // An unreadable CA file stops serve at once, naming the database.
+        try policy.replacingOccurrences(of: "\(keys)/server.crt", with: "\(keys)/missing.crt")
+            .write(toFile: wrongCA, atomically: true, encoding: .utf8)
+        let missing = try await Subprocess.runDetached(
+            RolegateBinary.path, ["serve", "--listen", "127.0.0.1:0"], environment: env)
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("database app") && missing.stderr.contains("missing.crt"), "\(missing.stderr)")
     }
 
     /// psycopg 3: COPY both ways, a server-side cursor, pipeline mode, conn.cancel(), a wrong token.

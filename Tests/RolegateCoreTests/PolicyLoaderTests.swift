@@ -339,3 +339,61 @@ let contractExample = """
         #expect(!found[0].description.contains("hunter2"))
     }
 }
+
+@Suite struct GatewaySettingsTests {
+    let base = """
+        version: 1
+        databases:
+          app:
+            url: ${APP_ADMIN_URL}
+
+        """
+
+    @Test func gatewaySectionIsRead() throws {
+        let policy = try load(
+            base + """
+                gateway:
+                  listen: 0.0.0.0:7432
+                  tls_cert: certs/gw.crt
+                  tls_key: certs/gw.key
+                  require_tls: true
+                  client_auth: password
+                  client_login_timeout: 5s
+                  max_client_connections: 300
+                  max_client_connections_per_service: 20
+                  pool_size: 8
+                  server_idle_timeout: 2m
+                  server_lifetime: 30m
+                  end_sessions_on_expiry: false
+                  shutdown_grace: 30s
+                """)
+        let g = policy.gateway
+        #expect(g.listen == "0.0.0.0:7432")
+        #expect(g.tlsCert == "certs/gw.crt" && g.tlsKey == "certs/gw.key" && g.requireTLS == true)
+        #expect(g.clientAuth == .password)
+        #expect(g.clientLoginTimeout == .seconds(5))
+        #expect(g.maxClientConnections == 300 && g.maxClientConnectionsPerService == 20 && g.poolSize == 8)
+        #expect(g.serverIdleTimeout == .seconds(120) && g.serverLifetime == .seconds(1800))
+        #expect(g.endSessionsOnExpiry == false && g.shutdownGrace == .seconds(30))
+        // Absent keys stay unset, so flags and built-in defaults apply.
+        #expect(try load(base).gateway == GatewaySettings())
+    }
+
+    @Test func gatewayMistakesAreNamed() {
+        let found = issues(
+            base + """
+                gateway:
+                  listen: localhost
+                  tls_cert: a.pem
+                  client_auth: md5
+                  pool_size: 0
+                  server_lifetim: 1h
+                """)
+        let text = found.map(\.description).joined(separator: "\n")
+        #expect(text.contains("gateway.listen: expected host:port"), "\(text)")
+        #expect(text.contains("tls_cert and tls_key go together"), "\(text)")
+        #expect(text.contains("unknown client_auth 'md5' (use scram or password)"), "\(text)")
+        #expect(text.contains("pool_size must be at least 1"), "\(text)")
+        #expect(text.contains("did you mean 'server_lifetime'"), "\(text)")
+    }
+}

@@ -16,6 +16,14 @@ public enum Frontend {
         return packet
     }
 
+    /// Asks the server to switch to TLS; it answers with the single byte `S` or `N`.
+    public static func sslRequest() -> ByteBuffer {
+        var packet = ByteBuffer()
+        packet.writeInteger(Int32(8))
+        packet.writeInteger(StartupPacket.sslCode)
+        return packet
+    }
+
     public static func cancelRequest(processID: Int32, secretKey: [UInt8]) -> ByteBuffer {
         var packet = ByteBuffer()
         packet.writeInteger(Int32(8 + 4 + secretKey.count))

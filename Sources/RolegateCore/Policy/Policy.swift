@@ -14,6 +14,8 @@ public struct Policy: Sendable {
     public var store: String?
     /// The file this policy was read from.
     public var sourcePath: String
+    /// `gateway:`: how `rolegate serve` runs (flags override it).
+    public var gateway = GatewaySettings()
 
     public init(
         version: Int = Policy.currentVersion,

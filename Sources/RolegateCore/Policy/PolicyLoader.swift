@@ -89,7 +89,9 @@ public enum PolicyLoader {
 
     // MARK: - Shapes
 
-    static let topKeys: Set<String> = ["version", "databases", "roles", "services", "master_key_file", "store"]
+    static let topKeys: Set<String> = [
+        "version", "databases", "roles", "services", "master_key_file", "store", "gateway",
+    ]
     static let databaseKeys: Set<String> = ["url", "future_owners", "description"]
     static let roleKeys: Set<String> = [
         "database", "description", "connection_limit", "settings", "grants", "member_of", "shared", "adopt",
@@ -137,9 +139,63 @@ public enum PolicyLoader {
             }
         }
 
-        return Policy(
+        let gateway = entries["gateway"].map(buildGateway) ?? GatewaySettings()
+
+        var policy = Policy(
             version: Policy.currentVersion, databases: databases, roles: roles, services: services,
             masterKeyFile: masterKeyFile, store: store, sourcePath: file)
+        policy.gateway = gateway
+        return policy
+    }
+
+    private static func buildGateway(_ value: YAMLValue) -> GatewaySettings {
+        var settings = GatewaySettings()
+        guard let fields = value.mapping(allowed: GatewaySettings.keys, what: "the gateway settings") else {
+            return settings
+        }
+        let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+        if let listen = f["listen"], let text = listen.string(what: "host:port") {
+            if let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+                (0...65535).contains(port)
+            {
+                settings.listen = text
+            } else {
+                listen.fail("expected host:port (e.g. 127.0.0.1:6432), found '\(text)'")
+            }
+        }
+        settings.tlsCert = f["tls_cert"]?.string(what: "a PEM file path")
+        settings.tlsKey = f["tls_key"]?.string(what: "a PEM file path")
+        if (settings.tlsCert == nil) != (settings.tlsKey == nil) {
+            (f["tls_cert"] ?? f["tls_key"] ?? value).fail("tls_cert and tls_key go together")
+        }
+        settings.requireTLS = f["require_tls"]?.bool(what: "require_tls")
+        if settings.requireTLS == true, settings.tlsCert == nil {
+            f["require_tls"]?.fail("require_tls needs tls_cert and tls_key")
+        }
+        if let auth = f["client_auth"], let text = auth.string(what: "scram or password") {
+            settings.clientAuth = GatewaySettings.ClientAuth(rawValue: text)
+            if settings.clientAuth == nil { auth.fail("unknown client_auth '\(text)' (use scram or password)") }
+        }
+        settings.allowCleartextOnLoopback = f["allow_cleartext_on_loopback"]?.bool(what: "allow_cleartext_on_loopback")
+        settings.endSessionsOnExpiry = f["end_sessions_on_expiry"]?.bool(what: "end_sessions_on_expiry")
+        func positive(_ key: String) -> Int? {
+            guard let field = f[key], let number = field.int(what: key) else { return nil }
+            if number < 1 { field.fail("\(key) must be at least 1") }
+            return number
+        }
+        settings.maxClientConnections = positive("max_client_connections")
+        settings.maxClientConnectionsPerService = positive("max_client_connections_per_service")
+        settings.poolSize = positive("pool_size")
+        func duration(_ key: String) -> Duration? {
+            guard let field = f[key], let value = field.duration(what: "a duration") else { return nil }
+            if value <= .zero { field.fail("\(key) must be longer than zero") }
+            return value
+        }
+        settings.clientLoginTimeout = duration("client_login_timeout")
+        settings.serverIdleTimeout = duration("server_idle_timeout")
+        settings.serverLifetime = duration("server_lifetime")
+        settings.shutdownGrace = f["shutdown_grace"]?.duration(what: "a duration")
+        return settings
     }
 
     /// The keys of a mapping, whether or not their values are valid: later sections check

@@ -18,12 +18,16 @@ public struct ConnectionURL: Sendable, Equatable {
     public var sslMode: SSLMode
     public var unixSocketDirectory: String?
     public var applicationName: String?
+    /// `sslrootcert`: CA certificates (PEM) to verify the server with; the system's roots when nil.
+    public var sslRootCert: String?
 
     public struct ParseError: Error, Equatable, CustomStringConvertible {
         public let description: String
     }
 
-    static let knownParameters: Set<String> = ["sslmode", "host", "port", "application_name", "connect_timeout"]
+    static let knownParameters: Set<String> = [
+        "sslmode", "sslrootcert", "host", "port", "application_name", "connect_timeout",
+    ]
 
     public init(parsing text: String) throws(ParseError) {
         guard let components = URLComponents(string: text),
@@ -67,6 +71,8 @@ public struct ConnectionURL: Sendable, Equatable {
                 applicationName = value
             case "connect_timeout":
                 break
+            case "sslrootcert":
+                sslRootCert = value.isEmpty ? nil : value
             default:
                 throw ParseError(
                     description:

@@ -31,6 +31,9 @@ public struct GatewayConfiguration: Sendable {
     public var tls: NIOSSLContext?
     /// Refuse clients that do not switch to TLS (needs ``tls``).
     public var requireTLS: Bool = false
+    /// Ask TLS clients for the token as a cleartext password instead of SCRAM
+    /// (`client_auth: password`, for drivers without SCRAM). Plain-text connections still use SCRAM.
+    public var passwordOverTLS: Bool = false
 
     public init(
         host: String = "127.0.0.1", port: Int = 6432, policy: Policy, masterKey: MasterKey, verifier: TokenVerifier,

@@ -15,12 +15,14 @@ final class GatewayShared: Sendable {
     let limits = WireLimits(maxStartupLength: 10_000, maxMessageLength: 1 << 30)
     let roleCounts: RoleConnectionCounts
     let saltedPasswords = SaltedPasswordCache()
+    let tlsContexts: UpstreamTLSContexts
     /// Decoy SCRAM salts for unknown services derive from this per-process secret.
     private let decoySecret: [UInt8] = (0..<32).map { _ in UInt8.random(in: .min ... .max) }
     private let pools = NIOLockedValueBox([ObjectIdentifier: PoolBox]())
 
-    init(configuration: GatewayConfiguration) {
+    init(configuration: GatewayConfiguration) throws {
         self.configuration = configuration
+        self.tlsContexts = try UpstreamTLSContexts(policy: configuration.policy)
         self.registry = SessionRegistry(
             maxClients: configuration.maxClientConnections, maxPerService: configuration.maxClientConnectionsPerService)
         self.roleCounts = RoleConnectionCounts(limit: configuration.poolSizePerRole)
@@ -38,9 +40,20 @@ final class GatewayShared: Sendable {
         let seconds = { (d: Duration) in TimeAmount.nanoseconds(Int64(d.timeInterval * 1e9)) }
         let pool = UpstreamPool(
             eventLoop: eventLoop, limits: roleCounts, lifetime: seconds(configuration.serverLifetime),
-            idleTimeout: seconds(configuration.serverIdleTimeout), saltedPasswords: saltedPasswords)
+            idleTimeout: seconds(configuration.serverIdleTimeout), saltedPasswords: saltedPasswords,
+            tlsContexts: tlsContexts
+        ) { [weak self] role, from in self?.closeIdleElsewhere(role: role, except: from) }
         pools.withLockedValue { $0[id] = PoolBox(pool: pool) }
         return pool
+    }
+
+    /// Closes one idle connection of `role` in another event loop's pool, freeing a slot
+    /// under the role's cap for a session waiting on `except`.
+    func closeIdleElsewhere(role: String, except: any EventLoop) {
+        let boxes = pools.withLockedValue { Array($0.values) }
+        for box in boxes where box.pool.eventLoop !== except {
+            box.pool.eventLoop.execute { box.pool.closeOneIdle(role: role) }
+        }
     }
 
     /// Asks the server to cancel what `connection` is running, on a separate connection.
@@ -70,8 +83,9 @@ public final class GatewayServer: Sendable {
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
     private let tasks = NIOLockedValueBox([Task<Void, Never>]())
 
-    public init(configuration: GatewayConfiguration) {
-        shared = GatewayShared(configuration: configuration)
+    /// Fails when the upstream TLS settings cannot be loaded (e.g. an unreadable `sslrootcert`).
+    public init(configuration: GatewayConfiguration) throws {
+        shared = try GatewayShared(configuration: configuration)
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import PostgresWire
 import RolegateCore
 
@@ -15,6 +16,7 @@ struct UpstreamKey: Hashable, Sendable {
     var socketPath: String?
     var database: String
     var role: String
+    var tls: UpstreamTLS
     /// Startup parameters (besides user and database), sorted by name.
     var parameters: [StartupParameter]
 
@@ -24,6 +26,7 @@ struct UpstreamKey: Hashable, Sendable {
         hasher.combine(socketPath)
         hasher.combine(database)
         hasher.combine(role)
+        hasher.combine(tls)
         for p in parameters {
             hasher.combine(p.name)
             hasher.combine(p.value)
@@ -39,6 +42,79 @@ extension UpstreamKey {
         } else {
             bootstrap.connect(host: host, port: port)
         }
+    }
+}
+
+/// TLS to the server, as the database URL's `sslmode` (and `sslrootcert`) ask, with libpq's
+/// meanings: `disable`/`allow` plain, `prefer` TLS when the server offers it, `require`
+/// TLS without verification, `verify-ca` and `verify-full` verified. Unix sockets are never
+/// encrypted.
+struct UpstreamTLS: Hashable, Sendable {
+    var mode: ConnectionURL.SSLMode
+    var rootCertificate: String?
+
+    init(mode: ConnectionURL.SSLMode, rootCertificate: String? = nil) {
+        self.mode = mode
+        self.rootCertificate = rootCertificate
+    }
+
+    init(_ url: ConnectionURL) {
+        self.init(mode: url.unixSocketDirectory == nil ? url.sslMode : .disable, rootCertificate: url.sslRootCert)
+    }
+
+    /// Whether to send `SSLRequest` at all.
+    var attempts: Bool { mode != .disable && mode != .allow }
+    /// Whether a server answering `N` is refused.
+    var required: Bool { [.require, .verifyCA, .verifyFull].contains(mode) }
+
+    func makeContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        switch mode {
+        case .verifyFull: configuration.certificateVerification = .fullVerification
+        case .verifyCA: configuration.certificateVerification = .noHostnameVerification
+        default: configuration.certificateVerification = .none
+        }
+        if let rootCertificate { configuration.trustRoots = .file(rootCertificate) }
+        return try NIOSSLContext(configuration: configuration)
+    }
+}
+
+/// One TLS client context per distinct upstream TLS setting, built when the gateway starts
+/// (so an unreadable `sslrootcert` stops `serve` instead of failing every login).
+final class UpstreamTLSContexts: Sendable {
+    private let contexts: [UpstreamTLS: NIOSSLContext]
+
+    init(policy: Policy) throws {
+        var contexts: [UpstreamTLS: NIOSSLContext] = [:]
+        for database in policy.databases {
+            guard let url = try? ConnectionURL(parsing: database.url) else { continue }
+            let tls = UpstreamTLS(url)
+            guard tls.attempts, contexts[tls] == nil else { continue }
+            if tls.mode == .verifyFull, url.host.isIPAddressLiteral {
+                throw UpstreamError(
+                    description:
+                        "database \(database.name): sslmode=verify-full checks the server's host name; the URL names the address \(url.host) (use a host name, or sslmode=verify-ca)"
+                )
+            }
+            do {
+                contexts[tls] = try tls.makeContext()
+            } catch {
+                throw UpstreamError(
+                    description:
+                        "database \(database.name): cannot set up TLS to the server (sslrootcert \(tls.rootCertificate ?? "system roots")): \(error)"
+                )
+            }
+        }
+        self.contexts = contexts
+    }
+
+    func context(for tls: UpstreamTLS) -> NIOSSLContext? { contexts[tls] }
+}
+
+extension String {
+    /// An IPv4 or IPv6 address rather than a host name.
+    var isIPAddressLiteral: Bool {
+        (try? SocketAddress(ipAddress: self, port: 0)) != nil
     }
 }
 
@@ -107,7 +183,8 @@ final class UpstreamConnection: @unchecked Sendable {
 
     /// Opens a connection and logs in as `key.role` with its derived credential.
     static func connect(
-        key: UpstreamKey, password: String, on eventLoop: any EventLoop, saltedPasswords: SaltedPasswordCache
+        key: UpstreamKey, password: String, on eventLoop: any EventLoop, saltedPasswords: SaltedPasswordCache,
+        tls: NIOSSLContext?
     ) -> EventLoopFuture<UpstreamConnection> {
         let ready = eventLoop.makePromise(of: UpstreamConnection.self)
         let bootstrap = ClientBootstrap(group: eventLoop)
@@ -117,7 +194,8 @@ final class UpstreamConnection: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let connection = UpstreamConnection(key: key, channel: channel)
                     let handler = UpstreamHandler(
-                        connection: connection, password: password, ready: ready, saltedPasswords: saltedPasswords)
+                        connection: connection, password: password, ready: ready, saltedPasswords: saltedPasswords,
+                        tls: key.tls.attempts ? tls : nil)
                     connection.handler = handler
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
@@ -151,6 +229,8 @@ private final class UpstreamHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     enum State {
+        /// `SSLRequest` sent; waiting for the server's `S` or `N`.
+        case negotiatingTLS
         case startingUp(scram: SCRAMClient?)
         case ready
         case resetting(EventLoopPromise<Void>)
@@ -161,20 +241,74 @@ private final class UpstreamHandler: ChannelInboundHandler {
     let password: String
     let ready: EventLoopPromise<UpstreamConnection>
     let saltedPasswords: SaltedPasswordCache
+    let tls: NIOSSLContext?
     var state = State.startingUp(scram: nil)
     var pending: ByteBuffer?
 
     init(
         connection: UpstreamConnection, password: String, ready: EventLoopPromise<UpstreamConnection>,
-        saltedPasswords: SaltedPasswordCache
+        saltedPasswords: SaltedPasswordCache, tls: NIOSSLContext?
     ) {
         self.connection = connection
         self.password = password
         self.ready = ready
         self.saltedPasswords = saltedPasswords
+        self.tls = tls
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        if tls != nil {
+            state = .negotiatingTLS
+            context.writeAndFlush(wrapOutboundOut(Frontend.sslRequest()), promise: nil)
+        } else {
+            sendStartup(context)
+        }
+    }
+
+    /// The server answered `SSLRequest`: encrypt, go on in plain text, or give up.
+    private func tlsAnswer(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
+        guard let answer = buffer.readInteger(as: UInt8.self) else { return }
+        let key = connection.key
+        guard buffer.readableBytes == 0 else {
+            // Bytes after the answer were not protected by TLS (CVE-2021-23222).
+            buffer.clear()
+            return fail(
+                context: context,
+                UpstreamError(description: "the server sent unencrypted data after its TLS answer", sqlState: "08006"))
+        }
+        switch answer {
+        case UInt8(ascii: "S"):
+            do {
+                // SNI and the verify-full hostname check take a name, never an address literal.
+                let handler = try NIOSSLClientHandler(
+                    context: tls!, serverHostname: key.host.isIPAddressLiteral ? nil : key.host)
+                try context.pipeline.syncOperations.addHandler(handler, position: .first)
+            } catch {
+                return fail(
+                    context: context,
+                    UpstreamError(description: "cannot start TLS to the server: \(error)", sqlState: "08006"))
+            }
+            state = .startingUp(scram: nil)
+            sendStartup(context)
+        case UInt8(ascii: "N") where !key.tls.required:
+            state = .startingUp(scram: nil)
+            sendStartup(context)
+        case UInt8(ascii: "N"):
+            fail(
+                context: context,
+                UpstreamError(
+                    description:
+                        "the server does not support TLS, but the database URL asks for sslmode=\(key.tls.mode.rawValue)",
+                    sqlState: "08006"))
+        default:
+            fail(
+                context: context,
+                UpstreamError(
+                    description: "the server answered the TLS request with an unexpected byte", sqlState: "08006"))
+        }
+    }
+
+    private func sendStartup(_ context: ChannelHandlerContext) {
         let key = connection.key
         var parameters = [StartupParameter("user", key.role), StartupParameter("database", key.database)]
         parameters += key.parameters
@@ -190,12 +324,15 @@ private final class UpstreamHandler: ChannelInboundHandler {
         }
         if case .ready = state, let sink = connection.sink {
             relay(&incoming, to: sink, context: context)
+        } else if case .negotiatingTLS = state {
+            tlsAnswer(&incoming, context: context)
         } else {
             handleControl(&incoming, context: context)
         }
         if incoming.readableBytes > 0 {
-            // Keep only the incomplete tail.
-            pending = incoming
+            // Keep only the incomplete tail, as its own view: the buffer it came from (much
+            // of it already forwarded) must not be copied along when the next read appends.
+            pending = incoming.slice()
         }
     }
 
@@ -237,6 +374,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
             guard let message else { return }
             switch state {
             case .startingUp(let scram): startup(message, scram: scram, context: context)
+            case .negotiatingTLS: return
             case .resetting(let promise):
                 switch BackendStartupMessage(message) {
                 case .readyForQuery(let status):
@@ -335,7 +473,10 @@ private final class UpstreamHandler: ChannelInboundHandler {
     }
 
     private func fail(context: ChannelHandlerContext, _ error: UpstreamError) {
-        if case .startingUp = state { ready.fail(error) }
+        switch state {
+        case .startingUp, .negotiatingTLS: ready.fail(error)
+        default: break
+        }
         if case .resetting(let promise) = state { promise.fail(error) }
         state = .failed
         context.close(promise: nil)
@@ -343,7 +484,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         switch state {
-        case .startingUp:
+        case .startingUp, .negotiatingTLS:
             ready.fail(UpstreamError(description: "the server closed the connection during login", sqlState: "08006"))
         case .resetting(let promise): promise.fail(UpstreamError(description: "the server closed the connection"))
         default: break

@@ -11,12 +11,18 @@ final class UpstreamPool {
     let lifetime: TimeAmount
     let idleTimeout: TimeAmount
     let saltedPasswords: SaltedPasswordCache
+    let tlsContexts: UpstreamTLSContexts
+    /// Asks the other event loops' pools to close one idle connection of a role at its cap.
+    let starved: @Sendable (_ role: String, _ from: any EventLoop) -> Void
     private var idle: [UpstreamKey: [UpstreamConnection]] = [:]
 
     init(
         eventLoop: any EventLoop, limits: RoleConnectionCounts, lifetime: TimeAmount, idleTimeout: TimeAmount,
-        saltedPasswords: SaltedPasswordCache
+        saltedPasswords: SaltedPasswordCache, tlsContexts: UpstreamTLSContexts,
+        starved: @escaping @Sendable (_ role: String, _ from: any EventLoop) -> Void
     ) {
+        self.tlsContexts = tlsContexts
+        self.starved = starved
         self.eventLoop = eventLoop
         self.limits = limits
         self.lifetime = lifetime
@@ -32,11 +38,11 @@ final class UpstreamPool {
     )
         -> EventLoopFuture<UpstreamConnection>
     {
-        acquire(key: key, password: password, cap: cap, deadline: .now() + waitLimit)
+        acquire(key: key, password: password, cap: cap, deadline: .now() + waitLimit, first: true)
     }
 
     private func acquire(
-        key: UpstreamKey, password: String, cap: Int, deadline: NIODeadline
+        key: UpstreamKey, password: String, cap: Int, deadline: NIODeadline, first: Bool
     )
         -> EventLoopFuture<UpstreamConnection>
     {
@@ -55,16 +61,21 @@ final class UpstreamPool {
                     UpstreamError(
                         description: "all \(cap) server connections of role \(key.role) are busy", sqlState: "53300"))
             }
-            // At the cap: wait for a connection to be released or closed, then try again.
+            // At the cap: idle connections of this role that cannot serve this key (another
+            // event loop's, or other startup parameters) give their slot up; then wait for a
+            // connection to be released or closed, and try again.
+            if first, !closeOneIdle(role: key.role) { starved(key.role, eventLoop) }
             let retry = eventLoop.makePromise(of: UpstreamConnection.self)
             eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) {
-                retry.completeWith(self.acquire(key: key, password: password, cap: cap, deadline: deadline))
+                retry.completeWith(
+                    self.acquire(key: key, password: password, cap: cap, deadline: deadline, first: false))
             }
             return retry.futureResult
         }
         let limits = self.limits
         return UpstreamConnection.connect(
-            key: key, password: password, on: eventLoop, saltedPasswords: saltedPasswords
+            key: key, password: password, on: eventLoop, saltedPasswords: saltedPasswords,
+            tls: tlsContexts.context(for: key.tls)
         ).map { connection in
             connection.channel.closeFuture.whenComplete { _ in limits.release(role: key.role) }
             return connection
@@ -94,6 +105,18 @@ final class UpstreamPool {
                 connection.close()
             }
         }
+    }
+
+    /// Closes one idle connection of `role` (any key), freeing its slot; false if there is none.
+    @discardableResult
+    func closeOneIdle(role: String) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        guard let key = idle.keys.first(where: { $0.role == role }), var list = idle[key],
+            let connection = list.popLast()
+        else { return false }
+        idle[key] = list.isEmpty ? nil : list
+        connection.close()
+        return true
     }
 
     private func scheduleSweep() {

@@ -15,98 +15,155 @@ struct ServeCommand: AsyncParsableCommand {
             Clients authenticate with SCRAM-SHA-256 against the token's stored verifier; the gateway \
             logs in upstream as the token's role and relays the session. Revoked or expired tokens \
             end their sessions within a second. SIGINT/SIGTERM stop accepting, let sessions finish \
-            for --shutdown-grace, then close them.
+            for the shutdown grace, then close them.
+
+            Every option can also be set under 'gateway:' in the policy (same names, with \
+            underscores); a flag given here wins over the file.
             """)
 
     @OptionGroup var policy: PolicyOptions
     @OptionGroup var storeOptions: StoreOptions
 
-    @Option(help: ArgumentHelp("Address to listen on.", valueName: "host:port"))
-    var listen = "127.0.0.1:6432"
+    @Option(help: ArgumentHelp("Address to listen on (default 127.0.0.1:6432).", valueName: "host:port"))
+    var listen: String?
 
-    @Flag(help: "Accept the token as a cleartext password from loopback clients (SCRAM is always offered otherwise).")
-    var allowCleartextOnLoopback = false
+    @Option(
+        help: ArgumentHelp(
+            "How clients prove their token: scram (default) or password (asked only over TLS).", valueName: "method"))
+    var clientAuth: String?
 
-    @Option(help: "Close connections that do not finish logging in within this long.")
-    var clientLoginTimeout = "15s"
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Accept the token as a cleartext password from loopback clients (default: no).")
+    var allowCleartextOnLoopback: Bool?
 
-    @Option(help: "Most client connections in total.") var maxClientConnections = 1000
-    @Option(help: "Most client connections per service.") var maxClientConnectionsPerService = 200
-    @Option(help: "Most server connections per role (in use and idle).") var poolSize = 50
-    @Option(help: "How long sessions may finish after SIGTERM.") var shutdownGrace = "10s"
+    @Option(help: "Close connections that do not finish logging in within this long (default 15s).")
+    var clientLoginTimeout: String?
+
+    @Option(help: "Most client connections in total (default 1000).") var maxClientConnections: Int?
+    @Option(help: "Most client connections per service (default 200).") var maxClientConnectionsPerService: Int?
+    @Option(help: "Most server connections per role, in use and idle (default 50).") var poolSize: Int?
+    @Option(help: "Close idle server connections after this long (default 10m).") var serverIdleTimeout: String?
+    @Option(help: "Do not reuse a server connection older than this (default 1h).") var serverLifetime: String?
+    @Flag(inversion: .prefixedNo, help: "End sessions when their token expires (default: yes).")
+    var endSessionsOnExpiry: Bool?
+    @Option(help: "How long sessions may finish after SIGTERM (default 10s).") var shutdownGrace: String?
     @Option(help: "Event loop threads (default: cores, at most 4).") var threads: Int?
     @Option(help: ArgumentHelp("TLS certificate chain (PEM) for clients' SSLRequest.", valueName: "file"))
     var tlsCert: String?
     @Option(help: ArgumentHelp("TLS private key (PEM).", valueName: "file")) var tlsKey: String?
-    @Flag(help: "Refuse clients that do not use TLS (needs --tls-cert and --tls-key).") var requireTls = false
+    @Flag(inversion: .prefixedNo, help: "Refuse clients that do not use TLS (needs a certificate).")
+    var requireTls: Bool?
 
     func validate() throws {
-        guard parseListen(listen) != nil else { throw ValidationError("--listen: expected host:port, got '\(listen)'") }
+        if let listen, Self.parseListen(listen) == nil {
+            throw ValidationError("--listen: expected host:port, got '\(listen)'")
+        }
+        if let clientAuth, GatewaySettings.ClientAuth(rawValue: clientAuth) == nil {
+            throw ValidationError("--client-auth: expected scram or password, got '\(clientAuth)'")
+        }
         _ = try parseDuration(clientLoginTimeout, flag: "--client-login-timeout")
         _ = try parseDuration(shutdownGrace, flag: "--shutdown-grace")
-        if maxClientConnections < 1 || maxClientConnectionsPerService < 1 || poolSize < 1 {
-            throw ValidationError("connection limits must be at least 1")
+        _ = try parseDuration(serverIdleTimeout, flag: "--server-idle-timeout")
+        _ = try parseDuration(serverLifetime, flag: "--server-lifetime")
+        for (flag, value) in [
+            ("--max-client-connections", maxClientConnections),
+            ("--max-client-connections-per-service", maxClientConnectionsPerService), ("--pool-size", poolSize),
+            ("--threads", threads),
+        ] {
+            if let value, value < 1 { throw ValidationError("\(flag) must be at least 1") }
         }
         if (tlsCert == nil) != (tlsKey == nil) {
             throw ValidationError("--tls-cert and --tls-key go together")
-        }
-        if requireTls, tlsCert == nil {
-            throw ValidationError("--require-tls needs --tls-cert and --tls-key")
         }
     }
 
     func run() async throws {
         let loaded = try policy.load()
-        for database in loaded.databases {
-            let url = try ConnectionURL(parsing: database.url)
-            if [.require, .verifyCA, .verifyFull].contains(url.sslMode) {
-                throw CLIError(
-                    "database \(database.name): sslmode=\(url.sslMode.rawValue) for the upstream connection is not supported by the gateway yet"
-                )
-            }
+        let file = loaded.gateway
+        let baseDirectory = URL(fileURLWithPath: policy.path).deletingLastPathComponent().path
+        func relative(_ path: String) -> String { path.hasPrefix("/") ? path : baseDirectory + "/" + path }
+
+        let listenText = listen ?? file.listen ?? "127.0.0.1:6432"
+        guard let (host, port) = Self.parseListen(listenText) else {
+            throw CLIError("gateway.listen: expected host:port, got '\(listenText)'")
         }
+        let certificate = tlsCert ?? file.tlsCert.map(relative)
+        let privateKey = tlsKey ?? file.tlsKey.map(relative)
+        let requireTLS = requireTls ?? file.requireTLS ?? false
+        if requireTLS, certificate == nil {
+            throw CLIError(
+                "require_tls needs a TLS certificate and key (--tls-cert/--tls-key or gateway.tls_cert/tls_key)")
+        }
+        let auth = clientAuth.flatMap(GatewaySettings.ClientAuth.init) ?? file.clientAuth ?? .scram
+        if auth == .password, certificate == nil, !(allowCleartextOnLoopback ?? file.allowCleartextOnLoopback ?? false)
+        {
+            Terminal.note(
+                "rolegate: client_auth password takes effect over TLS only, and no certificate is configured: clients use SCRAM"
+            )
+        }
+
         guard let key = try MasterKeySupport.loadIfPresent(for: loaded) else {
             throw CLIError("no master key at \(MasterKeySupport.path(for: loaded)); run 'rolegate apply' first")
         }
         let store = try await storeOptions.open(policy: loaded, policyPath: policy.path)
         let verifier = TokenVerifier(store: store, policy: loaded)
-        let (host, port) = parseListen(listen)!
         var configuration = GatewayConfiguration(
             host: host, port: port, policy: loaded, masterKey: key, verifier: verifier,
-            clientLoginTimeout: try parseDuration(clientLoginTimeout, flag: "--client-login-timeout")!,
-            maxClientConnections: maxClientConnections, maxClientConnectionsPerService: maxClientConnectionsPerService,
-            poolSizePerRole: poolSize, allowCleartextOnLoopback: allowCleartextOnLoopback)
-        if let threads { configuration.threads = max(1, threads) }
-        if let tlsCert, let tlsKey {
+            clientLoginTimeout: try parseDuration(clientLoginTimeout, flag: "--client-login-timeout")
+                ?? file.clientLoginTimeout ?? .seconds(15),
+            maxClientConnections: maxClientConnections ?? file.maxClientConnections ?? 1000,
+            maxClientConnectionsPerService: maxClientConnectionsPerService ?? file.maxClientConnectionsPerService
+                ?? 200,
+            poolSizePerRole: poolSize ?? file.poolSize ?? 50,
+            serverIdleTimeout: try parseDuration(serverIdleTimeout, flag: "--server-idle-timeout")
+                ?? file.serverIdleTimeout ?? .seconds(600),
+            serverLifetime: try parseDuration(serverLifetime, flag: "--server-lifetime") ?? file.serverLifetime
+                ?? .seconds(3600),
+            allowCleartextOnLoopback: allowCleartextOnLoopback ?? file.allowCleartextOnLoopback ?? false,
+            endSessionsOnExpiry: endSessionsOnExpiry ?? file.endSessionsOnExpiry ?? true)
+        configuration.passwordOverTLS = auth == .password
+        if let threads { configuration.threads = threads }
+        if let certificate, let privateKey {
             do {
-                let chain = try NIOSSLCertificate.fromPEMFile(tlsCert).map { NIOSSLCertificateSource.certificate($0) }
-                let key = try NIOSSLPrivateKey(file: tlsKey, format: .pem)
+                let chain = try NIOSSLCertificate.fromPEMFile(certificate).map {
+                    NIOSSLCertificateSource.certificate($0)
+                }
+                let key = try NIOSSLPrivateKey(file: privateKey, format: .pem)
                 var tls = TLSConfiguration.makeServerConfiguration(
                     certificateChain: chain, privateKey: .privateKey(key))
                 tls.minimumTLSVersion = .tlsv12
                 configuration.tls = try NIOSSLContext(configuration: tls)
-                configuration.requireTLS = requireTls
+                configuration.requireTLS = requireTLS
             } catch {
-                throw CLIError("cannot load the TLS certificate or key (\(tlsCert), \(tlsKey)): \(error)")
+                await store.close()
+                throw CLIError("cannot load the TLS certificate or key (\(certificate), \(privateKey)): \(error)")
             }
         }
-        let server = GatewayServer(configuration: configuration)
+        let grace = try parseDuration(shutdownGrace, flag: "--shutdown-grace") ?? file.shutdownGrace ?? .seconds(10)
+        let server: GatewayServer
         let address: SocketAddress
+        do {
+            server = try GatewayServer(configuration: configuration)
+        } catch {
+            await store.close()
+            throw CLIError("\(error)")
+        }
         do {
             address = try await server.start()
         } catch {
             await store.close()
-            throw CLIError("cannot listen on \(listen): \(error)")
+            throw CLIError("cannot listen on \(listenText): \(error)")
         }
         Terminal.note(
             "rolegate: listening on \(address.ipAddress ?? host):\(address.port ?? port) (store \(store.location))")
         await waitForSignal()
-        Terminal.note("rolegate: shutting down")
-        await server.shutdown(grace: try parseDuration(shutdownGrace, flag: "--shutdown-grace")!)
+        Terminal.note("rolegate: shutting down (sessions have \(DurationText.format(grace)) to finish)")
+        await server.shutdown(grace: grace)
         await store.close()
     }
 
-    private func parseListen(_ text: String) -> (String, Int)? {
+    static func parseListen(_ text: String) -> (String, Int)? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
             (0...65535).contains(port)
         else { return nil }

@@ -46,8 +46,13 @@ final class GatewayFixture: @unchecked Sendable {
     let port: Int
     var tokens: [String: String] = [:]
 
-    init(policy text: String = gatewayPolicy, serveArguments: [String] = []) async throws {
+    /// `prepare` runs on the new cluster before the policy is applied.
+    init(
+        policy text: String = gatewayPolicy, serveArguments: [String] = [],
+        prepare: (Fixture) throws -> Void = { _ in }
+    ) async throws {
         fixture = try Fixture()
+        try prepare(fixture)
         try fixture.writePolicy(text)
         try fixture.expectRolegate(["apply", "--yes"])
         for service in ["reports", "invoicing", "notes"] where text.contains("\n  \(service):") {

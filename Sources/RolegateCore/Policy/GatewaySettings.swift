@@ -1,0 +1,37 @@
+/// `gateway:` in the policy: how `rolegate serve` runs. Every key is optional; a
+/// command-line flag overrides the file, and the file overrides the built-in default.
+public struct GatewaySettings: Sendable, Equatable {
+    /// How clients prove they hold their token.
+    public enum ClientAuth: String, Sendable, CaseIterable {
+        /// SCRAM-SHA-256 against the token's stored verifier: the token never crosses the wire.
+        case scram
+        /// The token as a cleartext password, asked for only over TLS (plain-text clients still
+        /// get SCRAM): for drivers without SCRAM support.
+        case password
+    }
+
+    /// `listen: host:port`.
+    public var listen: String?
+    /// PEM files, relative to the policy file.
+    public var tlsCert: String?
+    public var tlsKey: String?
+    public var requireTLS: Bool?
+    public var clientAuth: ClientAuth?
+    public var allowCleartextOnLoopback: Bool?
+    public var clientLoginTimeout: Duration?
+    public var maxClientConnections: Int?
+    public var maxClientConnectionsPerService: Int?
+    public var poolSize: Int?
+    public var serverIdleTimeout: Duration?
+    public var serverLifetime: Duration?
+    public var endSessionsOnExpiry: Bool?
+    public var shutdownGrace: Duration?
+
+    public init() {}
+
+    static let keys: Set<String> = [
+        "listen", "tls_cert", "tls_key", "require_tls", "client_auth", "allow_cleartext_on_loopback",
+        "client_login_timeout", "max_client_connections", "max_client_connections_per_service", "pool_size",
+        "server_idle_timeout", "server_lifetime", "end_sessions_on_expiry", "shutdown_grace",
+    ]
+}

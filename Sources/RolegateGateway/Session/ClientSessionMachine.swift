@@ -1,0 +1,400 @@
+import NIOCore
+import PostgresWire
+import RolegateCore
+import RolegateTokens
+
+/// A client connection from its first byte until it relays: encryption negotiation,
+/// startup, token authentication and the upstream login. A value type without I/O: the
+/// channel handler decodes packets, feeds them in as events and performs the action each
+/// event returns (write, start TLS, look up tokens, connect upstream, refuse).
+///
+/// The order it enforces: no upstream connection, no pool slot and no session slot
+/// before the token is proven; every refusal is one FATAL `ErrorResponse`, then close.
+struct ClientSessionMachine {
+    /// How the client proves it holds the token.
+    enum Method: Equatable, Sendable {
+        /// SCRAM-SHA-256 against the token's stored verifier: the token never crosses the wire.
+        case scram
+        /// The token as a cleartext password (only over TLS or from loopback, by configuration).
+        case password
+    }
+
+    struct Settings: Sendable {
+        var policy: Policy
+        /// A TLS certificate is configured: `SSLRequest` is answered `S`.
+        var tlsAvailable: Bool
+        /// Refuse sessions that did not switch to TLS.
+        var requireTLS: Bool
+        /// Ask TLS clients for the token as a cleartext password (`client_auth: password`).
+        var passwordOverTLS: Bool
+        /// Ask loopback clients for the token as a cleartext password.
+        var passwordOnLoopback: Bool
+        /// The client connects from 127.0.0.0/8, ::1 or a Unix socket.
+        var fromLoopback: Bool
+    }
+
+    struct Login: Sendable {
+        var service: String
+        var database: DatabaseSpec
+        var url: ConnectionURL
+        /// Startup parameters to pass upstream (not user, database, replication or `_pq_.*`).
+        var parameters: [StartupParameter]
+        var method: Method
+        var scram: SCRAMServer?
+        var candidates: [TokenRecord] = []
+    }
+
+    /// Where the upstream login goes and as whom; the handler adds the role's credential.
+    struct UpstreamRequest: Equatable, Sendable {
+        var key: UpstreamKey
+        var record: TokenRecord
+        var database: String
+    }
+
+    enum State {
+        case awaitingStartup
+        /// `S` was sent: the next bytes are a TLS handshake, then the startup packet.
+        case negotiatingTLS
+        case awaitingPassword(Login)
+        /// The client's first SCRAM message arrived; the service's token verifiers are being read.
+        case lookingUpTokens(Login, clientFirst: [UInt8])
+        /// The proof matched no known token; reading them once more in case one was issued a moment ago.
+        case lookingUpAgain(Login, clientFinal: [UInt8])
+        case verifyingPassword(Login)
+        /// The proof matched: the handler checks the token is still allowed and takes a session slot.
+        case admitting(Login, TokenRecord, serverFinal: [UInt8]?)
+        case connecting(Login, TokenRecord)
+        case relaying(TokenRecord)
+        case closed
+    }
+
+    enum Action: Equatable {
+        /// Nothing to do until more input or the next event.
+        case wait
+        case send([WireMessage])
+        /// Write the single byte `S`, then put TLS in front of everything.
+        case startTLS
+        /// Write the single byte `N`: the client may go on in plain text.
+        case declineEncryption
+        /// Read the service's token records (`fresh` bypasses the cache).
+        case lookUpTokens(service: String, fresh: Bool)
+        /// Verify a token the client sent as a password.
+        case verifyPassword(String)
+        /// Check `record` is still allowed now and register the session.
+        case admit(TokenRecord)
+        /// Open (or take from the pool) a server connection, after sending `send`.
+        case connectUpstream(UpstreamRequest, send: [WireMessage])
+        /// The session is ready: send these (AuthenticationOk … ReadyForQuery), then relay.
+        case startRelaying([WireMessage])
+        /// Forward a cancel request to the session holding this key (if any), then close.
+        case cancel(CancelKey)
+        /// Send this FATAL error, then close.
+        case refuse(ErrorFields)
+    }
+
+    /// Why the handler could not admit a proven token.
+    enum AdmissionRefusal: Equatable {
+        case revoked
+        case expired
+        case denied
+        case serviceFull
+    }
+
+    private(set) var state = State.awaitingStartup
+    private(set) var encrypted = false
+    let settings: Settings
+
+    init(settings: Settings) {
+        self.settings = settings
+    }
+
+    var isClosed: Bool {
+        if case .closed = state { return true }
+        return false
+    }
+
+    var isRelaying: Bool {
+        if case .relaying = state { return true }
+        return false
+    }
+
+    /// Whether input should be framed as a startup packet (no type byte).
+    var expectsStartupPacket: Bool {
+        if case .awaitingStartup = state { return true }
+        return false
+    }
+
+    /// Whether input should be framed as a password message now.
+    var expectsPasswordMessage: Bool {
+        if case .awaitingPassword = state { return true }
+        return false
+    }
+
+    // MARK: - Input from the client
+
+    /// The TLS handshake finished (after ``Action/startTLS``).
+    mutating func tlsEstablished() {
+        guard case .negotiatingTLS = state else { return }
+        encrypted = true
+        state = .awaitingStartup
+    }
+
+    /// A complete startup-phase packet. `bytesFollow` is true when more bytes arrived with
+    /// it: after an encryption request that is a downgrade attempt (CVE-2021-23214).
+    mutating func startupPacket(_ packet: StartupPacket, bytesFollow: Bool) -> Action {
+        guard case .awaitingStartup = state else {
+            return refuse("08P01", "unexpected startup packet")
+        }
+        switch packet {
+        case .sslRequest, .gssEncRequest:
+            if bytesFollow { return refuse("08P01", "received unencrypted data after an encryption request") }
+            if packet == .sslRequest, settings.tlsAvailable, !encrypted {
+                state = .negotiatingTLS
+                return .startTLS
+            }
+            // No TLS here (or already encrypted), and never GSS: the client may go on in plain text.
+            return .declineEncryption
+        case .cancel(let processID, let secret):
+            state = .closed
+            return .cancel(CancelKey(processID: processID, secret: secret))
+        case .startup(let major, let minor, let parameters):
+            return startup(major: major, minor: minor, parameters: parameters)
+        }
+    }
+
+    private mutating func startup(major: Int, minor: Int, parameters: [StartupParameter]) -> Action {
+        if settings.requireTLS, !encrypted {
+            return refuse("28000", "this gateway accepts TLS connections only (use sslmode=require)")
+        }
+        guard major == 3 else {
+            return refuse("0A000", "unsupported frontend protocol \(major).\(minor): server supports 3.0 to 3.0")
+        }
+        var messages: [WireMessage] = []
+        let protocolOptions = parameters.filter { $0.name.hasPrefix("_pq_.") }.map(\.name)
+        if minor > 0 || !protocolOptions.isEmpty {
+            messages.append(Backend.negotiateProtocolVersion(minor: 0, unrecognized: protocolOptions))
+        }
+        func value(_ name: String) -> String? { parameters.last { $0.name == name }?.value }
+        guard let service = value("user"), !service.isEmpty else {
+            return refuse("28000", "no user name specified in the startup packet")
+        }
+        if let replication = value("replication"), !["false", "off", "no", "0"].contains(replication.lowercased()) {
+            return refuse("0A000", "replication connections are not supported by the gateway")
+        }
+        let databaseName = value("database").flatMap { $0.isEmpty ? nil : $0 } ?? service
+        guard let database = settings.policy.database(named: databaseName),
+            let url = try? ConnectionURL(parsing: database.url)
+        else {
+            return refuse("3D000", "database \"\(databaseName)\" does not exist")
+        }
+        let passed = parameters.filter {
+            !["user", "database", "replication"].contains($0.name) && !$0.name.hasPrefix("_pq_.")
+        }
+        let password = (encrypted && settings.passwordOverTLS) || (settings.fromLoopback && settings.passwordOnLoopback)
+        state = .awaitingPassword(
+            Login(
+                service: service, database: database, url: url, parameters: passed,
+                method: password ? .password : .scram))
+        messages.append(
+            password
+                ? Backend.authenticationCleartextPassword() : Backend.authenticationSASL(mechanisms: ["SCRAM-SHA-256"]))
+        return .send(messages)
+    }
+
+    /// A complete message while ``expectsPasswordMessage``.
+    mutating func passwordMessage(_ message: WireMessage) -> Action {
+        guard case .awaitingPassword(let login) = state else {
+            return refuse("08P01", "unexpected message during authentication")
+        }
+        guard message.type == UInt8(ascii: "p") else {
+            return refuse(
+                "08P01", "expected a password response, got message type '\(Character(Unicode.Scalar(message.type)))'")
+        }
+        switch login.method {
+        case .password:
+            guard let token = try? PasswordMessageBody.password(message.body) else {
+                return refuse("08P01", "malformed password message")
+            }
+            state = .verifyingPassword(login)
+            return .verifyPassword(token)
+        case .scram where login.scram == nil:
+            guard let (mechanism, data) = try? PasswordMessageBody.saslInitialResponse(message.body) else {
+                return refuse("08P01", "malformed SASLInitialResponse")
+            }
+            guard mechanism == "SCRAM-SHA-256" else {
+                return refuse("28000", "SASL mechanism \(mechanism) is not supported (use SCRAM-SHA-256)")
+            }
+            state = .lookingUpTokens(login, clientFirst: data)
+            return .lookUpTokens(service: login.service, fresh: false)
+        case .scram:
+            let data = PasswordMessageBody.saslResponse(message.body)
+            var attempt = login.scram!
+            do {
+                let (index, final) = try attempt.receiveClientFinal(
+                    data, candidates: login.candidates.map(\.secret.scram))
+                state = .admitting(login, login.candidates[index], serverFinal: final)
+                return .admit(login.candidates[index])
+            } catch .proofRejected {
+                // The candidates may predate a token issued a moment ago: ask the store once more.
+                state = .lookingUpAgain(login, clientFinal: data)
+                return .lookUpTokens(service: login.service, fresh: true)
+            } catch {
+                return refuseAuthentication(login)
+            }
+        }
+    }
+
+    /// The framing of a startup packet or password message failed.
+    mutating func malformedInput(_ error: FramingError) -> Action {
+        refuse("08P01", error.description)
+    }
+
+    // MARK: - Results of the handler's work
+
+    /// The service's token records (nil: no such service or no tokens) for a SCRAM login.
+    /// `decoySalt` is the stable made-up salt for services without tokens, so their
+    /// challenge looks like any other; `nonce` is this exchange's server nonce.
+    mutating func tokensLoaded(
+        _ result: Result<[TokenRecord]?, TokenVerifier.Failure>, decoySalt: [UInt8], nonce: String
+    ) -> Action {
+        switch state {
+        case .lookingUpTokens(var login, let clientFirst):
+            guard case .success(let records) = result else { return storeUnavailable() }
+            login.candidates = records ?? []
+            // Every token of a service shares its salt.
+            let verifier = login.candidates.first?.secret.scram
+            var server = SCRAMServer(
+                salt: verifier?.salt ?? decoySalt, iterations: verifier?.iterations ?? SCRAMSHA256.defaultIterations,
+                serverNonce: nonce)
+            do {
+                let first = try server.receiveClientFirst(clientFirst)
+                login.scram = server
+                state = .awaitingPassword(login)
+                return .send([Backend.authenticationSASLContinue(first)])
+            } catch .channelBindingUnsupported {
+                return refuse("28000", "SCRAM channel binding is not supported by this server")
+            } catch {
+                return refuse("08P01", "malformed SCRAM message")
+            }
+        case .lookingUpAgain(var login, let clientFinal):
+            // Only a changed set of tokens under the same salt can change the answer.
+            guard case .success(let records?) = result, records.map(\.id) != login.candidates.map(\.id),
+                login.candidates.isEmpty
+                    || records.first?.secret.scram.salt == login.candidates.first?.secret.scram.salt,
+                var attempt = login.scram
+            else { return refuseAuthentication(login) }
+            login.candidates = records
+            guard
+                let (index, final) = try? attempt.receiveClientFinal(
+                    clientFinal, candidates: records.map(\.secret.scram))
+            else { return refuseAuthentication(login) }
+            state = .admitting(login, records[index], serverFinal: final)
+            return .admit(records[index])
+        default:
+            return .wait
+        }
+    }
+
+    /// The outcome of ``Action/verifyPassword(_:)``.
+    mutating func passwordVerified(_ result: Result<TokenVerifier.Verified, TokenVerifier.Failure>) -> Action {
+        guard case .verifyingPassword(let login) = state else { return .wait }
+        switch result {
+        case .success(let verified) where verified.service == login.service:
+            state = .admitting(login, verified.record, serverFinal: nil)
+            return .admit(verified.record)
+        case .failure(.revoked): return refuse("28000", "token revoked")
+        case .failure(.expired): return refuse("28000", "token expired")
+        case .failure(.unavailable): return storeUnavailable()
+        default: return refuseAuthentication(login)
+        }
+    }
+
+    /// The outcome of ``Action/admit(_:)``.
+    mutating func admission(_ refusal: AdmissionRefusal?) -> Action {
+        guard case .admitting(let login, let record, let serverFinal) = state else { return .wait }
+        switch refusal {
+        case .revoked?: return refuse("28000", "token revoked")
+        case .expired?: return refuse("28000", "token expired")
+        case .denied?: return refuseAuthentication(login)
+        case .serviceFull?: return refuse("53300", "too many connections for service \"\(login.service)\"")
+        case nil: break
+        }
+        state = .connecting(login, record)
+        // application_name carries the token id, so pg_stat_activity attributes every backend.
+        var parameters = login.parameters.filter { $0.name != "application_name" }
+        let application = login.parameters.last { $0.name == "application_name" }?.value ?? ""
+        let tag = "rolegate:\(record.id)"
+        parameters.append(
+            StartupParameter("application_name", application.isEmpty ? tag : "\(application.prefix(40)) [\(tag)]"))
+        let key = UpstreamKey(
+            host: login.url.host, port: login.url.port,
+            socketPath: login.url.unixSocketDirectory.map { "\($0)/.s.PGSQL.\(login.url.port)" },
+            database: login.url.database, role: record.role, tls: UpstreamTLS(login.url),
+            parameters: parameters.sorted { $0.name < $1.name })
+        return .connectUpstream(
+            UpstreamRequest(key: key, record: record, database: login.database.name),
+            send: serverFinal.map { [Backend.authenticationSASLFinal($0)] } ?? [])
+    }
+
+    /// The server connection is ready: tell the client it is logged in.
+    mutating func upstreamReady(
+        parameterStatus: [(String, String)], transactionStatus: UInt8, cancelKey: CancelKey
+    ) -> Action {
+        guard case .connecting(_, let record) = state else { return .wait }
+        state = .relaying(record)
+        var messages = [Backend.authenticationOk()]
+        messages += parameterStatus.map { Backend.parameterStatus($0.0, $0.1) }
+        messages.append(Backend.backendKeyData(processID: cancelKey.processID, secretKey: cancelKey.secret))
+        messages.append(Backend.readyForQuery(transactionStatus))
+        return .startRelaying(messages)
+    }
+
+    /// No server connection could be had.
+    mutating func upstreamFailed(_ error: UpstreamError) -> Action {
+        guard case .connecting(let login, _) = state else { return .wait }
+        return refuse(
+            error.sqlState == "53300" ? "53300" : "08006",
+            "could not open a server connection for database \"\(login.database.name)\": \(error.description)")
+    }
+
+    /// `client_login_timeout` passed.
+    mutating func loginTimedOut(after timeout: Duration) -> Action {
+        switch state {
+        case .relaying, .closed: return .wait
+        case .connecting(_, let record):
+            return refuse(
+                "53300",
+                "no server connection for role \"\(record.role)\" became free within \(DurationText.format(timeout)) (all are in use by other sessions)"
+            )
+        default:
+            return refuse("08P01", "the startup did not complete within \(DurationText.format(timeout))")
+        }
+    }
+
+    /// The session must end (revocation, expiry, shutdown, lost server connection).
+    mutating func end(_ code: String, _ message: String) -> Action {
+        if case .closed = state { return .wait }
+        return refuse(code, message)
+    }
+
+    /// The client sent Terminate.
+    mutating func clientTerminated() {
+        state = .closed
+    }
+
+    // MARK: - Refusals
+
+    private mutating func refuse(_ code: String, _ message: String) -> Action {
+        state = .closed
+        return .refuse(ErrorFields.fatal(code, message))
+    }
+
+    /// Wrong, unknown or malformed token, or unknown service: one answer for all.
+    private mutating func refuseAuthentication(_ login: Login) -> Action {
+        refuse("28P01", "password authentication failed for user \"\(login.service)\"")
+    }
+
+    private mutating func storeUnavailable() -> Action {
+        refuse("08006", "the token store is unavailable; try again")
+    }
+}

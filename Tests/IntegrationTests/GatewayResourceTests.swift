@@ -1,0 +1,102 @@
+import Foundation
+import PostgresCluster
+import Testing
+
+/// The gateway's resources over time: memory across many connections and huge results,
+/// and what SIGTERM does to the sessions in flight.
+@Suite(.serialized) struct GatewayResourceTests {
+    /// Resident memory of a process, in KiB (Linux).
+    static func residentKiB(_ pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
+        return line.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
+    }
+
+    /// `count` connect-query-disconnect cycles with pgbench -C.
+    static func connectCycles(_ gw: GatewayFixture, count: Int, script: String) async throws -> ProcessResult {
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["reports"]
+        return try await Subprocess.runDetached(
+            "pgbench",
+            [
+                "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "reports", "-n", "-C", "-f", script, "-c", "4", "-j", "2",
+                "-t", "\(count / 4)", "app",
+            ],
+            environment: env)
+    }
+
+    @Test func memoryStaysFlatOver10000ConnectCycles() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        let script = gw.fixture.directory + "/one.sql"
+        try "SELECT count(*) FROM analytics.events;\n".write(toFile: script, atomically: true, encoding: .utf8)
+        // Warm up: pools, caches and allocator arenas reach their working size.
+        let warmup = try await Self.connectCycles(gw, count: 1000, script: script)
+        #expect(warmup.status == 0, "\(warmup.stderr)")
+        let before = try #require(Self.residentKiB(gw.server.pid))
+        let run = try await Self.connectCycles(gw, count: 10_000, script: script)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("number of transactions actually processed: 10000"), "\(run.stdout)")
+        let after = try #require(Self.residentKiB(gw.server.pid))
+        print("gateway RSS over 10,000 connect/disconnect cycles: \(before) KiB -> \(after) KiB")
+        // Leaking even 1 KiB per connection would show as 10 MB.
+        #expect(after - before < 8 * 1024, "grew from \(before) KiB to \(after) KiB")
+        // And every session slot was given back.
+        #expect(try await gw.value("reports", "SELECT 1") == "1")
+    }
+
+    @Test func hundredsOfMegabytesStreamThroughWithoutBufferingThem() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        let before = try #require(Self.residentKiB(gw.server.pid))
+        // ~300 MB of COPY data and ~100 MB of rows, written to a pipe the client drains.
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["reports"]
+        let copy = try await Subprocess.runDetached(
+            "/bin/sh",
+            [
+                "-c",
+                "'\(gw.fixture.cluster.binaries.psql)' -X -q -h 127.0.0.1 -p \(gw.port) -U reports -d app -c \"COPY (SELECT repeat('x', 1000) FROM generate_series(1, 300000)) TO STDOUT\" | wc -c",
+            ],
+            environment: env)
+        #expect(copy.status == 0, "\(copy.stderr)")
+        #expect(Int(copy.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) == 300_000 * 1001)
+        let rows = try await Subprocess.runDetached(
+            "/bin/sh",
+            [
+                "-c",
+                "'\(gw.fixture.cluster.binaries.psql)' -X -q -A -t -h 127.0.0.1 -p \(gw.port) -U reports -d app -v FETCH_COUNT=0 -c \"SELECT g, repeat('y', 1000) FROM generate_series(1, 100000) g\" | wc -l",
+            ],
+            environment: env)
+        #expect(rows.status == 0, "\(rows.stderr)")
+        #expect(Int(rows.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) == 100_000)
+        let after = try #require(Self.residentKiB(gw.server.pid))
+        print("gateway RSS while streaming 400 MB: \(before) KiB -> \(after) KiB")
+        #expect(after - before < 32 * 1024, "grew from \(before) KiB to \(after) KiB")
+    }
+
+    @Test func sigtermLetsSessionsFinishThenEndsTheRest() async throws {
+        let gw = try await GatewayFixture(serveArguments: ["--shutdown-grace", "2s"])
+        defer { Task { await gw.stop() } }
+        async let short = gw.psql("reports", "SELECT pg_sleep(0.8), 'finished'")
+        async let long = gw.psql("reports", "SELECT pg_sleep(30)")
+        try await Task.sleep(for: .milliseconds(400))
+        kill(gw.server.pid, SIGTERM)
+        try await Task.sleep(for: .milliseconds(100))
+        // New clients are no longer accepted.
+        let late = try await gw.psql("reports", "SELECT 1")
+        #expect(late.status != 0)
+        // The session in the middle of a short query finishes it.
+        let finished = try await short
+        #expect(finished.status == 0, "\(finished.stderr)")
+        #expect(finished.stdout.contains("finished"))
+        // The one that would run for 30 s is ended at the deadline, with the reason.
+        let started = ContinuousClock.now
+        let ended = try await long
+        #expect(ended.status != 0)
+        #expect(ended.stderr.contains("the gateway is shutting down"), "\(ended.stderr)")
+        #expect(ContinuousClock.now - started < .seconds(5))
+        // And the gateway exits cleanly.
+        #expect(gw.server.stop(signal: 0) == 0, "\(gw.server.output)")
+    }
+}
