@@ -218,6 +218,29 @@ import Testing
         let plain = try await gw.psql("reports", "SELECT 1", database: "dbname=app sslmode=disable")
         #expect(plain.status != 0)
         #expect(plain.stderr.contains("accepts TLS connections only"), "\(plain.stderr)")
+
+        // PostgreSQL 17's direct TLS (no SSLRequest): a ClientHello first, with ALPN "postgresql".
+        let direct = try await Subprocess.runDetached(
+            "python3",
+            [
+                "-c",
+                """
+                import socket, ssl, struct, sys
+                def attempt(alpn):
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                    if alpn:
+                        ctx.set_alpn_protocols(alpn)
+                    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+                    body = struct.pack("!i", 196608) + b"user\\0reports\\0database\\0app\\0\\0"
+                    s.sendall(struct.pack("!i", 4 + len(body)) + body)
+                    return s.recv(1).decode()
+                print(attempt(["postgresql"]) + attempt(None))
+                """, "\(gw.port)",
+            ])
+        // 'R': an authentication request; 'E': refused without the ALPN.
+        #expect(direct.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "RE", "\(direct.stdout)\(direct.stderr)")
     }
 
     /// The database URL's sslmode governs the gateway's own connections: verified TLS when
@@ -326,6 +349,22 @@ import Testing
         #expect(elapsed < .seconds(5), "the session ended \(elapsed) after the revocation")
         // Its statement was cancelled upstream too.
         try await waitForBackend(gw, role: "events_reader", state: nil)
+    }
+
+    @Test func anExpiringTokenEndsItsSessions() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        try gw.fixture.expectRolegate(["token", "revoke", "--service", "notes", "--reason", "replaced by a short one"])
+        let short = try gw.fixture.expectRolegate(["token", "issue", "notes", "--ttl", "3s"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let clock = ContinuousClock()
+        let started = clock.now
+        let ended = try await gw.psql("notes", "SELECT pg_sleep(30)", token: short)
+        #expect(ended.status != 0)
+        #expect(ended.stderr.contains("expired"), "\(ended.stderr)")
+        #expect(clock.now - started < .seconds(5), "ended \(clock.now - started) after the start of a 3 s token")
+        // Its statement was cancelled and its server connection closed, not pooled.
+        try await waitForBackend(gw, role: "notes_rw", state: nil)
     }
 
     @Test func cancelRequestsReachTheRightServer() async throws {

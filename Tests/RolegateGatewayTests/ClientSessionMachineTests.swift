@@ -149,7 +149,7 @@ import Testing
         var m = machine(tls: true)
         #expect(m.startupPacket(.sslRequest, bytesFollow: false) == .startTLS)
         #expect(!m.expectsStartupPacket)
-        m.tlsEstablished()
+        #expect(m.tlsEstablished(alpn: nil) == .wait)
         #expect(m.encrypted && m.expectsStartupPacket)
         // A second request inside TLS is declined, not nested.
         #expect(m.startupPacket(.sslRequest, bytesFollow: false) == .declineEncryption)
@@ -160,6 +160,20 @@ import Testing
         var plain = machine()
         #expect(plain.startupPacket(.sslRequest, bytesFollow: false) == .declineEncryption)
         #expect(plain.startupPacket(.gssEncRequest, bytesFollow: false) == .declineEncryption)
+    }
+
+    @Test func directTLSNeedsACertificateAndTheALPNPostgresql() {
+        var direct = machine(tls: true)
+        #expect(direct.directTLS() == .startDirectTLS)
+        #expect(direct.tlsEstablished(alpn: "postgresql") == .wait)
+        #expect(direct.encrypted && direct.expectsStartupPacket)
+
+        var noALPN = machine(tls: true)
+        _ = noALPN.directTLS()
+        #expect(refusal(noALPN.tlsEstablished(alpn: nil))?.message.contains("ALPN") == true)
+
+        var noCertificate = machine()
+        #expect(refusal(noCertificate.directTLS())?.code == "08P01")
     }
 
     @Test func requireTLSRefusesPlainStartups() {
@@ -175,7 +189,7 @@ import Testing
 
         var encrypted = machine(tls: true, passwordOverTLS: true)
         _ = encrypted.startupPacket(.sslRequest, bytesFollow: false)
-        encrypted.tlsEstablished()
+        _ = encrypted.tlsEstablished(alpn: "postgresql")
         #expect(
             encrypted.startupPacket(startup([("user", "billing-api"), ("database", "app")]), bytesFollow: false)
                 == .send([Backend.authenticationCleartextPassword()]))

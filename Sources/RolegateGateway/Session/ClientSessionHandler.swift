@@ -26,6 +26,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     var loginTimeout: Scheduled<Void>?
     var upstream: UpstreamConnection?
     var cancelKey: CancelKey?
+    /// The ClientHello of a direct TLS connection, read before TLS was set up.
+    var directTLSBytes: ByteBuffer?
     /// Set when the session was ended from outside (revocation): its server connection is not reused.
     var poisoned = false
 
@@ -113,8 +115,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .handshakeCompleted = event as? TLSUserEvent {
-            machine?.tlsEstablished()
+        if case .handshakeCompleted(let alpn) = event as? TLSUserEvent {
+            self.event(context) { $0.tlsEstablished(alpn: alpn) }
             return process(context)
         }
         guard let event = event as? SessionEvent else { return context.fireUserInboundEventTriggered(event) }
@@ -168,6 +170,11 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     }
 
     private func decodeStartup(_ buffer: inout ByteBuffer, _ context: ChannelHandlerContext) {
+        // A TLS handshake record instead of a length: direct TLS (sslnegotiation=direct).
+        if buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == 0x16 {
+            directTLSBytes = buffer.readSlice(length: buffer.readableBytes)
+            return event(context) { $0.directTLS() }
+        }
         do {
             guard let packet = try WireFraming.startupPacket(from: &buffer, limits: shared.limits) else { return }
             let bytesFollow = buffer.readableBytes > 0
@@ -216,6 +223,16 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             } catch {
                 context.close(promise: nil)
             }
+        case .startDirectTLS:
+            guard let tls = shared.configuration.tls, let hello = directTLSBytes else { return }
+            directTLSBytes = nil
+            do {
+                try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
+            } catch {
+                return context.close(promise: nil)
+            }
+            // Replay the ClientHello from the head of the pipeline, through the TLS handler.
+            context.pipeline.syncOperations.fireChannelRead(NIOAny(hello))
         case .declineEncryption:
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "N")), promise: nil)
         case .lookUpTokens(let service, let fresh):

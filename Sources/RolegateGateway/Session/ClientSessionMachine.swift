@@ -53,8 +53,8 @@ struct ClientSessionMachine {
 
     enum State {
         case awaitingStartup
-        /// `S` was sent: the next bytes are a TLS handshake, then the startup packet.
-        case negotiatingTLS
+        /// `S` was sent (or the client opened with TLS directly): a TLS handshake, then the startup packet.
+        case negotiatingTLS(direct: Bool)
         case awaitingPassword(Login)
         /// The client's first SCRAM message arrived; the service's token verifiers are being read.
         case lookingUpTokens(Login, clientFirst: [UInt8])
@@ -74,6 +74,9 @@ struct ClientSessionMachine {
         case send([WireMessage])
         /// Write the single byte `S`, then put TLS in front of everything.
         case startTLS
+        /// The client's first bytes are a TLS ClientHello (`sslnegotiation=direct`): put TLS in
+        /// front of everything and hand it those bytes.
+        case startDirectTLS
         /// Write the single byte `N`: the client may go on in plain text.
         case declineEncryption
         /// Read the service's token records (`fresh` bypasses the cache).
@@ -132,11 +135,29 @@ struct ClientSessionMachine {
 
     // MARK: - Input from the client
 
-    /// The TLS handshake finished (after ``Action/startTLS``).
-    mutating func tlsEstablished() {
-        guard case .negotiatingTLS = state else { return }
+    /// The client's first byte is 0x16, a TLS handshake record: PostgreSQL 17's direct TLS.
+    mutating func directTLS() -> Action {
+        guard case .awaitingStartup = state, !encrypted else {
+            return refuse("08P01", "unexpected TLS handshake")
+        }
+        guard settings.tlsAvailable else {
+            return refuse("08P01", "direct TLS connection, but this gateway has no TLS certificate configured")
+        }
+        state = .negotiatingTLS(direct: true)
+        return .startDirectTLS
+    }
+
+    /// The TLS handshake finished; `alpn` is the negotiated application protocol. Direct TLS
+    /// must have negotiated `postgresql`, as PostgreSQL requires (so a TLS connection meant
+    /// for another service cannot be replayed here).
+    mutating func tlsEstablished(alpn: String?) -> Action {
+        guard case .negotiatingTLS(let direct) = state else { return .wait }
         encrypted = true
+        if direct, alpn != "postgresql" {
+            return refuse("08P01", "direct TLS connections must negotiate the ALPN protocol \"postgresql\"")
+        }
         state = .awaitingStartup
+        return .wait
     }
 
     /// A complete startup-phase packet. `bytesFollow` is true when more bytes arrived with
@@ -149,7 +170,7 @@ struct ClientSessionMachine {
         case .sslRequest, .gssEncRequest:
             if bytesFollow { return refuse("08P01", "received unencrypted data after an encryption request") }
             if packet == .sslRequest, settings.tlsAvailable, !encrypted {
-                state = .negotiatingTLS
+                state = .negotiatingTLS(direct: false)
                 return .startTLS
             }
             // No TLS here (or already encrypted), and never GSS: the client may go on in plain text.

@@ -133,6 +133,8 @@ struct ServeCommand: AsyncParsableCommand {
                 var tls = TLSConfiguration.makeServerConfiguration(
                     certificateChain: chain, privateKey: .privateKey(key))
                 tls.minimumTLSVersion = .tlsv12
+                // PostgreSQL 17 clients offer ALPN "postgresql" (and require it for direct TLS).
+                tls.applicationProtocols = ["postgresql"]
                 configuration.tls = try NIOSSLContext(configuration: tls)
                 configuration.requireTLS = requireTLS
             } catch {

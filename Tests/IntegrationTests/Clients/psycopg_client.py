@@ -1,5 +1,5 @@
 """psycopg 3 through the Rolegate gateway: COPY in and out, a server-side cursor,
-conn.cancel() of a long statement, and pipeline mode. Exits non-zero on any failure.
+conn.cancel() of a long statement, pipeline mode, 10,000 parameters and 50 MB values. Exits non-zero on any failure.
 
 Usage: psycopg_client.py HOST PORT SERVICE DATABASE   (token in PGPASSWORD)
 """
@@ -46,6 +46,16 @@ with psycopg.connect(**conninfo, autocommit=True) as conn:
     with conn.pipeline():
         cursors = [conn.execute("SELECT %s::int * 2", (i,)) for i in range(50)]
     check([c.fetchone()[0] for c in cursors] == [i * 2 for i in range(50)], "pipelined results in order")
+
+    # 10,000 bound parameters in one statement: one large Bind message.
+    placeholders = ",".join(["%s"] * 10000)
+    row = conn.execute(f"SELECT count(*), sum(x) FROM unnest(ARRAY[{placeholders}]::int[]) AS x", list(range(10000))).fetchone()
+    check(row == (10000, 49995000), f"10,000 parameters: {row}")
+
+    # A 50 MB value each way in single messages.
+    big = "x" * 50_000_000
+    check(conn.execute("SELECT length(%s::text), %s::text", (big, "y" * 1000)).fetchone() == (50_000_000, "y" * 1000), "50 MB parameter")
+    check(len(conn.execute("SELECT repeat('z', 50000000)").fetchone()[0]) == 50_000_000, "50 MB column")
 
     # conn.cancel() of pg_sleep(30) from another thread returns quickly.
     timer = threading.Timer(0.5, conn.cancel)
