@@ -93,12 +93,18 @@ let package = Package(
         // The PostgreSQL wire gateway: listener, client sessions, upstream pools,
         // revocation and cancel routing.
         .target(
+            name: "RolegateAudit",
+            dependencies: ["RolegateCore", "RolegateStore"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "RolegateGateway",
             dependencies: [
                 "RolegateCore",
                 "PostgresWire",
                 "RolegateStore",
                 "RolegateTokens",
+                "RolegateAudit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -128,6 +134,7 @@ let package = Package(
                 "RolegateStore",
                 "RolegateTokens",
                 "RolegateGateway",
+                "RolegateAudit",
                 "PostgresCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -153,7 +160,8 @@ let package = Package(
         .testTarget(
             name: "RolegateStoreTests",
             dependencies: [
-                "RolegateStore", "RolegateTokens", "RolegateCore", "PostgresCluster", "RolegateTestSupport",
+                "RolegateStore", "RolegateTokens", "RolegateCore", "RolegateAudit", "PostgresCluster",
+                "RolegateTestSupport",
             ],
             swiftSettings: strict
         ),

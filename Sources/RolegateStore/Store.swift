@@ -49,7 +49,62 @@ public protocol Store: Sendable {
     /// The newest change feed sequence number (0 when empty).
     func latestChange() async throws(StoreError) -> Int64
 
+    // MARK: Audit log
+
+    /// Appends `events` to `instance`'s hash chain in one transaction, locking only that
+    /// chain's head; returns them linked (sequence, previous hash, hash).
+    func appendAudit(_ events: [AuditEvent], instance: String) async throws(StoreError) -> [AuditEvent]
+
+    func auditEvents(_ query: AuditQuery) async throws(StoreError) -> [AuditEvent]
+
+    /// Every chain's head: the sequence and hash of its last append.
+    func auditHeads() async throws(StoreError) -> [AuditChainHead]
+
+    /// Deletes `instance`'s events older than `before` and appends a checkpoint event
+    /// recording the hash at the cut; returns how many were deleted.
+    func pruneAudit(instance: String, before: Date, now: Date) async throws(StoreError) -> Int
+
     func close() async
+}
+
+/// Which audit events to read.
+public struct AuditQuery: Sendable {
+    public enum Order: Sendable {
+        /// By store id, newest first (`rolegate audit` shows the latest, then reverses).
+        case newestFirst
+        /// By store id, oldest first (`--follow`).
+        case oldestFirst
+        /// By sequence within one instance's chain (`audit verify`).
+        case chain
+    }
+
+    public var kinds: [AuditEvent.Kind] = []
+    public var service: String?
+    public var tokenID: String?
+    public var since: Date?
+    public var until: Date?
+    public var afterID: Int64?
+    public var instance: String?
+    public var afterSequence: Int64?
+    public var limit: Int = 100
+    public var order: Order = .newestFirst
+
+    public init() {}
+}
+
+/// The last append to one audit chain, as the store recorded it.
+public struct AuditChainHead: Sendable, Equatable {
+    public var instance: String
+    public var sequence: Int64
+    public var hash: String
+    public var updatedAt: Date
+
+    public init(instance: String, sequence: Int64, hash: String, updatedAt: Date) {
+        self.instance = instance
+        self.sequence = sequence
+        self.hash = hash
+        self.updatedAt = updatedAt
+    }
 }
 
 /// One entry of the change feed.

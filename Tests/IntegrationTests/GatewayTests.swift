@@ -240,7 +240,8 @@ import Testing
                 """, "\(gw.port)",
             ])
         // 'R': an authentication request; 'E': refused without the ALPN.
-        #expect(direct.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "RE", "\(direct.stdout)\(direct.stderr)")
+        #expect(
+            direct.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "RE", "\(direct.stdout)\(direct.stderr)")
     }
 
     /// The database URL's sslmode governs the gateway's own connections: verified TLS when

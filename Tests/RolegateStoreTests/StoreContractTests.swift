@@ -39,11 +39,11 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
     func migratesAndReopens(backend: Backend) async throws {
         let location = try backend.freshLocation()
         let store = try await location.open()
-        #expect(try await store.schemaVersion() == 1)
+        #expect(try await store.schemaVersion() == 2)
         let issued = try await service(store).issue(service: "dash", ttl: nil, note: "first")
         await store.close()
         let again = try await location.open()
-        #expect(try await again.schemaVersion() == 1)
+        #expect(try await again.schemaVersion() == 2)
         #expect(try await again.token(id: issued.record.id) == issued.record)
         await again.close()
     }
@@ -55,11 +55,21 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
         let issued = try await service(store).issue(service: "dash", ttl: nil, note: nil)
         await store.close()
         try backend.tamper(location, "UPDATE rolegate_meta SET value = '99' WHERE key = 'schema_version';")
-        await #expect(throws: StoreError.tooNew(found: 99, supported: 1)) { _ = try await location.open() }
-        try backend.tamper(location, "UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';")
+        await #expect(throws: StoreError.tooNew(found: 99, supported: 2)) { _ = try await location.open() }
+        try backend.tamper(location, "UPDATE rolegate_meta SET value = '2' WHERE key = 'schema_version';")
         let reopened = try await location.open()
         #expect(try await reopened.token(id: issued.record.id) == issued.record)
         await reopened.close()
+        // A version 1 store (before the audit log) is migrated on open, its tokens kept.
+        try backend.tamper(
+            location,
+            "DROP TABLE rolegate_audit; DROP TABLE rolegate_audit_chains; UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';"
+        )
+        let upgraded = try await location.open()
+        #expect(try await upgraded.schemaVersion() == 2)
+        #expect(try await upgraded.token(id: issued.record.id) == issued.record)
+        #expect(try await upgraded.appendAudit([AuditEvent(kind: .auth, action: "allowed")], instance: "x").count == 1)
+        await upgraded.close()
     }
 
     @Test(arguments: Backend.allCases)

@@ -16,6 +16,8 @@ public struct Policy: Sendable {
     public var sourcePath: String
     /// `gateway:`: how `rolegate serve` runs (flags override it).
     public var gateway = GatewaySettings()
+    /// `audit:`: what the audit log records.
+    public var audit = AuditSettings()
 
     public init(
         version: Int = Policy.currentVersion,

@@ -90,7 +90,7 @@ public enum PolicyLoader {
     // MARK: - Shapes
 
     static let topKeys: Set<String> = [
-        "version", "databases", "roles", "services", "master_key_file", "store", "gateway",
+        "version", "databases", "roles", "services", "master_key_file", "store", "gateway", "audit",
     ]
     static let databaseKeys: Set<String> = ["url", "future_owners", "description"]
     static let roleKeys: Set<String> = [
@@ -145,7 +145,46 @@ public enum PolicyLoader {
             version: Policy.currentVersion, databases: databases, roles: roles, services: services,
             masterKeyFile: masterKeyFile, store: store, sourcePath: file)
         policy.gateway = gateway
+        policy.audit = entries["audit"].map(buildAudit) ?? AuditSettings()
         return policy
+    }
+
+    private static func buildAudit(_ value: YAMLValue) -> AuditSettings {
+        var settings = AuditSettings()
+        guard let fields = value.mapping(allowed: AuditSettings.keys, what: "the audit settings") else {
+            return settings
+        }
+        let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+        if let enabled = f["enabled"]?.bool(what: "enabled") { settings.enabled = enabled }
+        if let statements = f["statements"]?.bool(what: "statements") { settings.statements = statements }
+        if let parameters = f["parameters"]?.bool(what: "parameters") { settings.parameters = parameters }
+        if let field = f["on_failure"], let text = field.string(what: "block or continue") {
+            if let value = AuditSettings.OnFailure(rawValue: text) {
+                settings.onFailure = value
+            } else {
+                field.fail("unknown on_failure '\(text)' (use block or continue)")
+            }
+        }
+        if let field = f["retention"], let text = field.string(what: "a duration or 'forever'") {
+            if text == "forever" {
+                settings.retention = nil
+            } else if let duration = try? DurationText.parse(text), duration > .zero {
+                settings.retention = duration
+            } else {
+                field.fail("expected a duration such as 90d, or 'forever', found '\(text)'")
+            }
+        }
+        if let field = f["queue_size"], let size = field.int(what: "queue_size") {
+            if size < 100 { field.fail("queue_size must be at least 100") } else { settings.queueSize = size }
+        }
+        if let field = f["instance"], let name = field.string(what: "an instance name") {
+            if name.isEmpty || name.count > 200 {
+                field.fail("instance must be 1 to 200 characters")
+            } else {
+                settings.instance = name
+            }
+        }
+        return settings
     }
 
     private static func buildGateway(_ value: YAMLValue) -> GatewaySettings {

@@ -1,5 +1,6 @@
 import Foundation
 public import NIOSSL
+public import RolegateAudit
 public import RolegateCore
 public import RolegateTokens
 
@@ -34,6 +35,12 @@ public struct GatewayConfiguration: Sendable {
     /// Ask TLS clients for the token as a cleartext password instead of SCRAM
     /// (`client_auth: password`, for drivers without SCRAM). Plain-text connections still use SCRAM.
     public var passwordOverTLS: Bool = false
+    /// Where authentications, sessions and statements are recorded (nil: not audited).
+    public var audit: AuditWriter?
+    /// Record every statement (not only authentications and sessions).
+    public var auditStatements: Bool = true
+    /// Record bound parameter values with statements.
+    public var auditParameters: Bool = false
 
     public init(
         host: String = "127.0.0.1", port: Int = 6432, policy: Policy, masterKey: MasterKey, verifier: TokenVerifier,

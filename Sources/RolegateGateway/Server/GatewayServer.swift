@@ -118,12 +118,21 @@ public final class GatewayServer: Sendable {
         }
         let poller = Task { await verifier.run() }
         let endOnExpiry = shared.configuration.endSessionsOnExpiry
+        let audit = shared.configuration.audit
         let sweeper = Task {
+            var expiredRecorded: Set<String> = []
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(250))
                 let now = Date()
-                for entry in registry.all where endOnExpiry && entry.record.expiresAt <= now {
-                    registry.end(entry, because: .expired)
+                for entry in registry.all where entry.record.expiresAt <= now {
+                    if expiredRecorded.insert(entry.record.id).inserted {
+                        audit?.record(
+                            AuditEvent(
+                                at: entry.record.expiresAt, kind: .token, action: "expired",
+                                service: entry.record.service, tokenID: entry.record.id, role: entry.record.role,
+                                detail: ["sessions_ended": endOnExpiry ? "yes" : "no"]))
+                    }
+                    if endOnExpiry { registry.end(entry, because: .expired) }
                 }
             }
         }

@@ -30,6 +30,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     var directTLSBytes: ByteBuffer?
     /// Set when the session was ended from outside (revocation): its server connection is not reused.
     var poisoned = false
+    /// The session's audit trail (see ClientSessionHandler+Audit.swift).
+    var audit = SessionAudit()
 
     static let authMessageLimit = 16 * 1024
 
@@ -87,6 +89,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             }
         }
         _ = machine?.end("08006", "closed")
+        auditSessionEnd()
         context.fireChannelInactive()
     }
 
@@ -125,6 +128,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             if let upstream, upstream.busy { shared.cancelUpstream(upstream) }
         case .end(let code, let message):
             guard machine?.isRelaying == true else { return }
+            audit.endReason = SessionAudit.reason(code: code, message: message)
             poisoned = true
             if let upstream, upstream.busy { shared.cancelUpstream(upstream) }
             self.event(context) { $0.end(code, message) }
@@ -251,6 +255,15 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             connectUpstream(request, context)
         case .startRelaying(let messages):
             loginTimeout?.cancel()
+            guard auditSessionStart(context) else {
+                return perform(
+                    .refuse(
+                        ErrorFields.fatal(
+                            "53000",
+                            "the audit log cannot be written right now, so no new sessions are accepted; try again later"
+                        )),
+                    context)
+            }
             for message in messages { write(message, context) }
             context.flush()
             paused = false
@@ -259,6 +272,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             shared.registry.cancel(key)
             context.close(promise: nil)
         case .refuse(let fields):
+            auditRefusal(fields, context)
             pending = nil
             context.writeAndFlush(wrapOutboundOut(Backend.error(fields).encoded()), promise: nil)
             context.close(promise: nil)
@@ -337,20 +351,43 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     private func relay(_ buffer: inout ByteBuffer, _ context: ChannelHandlerContext) {
         guard let upstream else { return }
         var terminate = false
+        var refusedForAudit = false
         let complete: Int
         do {
-            complete = try WireFraming.scanMessages(buffer, limits: shared.limits) { type, _, _ in
+            let tracking = audit.tracker != nil
+            let now = tracking ? NIODeadline.now().uptimeNanoseconds : 0
+            complete = try WireFraming.scanMessages(buffer, limits: shared.limits) { type, body, length in
                 terminate = type == UInt8(ascii: "X")
+                if tracking, !terminate {
+                    if type == UInt8(ascii: "Q") || type == UInt8(ascii: "E"), !auditAccepting {
+                        refusedForAudit = true
+                        return false
+                    }
+                    audit.tracker!.client(type: type, body: buffer.getSlice(at: body, length: length)!, now: now)
+                }
                 return !terminate
             }
         } catch {
             buffer.clear()
+            audit.endReason = "error: protocol violation"
             return event(context) { $0.malformedInput(error) }
         }
-        if complete > 0 { upstream.write(buffer.readSlice(length: complete)!) }
+        if complete > 0 {
+            audit.bytesIn += complete
+            upstream.write(buffer.readSlice(length: complete)!)
+        }
+        if refusedForAudit {
+            buffer.clear()
+            upstream.flush()
+            audit.endReason = "error: audit log unavailable"
+            return event(context) {
+                $0.end("53000", "the audit log cannot be written right now, so statements are refused; try again later")
+            }
+        }
         if terminate {
             buffer.clear()
             upstream.flush()
+            audit.endReason = "client quit"
             machine?.clientTerminated()
             context.close(promise: nil)
         }
@@ -358,6 +395,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
 
     func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?) {
         guard let context, machine?.isRelaying == true else { return }
+        audit.bytesOut += bytes.readableBytes
         context.write(wrapOutboundOut(bytes), promise: nil)
         if !context.channel.isWritable {
             _ = connection.channel.setOption(ChannelOptions.autoRead, value: false)
@@ -372,6 +410,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         guard let context, upstream === connection else { return }
         upstream = nil
         if machine?.isRelaying == true {
+            audit.endReason = "error: server connection lost"
             event(context) { $0.end("08006", "the server connection was lost") }
         }
     }

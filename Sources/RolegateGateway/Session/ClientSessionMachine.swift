@@ -104,6 +104,10 @@ struct ClientSessionMachine {
     }
 
     private(set) var state = State.awaitingStartup
+    /// The login being (or last) attempted, kept after a refusal for the audit log.
+    private(set) var login: Login?
+    /// The token the client proved it holds, once it did (kept after a refusal).
+    private(set) var provenToken: TokenRecord?
     private(set) var encrypted = false
     let settings: Settings
 
@@ -212,10 +216,10 @@ struct ClientSessionMachine {
             !["user", "database", "replication"].contains($0.name) && !$0.name.hasPrefix("_pq_.")
         }
         let password = (encrypted && settings.passwordOverTLS) || (settings.fromLoopback && settings.passwordOnLoopback)
-        state = .awaitingPassword(
-            Login(
-                service: service, database: database, url: url, parameters: passed,
-                method: password ? .password : .scram))
+        let login = Login(
+            service: service, database: database, url: url, parameters: passed, method: password ? .password : .scram)
+        self.login = login
+        state = .awaitingPassword(login)
         messages.append(
             password
                 ? Backend.authenticationCleartextPassword() : Backend.authenticationSASL(mechanisms: ["SCRAM-SHA-256"]))
@@ -333,6 +337,7 @@ struct ClientSessionMachine {
     /// The outcome of ``Action/admit(_:)``.
     mutating func admission(_ refusal: AdmissionRefusal?) -> Action {
         guard case .admitting(let login, let record, let serverFinal) = state else { return .wait }
+        provenToken = record
         switch refusal {
         case .revoked?: return refuse("28000", "token revoked")
         case .expired?: return refuse("28000", "token expired")

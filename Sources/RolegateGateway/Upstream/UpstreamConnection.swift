@@ -124,6 +124,10 @@ protocol UpstreamSink: AnyObject {
     /// of the last ReadyForQuery among them, if any.
     func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?)
     func upstreamFlush(_ connection: UpstreamConnection)
+    /// Messages that end a statement (CommandComplete, ErrorResponse, ReadyForQuery,
+    /// EmptyQueryResponse, PortalSuspended), before they are forwarded; only while
+    /// ``UpstreamConnection/observesStatements`` is set (statement audit).
+    func upstreamStatementMessage(type: UInt8, body: ByteBuffer)
     func upstreamClosed(_ connection: UpstreamConnection)
 }
 
@@ -148,6 +152,8 @@ final class UpstreamConnection: @unchecked Sendable {
     /// True from a client message until the ReadyForQuery that answers it.
     var busy = false
     weak var sink: (any UpstreamSink)?
+    /// Report statement-ending messages to the sink (statement audit is on).
+    var observesStatements = false
     /// Owned by the channel's pipeline; gone once the channel is.
     fileprivate weak var handler: UpstreamHandler?
 
@@ -345,8 +351,12 @@ private final class UpstreamHandler: ChannelInboundHandler {
         var status: UInt8?
         let complete: Int
         do {
+            let observe = connection.observesStatements
             complete = try WireFraming.scanMessages(buffer) { type, body, length in
                 if type == UInt8(ascii: "Z"), length == 1 { status = buffer.getInteger(at: body, as: UInt8.self) }
+                if observe, Self.endsStatement(type) {
+                    sink.upstreamStatementMessage(type: type, body: buffer.getSlice(at: body, length: length)!)
+                }
                 return true
             }
         } catch {
@@ -360,6 +370,13 @@ private final class UpstreamHandler: ChannelInboundHandler {
             connection.busy = false
         }
         sink.upstream(connection, forward: slice, status: status)
+    }
+
+    static func endsStatement(_ type: UInt8) -> Bool {
+        switch type {
+        case UInt8(ascii: "C"), UInt8(ascii: "E"), UInt8(ascii: "Z"), UInt8(ascii: "I"), UInt8(ascii: "s"): true
+        default: false
+        }
     }
 
     private func handleControl(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {

@@ -90,6 +90,7 @@ final class UpstreamPool {
     func release(_ connection: UpstreamConnection) {
         eventLoop.preconditionInEventLoop()
         connection.sink = nil
+        connection.observesStatements = false
         guard connection.isOpen, !connection.busy, connection.status == UInt8(ascii: "I"),
             NIODeadline.now() - connection.createdAt < lifetime
         else {

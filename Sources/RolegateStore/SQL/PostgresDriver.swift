@@ -40,13 +40,17 @@ final class PostgresDriver: SQLDriver {
         return connection
     }
 
-    func run<T: Sendable>(transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+    func run<T: Sendable>(
+        transaction: Bool, serialized: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T
+    ) async throws -> T {
         try await gate.withGate {
             let executor = Executor(connection: try await connection(), logger: logger)
             guard transaction else { return try await body(executor) }
             try await executor.execute("BEGIN")
             do {
-                try await executor.execute("SELECT pg_advisory_xact_lock($1)", [.int(Self.writerLock)])
+                if serialized {
+                    try await executor.execute("SELECT pg_advisory_xact_lock($1)", [.int(Self.writerLock)])
+                }
                 let result = try await body(executor)
                 try await executor.execute("COMMIT")
                 return result

@@ -56,9 +56,19 @@ protocol SQLDriver: Sendable {
     /// Runs `body` with the connection to itself; inside one write transaction that is
     /// serialised against every other writer (in this process and in others) when
     /// `transaction` is true, committed when `body` returns and rolled back when it throws.
-    func run<T: Sendable>(transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T
+    /// With `serialized` false, a transaction takes no store-wide writer lock (PostgreSQL):
+    /// the caller locks the rows it needs (audit chains, one per writer).
+    func run<T: Sendable>(
+        transaction: Bool, serialized: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T
+    ) async throws -> T
 
     func close() async
+}
+
+extension SQLDriver {
+    func run<T: Sendable>(transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+        try await run(transaction: transaction, serialized: true, body)
+    }
 }
 
 /// Lets one task at a time use a connection. Unlike an actor it holds across `await`s,

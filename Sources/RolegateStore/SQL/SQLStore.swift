@@ -270,13 +270,13 @@ final class SQLStore: Store {
 
     // MARK: - Errors
 
-    private func run<T: Sendable>(
-        transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T
+    func run<T: Sendable>(
+        transaction: Bool, serialized: Bool = true, _ body: @Sendable (any SQLExecutor) async throws -> T
     )
         async throws(StoreError) -> T
     {
         do {
-            return try await driver.run(transaction: transaction, body)
+            return try await driver.run(transaction: transaction, serialized: serialized, body)
         } catch let error as StoreError {
             throw error
         } catch {
@@ -291,7 +291,49 @@ final class SQLStore: Store {
 
 /// The store's schema, one entry per version. Never edit a shipped entry: add one.
 enum Migrations {
-    static let all: [@Sendable (SQLDialect) -> [String]] = [version1]
+    static let all: [@Sendable (SQLDialect) -> [String]] = [version1, version2]
+
+    /// The audit log: one hash chain per writer instance, and each chain's head.
+    static func version2(_ dialect: SQLDialect) -> [String] {
+        let int = dialect == .sqlite ? "INTEGER" : "BIGINT"
+        let serial = dialect == .sqlite ? "INTEGER PRIMARY KEY AUTOINCREMENT" : "BIGSERIAL PRIMARY KEY"
+        return [
+            """
+            CREATE TABLE rolegate_audit (
+                id \(serial),
+                instance TEXT NOT NULL,
+                sequence \(int) NOT NULL,
+                at \(int) NOT NULL,
+                kind TEXT NOT NULL,
+                action TEXT NOT NULL,
+                service TEXT,
+                token_id TEXT,
+                role_name TEXT,
+                database_name TEXT,
+                session_id TEXT,
+                client TEXT,
+                sql_text TEXT,
+                sql_state TEXT,
+                row_count \(int),
+                duration_us \(int),
+                detail TEXT NOT NULL,
+                previous_hash TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                UNIQUE (instance, sequence)
+            )
+            """,
+            "CREATE INDEX rolegate_audit_by_time ON rolegate_audit (at)",
+            "CREATE INDEX rolegate_audit_by_token ON rolegate_audit (token_id)",
+            """
+            CREATE TABLE rolegate_audit_chains (
+                instance TEXT PRIMARY KEY,
+                last_sequence \(int) NOT NULL,
+                last_hash TEXT NOT NULL,
+                updated_at \(int) NOT NULL
+            )
+            """,
+        ]
+    }
 
     static func version1(_ dialect: SQLDialect) -> [String] {
         let int = dialect == .sqlite ? "INTEGER" : "BIGINT"

@@ -60,7 +60,10 @@ final class SQLiteDriver: SQLDriver {
         return driver
     }
 
-    func run<T: Sendable>(transaction: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+    /// Every SQLite write transaction is serialised by the database lock (`BEGIN IMMEDIATE`).
+    func run<T: Sendable>(
+        transaction: Bool, serialized: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T
+    ) async throws -> T {
         try await gate.withGate {
             let executor = Executor(driver: self)
             guard transaction else { return try await body(executor) }

@@ -9,11 +9,24 @@ public struct TokenService: Sendable {
     public let policy: Policy
     /// Who is acting, recorded on each token (e.g. `cli:alice@build-7`).
     public let issuer: String
+    /// Receives an audit event for every token issued, rotated or revoked (after it is stored).
+    public let audit: (@Sendable ([AuditEvent]) async -> Void)?
 
-    public init(store: any Store, policy: Policy, issuer: String) {
+    public init(
+        store: any Store, policy: Policy, issuer: String, audit: (@Sendable ([AuditEvent]) async -> Void)? = nil
+    ) {
         self.store = store
         self.policy = policy
         self.issuer = issuer
+        self.audit = audit
+    }
+
+    private func event(_ action: String, _ token: TokenRecord, at: Date, detail: [String: String] = [:]) -> AuditEvent {
+        var detail = detail
+        detail["by"] = issuer
+        return AuditEvent(
+            at: at, kind: .token, action: action, service: token.service, tokenID: token.id, role: token.role,
+            detail: detail)
     }
 
     /// Why a request was not carried out.
@@ -56,6 +69,7 @@ public struct TokenService: Sendable {
         } catch {
             throw .store(error)
         }
+        await audit?([event("issued", record, at: record.issuedAt, detail: ["expires_at": record.expiresAt.rfc3339])])
         return Issued(token: token, record: record, superseded: [])
     }
 
@@ -75,6 +89,12 @@ public struct TokenService: Sendable {
         do {
             let superseded = try await store.rotate(
                 to: record, graceUntil: record.issuedAt.addingTimeInterval(grace.timeInterval), now: record.issuedAt)
+            await audit?(
+                superseded.map {
+                    self.event(
+                        "rotated", $0, at: record.issuedAt,
+                        detail: ["superseded_by": record.id, "grace_until": $0.expiresAt.rfc3339])
+                } + [event("issued", record, at: record.issuedAt, detail: ["expires_at": record.expiresAt.rfc3339])])
             return Issued(token: token, record: record, superseded: superseded)
         } catch {
             throw .store(error)
@@ -88,16 +108,20 @@ public struct TokenService: Sendable {
         } catch {
             throw .store(error)
         }
-        guard let record = found else { throw .notFound("no token with id \(id)") }
-        return record
+        guard let found else { throw .notFound("no token with id \(id)") }
+        await audit?([event("revoked", found, at: now, detail: ["reason": reason ?? ""])])
+        return found
     }
 
     public func revokeAll(service: String, reason: String?, now: Date = Date()) async throws(Failure) -> [TokenRecord] {
+        let revoked: [TokenRecord]
         do {
-            return try await store.revokeAll(service: service, reason: reason, now: now.wholeMilliseconds)
+            revoked = try await store.revokeAll(service: service, reason: reason, now: now.wholeMilliseconds)
         } catch {
             throw .store(error)
         }
+        await audit?(revoked.map { event("revoked", $0, at: now, detail: ["reason": reason ?? ""]) })
+        return revoked
     }
 
     /// Checks the request against the policy and derives the new token and its record.

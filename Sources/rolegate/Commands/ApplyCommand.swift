@@ -15,6 +15,7 @@ struct ApplyCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var policy: PolicyOptions
+    @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var selection: DatabaseSelection
 
     @Flag(help: "Apply without asking.")
@@ -75,6 +76,18 @@ struct ApplyCommand: AsyncParsableCommand {
             guard let database = loaded.database(named: plan.database) else { continue }
             let result = try await provisioner.apply(database, expected: plan.statements.map(\.display))
             applied.append(result.plan)
+            // Credentials appear as PASSWORD '***': the display form, never the SQL sent.
+            await AuditSupport.record(
+                [
+                    AuditEvent(
+                        kind: .policy, action: "applied", database: plan.database,
+                        sql: result.plan.statements.map(\.display).joined(separator: "\n"),
+                        detail: [
+                            "by": AuditSupport.actor, "policy": policy.path,
+                            "statements": String(result.plan.statements.count),
+                            "sessions_ended": String(result.sessionsEnded),
+                        ])
+                ], policy: loaded, policyPath: policy.path, storeOptions: storeOptions)
             for warning in result.warnings { Terminal.note("warning: \(warning)") }
             if format == .text {
                 var line =

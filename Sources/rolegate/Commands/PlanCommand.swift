@@ -14,6 +14,7 @@ struct PlanCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var policy: PolicyOptions
+    @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var selection: DatabaseSelection
 
     @Option(help: "Output format: text or json.")
@@ -48,6 +49,17 @@ struct PlanCommand: AsyncParsableCommand {
             print(PlanRenderer.json(plans), terminator: "")
         }
         if check, !plans.allSatisfy(\.inSync) {
+            let drifted = plans.filter { !$0.inSync }
+            await AuditSupport.record(
+                drifted.map { plan in
+                    AuditEvent(
+                        kind: .policy, action: "drift", database: plan.database,
+                        sql: plan.statements.map(\.display).joined(separator: "\n"),
+                        detail: [
+                            "by": AuditSupport.actor, "policy": policy.path,
+                            "roles": plan.roles.filter { $0.action != .unchanged }.map(\.role).joined(separator: ", "),
+                        ])
+                }, policy: loaded, policyPath: policy.path, storeOptions: storeOptions)
             throw ExitCode(2)
         }
     }

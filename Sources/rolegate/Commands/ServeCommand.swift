@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NIOCore
 import NIOSSL
+import RolegateAudit
 import RolegateCore
 import RolegateGateway
 import RolegateStore
@@ -123,6 +124,23 @@ struct ServeCommand: AsyncParsableCommand {
             allowCleartextOnLoopback: allowCleartextOnLoopback ?? file.allowCleartextOnLoopback ?? false,
             endSessionsOnExpiry: endSessionsOnExpiry ?? file.endSessionsOnExpiry ?? true)
         configuration.passwordOverTLS = auth == .password
+        // The audit log writes through its own store connection, so a slow audit batch never
+        // delays the token change feed the verifier depends on.
+        var auditWriter: AuditWriter?
+        var auditStore: (any Store)?
+        if loaded.audit.enabled {
+            let store = try await storeOptions.open(policy: loaded, policyPath: policy.path)
+            auditStore = store
+            let writer = AuditWriter(
+                store: store, instance: loaded.audit.instance ?? "gateway@\(ProcessInfo.processInfo.hostName):\(port)",
+                capacity: loaded.audit.queueSize,
+                failurePolicy: loaded.audit.onFailure == .block ? .block : .continue
+            ) { message in Terminal.note("rolegate: \(message)") }
+            auditWriter = writer
+            configuration.audit = writer
+            configuration.auditStatements = loaded.audit.statements
+            configuration.auditParameters = loaded.audit.parameters
+        }
         if let threads { configuration.threads = threads }
         if let certificate, let privateKey {
             do {
@@ -158,10 +176,36 @@ struct ServeCommand: AsyncParsableCommand {
             throw CLIError("cannot listen on \(listenText): \(error)")
         }
         Terminal.note(
-            "rolegate: listening on \(address.ipAddress ?? host):\(address.port ?? port) (store \(store.location))")
+            "rolegate: listening on \(address.ipAddress ?? host):\(address.port ?? port) (store \(store.location))"
+                + (auditWriter.map { "; audit chain \($0.instance)" } ?? "; audit off"))
+        let writerTask = auditWriter.map { writer in Task { await writer.run() } }
+        let retention = loaded.audit.retention
+        let pruner = auditStore.map { auditStore in
+            Task {
+                // Retention: prune every chain hourly; each prune leaves a checkpoint that `audit verify` checks.
+                while !Task.isCancelled, let retention {
+                    do {
+                        for head in try await auditStore.auditHeads() {
+                            let cutoff = Date().addingTimeInterval(-retention.timeInterval)
+                            _ = try await auditStore.pruneAudit(instance: head.instance, before: cutoff, now: Date())
+                        }
+                    } catch {
+                        Terminal.note("rolegate: audit retention: \(error)")
+                    }
+                    try? await Task.sleep(for: .seconds(3600))
+                }
+            }
+        }
         await waitForSignal()
         Terminal.note("rolegate: shutting down (sessions have \(DurationText.format(grace)) to finish)")
         await server.shutdown(grace: grace)
+        pruner?.cancel()
+        if let auditWriter {
+            let unwritten = await auditWriter.shutdown()
+            if unwritten > 0 { Terminal.note("rolegate: \(unwritten) audit events could not be written") }
+            _ = await writerTask?.value
+        }
+        await auditStore?.close()
         await store.close()
     }
 

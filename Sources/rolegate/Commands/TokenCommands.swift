@@ -52,7 +52,9 @@ func withTokenService<T>(
     let user =
         ProcessInfo.processInfo.environment["USER"] ?? getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) }
         ?? "unknown"
-    let service = TokenService(store: store, policy: policy, issuer: "cli:\(user)@\(ProcessInfo.processInfo.hostName)")
+    let service = TokenService(
+        store: store, policy: policy, issuer: "cli:\(user)@\(ProcessInfo.processInfo.hostName)"
+    ) { events in await AuditSupport.record(events, policy: policy, store: store) }
     do {
         let result = try await body(service)
         await store.close()

@@ -1,0 +1,147 @@
+import Foundation
+public import RolegateCore
+public import RolegateStore
+import Synchronization
+
+/// Appends audit events to the store without putting the store on the hot path: callers
+/// enqueue into a bounded in-memory queue (a lock and an array append), and one writer task
+/// takes whatever has accumulated and appends it as one transaction (group commit) to this
+/// instance's hash chain.
+///
+/// When the store cannot keep up or is down, the queue fills. With ``FailurePolicy/block``
+/// ``record(_:)`` then refuses the event and the caller refuses the work it describes; with
+/// ``FailurePolicy/continue`` the event is dropped and counted. Events are never dropped
+/// once accepted: a failed batch stays at the front of the queue and is retried, and
+/// ``shutdown()`` writes everything still queued.
+public final class AuditWriter: Sendable {
+    public enum FailurePolicy: String, Sendable, CaseIterable {
+        /// Refuse new work while events cannot be written and the queue is full (the default).
+        case block
+        /// Keep serving; count dropped events.
+        case `continue`
+    }
+
+    private struct State {
+        var queue: [AuditEvent] = []
+        var dropped = 0
+        var written = 0
+        var failing: String?
+        var stopping = false
+        var wake: CheckedContinuation<Void, Never>?
+    }
+
+    public let store: any Store
+    public let instance: String
+    public let capacity: Int
+    public let batchSize: Int
+    public let failurePolicy: FailurePolicy
+    private let problem: @Sendable (String) -> Void
+    private let state = Mutex(State())
+
+    /// - Parameters:
+    ///   - instance: this writer's chain; one per gateway instance (or CLI host).
+    ///   - problem: told (rate-limited by state changes) when writes fail, recover, or events are dropped.
+    public init(
+        store: any Store, instance: String, capacity: Int = 10_000, batchSize: Int = 1000,
+        failurePolicy: FailurePolicy = .block, problem: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
+        self.store = store
+        self.instance = instance
+        self.capacity = capacity
+        self.batchSize = batchSize
+        self.failurePolicy = failurePolicy
+        self.problem = problem
+    }
+
+    /// Queues `event`. Returns false when the queue is full: under `block` the caller must
+    /// refuse what the event describes; under `continue` the event was dropped and counted.
+    @discardableResult
+    public func record(_ event: AuditEvent) -> Bool {
+        let (accepted, wake, droppedNow) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?, Int?) in
+            guard s.queue.count < capacity else {
+                s.dropped += 1
+                // Report the first drop and every 1000th, not each one.
+                return (false, nil, s.dropped == 1 || s.dropped % 1000 == 0 ? s.dropped : nil)
+            }
+            s.queue.append(event)
+            let wake = s.wake
+            s.wake = nil
+            return (true, wake, nil)
+        }
+        wake?.resume()
+        if let droppedNow {
+            problem(
+                failurePolicy == .block
+                    ? "audit queue full (\(capacity) events): refusing new statements until the store catches up (\(droppedNow) refused so far)"
+                    : "audit queue full (\(capacity) events): \(droppedNow) events dropped so far")
+        }
+        return accepted || failurePolicy == .continue
+    }
+
+    /// Whether new work can be audited right now (false only when the queue is full).
+    public var accepting: Bool { state.withLock { $0.queue.count < capacity } }
+
+    public var droppedCount: Int { state.withLock { $0.dropped } }
+    public var writtenCount: Int { state.withLock { $0.written } }
+    public var queuedCount: Int { state.withLock { $0.queue.count } }
+
+    /// Writes batches until ``shutdown()``; run it in its own task.
+    public func run() async {
+        var backoff: Duration = .milliseconds(100)
+        while true {
+            let batch = state.withLock { s in Array(s.queue.prefix(batchSize)) }
+            if batch.isEmpty {
+                if state.withLock({ $0.stopping }) { return }
+                await waitForEvents()
+                continue
+            }
+            do {
+                _ = try await store.appendAudit(batch, instance: instance)
+                let recovered = state.withLock { s -> Bool in
+                    s.queue.removeFirst(batch.count)
+                    s.written += batch.count
+                    defer { s.failing = nil }
+                    return s.failing != nil
+                }
+                if recovered { problem("audit log writes recovered") }
+                backoff = .milliseconds(100)
+            } catch {
+                let first = state.withLock { s -> Bool in
+                    defer { s.failing = error.description }
+                    return s.failing == nil
+                }
+                if first { problem("cannot write the audit log (will retry; \(batch.count)+ events queued): \(error)") }
+                if state.withLock({ $0.stopping }) { return }
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    private func waitForEvents() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { s -> Bool in
+                if !s.queue.isEmpty || s.stopping { return true }
+                s.wake = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    /// Stops ``run()`` once everything queued is written (or the store fails); returns how
+    /// many events could not be written.
+    public func shutdown(waiting deadline: Duration = .seconds(10)) async -> Int {
+        let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.stopping = true
+            defer { s.wake = nil }
+            return s.wake
+        }
+        wake?.resume()
+        let end = ContinuousClock.now + deadline
+        while ContinuousClock.now < end, state.withLock({ !$0.queue.isEmpty && $0.failing == nil }) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return state.withLock { $0.queue.count }
+    }
+}

@@ -1,0 +1,256 @@
+public import Foundation
+
+/// One audit record: an authentication, a session start or end, a statement, a token
+/// lifecycle change or a policy change. Never holds a token secret or a credential.
+///
+/// Events form one hash chain per writer ``instance``: each has the next ``sequence``
+/// number, the ``previousHash`` of the event before it, and its own ``hash`` over the
+/// canonical encoding (``AuditChain/canonicalEncoding(_:)``) of everything else.
+public struct AuditEvent: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable, Codable {
+        case auth, session, statement, token, policy
+        /// Written by retention pruning: records the hash at the cut.
+        case checkpoint
+    }
+
+    /// The store's row id: a global order for `--follow`; not part of the hash.
+    public var id: Int64?
+    public var instance: String
+    public var sequence: Int64
+    public var at: Date
+    public var kind: Kind
+    /// What happened: `allowed`/`refused` (auth), `start`/`end` (session), `ok`/`error`
+    /// (statement), `issued`/`rotated`/`revoked`/`expired` (token), `applied`/`drift`
+    /// (policy), `pruned` (checkpoint).
+    public var action: String
+    public var service: String?
+    public var tokenID: String?
+    public var role: String?
+    public var database: String?
+    /// Groups a session's events: the session start, its statements and its end.
+    public var sessionID: String?
+    /// The client's address.
+    public var client: String?
+    /// Statement text as sent, or the SQL a policy change executed (credentials masked).
+    public var sql: String?
+    public var sqlState: String?
+    /// Rows returned or affected (from CommandComplete).
+    public var rows: Int64?
+    public var durationMicros: Int64?
+    /// Everything else, e.g. `tls`, `method`, `reason`, `backend_pid`, `bytes_in`, `command`.
+    public var detail: [String: String]
+    public var previousHash: String
+    public var hash: String
+
+    public init(
+        instance: String = "", sequence: Int64 = 0, at: Date = Date(), kind: Kind, action: String,
+        service: String? = nil, tokenID: String? = nil, role: String? = nil, database: String? = nil,
+        sessionID: String? = nil, client: String? = nil, sql: String? = nil, sqlState: String? = nil,
+        rows: Int64? = nil, durationMicros: Int64? = nil, detail: [String: String] = [:], previousHash: String = "",
+        hash: String = "", id: Int64? = nil
+    ) {
+        self.id = id
+        self.instance = instance
+        self.sequence = sequence
+        self.at = at
+        self.kind = kind
+        self.action = action
+        self.service = service
+        self.tokenID = tokenID
+        self.role = role
+        self.database = database
+        self.sessionID = sessionID
+        self.client = client
+        self.sql = sql
+        self.sqlState = sqlState
+        self.rows = rows
+        self.durationMicros = durationMicros
+        self.detail = detail
+        self.previousHash = previousHash
+        self.hash = hash
+    }
+}
+
+/// The hash chain: how an event is encoded for hashing, how a batch is linked to the
+/// chain's head, and how a stored chain is checked.
+public enum AuditChain {
+    /// The `previousHash` of an instance's first event.
+    public static let genesis = String(repeating: "0", count: 64)
+
+    /// A byte-exact, unambiguous encoding of every field but `hash` and `id`: each field
+    /// as `name=<length>:<value>;` in a fixed order, absent values as `name=-;`, times as
+    /// milliseconds since 1970 and `detail` sorted by key.
+    public static func canonicalEncoding(_ e: AuditEvent) -> [UInt8] {
+        var out = "rolegate-audit-v1;"
+        func field(_ name: String, _ value: String?) {
+            if let value {
+                out += "\(name)=\(value.utf8.count):\(value);"
+            } else {
+                out += "\(name)=-;"
+            }
+        }
+        field("instance", e.instance)
+        field("sequence", String(e.sequence))
+        field("at", String(e.at.millisecondsSince1970))
+        field("kind", e.kind.rawValue)
+        field("action", e.action)
+        field("service", e.service)
+        field("token_id", e.tokenID)
+        field("role", e.role)
+        field("database", e.database)
+        field("session_id", e.sessionID)
+        field("client", e.client)
+        field("sql", e.sql)
+        field("sql_state", e.sqlState)
+        field("rows", e.rows.map(String.init))
+        field("duration_us", e.durationMicros.map(String.init))
+        field("detail", String(e.detail.count))
+        for key in e.detail.keys.sorted() { field("detail." + key, e.detail[key]) }
+        field("previous_hash", e.previousHash)
+        return Array(out.utf8)
+    }
+
+    public static func hash(_ event: AuditEvent) -> String {
+        SCRAMSHA256.sha256(canonicalEncoding(event)).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+
+    /// Links `events` after a chain whose last event is `head` (nil: a new chain): sets
+    /// instance, sequence, previous hash and hash. Times are truncated to milliseconds, as stored.
+    public static func link(
+        _ events: [AuditEvent], instance: String, after head: (sequence: Int64, hash: String)?
+    )
+        -> [AuditEvent]
+    {
+        var sequence = head?.sequence ?? 0
+        var previous = head?.hash ?? genesis
+        return events.map { event in
+            var e = event
+            sequence += 1
+            e.instance = instance
+            e.sequence = sequence
+            e.at = Date(milliseconds: e.at.millisecondsSince1970)
+            e.previousHash = previous
+            e.hash = hash(e)
+            previous = e.hash
+            return e
+        }
+    }
+
+    /// One problem `verify` found.
+    public struct Problem: Sendable, Equatable, CustomStringConvertible {
+        public var instance: String
+        public var sequence: Int64
+        public var id: Int64?
+        public var message: String
+
+        public var description: String {
+            "chain \(instance), event #\(sequence)\(id.map { " (id \($0))" } ?? ""): \(message)"
+        }
+    }
+
+    /// Checks one instance's chain; see ``ChainVerifier``. `events` in sequence order.
+    public static func verify(
+        instance: String, events: [AuditEvent], head: (sequence: Int64, hash: String)?
+    ) -> Problem? {
+        var verifier = ChainVerifier(instance: instance)
+        for event in events {
+            if let problem = verifier.next(event) { return problem }
+        }
+        return verifier.finish(head: head)
+    }
+}
+
+/// Walks one instance's chain event by event (in sequence order, so a chain of any length
+/// can be read in pages) and stops at the first problem.
+///
+/// An altered event no longer matches its hash; a deleted one leaves a gap in the sequence
+/// (or a head that points past the end); reordered or replaced events break the
+/// previous-hash links. A chain may start after #1 only where a checkpoint records the cut.
+public struct ChainVerifier: Sendable {
+    public let instance: String
+    private var first: AuditEvent?
+    private var expectedSequence: Int64 = 0
+    private var previous = ""
+    private var cuts: Set<String> = []
+    public private(set) var count = 0
+
+    public init(instance: String) {
+        self.instance = instance
+    }
+
+    public mutating func next(_ event: AuditEvent) -> AuditChain.Problem? {
+        func problem(_ sequence: Int64, _ message: String) -> AuditChain.Problem {
+            AuditChain.Problem(instance: instance, sequence: sequence, id: event.id, message: message)
+        }
+        if first == nil {
+            first = event
+            expectedSequence = event.sequence
+            previous = event.previousHash
+        }
+        if event.sequence != expectedSequence {
+            if event.sequence < expectedSequence {
+                return problem(event.sequence, "appears out of order")
+            }
+            return problem(
+                expectedSequence,
+                event.sequence - 1 == expectedSequence
+                    ? "is missing" : "is missing (and so are the events up to #\(event.sequence - 1))")
+        }
+        if event.instance != instance { return problem(event.sequence, "was moved from chain \(event.instance)") }
+        if AuditChain.hash(event) != event.hash {
+            return problem(event.sequence, "was altered (its content no longer matches its hash)")
+        }
+        if event.previousHash != previous {
+            return problem(
+                event.sequence,
+                "does not follow #\(event.sequence - 1) (an event before it was altered, replaced or reordered)")
+        }
+        if event.kind == .checkpoint, let through = event.detail["pruned_through"],
+            let hash = event.detail["hash_at_cut"]
+        {
+            cuts.insert("\(through)|\(hash)")
+        }
+        previous = event.hash
+        expectedSequence += 1
+        count += 1
+        return nil
+    }
+
+    /// After the last event: checks where the chain starts and that it ends where the
+    /// store's chain head says.
+    public func finish(head: (sequence: Int64, hash: String)?) -> AuditChain.Problem? {
+        guard let first else {
+            if let head, head.sequence > 0 {
+                return AuditChain.Problem(
+                    instance: instance, sequence: 1, id: nil,
+                    message: "is missing, as are all events up to #\(head.sequence) the chain head records")
+            }
+            return nil
+        }
+        if first.sequence != 1, !cuts.contains("\(first.sequence - 1)|\(first.previousHash)") {
+            return AuditChain.Problem(
+                instance: instance, sequence: 1, id: nil,
+                message:
+                    "is missing (events #1 to #\(first.sequence - 1) are gone and no checkpoint records pruning them)")
+        }
+        let last = expectedSequence - 1
+        if let head {
+            if head.sequence > last {
+                return AuditChain.Problem(
+                    instance: instance, sequence: last + 1, id: nil,
+                    message: head.sequence == last + 1
+                        ? "is missing (the chain head records it as the last event)"
+                        : "is missing, as are the events up to #\(head.sequence) the chain head records")
+            }
+            if head.sequence == last, head.hash != previous {
+                return AuditChain.Problem(
+                    instance: instance, sequence: last, id: nil,
+                    message: "differs from the last event the chain head recorded")
+            }
+        }
+        return nil
+    }
+}

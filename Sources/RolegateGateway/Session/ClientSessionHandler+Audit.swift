@@ -1,0 +1,131 @@
+import Foundation
+import NIOCore
+import PostgresWire
+import RolegateAudit
+import RolegateCore
+
+/// What one session has done, for its audit events.
+struct SessionAudit {
+    var id = SessionAudit.newID()
+    var started: NIODeadline?
+    var tracker: StatementTracker?
+    var bytesIn = 0
+    var bytesOut = 0
+    /// Why the session ended, when the gateway knows (otherwise the client went away).
+    var endReason: String?
+    var backendPID: Int32 = 0
+
+    static func newID() -> String {
+        (0..<12).map { _ in String("0123456789abcdefghjkmnpqrstvwxyz".randomElement()!) }.joined()
+    }
+
+    /// The `session end` reason for an ending the gateway caused.
+    static func reason(code: String, message: String) -> String {
+        if code == "57P01" { return "shutdown" }
+        if message.contains("revoked") { return "token revoked" }
+        if message.contains("expired") { return "token expired" }
+        return "ended: \(message)"
+    }
+}
+
+extension ClientSessionHandler {
+    var auditWriter: AuditWriter? { shared.configuration.audit }
+
+    /// Under `on_failure: block`, whether new statements may run (the audit queue has room).
+    var auditAccepting: Bool {
+        guard let writer = auditWriter, writer.failurePolicy == .block else { return true }
+        return writer.accepting
+    }
+
+    private func clientAddress(_ context: ChannelHandlerContext) -> String? {
+        guard let address = context.channel.remoteAddress else { return nil }
+        if case .unixDomainSocket = address { return "unix" }
+        return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+    }
+
+    private func authDetail() -> [String: String] {
+        var detail = ["tls": (machine?.encrypted ?? false) ? "yes" : "no"]
+        if let method = machine?.login?.method { detail["method"] = method == .scram ? "scram-sha-256" : "password" }
+        return detail
+    }
+
+    /// A refusal before the session relays is a refused authentication.
+    func auditRefusal(_ fields: ErrorFields, _ context: ChannelHandlerContext) {
+        guard let writer = auditWriter, audit.started == nil, let machine else { return }
+        var detail = authDetail()
+        detail["reason"] = fields.message
+        let token = machine.provenToken
+        writer.record(
+            AuditEvent(
+                kind: .auth, action: "refused", service: machine.login?.service, tokenID: token?.id,
+                role: token?.role, database: machine.login?.database.name, client: clientAddress(context),
+                sqlState: fields.code, detail: detail))
+    }
+
+    /// Records the allowed authentication and the session start; false when the audit
+    /// log cannot take them and `on_failure: block` means the session must not start.
+    func auditSessionStart(_ context: ChannelHandlerContext) -> Bool {
+        audit.started = .now()
+        guard let writer = auditWriter, let machine, let token = machine.provenToken, let login = machine.login else {
+            return true
+        }
+        audit.backendPID = upstream?.processID ?? 0
+        if shared.configuration.auditStatements {
+            audit.tracker = StatementTracker(captureParameters: shared.configuration.auditParameters)
+            upstream?.observesStatements = true
+        }
+        let client = clientAddress(context)
+        let allowed = writer.record(
+            AuditEvent(
+                kind: .auth, action: "allowed", service: login.service, tokenID: token.id, role: token.role,
+                database: login.database.name, sessionID: audit.id, client: client, detail: authDetail()))
+        let started = writer.record(
+            AuditEvent(
+                kind: .session, action: "start", service: login.service, tokenID: token.id, role: token.role,
+                database: login.database.name, sessionID: audit.id, client: client,
+                detail: ["backend_pid": String(audit.backendPID), "tls": machine.encrypted ? "yes" : "no"]))
+        if !(allowed && started) { audit.started = nil }
+        return allowed && started
+    }
+
+    func auditSessionEnd() {
+        guard let writer = auditWriter, let started = audit.started, let machine, let token = machine.provenToken
+        else { return }
+        audit.started = nil
+        upstream?.observesStatements = false
+        writer.record(
+            AuditEvent(
+                kind: .session, action: "end", service: token.service, tokenID: token.id, role: token.role,
+                database: machine.login?.database.name, sessionID: audit.id,
+                durationMicros: Int64((NIODeadline.now() - started).nanoseconds / 1000),
+                detail: [
+                    "reason": audit.endReason ?? "client disconnected", "bytes_in": String(audit.bytesIn),
+                    "bytes_out": String(audit.bytesOut), "statements": String(audit.tracker?.count ?? 0),
+                    "backend_pid": String(audit.backendPID),
+                ]))
+    }
+
+    func upstreamStatementMessage(type: UInt8, body: ByteBuffer) {
+        guard audit.tracker != nil, let writer = auditWriter, let token = machine?.provenToken else { return }
+        let finished = audit.tracker!.server(type: type, body: body, now: NIODeadline.now().uptimeNanoseconds)
+        for statement in finished {
+            var detail: [String: String] = [:]
+            if !statement.commands.isEmpty { detail["command"] = statement.commands.joined(separator: "; ") }
+            if let name = statement.preparedName, !name.isEmpty { detail["prepared"] = name }
+            if let parameters = statement.parameters {
+                detail["parameters"] =
+                    String(
+                        decoding: (try? JSONSerialization.data(withJSONObject: parameters)) ?? Data("[]".utf8),
+                        as: UTF8.self)
+            }
+            writer.record(
+                AuditEvent(
+                    kind: .statement,
+                    action: !statement.executed ? "skipped" : statement.sqlState == nil ? "ok" : "error",
+                    service: token.service, tokenID: token.id, role: token.role,
+                    database: machine?.login?.database.name, sessionID: audit.id, sql: statement.sql,
+                    sqlState: statement.sqlState, rows: statement.rows,
+                    durationMicros: Int64((statement.finishedAt &- statement.startedAt) / 1000), detail: detail))
+        }
+    }
+}

@@ -1,0 +1,190 @@
+import Foundation
+import RolegateCore
+
+extension SQLStore {
+    static let auditColumns = """
+        id, instance, sequence, at, kind, action, service, token_id, role_name, database_name, session_id, client, \
+        sql_text, sql_state, row_count, duration_us, detail, previous_hash, hash
+        """
+
+    func appendAudit(_ events: [AuditEvent], instance: String) async throws(StoreError) -> [AuditEvent] {
+        guard !events.isEmpty else { return [] }
+        let dialect = driver.dialect
+        return try await run(transaction: true, serialized: false) { db in
+            let head = try await Self.lockHead(instance: instance, dialect: dialect, db)
+            let linked = AuditChain.link(events, instance: instance, after: head)
+            try await Self.insertAudit(linked, db)
+            try await Self.moveHead(instance: instance, to: linked.last!, db)
+            return linked
+        }
+    }
+
+    func auditEvents(_ query: AuditQuery) async throws(StoreError) -> [AuditEvent] {
+        try await run(transaction: false) { db in
+            var conditions: [String] = []
+            var binds: [SQLValue] = []
+            func add(_ condition: String, _ value: SQLValue) {
+                binds.append(value)
+                conditions.append(condition.replacingOccurrences(of: "?", with: "$\(binds.count)"))
+            }
+            if let service = query.service { add("service = ?", .text(service)) }
+            if let token = query.tokenID { add("token_id = ?", .text(token)) }
+            if let since = query.since { add("at >= ?", SQLValue(since)) }
+            if let until = query.until { add("at <= ?", SQLValue(until)) }
+            if let after = query.afterID { add("id > ?", .int(after)) }
+            if let instance = query.instance { add("instance = ?", .text(instance)) }
+            if let afterSequence = query.afterSequence { add("sequence > ?", .int(afterSequence)) }
+            if !query.kinds.isEmpty {
+                let placeholders = query.kinds.map { kind -> String in
+                    binds.append(.text(kind.rawValue))
+                    return "$\(binds.count)"
+                }
+                conditions.append("kind IN (\(placeholders.joined(separator: ", ")))")
+            }
+            let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            binds.append(.int(Int64(query.limit)))
+            let order: String
+            switch query.order {
+            case .newestFirst: order = "id DESC"
+            case .oldestFirst: order = "id"
+            case .chain: order = "sequence"
+            }
+            let rows = try await db.query(
+                "SELECT \(Self.auditColumns) FROM rolegate_audit \(filter) ORDER BY \(order) LIMIT $\(binds.count)",
+                binds)
+            return try rows.map(Self.auditEvent)
+        }
+    }
+
+    func auditHeads() async throws(StoreError) -> [AuditChainHead] {
+        try await run(transaction: false) { db in
+            try await db.query(
+                "SELECT instance, last_sequence, last_hash, updated_at FROM rolegate_audit_chains ORDER BY instance", []
+            ).compactMap { row in
+                guard let instance = row[0].text, let sequence = row[1].int, let hash = row[2].text,
+                    let at = row[3].date
+                else { return nil }
+                return AuditChainHead(instance: instance, sequence: sequence, hash: hash, updatedAt: at)
+            }
+        }
+    }
+
+    func pruneAudit(instance: String, before cutoff: Date, now: Date) async throws(StoreError) -> Int {
+        let dialect = driver.dialect
+        return try await run(transaction: true, serialized: false) { db in
+            let head = try await Self.lockHead(instance: instance, dialect: dialect, db)
+            // The newest event before the cut-off; events are appended in time order per chain.
+            guard
+                let last = try await db.query(
+                    "SELECT sequence, hash FROM rolegate_audit WHERE instance = $1 AND at < $2 ORDER BY sequence DESC LIMIT 1",
+                    [.text(instance), SQLValue(cutoff)]
+                ).first, let through = last[0].int, let hash = last[1].text
+            else { return 0 }
+            let deleted =
+                try await db.query(
+                    "SELECT count(*) FROM rolegate_audit WHERE instance = $1 AND sequence <= $2",
+                    [.text(instance), .int(through)]
+                ).first?.first?.int ?? 0
+            try await db.execute(
+                "DELETE FROM rolegate_audit WHERE instance = $1 AND sequence <= $2", [.text(instance), .int(through)])
+            let checkpoint = AuditEvent(
+                at: now, kind: .checkpoint, action: "pruned",
+                detail: [
+                    "pruned_through": String(through), "hash_at_cut": hash, "cutoff": cutoff.rfc3339,
+                    "deleted": String(deleted),
+                ])
+            let linked = AuditChain.link([checkpoint], instance: instance, after: head)
+            try await Self.insertAudit(linked, db)
+            try await Self.moveHead(instance: instance, to: linked[0], db)
+            return Int(deleted)
+        }
+    }
+
+    /// The chain's head, locked for this transaction (SQLite's write lock already serialises).
+    private static func lockHead(
+        instance: String, dialect: SQLDialect, _ db: any SQLExecutor
+    ) async throws -> (
+        sequence: Int64, hash: String
+    )? {
+        let lock = dialect == .postgres ? " FOR UPDATE" : ""
+        let row = try await db.query(
+            "SELECT last_sequence, last_hash FROM rolegate_audit_chains WHERE instance = $1\(lock)", [.text(instance)]
+        ).first
+        guard let row, let sequence = row[0].int, let hash = row[1].text else {
+            if dialect == .postgres {
+                // Two first appends of one instance race to create its head: let one win, then lock it.
+                try await db.execute(
+                    "INSERT INTO rolegate_audit_chains (instance, last_sequence, last_hash, updated_at) VALUES ($1, 0, $2, 0) ON CONFLICT (instance) DO NOTHING",
+                    [.text(instance), .text(AuditChain.genesis)])
+                let locked = try await db.query(
+                    "SELECT last_sequence, last_hash FROM rolegate_audit_chains WHERE instance = $1 FOR UPDATE",
+                    [.text(instance)]
+                ).first
+                guard let locked, let sequence = locked[0].int, let hash = locked[1].text, sequence > 0 else {
+                    return nil
+                }
+                return (sequence, hash)
+            }
+            return nil
+        }
+        return (sequence, hash)
+    }
+
+    private static func moveHead(instance: String, to event: AuditEvent, _ db: any SQLExecutor) async throws {
+        try await db.execute(
+            """
+            INSERT INTO rolegate_audit_chains (instance, last_sequence, last_hash, updated_at) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (instance) DO UPDATE SET last_sequence = excluded.last_sequence,
+                last_hash = excluded.last_hash, updated_at = excluded.updated_at
+            """, [.text(instance), .int(event.sequence), .text(event.hash), SQLValue(event.at)])
+    }
+
+    /// Inserts in multi-row statements (group commit: one round trip per 100 events).
+    private static func insertAudit(_ events: [AuditEvent], _ db: any SQLExecutor) async throws {
+        let columns = 18
+        for chunk in stride(from: 0, to: events.count, by: 100).map({ Array(events[$0..<min($0 + 100, events.count)]) })
+        {
+            var binds: [SQLValue] = []
+            var tuples: [String] = []
+            for e in chunk {
+                let start = binds.count
+                binds += [
+                    .text(e.instance), .int(e.sequence), SQLValue(e.at), .text(e.kind.rawValue), .text(e.action),
+                    SQLValue(e.service), SQLValue(e.tokenID), SQLValue(e.role), SQLValue(e.database),
+                    SQLValue(e.sessionID), SQLValue(e.client), SQLValue(e.sql), SQLValue(e.sqlState), SQLValue(e.rows),
+                    SQLValue(e.durationMicros), .text(encodeDetail(e.detail)), .text(e.previousHash), .text(e.hash),
+                ]
+                tuples.append("(" + (1...columns).map { "$\(start + $0)" }.joined(separator: ", ") + ")")
+            }
+            try await db.execute(
+                """
+                INSERT INTO rolegate_audit (instance, sequence, at, kind, action, service, token_id, role_name, \
+                database_name, session_id, client, sql_text, sql_state, row_count, duration_us, detail, previous_hash, hash)
+                VALUES \(tuples.joined(separator: ", "))
+                """, binds)
+        }
+    }
+
+    static func encodeDetail(_ detail: [String: String]) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: detail, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    struct CorruptAuditRow: Error, CustomStringConvertible {
+        var description: String { "an audit row in the store is malformed" }
+    }
+
+    static func auditEvent(_ row: [SQLValue]) throws -> AuditEvent {
+        guard row.count == 19, let id = row[0].int, let instance = row[1].text, let sequence = row[2].int,
+            let at = row[3].date, let kind = row[4].text.flatMap(AuditEvent.Kind.init), let action = row[5].text,
+            let previous = row[17].text, let hash = row[18].text
+        else { throw CorruptAuditRow() }
+        let detail =
+            row[16].text.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String] } ?? [:]
+        return AuditEvent(
+            instance: instance, sequence: sequence, at: at, kind: kind, action: action, service: row[6].text,
+            tokenID: row[7].text, role: row[8].text, database: row[9].text, sessionID: row[10].text,
+            client: row[11].text, sql: row[12].text, sqlState: row[13].text, rows: row[14].int,
+            durationMicros: row[15].int, detail: detail, previousHash: previous, hash: hash, id: id)
+    }
+}

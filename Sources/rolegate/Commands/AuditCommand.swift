@@ -1,0 +1,214 @@
+import ArgumentParser
+import Foundation
+import RolegateCore
+import RolegateStore
+
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Read the audit log, or prove it untampered.",
+        discussion: """
+            Every authentication, session, statement, token change and policy change is an event \
+            in a hash chain (one chain per gateway instance, one for the CLI of each host). \
+            'rolegate audit' lists events (the latest --limit, oldest first); 'rolegate audit \
+            verify' walks every chain.
+            """,
+        subcommands: [AuditList.self, AuditVerify.self],
+        defaultSubcommand: AuditList.self)
+}
+
+struct AuditList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "Show audit events, or stream new ones with --follow.")
+
+    @OptionGroup var policy: PolicyOptions
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Only this service's events.") var service: String?
+    @Option(name: .customLong("token"), help: ArgumentHelp("Only this token's events.", valueName: "id"))
+    var tokenID: String?
+    @Option(
+        help: ArgumentHelp(
+            "Only these kinds (repeatable): auth, session, statement, token, policy, checkpoint.", valueName: "kind"))
+    var kind: [String] = []
+    @Option(help: ArgumentHelp("From this long ago (e.g. 1h) or this time (RFC 3339).", valueName: "when"))
+    var since: String?
+    @Option(help: ArgumentHelp("Up to this long ago or this time.", valueName: "when")) var until: String?
+    @Option(help: "At most this many events (the latest).") var limit = 100
+    @Option(help: "text, or json: one object per line.") var format: OutputFormat = .text
+    @Flag(help: "Keep running and print new events as they are written.") var follow = false
+
+    func validate() throws {
+        for k in kind where AuditEvent.Kind(rawValue: k) == nil {
+            throw ValidationError(
+                "--kind: unknown kind '\(k)' (use \(AuditEvent.Kind.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        _ = try Self.time(since, flag: "--since")
+        _ = try Self.time(until, flag: "--until")
+        if limit < 1 { throw ValidationError("--limit must be at least 1") }
+    }
+
+    static func time(_ text: String?, flag: String) throws -> Date? {
+        guard let text else { return nil }
+        if let duration = try? DurationText.parse(text) { return Date().addingTimeInterval(-duration.timeInterval) }
+        let formatter = ISO8601DateFormatter()
+        for options: ISO8601DateFormatter.Options in [
+            [.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime], [.withFullDate],
+        ] {
+            formatter.formatOptions = options
+            if let date = formatter.date(from: text) { return date }
+        }
+        throw ValidationError(
+            "\(flag): expected a duration (1h, 30m, 7d) or a time (2026-11-29T10:00:00Z), got '\(text)'")
+    }
+
+    func run() async throws {
+        let loaded = try policy.load()
+        let store = try await storeOptions.open(policy: loaded, policyPath: policy.path)
+        defer { Task { await store.close() } }
+        var query = AuditQuery()
+        query.kinds = kind.compactMap(AuditEvent.Kind.init)
+        query.service = service
+        query.tokenID = tokenID
+        query.since = try Self.time(since, flag: "--since")
+        query.until = try Self.time(until, flag: "--until")
+        query.limit = limit
+        var lastID: Int64 = 0
+        do {
+            let events = try await store.auditEvents(query).reversed()
+            for event in events { print(AuditFormat.render(event, format)) }
+            lastID = events.last?.id ?? 0
+            if lastID == 0, follow {
+                var newest = AuditQuery()
+                newest.limit = 1
+                lastID = try await store.auditEvents(newest).first?.id ?? 0
+            }
+        } catch {
+            throw CLIError("\(error)")
+        }
+        guard follow else { return }
+        fflush(nil)
+        query.order = .oldestFirst
+        query.limit = 1000
+        while !Task.isCancelled {
+            query.afterID = lastID
+            do {
+                let events = try await store.auditEvents(query)
+                for event in events { print(AuditFormat.render(event, format)) }
+                if let last = events.last?.id { lastID = last }
+                if !events.isEmpty { fflush(nil) }
+                if events.count == query.limit { continue }
+            } catch {
+                Terminal.note("rolegate audit --follow: \(error) (retrying)")
+            }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+    }
+}
+
+struct AuditVerify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Walk every audit chain and report the first broken, missing or reordered event.",
+        discussion: "Exit 0: every chain is intact. Exit 2: a chain is broken (the event is named). Exit 1: error.")
+
+    @OptionGroup var policy: PolicyOptions
+    @OptionGroup var storeOptions: StoreOptions
+
+    func run() async throws {
+        let loaded = try policy.load()
+        let store = try await storeOptions.open(policy: loaded, policyPath: policy.path)
+        var broken = false
+        do {
+            let heads = try await store.auditHeads()
+            for head in heads {
+                var verifier = ChainVerifier(instance: head.instance)
+                var query = AuditQuery()
+                query.instance = head.instance
+                query.order = .chain
+                query.limit = 5000
+                query.afterSequence = 0
+                var problem: AuditChain.Problem?
+                pages: while true {
+                    let page = try await store.auditEvents(query)
+                    for event in page {
+                        if let found = verifier.next(event) {
+                            problem = found
+                            break pages
+                        }
+                    }
+                    guard page.count == query.limit, let last = page.last else { break }
+                    query.afterSequence = last.sequence
+                }
+                problem = problem ?? verifier.finish(head: (head.sequence, head.hash))
+                if let problem {
+                    broken = true
+                    print("BROKEN \(problem)")
+                } else {
+                    print("ok     chain \(head.instance): \(verifier.count) events, last #\(head.sequence)")
+                }
+            }
+            if heads.isEmpty { print("no audit events yet") }
+        } catch {
+            await store.close()
+            throw CLIError("\(error)")
+        }
+        await store.close()
+        if broken { throw ExitCode(2) }
+    }
+}
+
+/// How events are printed: one line of text, or one JSON object per line (the schema is in the README).
+enum AuditFormat {
+    static func render(_ e: AuditEvent, _ format: OutputFormat) -> String {
+        switch format {
+        case .json: return json(e)
+        case .text: return text(e)
+        }
+    }
+
+    static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: date)
+    }
+
+    static func text(_ e: AuditEvent) -> String {
+        var parts = [timestamp(e.at), "\(e.kind.rawValue) \(e.action)"]
+        if let service = e.service { parts.append("service=\(service)") }
+        if let token = e.tokenID { parts.append("token=\(token)") }
+        if let role = e.role { parts.append("role=\(role)") }
+        if let database = e.database { parts.append("db=\(database)") }
+        if let session = e.sessionID { parts.append("session=\(session)") }
+        if let client = e.client { parts.append("client=\(client)") }
+        if let state = e.sqlState { parts.append("sqlstate=\(state)") }
+        if let rows = e.rows { parts.append("rows=\(rows)") }
+        if let micros = e.durationMicros { parts.append(String(format: "%.3fms", Double(micros) / 1000)) }
+        for key in e.detail.keys.sorted() { parts.append("\(key)=\(quoted(e.detail[key]!))") }
+        if let sql = e.sql { parts.append("sql=\(quoted(sql))") }
+        return parts.joined(separator: " ")
+    }
+
+    private static func quoted(_ text: String) -> String {
+        let simple = !text.isEmpty && text.allSatisfy { $0.isLetter || $0.isNumber || "._:@-/".contains($0) }
+        if simple { return text }
+        let escaped = text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+        return "\"\(escaped)\""
+    }
+
+    static func json(_ e: AuditEvent) -> String {
+        var object: [String: Any] = [
+            "id": e.id ?? 0, "instance": e.instance, "sequence": e.sequence, "at": timestamp(e.at),
+            "kind": e.kind.rawValue, "action": e.action, "detail": e.detail, "previous_hash": e.previousHash,
+            "hash": e.hash,
+        ]
+        let optional: [(String, Any?)] = [
+            ("service", e.service), ("token_id", e.tokenID), ("role", e.role), ("database", e.database),
+            ("session_id", e.sessionID), ("client", e.client), ("sql", e.sql), ("sql_state", e.sqlState),
+            ("rows", e.rows), ("duration_ms", e.durationMicros.map { Double($0) / 1000 }),
+        ]
+        for (key, value) in optional { object[key] = value ?? NSNull() }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

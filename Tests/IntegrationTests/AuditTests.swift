@@ -1,0 +1,178 @@
+import Foundation
+import PostgresCluster
+import RolegateCore
+import Testing
+
+/// The audit log end to end: a scripted run through the gateway, read back with
+/// `rolegate audit`, proven with `rolegate audit verify`, then tampered with.
+@Suite(.serialized) struct AuditTests {
+    /// Events as `rolegate audit --format json` prints them, one object per line.
+    static func events(_ gw: GatewayFixture, _ arguments: [String] = []) throws -> [[String: Any]] {
+        let output = try gw.fixture.expectRolegate(["audit", "--format", "json", "--limit", "10000"] + arguments).stdout
+        return try output.split(separator: "\n").map {
+            try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+    }
+
+    static func storeFiles(_ gw: GatewayFixture) throws -> String {
+        let directory = gw.fixture.directory + "/.rolegate"
+        return try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("state.db") }
+            .map { String(decoding: try Data(contentsOf: URL(fileURLWithPath: directory + "/" + $0)), as: UTF8.self) }
+            .joined()
+    }
+
+    static func sqlite(_ gw: GatewayFixture, _ sql: String) throws {
+        try Subprocess.check(
+            "python3",
+            [
+                "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+                gw.fixture.directory + "/.rolegate/state.db", sql,
+            ])
+    }
+
+    @Test func aScriptedRunIsRecordedProvableAndTamperEvident() async throws {
+        let gw = try await GatewayFixture()
+        let reportsID = try TokenFormat.parse(gw.tokens["reports"]!).id
+        let notesID = try TokenFormat.parse(gw.tokens["notes"]!).id
+
+        // --follow sees a statement within a second of it running.
+        let follow = try Subprocess.launch(
+            RolegateBinary.path, ["audit", "--follow", "--kind", "statement", "--format", "json", "--limit", "1"],
+            environment: gw.fixture.environment.merging(["ROLEGATE_CONFIG": gw.fixture.policyPath]) { $1 },
+            output: gw.fixture.directory + "/follow.log")
+        defer { follow.stop(signal: 9) }
+        try await Task.sleep(for: .milliseconds(500))
+
+        #expect(try await gw.value("reports", "SELECT count(*) FROM analytics.events") == "2")
+        let denied = try await gw.psql("reports", "SELECT * FROM billing.invoices")
+        #expect(denied.stderr.contains("permission denied"))
+        #expect(try await gw.psql("notes", "INSERT INTO public.notes VALUES (1, 'audited')").status == 0)
+        let wrong = try await gw.psql("reports", "SELECT 1", token: gw.tokens["notes"])
+        #expect(wrong.stderr.contains("password authentication failed"))
+        try gw.fixture.expectRolegate(["token", "revoke", notesID, "--reason", "audit test"])
+
+        let clock = ContinuousClock()
+        let ran = clock.now
+        #expect(try await gw.value("reports", "SELECT 'follow-marker'") == "follow-marker")
+        var seen = false
+        while clock.now - ran < .seconds(3), !seen {
+            seen = follow.output.contains("follow-marker")
+            if !seen { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(seen, "--follow did not show the statement: \(follow.output)")
+        #expect(clock.now - ran < .seconds(1), "--follow took \(clock.now - ran)")
+
+        await gw.stop()  // SIGTERM: sessions end, the queue is flushed
+        let events = try Self.events(gw)
+        func find(_ kind: String, _ action: String, _ where: ([String: Any]) -> Bool = { _ in true }) -> [String: Any]?
+        {
+            events.first { $0["kind"] as? String == kind && $0["action"] as? String == action && `where`($0) }
+        }
+        let allowed = find("statement", "ok") { $0["sql"] as? String == "SELECT count(*) FROM analytics.events" }
+        #expect(allowed?["service"] as? String == "reports")
+        #expect(allowed?["token_id"] as? String == reportsID)
+        #expect(allowed?["role"] as? String == "events_reader")
+        #expect(allowed?["rows"] as? Int == 1)
+        let refused = find("statement", "error") { $0["sql"] as? String == "SELECT * FROM billing.invoices" }
+        #expect(refused?["sql_state"] as? String == "42501")
+        #expect(refused?["token_id"] as? String == reportsID)
+        let insert = find("statement", "ok") { ($0["sql"] as? String)?.hasPrefix("INSERT INTO public.notes") == true }
+        #expect(insert?["service"] as? String == "notes" && insert?["token_id"] as? String == notesID)
+        #expect((insert?["detail"] as? [String: String])?["command"] == "INSERT 0 1")
+        let badLogin = find("auth", "refused") { $0["service"] as? String == "reports" }
+        #expect(badLogin?["sql_state"] as? String == "28P01")
+        #expect(badLogin?["token_id"] is NSNull)
+        #expect(find("auth", "allowed") { $0["token_id"] as? String == reportsID } != nil)
+        let session = find("session", "end") { $0["token_id"] as? String == notesID }
+        #expect((session?["detail"] as? [String: String])?["reason"] == "client quit")
+        #expect((session?["detail"] as? [String: String])?["statements"] == "1")
+        #expect(find("token", "issued") { $0["token_id"] as? String == reportsID } != nil)
+        #expect(find("token", "revoked") { $0["token_id"] as? String == notesID } != nil)
+        let applied = find("policy", "applied")
+        #expect((applied?["sql"] as? String)?.contains("PASSWORD '***'") == true)
+        // Filters.
+        #expect(try Self.events(gw, ["--service", "notes", "--kind", "statement"]).count == 1)
+        #expect(try Self.events(gw, ["--token", reportsID, "--kind", "auth"]).count >= 3)
+
+        // No token secret anywhere: not in the events, not in the store's files.
+        let everything =
+            try gw.fixture.expectRolegate(["audit", "--limit", "10000"]).stdout + (try Self.storeFiles(gw))
+        for token in gw.tokens.values {
+            let secret = String(token.dropFirst(TokenFormat.prefix.count + TokenFormat.idLength + 1))
+            #expect(!everything.contains(secret))
+        }
+
+        // Intact, then edited, then with an event deleted.
+        let verified = try gw.fixture.rolegate(["audit", "verify"])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        let statementSequence = try #require(refused?["sequence"] as? Int)
+        let instance = try #require(refused?["instance"] as? String)
+        try Self.sqlite(
+            gw,
+            "UPDATE rolegate_audit SET sql_text = 'SELECT 1' WHERE instance = '\(instance)' AND sequence = \(statementSequence)"
+        )
+        let edited = try gw.fixture.rolegate(["audit", "verify"])
+        #expect(edited.status == 2)
+        #expect(
+            edited.stdout.contains("event #\(statementSequence)") && edited.stdout.contains("altered"),
+            "\(edited.stdout)")
+        try Self.sqlite(
+            gw,
+            "UPDATE rolegate_audit SET sql_text = 'SELECT * FROM billing.invoices' WHERE instance = '\(instance)' AND sequence = \(statementSequence)"
+        )
+        #expect(try gw.fixture.rolegate(["audit", "verify"]).status == 0)
+        try Self.sqlite(
+            gw, "DELETE FROM rolegate_audit WHERE instance = '\(instance)' AND sequence = \(statementSequence - 1)")
+        let deleted = try gw.fixture.rolegate(["audit", "verify"])
+        #expect(deleted.status == 2)
+        #expect(
+            deleted.stdout.contains("event #\(statementSequence - 1)") && deleted.stdout.contains("missing"),
+            "\(deleted.stdout)")
+    }
+
+    @Test func aGatewayKilledMidLoadLeavesAChainThatVerifies() async throws {
+        let gw = try await GatewayFixture()
+        let script = gw.fixture.directory + "/load.sql"
+        try "SELECT name FROM analytics.events WHERE id = 1;\n".write(toFile: script, atomically: true, encoding: .utf8)
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["reports"]
+        async let load = Subprocess.runDetached(
+            "pgbench",
+            [
+                "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "reports", "-n", "-f", script, "-c", "8", "-j", "2", "-T",
+                "3", "app",
+            ],
+            environment: env)
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(gw.server.stop(signal: 9) == 128 + 9)
+        _ = try await load
+
+        // A new gateway on the same store continues its chain.
+        var serveEnv = gw.fixture.environment
+        serveEnv["ROLEGATE_CONFIG"] = gw.fixture.policyPath
+        let port = try PostgresCluster.freePort()
+        let restarted = try Subprocess.launch(
+            RolegateBinary.path, ["serve", "--listen", "127.0.0.1:\(port)"], environment: serveEnv,
+            output: gw.fixture.directory + "/serve2.log")
+        for _ in 0..<100 where !restarted.output.contains("listening on") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        var client = gw.environment
+        client["PGPASSWORD"] = gw.tokens["reports"]
+        let after = try await Subprocess.runDetached(
+            gw.fixture.cluster.binaries.psql,
+            [
+                "-X", "-A", "-t", "-h", "127.0.0.1", "-p", "\(port)", "-U", "reports", "-d", "app", "-c",
+                "SELECT 'after'",
+            ],
+            environment: client)
+        #expect(after.stdout.contains("after"), "\(after.stderr)")
+        #expect(restarted.stop() == 0)
+
+        let verified = try gw.fixture.rolegate(["audit", "verify"])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        let statements = try Self.events(gw, ["--kind", "statement"])
+        #expect(statements.count > 100, "only \(statements.count) statements were recorded before the kill")
+        #expect(statements.contains { $0["sql"] as? String == "SELECT 'after'" })
+    }
+}

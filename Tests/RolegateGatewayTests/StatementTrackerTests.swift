@@ -1,0 +1,142 @@
+import NIOCore
+import PostgresWire
+import Testing
+
+@testable import RolegateGateway
+
+/// The audit's view of a session, from the messages both sides send.
+@Suite struct StatementTrackerTests {
+    func body(_ build: (inout ByteBuffer) -> Void) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        build(&buffer)
+        return buffer
+    }
+
+    func query(_ sql: String) -> ByteBuffer { body { $0.writeNullTerminatedString(sql) } }
+    func parse(_ name: String, _ sql: String) -> ByteBuffer {
+        body {
+            $0.writeNullTerminatedString(name)
+            $0.writeNullTerminatedString(sql)
+            $0.writeInteger(Int16(0))
+        }
+    }
+    func bind(_ portal: String, _ statement: String, _ values: [String?], binary: Bool = false) -> ByteBuffer {
+        body {
+            $0.writeNullTerminatedString(portal)
+            $0.writeNullTerminatedString(statement)
+            $0.writeInteger(Int16(1))
+            $0.writeInteger(Int16(binary ? 1 : 0))
+            $0.writeInteger(Int16(values.count))
+            for value in values {
+                if let value {
+                    $0.writeInteger(Int32(value.utf8.count))
+                    $0.writeString(value)
+                } else {
+                    $0.writeInteger(Int32(-1))
+                }
+            }
+            $0.writeInteger(Int16(0))
+        }
+    }
+    func execute(_ portal: String) -> ByteBuffer {
+        body {
+            $0.writeNullTerminatedString(portal)
+            $0.writeInteger(Int32(0))
+        }
+    }
+    func tag(_ text: String) -> ByteBuffer { body { $0.writeNullTerminatedString(text) } }
+    func error(_ code: String) -> ByteBuffer {
+        body {
+            $0.writeInteger(UInt8(ascii: "S"))
+            $0.writeNullTerminatedString("ERROR")
+            $0.writeInteger(UInt8(ascii: "C"))
+            $0.writeNullTerminatedString(code)
+            $0.writeInteger(UInt8(0))
+        }
+    }
+    let idle = ByteBuffer(bytes: [UInt8(ascii: "I")])
+    let empty = ByteBuffer()
+
+    func t(_ c: Character) -> UInt8 { UInt8(ascii: c.unicodeScalars.first!) }
+
+    @Test func aSimpleQueryIsOneStatementWithItsTagsAndRows() {
+        var tracker = StatementTracker(captureParameters: false)
+        tracker.client(type: t("Q"), body: query("INSERT INTO t VALUES (1); SELECT * FROM t"), now: 100)
+        #expect(tracker.server(type: t("C"), body: tag("INSERT 0 1"), now: 200).isEmpty)
+        #expect(tracker.server(type: t("C"), body: tag("SELECT 4"), now: 300).isEmpty)
+        let done = tracker.server(type: t("Z"), body: idle, now: 400)
+        #expect(done.count == 1)
+        #expect(done[0].sql == "INSERT INTO t VALUES (1); SELECT * FROM t")
+        #expect(done[0].commands == ["INSERT 0 1", "SELECT 4"])
+        #expect(done[0].rows == 5)
+        #expect(done[0].sqlState == nil)
+        #expect(done[0].finishedAt - done[0].startedAt == 300)
+        #expect(tracker.count == 1)
+    }
+
+    @Test func aFailedSimpleQueryCarriesItsSQLState() {
+        var tracker = StatementTracker(captureParameters: false)
+        tracker.client(type: t("Q"), body: query("SELECT * FROM secret"), now: 0)
+        _ = tracker.server(type: t("E"), body: error("42501"), now: 1)
+        let done = tracker.server(type: t("Z"), body: idle, now: 2)
+        #expect(done.first?.sqlState == "42501")
+    }
+
+    @Test func extendedExecutionsCarryTheirParsedSQLAndSkippedOnesAreMarked() {
+        var tracker = StatementTracker(captureParameters: true)
+        tracker.client(type: t("P"), body: parse("s1", "SELECT $1::int"), now: 0)
+        tracker.client(type: t("B"), body: bind("", "s1", ["7"]), now: 0)
+        tracker.client(type: t("E"), body: execute(""), now: 0)
+        tracker.client(type: t("P"), body: parse("", "SELECT 1/$1"), now: 0)
+        tracker.client(type: t("B"), body: bind("", "", ["0"]), now: 0)
+        tracker.client(type: t("E"), body: execute(""), now: 0)
+        tracker.client(type: t("B"), body: bind("", "s1", [nil]), now: 0)
+        tracker.client(type: t("E"), body: execute(""), now: 0)
+        tracker.client(type: t("S"), body: empty, now: 0)
+        let first = tracker.server(type: t("C"), body: tag("SELECT 1"), now: 5)
+        #expect(first.map(\.sql) == ["SELECT $1::int"])
+        #expect(first[0].parameters == ["7"])
+        #expect(first[0].preparedName == "s1")
+        #expect(first[0].rows == 1)
+        let failed = tracker.server(type: t("E"), body: error("22012"), now: 6)
+        #expect(failed.count == 2)
+        #expect(failed[0].sql == "SELECT 1/$1" && failed[0].sqlState == "22012" && failed[0].executed)
+        #expect(failed[1].sql == "SELECT $1::int" && !failed[1].executed && failed[1].parameters == ["NULL"])
+        #expect(tracker.server(type: t("Z"), body: idle, now: 7).isEmpty)
+        #expect(tracker.count == 3)
+        // The tracker is back in step: the next simple query lines up.
+        tracker.client(type: t("Q"), body: query("SELECT 2"), now: 8)
+        _ = tracker.server(type: t("C"), body: tag("SELECT 1"), now: 9)
+        #expect(tracker.server(type: t("Z"), body: idle, now: 10).map(\.sql) == ["SELECT 2"])
+    }
+
+    @Test func aParseErrorWithoutExecuteIsStillRecorded() {
+        var tracker = StatementTracker(captureParameters: false)
+        tracker.client(type: t("P"), body: parse("bad", "SELEC 1"), now: 0)
+        tracker.client(type: t("S"), body: empty, now: 0)
+        let failed = tracker.server(type: t("E"), body: error("42601"), now: 1)
+        #expect(failed.map(\.sql) == ["SELEC 1"])
+        #expect(failed.first?.sqlState == "42601")
+    }
+
+    @Test func parametersAreOnlyCapturedWhenAskedAndBinaryIsHex() {
+        var off = StatementTracker(captureParameters: false)
+        off.client(type: t("P"), body: parse("", "SELECT $1"), now: 0)
+        off.client(type: t("B"), body: bind("", "", ["secret"]), now: 0)
+        off.client(type: t("E"), body: execute(""), now: 0)
+        #expect(off.server(type: t("C"), body: tag("SELECT 1"), now: 1).first?.parameters == nil)
+        var on = StatementTracker(captureParameters: true)
+        on.client(type: t("P"), body: parse("", "SELECT $1"), now: 0)
+        on.client(type: t("B"), body: bind("", "", ["AB"], binary: true), now: 0)
+        on.client(type: t("E"), body: execute(""), now: 0)
+        #expect(on.server(type: t("C"), body: tag("SELECT 1"), now: 1).first?.parameters == ["\\x4142"])
+    }
+
+    @Test func hugeStatementsAreCut() {
+        var tracker = StatementTracker(captureParameters: false)
+        tracker.client(type: t("Q"), body: query(String(repeating: "x", count: 100_000)), now: 0)
+        let sql = tracker.server(type: t("Z"), body: idle, now: 1).first?.sql ?? ""
+        #expect(sql.hasSuffix("… (100000 bytes)"))
+        #expect(sql.utf8.count < 70_000)
+    }
+}
