@@ -30,6 +30,8 @@ public final class AuditWriter: Sendable {
         var wake: CheckedContinuation<Void, Never>?
     }
 
+    static let gatherDelay: Duration = .milliseconds(20)
+
     public let store: any Store
     public let instance: String
     public let capacity: Int
@@ -93,6 +95,9 @@ public final class AuditWriter: Sendable {
             if batch.isEmpty {
                 if state.withLock({ $0.stopping }) { return }
                 await waitForEvents()
+                // Group commit: let a few milliseconds of events gather into one transaction
+                // instead of waking (and committing) once per event.
+                if !state.withLock({ $0.stopping }) { try? await Task.sleep(for: Self.gatherDelay) }
                 continue
             }
             do {

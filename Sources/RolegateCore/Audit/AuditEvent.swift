@@ -79,15 +79,23 @@ public enum AuditChain {
 
     /// A byte-exact, unambiguous encoding of every field but `hash` and `id`: each field
     /// as `name=<length>:<value>;` in a fixed order, absent values as `name=-;`, times as
-    /// milliseconds since 1970 and `detail` sorted by key.
+    /// milliseconds since 1970, and `detail` as its count, then each key and value
+    /// (sorted by key) as their own fields.
     public static func canonicalEncoding(_ e: AuditEvent) -> [UInt8] {
-        var out = "rolegate-audit-v1;"
-        func field(_ name: String, _ value: String?) {
+        var out: [UInt8] = []
+        out.reserveCapacity(256 + (e.sql?.utf8.count ?? 0))
+        out.append(contentsOf: "rolegate-audit-v1;".utf8)
+        func field(_ name: StaticString, _ value: String?) {
+            out.append(contentsOf: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+            out.append(UInt8(ascii: "="))
             if let value {
-                out += "\(name)=\(value.utf8.count):\(value);"
+                out.append(contentsOf: String(value.utf8.count).utf8)
+                out.append(UInt8(ascii: ":"))
+                out.append(contentsOf: value.utf8)
             } else {
-                out += "\(name)=-;"
+                out.append(UInt8(ascii: "-"))
             }
+            out.append(UInt8(ascii: ";"))
         }
         field("instance", e.instance)
         field("sequence", String(e.sequence))
@@ -105,16 +113,23 @@ public enum AuditChain {
         field("rows", e.rows.map(String.init))
         field("duration_us", e.durationMicros.map(String.init))
         field("detail", String(e.detail.count))
-        for key in e.detail.keys.sorted() { field("detail." + key, e.detail[key]) }
+        for key in e.detail.keys.sorted() {
+            field("detail.key", key)
+            field("detail.value", e.detail[key])
+        }
         field("previous_hash", e.previousHash)
-        return Array(out.utf8)
+        return out
     }
 
     public static func hash(_ event: AuditEvent) -> String {
-        SCRAMSHA256.sha256(canonicalEncoding(event)).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        let digits = Array("0123456789abcdef".utf8)
+        var hex: [UInt8] = []
+        hex.reserveCapacity(64)
+        for byte in SCRAMSHA256.sha256(canonicalEncoding(event)) {
+            hex.append(digits[Int(byte >> 4)])
+            hex.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: hex, as: UTF8.self)
     }
 
     /// Links `events` after a chain whose last event is `head` (nil: a new chain): sets

@@ -13,7 +13,7 @@ extension SQLStore {
         return try await run(transaction: true, serialized: false) { db in
             let head = try await Self.lockHead(instance: instance, dialect: dialect, db)
             let linked = AuditChain.link(events, instance: instance, after: head)
-            try await Self.insertAudit(linked, db)
+            try await Self.insertAudit(linked, db, dialect: dialect)
             try await Self.moveHead(instance: instance, to: linked.last!, db)
             return linked
         }
@@ -94,7 +94,7 @@ extension SQLStore {
                     "deleted": String(deleted),
                 ])
             let linked = AuditChain.link([checkpoint], instance: instance, after: head)
-            try await Self.insertAudit(linked, db)
+            try await Self.insertAudit(linked, db, dialect: dialect)
             try await Self.moveHead(instance: instance, to: linked[0], db)
             return Int(deleted)
         }
@@ -139,35 +139,77 @@ extension SQLStore {
             """, [.text(instance), .int(event.sequence), .text(event.hash), SQLValue(event.at)])
     }
 
+    static let auditInsertColumns = """
+        instance, sequence, at, kind, action, service, token_id, role_name, database_name, session_id, client, \
+        sql_text, sql_state, row_count, duration_us, detail, previous_hash, hash
+        """
+    static let auditColumnCount = 18
+    static let auditChunk = 100
+
+    /// `INSERT … VALUES ($1, …), …` for `rows` rows; the full-chunk text is built once.
+    static func auditInsertSQL(rows: Int) -> String {
+        if rows == auditChunk { return fullChunkInsert }
+        return makeAuditInsertSQL(rows: rows)
+    }
+
+    private static let fullChunkInsert = makeAuditInsertSQL(rows: auditChunk)
+
+    private static func makeAuditInsertSQL(rows: Int) -> String {
+        let tuples = (0..<rows).map { row in
+            "(" + (1...auditColumnCount).map { "$\(row * auditColumnCount + $0)" }.joined(separator: ", ") + ")"
+        }
+        return "INSERT INTO rolegate_audit (\(auditInsertColumns)) VALUES \(tuples.joined(separator: ", "))"
+    }
+
     /// Inserts in multi-row statements (group commit: one round trip per 100 events).
-    private static func insertAudit(_ events: [AuditEvent], _ db: any SQLExecutor) async throws {
-        let columns = 18
-        for chunk in stride(from: 0, to: events.count, by: 100).map({ Array(events[$0..<min($0 + 100, events.count)]) })
-        {
+    private static func insertAudit(_ events: [AuditEvent], _ db: any SQLExecutor, dialect: SQLDialect) async throws {
+        var start = 0
+        while start < events.count {
+            let chunk = events[start..<min(start + auditChunk, events.count)]
+            start += chunk.count
             var binds: [SQLValue] = []
-            var tuples: [String] = []
+            binds.reserveCapacity(chunk.count * auditColumnCount)
             for e in chunk {
-                let start = binds.count
                 binds += [
                     .text(e.instance), .int(e.sequence), SQLValue(e.at), .text(e.kind.rawValue), .text(e.action),
                     SQLValue(e.service), SQLValue(e.tokenID), SQLValue(e.role), SQLValue(e.database),
                     SQLValue(e.sessionID), SQLValue(e.client), SQLValue(e.sql), SQLValue(e.sqlState), SQLValue(e.rows),
                     SQLValue(e.durationMicros), .text(encodeDetail(e.detail)), .text(e.previousHash), .text(e.hash),
                 ]
-                tuples.append("(" + (1...columns).map { "$\(start + $0)" }.joined(separator: ", ") + ")")
             }
-            try await db.execute(
-                """
-                INSERT INTO rolegate_audit (instance, sequence, at, kind, action, service, token_id, role_name, \
-                database_name, session_id, client, sql_text, sql_state, row_count, duration_us, detail, previous_hash, hash)
-                VALUES \(tuples.joined(separator: ", "))
-                """, binds)
+            try await db.execute(auditInsertSQL(rows: chunk.count), binds)
         }
     }
 
+    /// `detail` as a JSON object with sorted keys (a hand-written encoder: this runs for every event).
     static func encodeDetail(_ detail: [String: String]) -> String {
-        let data = (try? JSONSerialization.data(withJSONObject: detail, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
+        guard !detail.isEmpty else { return "{}" }
+        var out = "{"
+        for (index, key) in detail.keys.sorted().enumerated() {
+            if index > 0 { out += "," }
+            appendJSONString(key, to: &out)
+            out += ":"
+            appendJSONString(detail[key]!, to: &out)
+        }
+        return out + "}"
+    }
+
+    private static func appendJSONString(_ text: String, to out: inout String) {
+        out += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
     }
 
     struct CorruptAuditRow: Error, CustomStringConvertible {

@@ -82,7 +82,19 @@ final class SQLiteDriver: SQLDriver {
     struct Executor: SQLExecutor {
         let driver: SQLiteDriver
         func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
-            try await driver.raw(sql.replacingOccurrences(of: "$", with: "?"), binds)
+            try await driver.raw(Self.sqlitePlaceholders(sql), binds)
+        }
+
+        /// `$1` → `?1`; a `$` not followed by a digit (a JSON path such as `'$.at'`) stays.
+        static func sqlitePlaceholders(_ sql: String) -> String {
+            var bytes = Array(sql.utf8)
+            for index in bytes.indices.dropLast()
+            where bytes[index] == UInt8(ascii: "$")
+                && (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index + 1])
+            {
+                bytes[index] = UInt8(ascii: "?")
+            }
+            return String(decoding: bytes, as: UTF8.self)
         }
     }
 
