@@ -52,8 +52,8 @@ import Testing
         try gw.fixture.expectRolegate(["token", "revoke", notesID, "--reason", "audit test"])
 
         let clock = ContinuousClock()
-        let ran = clock.now
         #expect(try await gw.value("reports", "SELECT 'follow-marker'") == "follow-marker")
+        let ran = clock.now  // the statement has run (psql has its result)
         var seen = false
         while clock.now - ran < .seconds(3), !seen {
             seen = follow.output.contains("follow-marker")

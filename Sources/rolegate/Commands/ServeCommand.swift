@@ -129,10 +129,16 @@ struct ServeCommand: AsyncParsableCommand {
         var auditWriter: AuditWriter?
         var auditStore: (any Store)?
         if loaded.audit.enabled {
-            let store = try await storeOptions.open(policy: loaded, policyPath: policy.path)
-            auditStore = store
+            let opened: any Store
+            do {
+                opened = try await storeOptions.open(policy: loaded, policyPath: policy.path)
+            } catch {
+                await store.close()
+                throw error
+            }
+            auditStore = opened
             let writer = AuditWriter(
-                store: store, instance: loaded.audit.instance ?? "gateway@\(ProcessInfo.processInfo.hostName):\(port)",
+                store: opened, instance: loaded.audit.instance ?? "gateway@\(ProcessInfo.processInfo.hostName):\(port)",
                 capacity: loaded.audit.queueSize,
                 failurePolicy: loaded.audit.onFailure == .block ? .block : .continue
             ) { message in Terminal.note("rolegate: \(message)") }
@@ -140,6 +146,12 @@ struct ServeCommand: AsyncParsableCommand {
             configuration.audit = writer
             configuration.auditStatements = loaded.audit.statements
             configuration.auditParameters = loaded.audit.parameters
+        }
+        let openedAuditStore = auditStore
+        /// Both store connections, on every way out (SQLite connections must be closed explicitly).
+        func closeStores() async {
+            await openedAuditStore?.close()
+            await store.close()
         }
         if let threads { configuration.threads = threads }
         if let certificate, let privateKey {
@@ -156,7 +168,7 @@ struct ServeCommand: AsyncParsableCommand {
                 configuration.tls = try NIOSSLContext(configuration: tls)
                 configuration.requireTLS = requireTLS
             } catch {
-                await store.close()
+                await closeStores()
                 throw CLIError("cannot load the TLS certificate or key (\(certificate), \(privateKey)): \(error)")
             }
         }
@@ -166,13 +178,13 @@ struct ServeCommand: AsyncParsableCommand {
         do {
             server = try GatewayServer(configuration: configuration)
         } catch {
-            await store.close()
+            await closeStores()
             throw CLIError("\(error)")
         }
         do {
             address = try await server.start()
         } catch {
-            await store.close()
+            await closeStores()
             throw CLIError("cannot listen on \(listenText): \(error)")
         }
         Terminal.note(
