@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
     ],
     targets: [
         // Pure domain: policy model, YAML loading and validation, durations,
@@ -115,6 +116,18 @@ let package = Package(
             swiftSettings: strict
         ),
         // A throwaway PostgreSQL cluster (initdb + pg_ctl), shared by the tests and the demo.
+        // The HTTP API (data, admin, operations) on Hummingbird 2.
+        .target(
+            name: "RolegateHTTP",
+            dependencies: [
+                "RolegateCore", "RolegateStore", "RolegateTokens", "RolegateGateway", "RolegateAudit",
+                "RolegateProvision",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.embedInCode("openapi.yaml")],
+            swiftSettings: strict
+        ),
         .target(
             name: "PostgresCluster",
             dependencies: [],
@@ -135,10 +148,12 @@ let package = Package(
                 "RolegateTokens",
                 "RolegateGateway",
                 "RolegateAudit",
+                "RolegateHTTP",
                 "PostgresCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -66,7 +66,7 @@ public enum Backend {
         }
     }
 
-    static func message(_ type: Character, _ write: (inout ByteBuffer) -> Void) -> WireMessage {
+    public static func message(_ type: Character, _ write: (inout ByteBuffer) -> Void) -> WireMessage {
         var body = ByteBuffer()
         write(&body)
         return WireMessage(type: type, body: body)

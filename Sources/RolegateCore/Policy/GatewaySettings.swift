@@ -12,6 +12,8 @@ public struct GatewaySettings: Sendable, Equatable {
 
     /// `listen: host:port`.
     public var listen: String?
+    /// `http: host:port`: the HTTP API (off when absent).
+    public var http: String?
     /// PEM files, relative to the policy file.
     public var tlsCert: String?
     public var tlsKey: String?
@@ -30,7 +32,7 @@ public struct GatewaySettings: Sendable, Equatable {
     public init() {}
 
     static let keys: Set<String> = [
-        "listen", "tls_cert", "tls_key", "require_tls", "client_auth", "allow_cleartext_on_loopback",
+        "listen", "http", "tls_cert", "tls_key", "require_tls", "client_auth", "allow_cleartext_on_loopback",
         "client_login_timeout", "max_client_connections", "max_client_connections_per_service", "pool_size",
         "server_idle_timeout", "server_lifetime", "end_sessions_on_expiry", "shutdown_grace",
     ]

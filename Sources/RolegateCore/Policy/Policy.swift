@@ -164,7 +164,10 @@ public struct ServiceSpec: Sendable {
     public static let defaultMaxGrace: Duration = .seconds(3600)
 
     public var name: String
+    /// The database role; empty for an admin service.
     public var role: String
+    /// Holds admin tokens for the HTTP admin API: bound to no role, never reaches a database.
+    public var admin: Bool
     public var tokenTTL: Duration
     public var maxTokenTTL: Duration
     /// How long the old token keeps working after `token rotate` (default 5m).
@@ -177,6 +180,7 @@ public struct ServiceSpec: Sendable {
     public init(
         name: String,
         role: String,
+        admin: Bool = false,
         tokenTTL: Duration = ServiceSpec.defaultTokenTTL,
         maxTokenTTL: Duration = ServiceSpec.defaultMaxTokenTTL,
         grace: Duration = ServiceSpec.defaultGrace,
@@ -188,6 +192,7 @@ public struct ServiceSpec: Sendable {
         self.maxGrace = maxGrace
         self.name = name
         self.role = role
+        self.admin = admin
         self.tokenTTL = tokenTTL
         self.maxTokenTTL = maxTokenTTL
         self.description = description

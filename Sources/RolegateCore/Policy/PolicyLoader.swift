@@ -98,7 +98,7 @@ public enum PolicyLoader {
     ]
     static let grantKeys: Set<String> = ["on", "privileges", "columns", "future"]
     static let serviceKeys: Set<String> = [
-        "role", "token_ttl", "max_token_ttl", "grace", "max_grace", "description",
+        "role", "admin", "token_ttl", "max_token_ttl", "grace", "max_grace", "description",
     ]
 
     private static func build(_ root: YAMLValue, file: String) -> Policy? {
@@ -200,6 +200,15 @@ public enum PolicyLoader {
                 settings.listen = text
             } else {
                 listen.fail("expected host:port (e.g. 127.0.0.1:6432), found '\(text)'")
+            }
+        }
+        if let http = f["http"], let text = http.string(what: "host:port") {
+            if let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+                (0...65535).contains(port)
+            {
+                settings.http = text
+            } else {
+                http.fail("expected host:port (e.g. 127.0.0.1:8080), found '\(text)'")
             }
         }
         settings.tlsCert = f["tls_cert"]?.string(what: "a PEM file path")
@@ -482,8 +491,31 @@ public enum PolicyLoader {
             guard let fields = spec.mapping(allowed: serviceKeys, what: "a service") else { continue }
             if spec.report.issues.count > before { continue }
             let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+            let admin = f["admin"]?.bool(what: "admin") ?? false
+            if admin {
+                // An admin service administers Rolegate over HTTP and never reaches a database.
+                if let roleValue = f["role"] {
+                    roleValue.fail(
+                        "an admin service binds to no database role: remove 'role', or remove 'admin: true' to make it a data service"
+                    )
+                    continue
+                }
+                result.append(
+                    ServiceSpec(
+                        name: name, role: "", admin: true,
+                        tokenTTL: f["token_ttl"]?.duration(what: "a duration") ?? ServiceSpec.defaultTokenTTL,
+                        maxTokenTTL: f["max_token_ttl"]?.duration(what: "a duration")
+                            ?? max(
+                                ServiceSpec.defaultMaxTokenTTL, f["token_ttl"]?.duration(what: "a duration") ?? .zero),
+                        grace: f["grace"]?.duration(what: "a duration") ?? ServiceSpec.defaultGrace,
+                        maxGrace: f["max_grace"]?.duration(what: "a duration") ?? ServiceSpec.defaultMaxGrace,
+                        description: f["description"]?.string(what: "a description"), location: spec.location))
+                continue
+            }
             guard let roleValue = f["role"] else {
-                spec.fail("missing key 'role': every service is bound to exactly one role")
+                spec.fail(
+                    "missing key 'role': every service is bound to exactly one role (or is an admin service: 'admin: true')"
+                )
                 continue
             }
             guard let roleName = roleValue.string(what: "a role name") else { continue }

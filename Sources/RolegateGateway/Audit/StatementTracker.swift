@@ -50,6 +50,8 @@ struct StatementTracker {
     private var lastParsed: String?
     /// Statements the client sent, in total.
     private(set) var count = 0
+    /// The SQL of the statement the client sent last.
+    private(set) var lastSQL: String?
 
     init(captureParameters: Bool) {
         self.captureParameters = captureParameters
@@ -62,8 +64,9 @@ struct StatementTracker {
         switch type {
         case UInt8(ascii: "Q"):
             count += 1
-            enqueue(
-                .simple(Statement(sql: Self.text(body.readNullTerminatedString()), startedAt: now, finishedAt: now)))
+            let sql = Self.text(body.readNullTerminatedString())
+            lastSQL = sql
+            enqueue(.simple(Statement(sql: sql, startedAt: now, finishedAt: now)))
         case UInt8(ascii: "P"):
             guard let name = body.readNullTerminatedString(), let sql = body.readNullTerminatedString() else { return }
             let text = Self.text(sql)
@@ -80,6 +83,7 @@ struct StatementTracker {
             guard let name = body.readNullTerminatedString() else { return }
             let portal = portals[name]
             count += 1
+            lastSQL = portal?.sql
             enqueue(
                 .execute(
                     Statement(

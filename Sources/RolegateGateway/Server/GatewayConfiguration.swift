@@ -41,6 +41,8 @@ public struct GatewayConfiguration: Sendable {
     public var auditStatements: Bool = true
     /// Record bound parameter values with statements.
     public var auditParameters: Bool = false
+    /// Where counters go (shared with the HTTP API's `/metrics`).
+    public var metrics = Metrics()
 
     public init(
         host: String = "127.0.0.1", port: Int = 6432, policy: Policy, masterKey: MasterKey, verifier: TokenVerifier,

@@ -15,6 +15,7 @@ final class GatewayShared: Sendable {
     let limits = WireLimits(maxStartupLength: 10_000, maxMessageLength: 1 << 30)
     let roleCounts: RoleConnectionCounts
     let saltedPasswords = SaltedPasswordCache()
+    let metrics: Metrics
     let tlsContexts: UpstreamTLSContexts
     /// Decoy SCRAM salts for unknown services derive from this per-process secret.
     private let decoySecret: [UInt8] = (0..<32).map { _ in UInt8.random(in: .min ... .max) }
@@ -22,6 +23,7 @@ final class GatewayShared: Sendable {
 
     init(configuration: GatewayConfiguration) throws {
         self.configuration = configuration
+        self.metrics = configuration.metrics
         self.tlsContexts = try UpstreamTLSContexts(policy: configuration.policy)
         self.registry = SessionRegistry(
             maxClients: configuration.maxClientConnections, maxPerService: configuration.maxClientConnectionsPerService)
@@ -39,7 +41,7 @@ final class GatewayShared: Sendable {
         if let box = pools.withLockedValue({ $0[id] }) { return box.pool }
         let seconds = { (d: Duration) in TimeAmount.nanoseconds(Int64(d.timeInterval * 1e9)) }
         let pool = UpstreamPool(
-            eventLoop: eventLoop, limits: roleCounts, lifetime: seconds(configuration.serverLifetime),
+            eventLoop: eventLoop, limits: roleCounts, metrics: metrics, lifetime: seconds(configuration.serverLifetime),
             idleTimeout: seconds(configuration.serverIdleTimeout), saltedPasswords: saltedPasswords,
             tlsContexts: tlsContexts
         ) { [weak self] role, from in self?.closeIdleElsewhere(role: role, except: from) }

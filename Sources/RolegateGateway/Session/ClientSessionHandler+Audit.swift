@@ -37,7 +37,7 @@ extension ClientSessionHandler {
         return writer.accepting
     }
 
-    private func clientAddress(_ context: ChannelHandlerContext) -> String? {
+    func clientAddress(_ context: ChannelHandlerContext) -> String? {
         guard let address = context.channel.remoteAddress else { return nil }
         if case .unixDomainSocket = address { return "unix" }
         return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
@@ -51,7 +51,9 @@ extension ClientSessionHandler {
 
     /// A refusal before the session relays is a refused authentication.
     func auditRefusal(_ fields: ErrorFields, _ context: ChannelHandlerContext) {
-        guard let writer = auditWriter, audit.started == nil, let machine else { return }
+        guard audit.started == nil else { return }
+        shared.metrics.increment("rolegate_auth_failures_total", ["channel": "wire", "code": fields.code])
+        guard let writer = auditWriter, let machine else { return }
         var detail = authDetail()
         detail["reason"] = fields.message
         let token = machine.provenToken
@@ -66,6 +68,9 @@ extension ClientSessionHandler {
     /// log cannot take them and `on_failure: block` means the session must not start.
     func auditSessionStart(_ context: ChannelHandlerContext) -> Bool {
         audit.started = .now()
+        if let token = machine?.provenToken {
+            shared.metrics.increment("rolegate_sessions_total", ["service": token.service])
+        }
         guard let writer = auditWriter, let machine, let token = machine.provenToken, let login = machine.login else {
             return true
         }
@@ -109,6 +114,11 @@ extension ClientSessionHandler {
         guard audit.tracker != nil, let writer = auditWriter, let token = machine?.provenToken else { return }
         let finished = audit.tracker!.server(type: type, body: body, now: NIODeadline.now().uptimeNanoseconds)
         for statement in finished {
+            shared.metrics.increment("rolegate_statements_total", ["service": token.service, "channel": "wire"])
+            if statement.sqlState != nil {
+                shared.metrics.increment(
+                    "rolegate_statement_errors_total", ["service": token.service, "channel": "wire"])
+            }
             var detail: [String: String] = [:]
             if !statement.commands.isEmpty { detail["command"] = statement.commands.joined(separator: "; ") }
             if let name = statement.preparedName, !name.isEmpty { detail["prepared"] = name }

@@ -32,6 +32,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     var poisoned = false
     /// The session's audit trail (see ClientSessionHandler+Audit.swift).
     var audit = SessionAudit()
+    /// Shown by the admin API's session list.
+    var sessionStatus: SessionStatus?
 
     static let authMessageLimit = 16 * 1024
 
@@ -55,7 +57,9 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 requireTLS: configuration.requireTLS, passwordOverTLS: configuration.passwordOverTLS,
                 passwordOnLoopback: configuration.allowCleartextOnLoopback,
                 fromLoopback: context.channel.remoteAddress.map(Self.isLoopback) == true))
+        shared.metrics.increment("rolegate_connections_total")
         guard shared.registry.clientConnected() else {
+            shared.metrics.increment("rolegate_connections_refused_total", ["reason": "too_many_clients"])
             perform(.refuse(ErrorFields.fatal("53300", "sorry, too many clients already")), context)
             return
         }
@@ -307,7 +311,13 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         case .failure: return .denied
         case .success: break
         }
-        guard let key = shared.registry.register(channel: context.channel, record: record) else { return .serviceFull }
+        if shared.configuration.policy.service(named: record.service)?.admin == true { return .adminToken }
+        let status = SessionStatus(
+            id: audit.id, client: clientAddress(context), database: machine?.login?.database.name ?? "")
+        guard let key = shared.registry.register(channel: context.channel, record: record, status: status) else {
+            return .serviceFull
+        }
+        sessionStatus = status
         cancelKey = key
         return nil
     }
@@ -371,6 +381,9 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             buffer.clear()
             audit.endReason = "error: protocol violation"
             return event(context) { $0.malformedInput(error) }
+        }
+        if let sql = audit.tracker?.lastSQL, let status = sessionStatus, status.statement != sql {
+            status.statement = sql
         }
         if complete > 0 {
             audit.bytesIn += complete

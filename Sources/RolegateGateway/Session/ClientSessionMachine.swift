@@ -101,6 +101,8 @@ struct ClientSessionMachine {
         case expired
         case denied
         case serviceFull
+        /// The token is an admin token: HTTP admin API only, never a database.
+        case adminToken
     }
 
     private(set) var state = State.awaitingStartup
@@ -343,6 +345,11 @@ struct ClientSessionMachine {
         case .expired?: return refuse("28000", "token expired")
         case .denied?: return refuseAuthentication(login)
         case .serviceFull?: return refuse("53300", "too many connections for service \"\(login.service)\"")
+        case .adminToken?:
+            return refuse(
+                "28000",
+                "service \"\(login.service)\" holds admin tokens: they work on the HTTP admin API only, never on a database"
+            )
         case nil: break
         }
         state = .connecting(login, record)

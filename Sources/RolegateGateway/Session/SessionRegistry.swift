@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import RolegateCore
@@ -10,6 +10,28 @@ enum SessionEvent: Sendable {
     case end(code: String, message: String)
     /// Cancel the statement the session is running upstream.
     case cancel
+}
+
+/// What the admin API shows of a live session; `statement` is kept current by the session
+/// (while statement audit is on).
+public final class SessionStatus: Sendable {
+    public let id: String
+    public let client: String?
+    public let database: String
+    public let startedAt: Date
+    private let current = NIOLockedValueBox<String?>(nil)
+
+    init(id: String, client: String?, database: String, startedAt: Date = Date()) {
+        self.id = id
+        self.client = client
+        self.database = database
+        self.startedAt = startedAt
+    }
+
+    public var statement: String? {
+        get { current.withLockedValue { $0 } }
+        set { current.withLockedValue { $0 = newValue } }
+    }
 }
 
 /// The client's cancel key: what we hand out in BackendKeyData instead of the server's.
@@ -24,6 +46,7 @@ final class SessionRegistry: Sendable {
     struct Entry: Sendable {
         var channel: any Channel
         var record: TokenRecord
+        var status: SessionStatus
     }
 
     private struct State {
@@ -56,7 +79,7 @@ final class SessionRegistry: Sendable {
     }
 
     /// Registers an authenticated session; nil when its service is at its limit.
-    func register(channel: any Channel, record: TokenRecord) -> CancelKey? {
+    func register(channel: any Channel, record: TokenRecord, status: SessionStatus) -> CancelKey? {
         state.withLockedValue { s in
             guard s.perService[record.service, default: 0] < maxPerService else { return nil }
             var key: CancelKey
@@ -65,7 +88,7 @@ final class SessionRegistry: Sendable {
                     processID: Int32.random(in: 1...Int32.max),
                     secret: (0..<4).map { _ in UInt8.random(in: .min ... .max) })
             } while s.sessions[key] != nil
-            s.sessions[key] = Entry(channel: channel, record: record)
+            s.sessions[key] = Entry(channel: channel, record: record, status: status)
             s.byToken[record.id, default: []].insert(key)
             s.perService[record.service, default: 0] += 1
             return key
@@ -95,6 +118,8 @@ final class SessionRegistry: Sendable {
     }
 
     var all: [Entry] { state.withLockedValue { Array($0.sessions.values) } }
+    var clientCount: Int { state.withLockedValue { $0.clients } }
+    var perServiceCounts: [String: Int] { state.withLockedValue { $0.perService.filter { $0.value > 0 } } }
 
     func end(_ entry: Entry, because failure: TokenVerifier.Failure) {
         let message =

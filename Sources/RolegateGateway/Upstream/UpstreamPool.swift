@@ -8,6 +8,7 @@ import NIOCore
 final class UpstreamPool {
     let eventLoop: any EventLoop
     let limits: RoleConnectionCounts
+    let metrics: Metrics
     let lifetime: TimeAmount
     let idleTimeout: TimeAmount
     let saltedPasswords: SaltedPasswordCache
@@ -17,7 +18,8 @@ final class UpstreamPool {
     private var idle: [UpstreamKey: [UpstreamConnection]] = [:]
 
     init(
-        eventLoop: any EventLoop, limits: RoleConnectionCounts, lifetime: TimeAmount, idleTimeout: TimeAmount,
+        eventLoop: any EventLoop, limits: RoleConnectionCounts, metrics: Metrics, lifetime: TimeAmount,
+        idleTimeout: TimeAmount,
         saltedPasswords: SaltedPasswordCache, tlsContexts: UpstreamTLSContexts,
         starved: @escaping @Sendable (_ role: String, _ from: any EventLoop) -> Void
     ) {
@@ -25,6 +27,7 @@ final class UpstreamPool {
         self.starved = starved
         self.eventLoop = eventLoop
         self.limits = limits
+        self.metrics = metrics
         self.lifetime = lifetime
         self.idleTimeout = idleTimeout
         self.saltedPasswords = saltedPasswords
@@ -64,7 +67,10 @@ final class UpstreamPool {
             // At the cap: idle connections of this role that cannot serve this key (another
             // event loop's, or other startup parameters) give their slot up; then wait for a
             // connection to be released or closed, and try again.
-            if first, !closeOneIdle(role: key.role) { starved(key.role, eventLoop) }
+            if first {
+                metrics.increment("rolegate_pool_waits_total", ["role": key.role])
+                if !closeOneIdle(role: key.role) { starved(key.role, eventLoop) }
+            }
             let retry = eventLoop.makePromise(of: UpstreamConnection.self)
             eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) {
                 retry.completeWith(
@@ -158,4 +164,6 @@ final class RoleConnectionCounts: Sendable {
     func release(role: String) {
         counts.withLockedValue { $0[role, default: 1] -= 1 }
     }
+
+    var snapshot: [String: Int] { counts.withLockedValue { $0 } }
 }

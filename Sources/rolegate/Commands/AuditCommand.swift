@@ -197,18 +197,7 @@ enum AuditFormat {
     }
 
     static func json(_ e: AuditEvent) -> String {
-        var object: [String: Any] = [
-            "id": e.id ?? 0, "instance": e.instance, "sequence": e.sequence, "at": timestamp(e.at),
-            "kind": e.kind.rawValue, "action": e.action, "detail": e.detail, "previous_hash": e.previousHash,
-            "hash": e.hash,
-        ]
-        let optional: [(String, Any?)] = [
-            ("service", e.service), ("token_id", e.tokenID), ("role", e.role), ("database", e.database),
-            ("session_id", e.sessionID), ("client", e.client), ("sql", e.sql), ("sql_state", e.sqlState),
-            ("rows", e.rows), ("duration_ms", e.durationMicros.map { Double($0) / 1000 }),
-        ]
-        for (key, value) in optional { object[key] = value ?? NSNull() }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        let data = (try? JSONSerialization.data(withJSONObject: e.jsonObject, options: [.sortedKeys])) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }
 }

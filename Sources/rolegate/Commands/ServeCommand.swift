@@ -1,10 +1,12 @@
 import ArgumentParser
 import Foundation
+import Logging
 import NIOCore
 import NIOSSL
 import RolegateAudit
 import RolegateCore
 import RolegateGateway
+import RolegateHTTP
 import RolegateStore
 import RolegateTokens
 
@@ -27,6 +29,12 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Address to listen on (default 127.0.0.1:6432).", valueName: "host:port"))
     var listen: String?
+
+    @Option(help: ArgumentHelp("Also serve the HTTP API here (default: off).", valueName: "host:port"))
+    var http: String?
+
+    @Option(help: ArgumentHelp("Log format of the HTTP access log: text or json.", valueName: "format"))
+    var logFormat: String = "text"
 
     @Option(
         help: ArgumentHelp(
@@ -59,6 +67,12 @@ struct ServeCommand: AsyncParsableCommand {
     func validate() throws {
         if let listen, Self.parseListen(listen) == nil {
             throw ValidationError("--listen: expected host:port, got '\(listen)'")
+        }
+        if let http, Self.parseListen(http) == nil {
+            throw ValidationError("--http: expected host:port, got '\(http)'")
+        }
+        guard ["text", "json"].contains(logFormat) else {
+            throw ValidationError("--log-format: expected text or json, got '\(logFormat)'")
         }
         if let clientAuth, GatewaySettings.ClientAuth(rawValue: clientAuth) == nil {
             throw ValidationError("--client-auth: expected scram or password, got '\(clientAuth)'")
@@ -191,6 +205,21 @@ struct ServeCommand: AsyncParsableCommand {
             "rolegate: listening on \(address.ipAddress ?? host):\(address.port ?? port) (store \(store.location))"
                 + (auditWriter.map { "; audit chain \($0.instance)" } ?? "; audit off"))
         let writerTask = auditWriter.map { writer in Task { await writer.run() } }
+        var httpTask: Task<Void, any Error>?
+        if let httpText = http ?? file.http, let (httpHost, httpPort) = Self.parseListen(httpText) {
+            var settings = HTTPAPI.Settings()
+            settings.host = httpHost
+            settings.port = httpPort
+            let json = logFormat == "json"
+            let logger = Logger(label: "rolegate.http") { label in
+                json ? JSONLogHandler(label: label) as any LogHandler : StreamLogHandler.standardError(label: label)
+            }
+            let api = HTTPAPI(
+                settings: settings, gateway: server, verifier: verifier, store: auditStore ?? store, policy: loaded,
+                masterKey: key, audit: auditWriter, logger: logger)
+            let application = api.application { port in Terminal.note("rolegate: HTTP API on \(httpHost):\(port)") }
+            httpTask = Task { try await application.run() }
+        }
         let retention = loaded.audit.retention
         let pruner = auditStore.map { auditStore in
             Task {
@@ -210,6 +239,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         await waitForSignal()
         Terminal.note("rolegate: shutting down (sessions have \(DurationText.format(grace)) to finish)")
+        httpTask?.cancel()
+        _ = await httpTask?.result
         await server.shutdown(grace: grace)
         pruner?.cancel()
         if let auditWriter {

@@ -1,0 +1,190 @@
+import NIOCore
+import PostgresWire
+
+/// One statement of an HTTP request: SQL with `$1…` placeholders and their values as text
+/// (nil for NULL). Values are sent untyped, so PostgreSQL infers each one's type from the
+/// statement, as it does for a literal.
+public struct QueryStatement: Sendable, Equatable {
+    public var sql: String
+    public var parameters: [String?]
+
+    public init(sql: String, parameters: [String?] = []) {
+        self.sql = sql
+        self.parameters = parameters
+    }
+}
+
+/// What one statement returned: column names and type OIDs, rows as PostgreSQL's text
+/// form (nil for NULL), and the CommandComplete tag.
+public struct StatementResult: Sendable, Equatable {
+    public struct Column: Sendable, Equatable {
+        public var name: String
+        public var typeOID: UInt32
+    }
+
+    public var columns: [Column] = []
+    public var rows: [[String?]] = []
+    public var command: String?
+    /// Rows returned or affected, from the tag.
+    public var rowCount: Int64?
+    /// The row or byte limit ended the result early.
+    public var truncated = false
+}
+
+/// PostgreSQL refused a statement (or the transaction around it).
+public struct QueryFailure: Error, Sendable, Equatable {
+    public var sqlState: String
+    public var message: String
+    public var detail: String?
+    public var hint: String?
+    /// Which statement of the request (0-based), when it was one of them.
+    public var statementIndex: Int?
+}
+
+/// The wire conversation for an HTTP request, as a pure state machine: the messages to
+/// send, and the reading of what the server answers.
+///
+/// Everything is sent at once (a pipeline): `BEGIN` and `SET LOCAL statement_timeout` as
+/// one simple query; for each statement an unnamed Parse (parameter types unspecified),
+/// Bind (text values, text results), Describe and Execute (at most `maxRows + 1` rows); a
+/// Sync; then `COMMIT`, which PostgreSQL turns into a rollback when a statement failed. So
+/// the request is all or nothing, and the connection ends idle and reusable.
+struct QueryExchange {
+    enum Phase: Equatable {
+        case begin
+        case statement(Int)
+        case sync
+        case commit
+        case done
+    }
+
+    let statements: [QueryStatement]
+    let maxRows: Int
+    let maxBytes: Int
+    private(set) var phase = Phase.begin
+    private(set) var results: [StatementResult] = []
+    private(set) var failure: QueryFailure?
+    private var current = StatementResult()
+    private var bytes = 0
+    private var readyCount = 0
+
+    init(statements: [QueryStatement], maxRows: Int, maxBytes: Int) {
+        self.statements = statements
+        self.maxRows = maxRows
+        self.maxBytes = maxBytes
+    }
+
+    /// The whole pipeline.
+    func messages(timeoutMilliseconds: Int64) -> [WireMessage] {
+        var out = [Frontend.query("BEGIN; SET LOCAL statement_timeout = \(max(1, timeoutMilliseconds))")]
+        for statement in statements {
+            out.append(
+                Backend.message("P") {
+                    $0.writeNullTerminatedString("")
+                    $0.writeNullTerminatedString(statement.sql)
+                    $0.writeInteger(Int16(0))  // no parameter types: PostgreSQL infers them
+                })
+            out.append(
+                Backend.message("B") {
+                    $0.writeNullTerminatedString("")
+                    $0.writeNullTerminatedString("")
+                    $0.writeInteger(Int16(0))  // all parameters in text format
+                    $0.writeInteger(Int16(statement.parameters.count))
+                    for value in statement.parameters {
+                        if let value {
+                            $0.writeInteger(Int32(value.utf8.count))
+                            $0.writeString(value)
+                        } else {
+                            $0.writeInteger(Int32(-1))
+                        }
+                    }
+                    $0.writeInteger(Int16(0))  // all results in text format
+                })
+            out.append(
+                Backend.message("D") {
+                    $0.writeInteger(UInt8(ascii: "P"))
+                    $0.writeNullTerminatedString("")
+                })
+            out.append(
+                Backend.message("E") {
+                    $0.writeNullTerminatedString("")
+                    $0.writeInteger(Int32(clamping: maxRows + 1))
+                })
+        }
+        out.append(Backend.message("S") { _ in })
+        out.append(Frontend.query("COMMIT"))
+        return out
+    }
+
+    var isDone: Bool { phase == .done }
+
+    /// Reads one message from the server.
+    mutating func receive(type: UInt8, body: ByteBuffer) {
+        var body = body
+        switch type {
+        case UInt8(ascii: "Z"):
+            readyCount += 1
+            // 1: after BEGIN; 2: after the statements' Sync; 3: after COMMIT.
+            switch readyCount {
+            case 1: phase = failure == nil && !statements.isEmpty ? .statement(0) : .sync
+            case 2: phase = .commit
+            default: phase = .done
+            }
+            if readyCount == 1, failure != nil { phase = .sync }
+        case UInt8(ascii: "E"):
+            guard failure == nil else { return }
+            var fields: [UInt8: String] = [:]
+            while let code = body.readInteger(as: UInt8.self), code != 0 {
+                fields[code] = body.readNullTerminatedString()
+            }
+            var index: Int?
+            if case .statement(let i) = phase { index = i }
+            failure = QueryFailure(
+                sqlState: fields[UInt8(ascii: "C")] ?? "XX000", message: fields[UInt8(ascii: "M")] ?? "error",
+                detail: fields[UInt8(ascii: "D")], hint: fields[UInt8(ascii: "H")], statementIndex: index)
+            if case .statement = phase { phase = .sync }
+        case UInt8(ascii: "T"):
+            guard case .statement = phase, let count = body.readInteger(as: Int16.self) else { return }
+            current.columns = []
+            for _ in 0..<max(0, Int(count)) {
+                guard let name = body.readNullTerminatedString(), body.readInteger(as: Int32.self) != nil,
+                    body.readInteger(as: Int16.self) != nil, let oid = body.readInteger(as: UInt32.self),
+                    body.readInteger(as: Int16.self) != nil, body.readInteger(as: Int32.self) != nil,
+                    body.readInteger(as: Int16.self) != nil
+                else { return }
+                current.columns.append(.init(name: name, typeOID: oid))
+            }
+        case UInt8(ascii: "D"):
+            guard case .statement = phase, !current.truncated else { return }
+            if current.rows.count >= maxRows || bytes + body.readableBytes > maxBytes {
+                current.truncated = true
+                return
+            }
+            bytes += body.readableBytes
+            guard let count = body.readInteger(as: Int16.self) else { return }
+            var row: [String?] = []
+            row.reserveCapacity(Int(count))
+            for _ in 0..<max(0, Int(count)) {
+                guard let length = body.readInteger(as: Int32.self) else { return }
+                row.append(length < 0 ? nil : body.readString(length: Int(length)))
+            }
+            current.rows.append(row)
+        case UInt8(ascii: "C"), UInt8(ascii: "s"), UInt8(ascii: "I"):
+            guard case .statement(let index) = phase else { return }
+            if type == UInt8(ascii: "C") {
+                let tag = body.readNullTerminatedString() ?? ""
+                current.command = tag.split(separator: " ").first.map(String.init)
+                current.rowCount = StatementTracker.rows(tag)
+            } else if type == UInt8(ascii: "s") {
+                current.truncated = true
+                current.command = "SELECT"
+                current.rowCount = Int64(current.rows.count)
+            }
+            results.append(current)
+            current = StatementResult()
+            phase = index + 1 < statements.count ? .statement(index + 1) : .sync
+        default:
+            break  // ParseComplete, BindComplete, NoData, notices, ParameterStatus
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import NIOCore
+import PostgresWire
+public import RolegateCore
+
+/// Why an HTTP request's statements could not be run at all.
+public enum QueryRunError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// No server connection (PostgreSQL down, login as the role failed).
+    case upstreamUnavailable(String)
+    /// Every server connection of the role is in use.
+    case busy(String)
+    /// The request ran past its deadline (the statement was cancelled upstream).
+    case timeout
+
+    public var description: String {
+        switch self {
+        case .upstreamUnavailable(let message), .busy(let message): message
+        case .timeout: "the request did not finish in time"
+        }
+    }
+}
+
+extension GatewayServer {
+    /// Runs `statements` in one transaction as `token`'s role on `database`, over a pooled
+    /// server connection (the same pools, caps and reset as wire sessions).
+    public func run(
+        _ statements: [QueryStatement], token: TokenRecord, database: DatabaseSpec, statementTimeout: Duration,
+        maxRows: Int, maxBytes: Int
+    ) async throws(QueryRunError) -> Result<[StatementResult], QueryFailure> {
+        guard let url = try? ConnectionURL(parsing: database.url) else {
+            throw .upstreamUnavailable("database \(database.name) has an invalid URL")
+        }
+        let shared = self.shared
+        let key = UpstreamKey(
+            host: url.host, port: url.port, socketPath: url.unixSocketDirectory.map { "\($0)/.s.PGSQL.\(url.port)" },
+            database: url.database, role: token.role, tls: UpstreamTLS(url),
+            parameters: [
+                // Stable text forms for the JSON mapping: ISO dates in UTC, exact floats, UTF-8.
+                StartupParameter("application_name", "rolegate-http [rolegate:\(token.id)]"),
+                StartupParameter("client_encoding", "UTF8"), StartupParameter("DateStyle", "ISO, YMD"),
+                StartupParameter("TimeZone", "UTC"), StartupParameter("extra_float_digits", "3"),
+            ].sorted { $0.name < $1.name })
+        let password = shared.configuration.masterKey.rolePassword(role: token.role)
+        let roleLimit = shared.configuration.policy.role(named: token.role)?.connectionLimit ?? -1
+        let exchange = QueryExchange(statements: statements, maxRows: maxRows, maxBytes: maxBytes)
+        let milliseconds = Int64(statementTimeout.timeInterval * 1000)
+        let loop = group.next()
+        let promise = loop.makePromise(of: QueryExchange.self)
+        loop.execute {
+            let pool = shared.pool(for: loop)
+            pool.acquire(
+                key: key, password: password, cap: roleLimit > 0 ? roleLimit : Int.max, waitLimit: .seconds(10)
+            )
+            .assumeIsolated().whenComplete { result in
+                switch result {
+                case .failure(let error):
+                    promise.fail(error)
+                case .success(let connection):
+                    let sink = QuerySink(exchange: exchange, connection: connection, pool: pool, promise: promise)
+                    connection.sink = sink
+                    sink.retain = sink
+                    // Past the statement timeout (plus a margin) the server is told to cancel.
+                    sink.deadline = loop.assumeIsolated().scheduleTask(
+                        in: .milliseconds(milliseconds + 2000)
+                    ) { [weak sink] in sink?.timedOut(shared: shared) }
+                    for message in exchange.messages(timeoutMilliseconds: milliseconds) {
+                        connection.write(message.encoded())
+                    }
+                    connection.flush()
+                }
+            }
+        }
+        let finished: QueryExchange
+        do {
+            finished = try await promise.futureResult.get()
+        } catch let error as QueryRunError {
+            throw error
+        } catch let error as UpstreamError {
+            if error.sqlState == "53300" { throw .busy(error.description) }
+            throw .upstreamUnavailable(error.description)
+        } catch {
+            throw .upstreamUnavailable("\(error)")
+        }
+        if let failure = finished.failure { return .failure(failure) }
+        return .success(finished.results)
+    }
+}
+
+/// Reads the server's answers for one HTTP request, then gives the connection back.
+private final class QuerySink: UpstreamSink {
+    var exchange: QueryExchange
+    let connection: UpstreamConnection
+    let pool: UpstreamPool
+    let promise: EventLoopPromise<QueryExchange>
+    var deadline: Scheduled<Void>?
+    /// Keeps itself alive while attached (the connection holds its sink weakly).
+    var retain: QuerySink?
+    var finished = false
+
+    init(
+        exchange: QueryExchange, connection: UpstreamConnection, pool: UpstreamPool,
+        promise: EventLoopPromise<QueryExchange>
+    ) {
+        self.exchange = exchange
+        self.connection = connection
+        self.pool = pool
+        self.promise = promise
+    }
+
+    func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?) {
+        do {
+            _ = try WireFraming.scanMessages(bytes) { type, body, length in
+                exchange.receive(type: type, body: bytes.getSlice(at: body, length: length)!)
+                return true
+            }
+        } catch {
+            return finish(
+                .failure(QueryRunError.upstreamUnavailable("the server sent a malformed message")), reuse: false)
+        }
+        if exchange.isDone { finish(.success(exchange), reuse: true) }
+    }
+
+    func upstreamFlush(_ connection: UpstreamConnection) {}
+    func upstreamStatementMessage(type: UInt8, body: ByteBuffer) {}
+
+    func upstreamClosed(_ connection: UpstreamConnection) {
+        finish(.failure(QueryRunError.upstreamUnavailable("the server connection was lost")), reuse: false)
+    }
+
+    func timedOut(shared: GatewayShared) {
+        guard !finished else { return }
+        shared.cancelUpstream(connection)
+        finish(.failure(QueryRunError.timeout), reuse: false)
+    }
+
+    private func finish(_ result: Result<QueryExchange, any Error>, reuse: Bool) {
+        guard !finished else { return }
+        finished = true
+        deadline?.cancel()
+        retain = nil
+        if reuse {
+            pool.release(connection)
+        } else {
+            connection.close()
+        }
+        promise.completeWith(result)
+    }
+}

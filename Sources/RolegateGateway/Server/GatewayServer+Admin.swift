@@ -1,0 +1,69 @@
+public import Foundation
+import NIOCore
+import NIOPosix
+public import RolegateCore
+
+/// A live wire session, as the admin API lists it.
+public struct LiveSession: Sendable {
+    public var id: String
+    public var service: String
+    public var role: String
+    public var tokenID: String
+    public var database: String
+    public var client: String?
+    public var startedAt: Date
+    /// The statement it sent last (while statement audit is on).
+    public var statement: String?
+}
+
+extension GatewayServer {
+    public var metrics: Metrics { shared.metrics }
+
+    public var liveSessions: [LiveSession] {
+        shared.registry.all.map { entry in
+            LiveSession(
+                id: entry.status.id, service: entry.record.service, role: entry.record.role, tokenID: entry.record.id,
+                database: entry.status.database, client: entry.status.client, startedAt: entry.status.startedAt,
+                statement: entry.status.statement)
+        }.sorted { $0.startedAt < $1.startedAt }
+    }
+
+    /// Ends the session with this id (its statement is cancelled, its server connection
+    /// closed); false when there is none.
+    public func endSession(id: String, by actor: String) -> Bool {
+        guard let entry = shared.registry.all.first(where: { $0.status.id == id }) else { return false }
+        shared.metrics.increment("rolegate_sessions_ended_total", ["reason": "administrator"])
+        entry.channel.pipeline.fireUserInboundEventTriggered(
+            SessionEvent.end(code: "57P01", message: "terminating connection: ended by an administrator (\(actor))"))
+        return true
+    }
+
+    /// Whether the server of `database` accepts connections (nil when it does, else why not).
+    public func probe(_ database: DatabaseSpec) async -> String? {
+        guard let url = try? ConnectionURL(parsing: database.url) else { return "invalid URL" }
+        let key = UpstreamKey(
+            host: url.host, port: url.port, socketPath: url.unixSocketDirectory.map { "\($0)/.s.PGSQL.\(url.port)" },
+            database: url.database, role: "", tls: UpstreamTLS(url), parameters: [])
+        do {
+            let channel = try await key.connect(with: ClientBootstrap(group: group).connectTimeout(.seconds(2))).get()
+            try? await channel.close()
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    /// Gauges for `/metrics`: connections, sessions per service, server connections per role.
+    public var gauges: [(String, [String: String], Double)] {
+        var out: [(String, [String: String], Double)] = [
+            ("rolegate_client_connections", [:], Double(shared.registry.clientCount))
+        ]
+        for (service, count) in shared.registry.perServiceCounts.sorted(by: { $0.key < $1.key }) {
+            out.append(("rolegate_sessions", ["service": service], Double(count)))
+        }
+        for (role, count) in shared.roleCounts.snapshot.sorted(by: { $0.key < $1.key }) {
+            out.append(("rolegate_server_connections", ["role": role], Double(count)))
+        }
+        return out
+    }
+}

@@ -1,0 +1,214 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import RolegateCore
+import RolegateGateway
+import RolegateProvision
+import RolegateStore
+import RolegateTokens
+
+/// `/admin/v1/…`: tokens, the audit log, live sessions and drift, for admin tokens only.
+extension HTTPAPI {
+    struct IssueBody: Decodable {
+        var service: String
+        var ttl: String?
+        var note: String?
+    }
+
+    struct RotateBody: Decodable {
+        var grace: String?
+        var ttl: String?
+        var note: String?
+    }
+
+    struct RevokeBody: Decodable {
+        var reason: String?
+    }
+
+    func addAdminRoutes(to router: Router<APIContext>) {
+        router.post("/admin/v1/tokens") { request, context in
+            await self.admin(request, context) { admin, tokens in
+                let body: IssueBody = try await self.decode(request)
+                let issued = try await tokens.issue(
+                    service: body.service, ttl: try Self.duration(body.ttl, "ttl"), note: body.note)
+                return jsonResponse(self.issuedObject(issued), status: .created)
+            }
+        }
+        router.post("/admin/v1/tokens/:id/revoke") { request, context in
+            await self.admin(request, context) { _, tokens in
+                let body: RevokeBody = try await self.decode(request, allowEmpty: true)
+                let id = context.parameters.get("id") ?? ""
+                let record = try await tokens.revoke(id: id, reason: body.reason)
+                return jsonResponse(Self.tokenObject(record))
+            }
+        }
+        router.post("/admin/v1/services/:service/rotate") { request, context in
+            await self.admin(request, context) { _, tokens in
+                let body: RotateBody = try await self.decode(request, allowEmpty: true)
+                let issued = try await tokens.rotate(
+                    service: context.parameters.get("service") ?? "", grace: try Self.duration(body.grace, "grace"),
+                    ttl: try Self.duration(body.ttl, "ttl"), note: body.note)
+                return jsonResponse(self.issuedObject(issued), status: .created)
+            }
+        }
+        router.get("/admin/v1/tokens") { request, context in
+            await self.admin(request, context) { _, _ in
+                let service = request.uri.queryParameters.get("service")
+                let all = request.uri.queryParameters.get("all") == "true"
+                let now = Date()
+                let records = try await self.store.tokens(service: service).filter { all || $0.isUsable(at: now) }
+                return jsonResponse(["tokens": records.map { Self.tokenObject($0, now: now) }])
+            }
+        }
+        router.get("/admin/v1/audit") { request, context in
+            await self.admin(request, context) { _, _ in
+                let query = try Self.auditQuery(request.uri.queryParameters)
+                let events = try await self.store.auditEvents(query).reversed().map(\.jsonObject)
+                return jsonResponse(["events": Array(events)])
+            }
+        }
+        router.get("/admin/v1/sessions") { request, context in
+            await self.admin(request, context) { _, _ in
+                let sessions: [[String: Any]] = self.gateway.liveSessions.map { s in
+                    [
+                        "id": s.id, "service": s.service, "role": s.role, "token_id": s.tokenID, "database": s.database,
+                        "client": s.client ?? NSNull(), "started_at": s.startedAt.rfc3339,
+                        "statement": s.statement ?? NSNull(),
+                    ]
+                }
+                return jsonResponse(["sessions": sessions])
+            }
+        }
+        router.delete("/admin/v1/sessions/:id") { request, context in
+            await self.admin(request, context) { admin, _ in
+                let id = context.parameters.get("id") ?? ""
+                guard self.gateway.endSession(id: id, by: "\(admin.service)/\(admin.id)") else {
+                    throw Problem(status: .notFound, code: "session_unknown", message: "no live session \(id)")
+                }
+                return Response(status: .noContent)
+            }
+        }
+        router.get("/admin/v1/plan") { request, context in
+            await self.admin(request, context) { _, _ in
+                let provisioner = Provisioner(policy: self.policy, key: self.masterKey)
+                var databases: [[String: Any]] = []
+                for database in self.policy.databases {
+                    do {
+                        let plan = try await provisioner.plan(database)
+                        databases.append([
+                            "name": database.name, "in_sync": plan.inSync,
+                            "statements": plan.statements.map(\.display),
+                        ])
+                    } catch {
+                        databases.append(["name": database.name, "error": "\(error)"])
+                    }
+                }
+                let inSync = databases.allSatisfy { $0["in_sync"] as? Bool == true }
+                return jsonResponse(["in_sync": inSync, "databases": databases])
+            }
+        }
+    }
+
+    /// Authenticates an admin token, runs `body`, and turns what it throws into problems.
+    private func admin(
+        _ request: Request, _ context: APIContext, _ body: (TokenRecord, TokenService) async throws -> Response
+    ) async -> Response {
+        let requestID = context.requestID
+        let admin: TokenRecord
+        switch await authenticate(request, admin: true, requestID: requestID) {
+        case .failure(let problem): return problem.response(requestID: requestID)
+        case .success(let record): admin = record
+        }
+        let audit = self.audit
+        let tokens = TokenService(store: store, policy: policy, issuer: "http:\(admin.service)/\(admin.id)") { events in
+            for event in events { audit?.record(event) }
+        }
+        do {
+            return try await body(admin, tokens)
+        } catch let problem as Problem {
+            return problem.response(requestID: requestID)
+        } catch let failure as TokenService.Failure {
+            let problem: Problem =
+                switch failure {
+                case .refused(let message): Problem(status: .conflict, code: "refused", message: message)
+                case .notFound(let message): Problem(status: .notFound, code: "token_unknown", message: message)
+                case .store(let error):
+                    Problem(status: .serviceUnavailable, code: "store_unavailable", message: error.description)
+                }
+            return problem.response(requestID: requestID)
+        } catch let error as StoreError {
+            return Problem(status: .serviceUnavailable, code: "store_unavailable", message: error.description)
+                .response(requestID: requestID)
+        } catch {
+            return Problem(status: .internalServerError, code: "internal", message: "\(error)")
+                .response(requestID: requestID)
+        }
+    }
+
+    private func decode<T: Decodable>(_ request: Request, allowEmpty: Bool = false) async throws -> T {
+        let data: Data
+        switch await body(request, limit: settings.maxBodyBytes) {
+        case .failure(let problem): throw problem
+        case .success(let bytes): data = bytes
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: data.isEmpty && allowEmpty ? Data("{}".utf8) : data)
+        } catch {
+            throw Problem.badRequest("the body is not valid JSON for this endpoint: \(Self.describe(error))")
+        }
+    }
+
+    static func duration(_ text: String?, _ name: String) throws -> Duration? {
+        guard let text else { return nil }
+        do {
+            return try DurationText.parse(text)
+        } catch {
+            throw Problem.badRequest("\(name): \(error.description)")
+        }
+    }
+
+    static func tokenObject(_ record: TokenRecord, now: Date = Date()) -> [String: Any] {
+        let data = (try? JSONEncoder().encode(TokenJSON(record, now: now))) ?? Data("{}".utf8)
+        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }
+
+    func issuedObject(_ issued: TokenService.Issued) -> [String: Any] {
+        var object = Self.tokenObject(issued.record)
+        object["token"] = issued.token
+        object["superseded"] = issued.superseded.map { Self.tokenObject($0) }
+        return object
+    }
+
+    static func auditQuery(_ parameters: Parameters) throws -> AuditQuery {
+        var query = AuditQuery()
+        query.service = parameters.get("service")
+        query.tokenID = parameters.get("token")
+        for kind in parameters.getAll("kind") {
+            guard let value = AuditEvent.Kind(rawValue: kind) else {
+                throw Problem.badRequest("unknown kind '\(kind)'")
+            }
+            query.kinds.append(value)
+        }
+        func time(_ name: String) throws -> Date? {
+            guard let text = parameters.get(name) else { return nil }
+            if let duration = try? DurationText.parse(text) { return Date().addingTimeInterval(-duration.timeInterval) }
+            let formatter = ISO8601DateFormatter()
+            for options: ISO8601DateFormatter.Options in [
+                [.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime],
+            ] {
+                formatter.formatOptions = options
+                if let date = formatter.date(from: text) { return date }
+            }
+            throw Problem.badRequest("\(name): expected a duration (1h) or an RFC 3339 time")
+        }
+        query.since = try time("since")
+        query.until = try time("until")
+        if let limit = parameters.get("limit") {
+            guard let value = Int(limit), (1...10_000).contains(value) else {
+                throw Problem.badRequest("limit must be 1 to 10000")
+            }
+            query.limit = value
+        }
+        return query
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import RolegateCore
+import RolegateGateway
+
+/// `POST /v1/query` and `POST /v1/batch`: statements as the token's role, in one transaction.
+extension HTTPAPI {
+    struct StatementBody: Decodable {
+        var sql: String
+        var params: [JSONValue]?
+    }
+
+    struct RequestBody: Decodable {
+        var sql: String?
+        var params: [JSONValue]?
+        var statements: [StatementBody]?
+        var database: String?
+        var timeout_ms: Int64?
+        var max_rows: Int?
+    }
+
+    func data(_ request: Request, _ context: APIContext, batch: Bool) async -> Response {
+        let requestID = context.requestID
+        let started = ContinuousClock.now
+        let record: TokenRecord
+        switch await authenticate(request, admin: false, requestID: requestID) {
+        case .failure(let problem): return problem.response(requestID: requestID)
+        case .success(let found): record = found
+        }
+        let parsed: RequestBody
+        switch await body(request, limit: settings.maxBodyBytes) {
+        case .failure(let problem): return problem.response(requestID: requestID)
+        case .success(let data):
+            do {
+                parsed = try JSONDecoder().decode(RequestBody.self, from: data)
+            } catch {
+                return Problem.badRequest("the body is not valid JSON for this endpoint: \(Self.describe(error))")
+                    .response(requestID: requestID)
+            }
+        }
+        let statements: [QueryStatement]
+        if batch {
+            guard let list = parsed.statements, !list.isEmpty else {
+                return Problem.badRequest("expected {\"statements\": [{\"sql\": \"…\", \"params\": […]}, …]}")
+                    .response(requestID: requestID)
+            }
+            statements = list.map { QueryStatement(sql: $0.sql, parameters: ($0.params ?? []).map(\.parameterText)) }
+        } else {
+            guard let sql = parsed.sql else {
+                return Problem.badRequest("expected {\"sql\": \"…\", \"params\": […]}").response(requestID: requestID)
+            }
+            statements = [QueryStatement(sql: sql, parameters: (parsed.params ?? []).map(\.parameterText))]
+        }
+        guard let role = policy.role(named: record.role) else {
+            return Problem(status: .unauthorized, code: "token_invalid", message: "invalid token")
+                .response(requestID: requestID)
+        }
+        let databaseName = parsed.database ?? role.database
+        guard databaseName == role.database, let database = policy.database(named: databaseName) else {
+            return Problem(
+                status: .notFound, code: "database_unknown",
+                message: "role \(role.name) lives in database \(role.database), not \(databaseName)"
+            ).response(requestID: requestID)
+        }
+        // The role's statement_timeout caps the request's.
+        let roleTimeout = role.settings.first { $0.name == "statement_timeout" }.flatMap {
+            Self.postgresDuration($0.value)
+        }
+        var timeout = roleTimeout ?? settings.defaultTimeout
+        if let requested = parsed.timeout_ms {
+            guard requested > 0 else {
+                return Problem.badRequest("timeout_ms must be positive").response(requestID: requestID)
+            }
+            timeout = min(timeout, .milliseconds(requested))
+        }
+        let maxRows = min(max(parsed.max_rows ?? settings.maxRows, 0), settings.maxRows)
+
+        let outcome: Result<[StatementResult], QueryFailure>
+        do {
+            outcome = try await gateway.run(
+                statements, token: record, database: database, statementTimeout: timeout, maxRows: maxRows,
+                maxBytes: settings.maxResultBytes)
+        } catch {
+            let problem: Problem
+            switch error {
+            case .timeout:
+                problem = Problem(status: .gatewayTimeout, code: "timeout", message: error.description)
+            case .busy(let message):
+                problem = Problem(status: .serviceUnavailable, code: "upstream_busy", message: message)
+            case .upstreamUnavailable(let message):
+                problem = Problem(status: .serviceUnavailable, code: "upstream_unavailable", message: message)
+            }
+            auditStatements(statements, record: record, database: database.name, requestID: requestID, started: started)
+            { _ in
+                ("error", problem.code, nil)
+            }
+            return problem.response(requestID: requestID)
+        }
+        switch outcome {
+        case .failure(let failure):
+            auditStatements(statements, record: record, database: database.name, requestID: requestID, started: started)
+            { index in
+                index == failure.statementIndex || failure.statementIndex == nil
+                    ? ("error", failure.sqlState, nil) : ("rolled back", nil, nil)
+            }
+            return Self.problem(failure).response(requestID: requestID)
+        case .success(let results):
+            auditStatements(statements, record: record, database: database.name, requestID: requestID, started: started)
+            { index in
+                ("ok", nil, results.indices.contains(index) ? results[index] : nil)
+            }
+            var rendered: [[String: Any]] = []
+            for result in results { rendered.append(Self.render(result)) }
+            if batch {
+                let value: [String: Any] = ["results": rendered]
+                return jsonResponse(value)
+            }
+            return jsonResponse(rendered.first ?? [:])
+        }
+    }
+
+    static func render(_ result: StatementResult) -> [String: Any] {
+        var out: [String: Any] = [
+            "columns": result.columns.map { ["name": $0.name, "type": ResultValues.typeName($0.typeOID)] },
+            "rows": result.rows.map { row in
+                zip(row, result.columns).map { ResultValues.json($0, type: $1.typeOID) }
+            },
+            "row_count": result.rowCount ?? Int64(result.rows.count),
+            "command": result.command ?? NSNull(),
+        ]
+        if result.truncated { out["truncated"] = true }
+        return out
+    }
+
+    /// PostgreSQL's refusal as an HTTP problem, with its message and SQLSTATE.
+    static func problem(_ failure: QueryFailure) -> Problem {
+        var extra: [String: Any] = ["sqlstate": failure.sqlState]
+        if let detail = failure.detail { extra["detail"] = detail }
+        if let hint = failure.hint { extra["hint"] = hint }
+        if let index = failure.statementIndex { extra["statement"] = index }
+        let (status, code): (HTTPResponse.Status, String) =
+            switch failure.sqlState {
+            case "42501": (.forbidden, "permission_denied")
+            // A protocol violation here is the request's fault (e.g. too few parameters).
+            case "08P01": (.badRequest, "bad_request")
+            case "57014": (.gatewayTimeout, "timeout")
+            case let state where state.hasPrefix("08") || state.hasPrefix("53") || state.hasPrefix("57P"):
+                (.serviceUnavailable, "upstream_unavailable")
+            case let state where state.hasPrefix("23"): (.conflict, "constraint_violation")
+            case let state where state.hasPrefix("40"): (.conflict, "transaction_conflict")
+            default: (.badRequest, "bad_request")
+            }
+        return Problem(status: status, code: code, message: failure.message, extra: extra)
+    }
+
+    /// `statement_timeout` as PostgreSQL writes it: milliseconds, or a number with a unit.
+    static func postgresDuration(_ text: String) -> Duration? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+        if let ms = Int64(trimmed) { return ms > 0 ? .milliseconds(ms) : nil }
+        let normalized = trimmed.replacingOccurrences(of: "min", with: "m").replacingOccurrences(of: " ", with: "")
+        return try? DurationText.parse(normalized)
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context): context.debugDescription
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            "\(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)"
+        case DecodingError.keyNotFound(let key, _): "missing key '\(key.stringValue)'"
+        default: "malformed JSON"
+        }
+    }
+
+    /// One audit event per statement (channel `http`; the request id is the session).
+    func auditStatements(
+        _ statements: [QueryStatement], record: TokenRecord, database: String, requestID: String,
+        started: ContinuousClock.Instant,
+        outcome: (Int) -> (action: String, sqlState: String?, result: StatementResult?)
+    ) {
+        let micros = Int64((ContinuousClock.now - started).timeInterval * 1_000_000)
+        for (index, statement) in statements.enumerated() {
+            let (action, state, result) = outcome(index)
+            metrics.increment("rolegate_statements_total", ["service": record.service, "channel": "http"])
+            if action == "error" {
+                metrics.increment("rolegate_statement_errors_total", ["service": record.service, "channel": "http"])
+            }
+            var detail = ["channel": "http"]
+            if let command = result?.command { detail["command"] = command }
+            if result?.truncated == true { detail["truncated"] = "yes" }
+            audit?.record(
+                AuditEvent(
+                    kind: .statement, action: action, service: record.service, tokenID: record.id, role: record.role,
+                    database: database, sessionID: requestID, sql: statement.sql, sqlState: state,
+                    rows: result?.rowCount, durationMicros: micros, detail: detail))
+        }
+    }
+}

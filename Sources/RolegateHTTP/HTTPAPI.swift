@@ -1,0 +1,233 @@
+public import Foundation
+import HTTPTypes
+public import Hummingbird
+public import Logging
+public import RolegateAudit
+public import RolegateCore
+public import RolegateGateway
+import RolegateProvision
+public import RolegateStore
+public import RolegateTokens
+
+/// The HTTP API of `rolegate serve`: the data API (`/v1/query`, `/v1/batch`) with the same
+/// tokens, roles and audit as the wire gateway; the admin API (`/admin/v1/…`) for admin
+/// tokens; and `/healthz`, `/readyz`, `/metrics`, `/openapi.yaml`.
+public struct HTTPAPI: Sendable {
+    public struct Settings: Sendable {
+        public var host = "127.0.0.1"
+        public var port = 8080
+        /// Request bodies larger than this are refused with 413 before being read whole.
+        public var maxBodyBytes = 1 << 20
+        /// Rows per statement before the result is cut (`"truncated": true`).
+        public var maxRows = 10_000
+        /// Result bytes per request before it is cut.
+        public var maxResultBytes = 64 << 20
+        /// `statement_timeout` when the role's policy sets none.
+        public var defaultTimeout: Duration = .seconds(30)
+
+        public init() {}
+    }
+
+    let settings: Settings
+    let gateway: GatewayServer
+    let verifier: TokenVerifier
+    let store: any Store
+    let policy: Policy
+    let masterKey: MasterKey
+    let audit: AuditWriter?
+    let logger: Logger
+
+    public init(
+        settings: Settings, gateway: GatewayServer, verifier: TokenVerifier, store: any Store, policy: Policy,
+        masterKey: MasterKey, audit: AuditWriter?, logger: Logger
+    ) {
+        self.settings = settings
+        self.gateway = gateway
+        self.verifier = verifier
+        self.store = store
+        self.policy = policy
+        self.masterKey = masterKey
+        self.audit = audit
+        self.logger = logger
+    }
+
+    var metrics: Metrics { gateway.metrics }
+
+    /// The Hummingbird application; run it (it is a `Service`) and cancel it to stop.
+    public func application(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
+        let router = Router(context: APIContext.self)
+        router.add(middleware: RequestMiddleware(metrics: metrics, logger: logger))
+        addRoutes(to: router)
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "rolegate"),
+            onServerRunning: { channel in onRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+    }
+
+    func addRoutes(to router: Router<APIContext>) {
+        router.get("/healthz") { _, _ in jsonResponse(["status": "ok"]) }
+        router.get("/readyz") { _, _ in await self.ready() }
+        router.get("/metrics") { _, _ in
+            textResponse(self.renderMetrics(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        }
+        router.get("/openapi.yaml") { _, _ in
+            textResponse(OpenAPIDocument.yaml, contentType: "application/yaml; charset=utf-8")
+        }
+        router.post("/v1/query") { request, context in await self.data(request, context, batch: false) }
+        router.post("/v1/batch") { request, context in await self.data(request, context, batch: true) }
+        addAdminRoutes(to: router)
+    }
+
+    // MARK: - Operations
+
+    func ready() async -> Response {
+        var checks: [[String: Any]] = []
+        do {
+            _ = try await store.latestChange()
+            checks.append(["name": "store", "ok": true])
+        } catch {
+            checks.append(["name": "store", "ok": false, "detail": "\(error)"])
+        }
+        for database in policy.databases {
+            let problem = await gateway.probe(database)
+            var check: [String: Any] = ["name": "database:\(database.name)", "ok": problem == nil]
+            if let problem { check["detail"] = problem }
+            checks.append(check)
+        }
+        let ready = checks.allSatisfy { $0["ok"] as? Bool == true }
+        return jsonResponse(
+            ["status": ready ? "ready" : "not ready", "checks": checks], status: ready ? .ok : .serviceUnavailable)
+    }
+
+    func renderMetrics() -> String {
+        var gauges = gateway.gauges
+        if let audit {
+            gauges.append(("rolegate_audit_queue_depth", [:], Double(audit.queuedCount)))
+            gauges.append(("rolegate_audit_events_dropped_total", [:], Double(audit.droppedCount)))
+            gauges.append(("rolegate_audit_events_written_total", [:], Double(audit.writtenCount)))
+        }
+        return metrics.render(gauges: gauges)
+    }
+
+    // MARK: - Authentication
+
+    /// The bearer token's record, or the 401/403/503 problem.
+    func authenticate(_ request: Request, admin: Bool, requestID: String) async -> Result<TokenRecord, Problem> {
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
+            return .failure(
+                Problem(
+                    status: .unauthorized, code: "token_invalid", message: "missing 'Authorization: Bearer <token>'"))
+        }
+        let token = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+        let problem: Problem
+        switch await verifier.verify(token) {
+        case .success(let verified):
+            let isAdmin = policy.service(named: verified.service)?.admin == true
+            if admin, !isAdmin {
+                problem = Problem(
+                    status: .forbidden, code: "not_admin",
+                    message: "this is a data token; the admin API needs a token of an admin service")
+            } else if !admin, isAdmin {
+                problem = Problem(
+                    status: .forbidden, code: "admin_token",
+                    message: "this is an admin token: it never reaches a database; use a data service's token")
+            } else {
+                return .success(verified.record)
+            }
+        case .failure(.expired):
+            problem = Problem(status: .unauthorized, code: "token_expired", message: "token expired")
+        case .failure(.revoked):
+            problem = Problem(status: .unauthorized, code: "token_revoked", message: "token revoked")
+        case .failure(.unavailable):
+            problem = Problem(
+                status: .serviceUnavailable, code: "store_unavailable",
+                message: "the token store is unavailable; try again")
+        case .failure:
+            // Unknown, wrong, malformed: one answer for all.
+            problem = Problem(status: .unauthorized, code: "token_invalid", message: "invalid token")
+        }
+        metrics.increment("rolegate_auth_failures_total", ["channel": "http", "code": problem.code])
+        audit?.record(
+            AuditEvent(
+                kind: .auth, action: "refused", sessionID: requestID, sqlState: nil,
+                detail: ["channel": "http", "reason": problem.message, "code": problem.code]))
+        return .failure(problem)
+    }
+
+    /// The body, refused with 413 past the limit without reading it whole.
+    func body(_ request: Request, limit: Int) async -> Result<Data, Problem> {
+        var request = request
+        do {
+            let buffer = try await request.collectBody(upTo: limit)
+            return .success(Data(buffer.readableBytesView))
+        } catch {
+            return .failure(
+                Problem(
+                    status: .contentTooLarge, code: "body_too_large",
+                    message: "the request body is larger than \(limit) bytes"))
+        }
+    }
+}
+
+/// Request ids, access logs and request metrics for every route.
+struct RequestMiddleware: RouterMiddleware {
+    typealias Context = APIContext
+    let metrics: Metrics
+    let logger: Logger
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws
+        -> Response
+    {
+        let started = ContinuousClock.now
+        let incoming = request.headers[HTTPField.Name("X-Request-Id")!]
+        let requestID =
+            incoming.flatMap { $0.count <= 64 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" } ? $0 : nil }
+            ?? RequestID.make()
+        var context = context
+        context.requestID = requestID
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as HTTPError {
+            response = Problem(
+                status: error.status, code: error.status == .notFound ? "not_found" : "http_error",
+                message: error.body ?? error.status.reasonPhrase
+            ).response(requestID: requestID)
+        } catch {
+            response = Problem(status: .internalServerError, code: "internal", message: "internal error")
+                .response(requestID: requestID)
+        }
+        response.headers[HTTPField.Name("X-Request-Id")!] = requestID
+        let elapsed = ContinuousClock.now - started
+        let route = context.endpointPath ?? "unmatched"
+        metrics.increment("rolegate_http_requests_total", ["route": route, "status": String(response.status.code)])
+        metrics.observe("rolegate_http_request_duration_seconds", ["route": route], seconds: elapsed.timeInterval)
+        logger.info(
+            "http request",
+            metadata: [
+                "request_id": .string(requestID), "method": .string(request.method.rawValue),
+                "path": .string(request.uri.path), "status": .stringConvertible(response.status.code),
+                "duration_ms": .stringConvertible((elapsed.timeInterval * 1000 * 1000).rounded() / 1000),
+            ])
+        return response
+    }
+}
+
+enum RequestID {
+    static func make() -> String {
+        (0..<16).map { _ in String("0123456789abcdefghjkmnpqrstvwxyz".randomElement()!) }.joined()
+    }
+}
+
+/// Each request's context: Hummingbird's, plus the request id every response and log line carries.
+public struct APIContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var requestID = ""
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+}

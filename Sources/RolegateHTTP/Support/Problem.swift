@@ -1,0 +1,33 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// An error response: a JSON problem body with a stable `code`, never a stack trace or a secret.
+struct Problem: Error {
+    var status: HTTPResponse.Status
+    var code: String
+    var message: String
+    var extra: [String: Any] = [:]
+
+    static func badRequest(_ message: String, _ extra: [String: Any] = [:]) -> Problem {
+        Problem(status: .badRequest, code: "bad_request", message: message, extra: extra)
+    }
+
+    func response(requestID: String) -> Response {
+        var body: [String: Any] = [
+            "code": code, "message": message, "status": Int(status.code), "request_id": requestID,
+        ]
+        for (key, value) in extra { body[key] = value }
+        return jsonResponse(body, status: status)
+    }
+}
+
+func jsonResponse(_ value: Any, status: HTTPResponse.Status = .ok) -> Response {
+    Response(
+        status: status, headers: [.contentType: "application/json; charset=utf-8"],
+        body: .init(byteBuffer: ByteBuffer(string: jsonText(value) + "\n")))
+}
+
+func textResponse(_ text: String, contentType: String, status: HTTPResponse.Status = .ok) -> Response {
+    Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(string: text)))
+}

@@ -1,0 +1,226 @@
+import Foundation
+import PostgresCluster
+import RolegateCore
+import Testing
+
+/// The HTTP API with curl, against a gateway whose policy has an admin service.
+@Suite(.serialized) struct HTTPTests {
+    static let policy =
+        gatewayPolicy + """
+
+              ops: {admin: true, token_ttl: 1h}
+            """
+
+    struct Reply {
+        var status: Int
+        var body: String
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
+        var code: String? { json["code"] as? String }
+    }
+
+    final class HTTP: Sendable {
+        let gw: GatewayFixture
+        let port: Int
+        let admin: String
+
+        init() async throws {
+            let port = try PostgresCluster.freePort()
+            gw = try await GatewayFixture(policy: HTTPTests.policy, serveArguments: ["--http", "127.0.0.1:\(port)"])
+            self.port = port
+            admin = try gw.fixture.expectRolegate(["token", "issue", "ops"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+
+        /// curl; `body` may be a file reference (`@path`).
+        func call(_ method: String, _ path: String, token: String?, body: String? = nil) async throws -> Reply {
+            var arguments = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "http://127.0.0.1:\(port)\(path)"]
+            if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+            if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+            let result = try await Subprocess.runDetached("curl", arguments)
+            let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            return Reply(status: Int(lines.last ?? "") ?? 0, body: lines.dropLast().joined(separator: "\n"))
+        }
+
+        func query(_ service: String, _ sql: String, params: String = "[]", token: String? = nil) async throws -> Reply
+        {
+            let body = "{\"sql\": \(jsonString(sql)), \"params\": \(params)}"
+            return try await call("POST", "/v1/query", token: token ?? gw.tokens[service], body: body)
+        }
+    }
+
+    static func jsonString(_ text: String) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: text, options: [.fragmentsAllowed]), as: UTF8.self)
+    }
+
+    @Test func queriesRunAsEachServicesRoleAndNothingMore() async throws {
+        let http = try await HTTP()
+        defer { Task { await http.gw.stop() } }
+        let events = try await http.query("reports", "SELECT id, name FROM analytics.events ORDER BY id")
+        #expect(events.status == 200, "\(events.body)")
+        #expect(events.json["row_count"] as? Int == 2)
+        #expect((events.json["rows"] as? [[Any]])?.map { $0[1] as? String } == ["signup", "login"])
+        #expect((events.json["columns"] as? [[String: String]])?.map { $0["type"] } == ["int8", "text"])
+        // Parameters are typed by PostgreSQL from the statement.
+        let typed = try await http.query(
+            "reports", "SELECT name FROM analytics.events WHERE id = $1 AND $2::jsonb ? 'k'",
+            params: "[2, {\"k\": true}]")
+        #expect((typed.json["rows"] as? [[String]]) == [["login"]], "\(typed.body)")
+        // Column-level grants hold: id and email yes, ssn no.
+        let emails = try await http.query("invoicing", "SELECT email FROM billing.customers ORDER BY id")
+        #expect(emails.status == 200 && emails.json["row_count"] as? Int == 2, "\(emails.body)")
+        let ssn = try await http.query("invoicing", "SELECT ssn FROM billing.customers")
+        #expect(ssn.status == 403 && ssn.code == "permission_denied", "\(ssn.body)")
+        #expect(ssn.json["sqlstate"] as? String == "42501")
+        // A write the role may not do.
+        let write = try await http.query("reports", "DELETE FROM analytics.events")
+        #expect(write.status == 403 && write.code == "permission_denied", "\(write.body)")
+        // A batch is all or nothing.
+        let batch = try await http.call(
+            "POST", "/v1/batch", token: http.gw.tokens["notes"],
+            body:
+                "{\"statements\": [{\"sql\": \"INSERT INTO public.notes VALUES (7, 'kept?')\"}, {\"sql\": \"SELECT 1/0\"}]}"
+        )
+        #expect(
+            batch.status == 400 && batch.json["sqlstate"] as? String == "22012" && batch.json["statement"] as? Int == 1)
+        let count = try await http.query("notes", "SELECT count(*) FROM public.notes WHERE id = 7")
+        #expect(
+            (count.json["rows"] as? [[Int]]) == [[0]], "the batch's first insert was not rolled back: \(count.body)")
+        // max_rows cuts the result.
+        let cut = try await http.call(
+            "POST", "/v1/query", token: http.gw.tokens["reports"],
+            body: "{\"sql\": \"SELECT generate_series(1, 50)\", \"max_rows\": 10}")
+        #expect(cut.json["truncated"] as? Bool == true && (cut.json["rows"] as? [Any])?.count == 10, "\(cut.body)")
+        // Every request is audited, as channel http.
+        let audit = try http.gw.fixture.expectRolegate(["audit", "--kind", "statement", "--format", "json"]).stdout
+        #expect(audit.contains("\"channel\":\"http\"") && audit.contains("SELECT ssn FROM billing.customers"))
+    }
+
+    @Test func refusalsHaveStableCodes() async throws {
+        let http = try await HTTP()
+        defer { Task { await http.gw.stop() } }
+        let wrong = try await http.query("reports", "SELECT 1", token: "rgt_wrong")
+        #expect(wrong.status == 401 && wrong.code == "token_invalid")
+        let missing = try await http.call("POST", "/v1/query", token: nil, body: "{}")
+        #expect(missing.status == 401 && missing.code == "token_invalid")
+        let malformed = try await http.call("POST", "/v1/query", token: http.gw.tokens["reports"], body: "{\"sql\": ")
+        #expect(malformed.status == 400 && malformed.code == "bad_request")
+        let parameters = try await http.query("reports", "SELECT $1::int + $2::int", params: "[1]")
+        #expect(parameters.status == 400 && parameters.json["sqlstate"] as? String == "08P01", "\(parameters.body)")
+        // Revoked and expired.
+        let notesID = try TokenFormat.parse(http.gw.tokens["notes"]!).id
+        try http.gw.fixture.expectRolegate(["token", "revoke", notesID])
+        let revoked = try await http.query("notes", "SELECT 1")
+        #expect(revoked.status == 401 && revoked.code == "token_revoked", "\(revoked.body)")
+        let short = try http.gw.fixture.expectRolegate(["token", "issue", "notes", "--ttl", "1s"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try await Task.sleep(for: .milliseconds(1200))
+        let expired = try await http.query("notes", "SELECT 1", token: short)
+        #expect(expired.status == 401 && expired.code == "token_expired", "\(expired.body)")
+        // Data and admin tokens stay apart, on HTTP and on the wire.
+        let dataOnAdmin = try await http.call("GET", "/admin/v1/tokens", token: http.gw.tokens["reports"])
+        #expect(dataOnAdmin.status == 403 && dataOnAdmin.code == "not_admin")
+        let adminOnData = try await http.query("reports", "SELECT 1", token: http.admin)
+        #expect(adminOnData.status == 403 && adminOnData.code == "admin_token")
+        let adminOnWire = try await http.gw.psql("ops", "SELECT 1", token: http.admin)
+        #expect(adminOnWire.status != 0 && adminOnWire.stderr.contains("admin"), "\(adminOnWire.stderr)")
+
+        // A 50 MB body is refused without being held in memory.
+        let big = http.gw.fixture.directory + "/big.json"
+        try Data(count: 50 << 20).write(to: URL(fileURLWithPath: big))
+        let before = try #require(GatewayResourceTests.residentKiB(http.gw.server.pid))
+        let tooLarge = try await http.call("POST", "/v1/query", token: http.gw.tokens["reports"], body: "@\(big)")
+        let after = try #require(GatewayResourceTests.residentKiB(http.gw.server.pid))
+        #expect(tooLarge.status == 413 && tooLarge.code == "body_too_large", "\(tooLarge.status) \(tooLarge.body)")
+        #expect(after - before < 20 * 1024, "RSS grew from \(before) KiB to \(after) KiB")
+    }
+
+    @Test func adminAPIEndsSessionsAndManagesTokens() async throws {
+        let http = try await HTTP()
+        defer { Task { await http.gw.stop() } }
+        let session = Task { try await http.gw.psql("reports", "SELECT pg_sleep(30)") }
+        var id: String?
+        for _ in 0..<100 where id == nil {
+            let list = try await http.call("GET", "/admin/v1/sessions", token: http.admin)
+            id =
+                ((list.json["sessions"] as? [[String: Any]])?.first { $0["service"] as? String == "reports" })?["id"]
+                as? String
+            if id == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let sessionID = try #require(id)
+        let ended = try await http.call("DELETE", "/admin/v1/sessions/\(sessionID)", token: http.admin)
+        #expect(ended.status == 204)
+        let psql = try await session.value
+        #expect(psql.status != 0 && psql.stderr.contains("ended by an administrator"), "\(psql.stderr)")
+
+        // Issue, rotate, revoke through the API; the new token works on the wire at once.
+        let issued = try await http.call(
+            "POST", "/admin/v1/services/notes/rotate", token: http.admin, body: "{\"grace\": \"1m\"}")
+        #expect(issued.status == 201, "\(issued.body)")
+        let token = try #require(issued.json["token"] as? String)
+        #expect(try await http.gw.psql("notes", "SELECT 1", token: token).status == 0)
+        let revoke = try await http.call(
+            "POST", "/admin/v1/tokens/\(issued.json["id"] as? String ?? "")/revoke", token: http.admin,
+            body: "{\"reason\": \"test\"}")
+        #expect(revoke.status == 200 && revoke.json["state"] as? String == "revoked", "\(revoke.body)")
+        let plan = try await http.call("GET", "/admin/v1/plan", token: http.admin)
+        #expect(plan.status == 200 && plan.json["in_sync"] as? Bool == true, "\(plan.body)")
+        let audit = try await http.call("GET", "/admin/v1/audit?kind=token&limit=50", token: http.admin)
+        #expect((audit.json["events"] as? [[String: Any]])?.contains { $0["action"] as? String == "revoked" } == true)
+    }
+
+    @Test func metricsParseAndMoveAndEveryDocumentedPathAnswers() async throws {
+        let http = try await HTTP()
+        defer { Task { await http.gw.stop() } }
+        func statementsCounter() async throws -> Double {
+            let metrics = try await http.call("GET", "/metrics", token: nil)
+            let parsed = try await Subprocess.runDetached(
+                "python3",
+                [
+                    "-c",
+                    """
+                    import sys
+                    from prometheus_client.parser import text_string_to_metric_families
+                    total = 0
+                    for family in text_string_to_metric_families(sys.stdin.read()):
+                        for sample in family.samples:
+                            if sample.name == "rolegate_statements_total" and sample.labels.get("channel") == "http":
+                                total += sample.value
+                    print(total)
+                    """,
+                ], stdin: metrics.body)
+            #expect(parsed.status == 0, "the metrics did not parse: \(parsed.stderr)")
+            return Double(parsed.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        }
+        let before = try await statementsCounter()
+        _ = try await http.query("reports", "SELECT 1")
+        _ = try await http.query("reports", "SELECT 2")
+        #expect(try await statementsCounter() == before + 2)
+
+        let document = try await http.call("GET", "/openapi.yaml", token: nil)
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources/RolegateHTTP/openapi.yaml")
+        #expect(document.body == (try String(contentsOf: file, encoding: .utf8)))
+        // Every path and method in the document answers (a route, not Hummingbird's 404/405).
+        var path: String?
+        var checked = 0
+        for line in document.body.split(separator: "\n") {
+            if line.hasPrefix("  /"), line.hasSuffix(":") { path = String(line.dropFirst(2).dropLast()) }
+            guard let current = path, line.hasPrefix("    "), !line.hasPrefix("     "), line.hasSuffix(":") else {
+                continue
+            }
+            let method = line.trimmingCharacters(in: .whitespaces).dropLast().uppercased()
+            guard ["GET", "POST", "DELETE", "PUT", "PATCH"].contains(method) else { continue }
+            let concrete = current.replacingOccurrences(of: "{id}", with: "nosuchid")
+                .replacingOccurrences(of: "{service}", with: "reports")
+            let reply = try await http.call(method, concrete, token: http.admin, body: method == "GET" ? nil : "{}")
+            #expect(
+                reply.status != 405 && reply.code != "not_found" && reply.status != 0,
+                "\(method) \(current): \(reply.status) \(reply.body)")
+            checked += 1
+        }
+        #expect(checked >= 13)
+    }
+}
