@@ -135,10 +135,10 @@ extension HTTPAPI {
 
     /// PostgreSQL's refusal as an HTTP problem, with its message and SQLSTATE.
     static func problem(_ failure: QueryFailure) -> Problem {
-        var extra: [String: Any] = ["sqlstate": failure.sqlState]
-        if let detail = failure.detail { extra["detail"] = detail }
-        if let hint = failure.hint { extra["hint"] = hint }
-        if let index = failure.statementIndex { extra["statement"] = index }
+        var extra: [String: Problem.Extra] = ["sqlstate": .text(failure.sqlState)]
+        if let detail = failure.detail { extra["detail"] = .text(detail) }
+        if let hint = failure.hint { extra["hint"] = .text(hint) }
+        if let index = failure.statementIndex { extra["statement"] = .number(index) }
         let (status, code): (HTTPResponse.Status, String) =
             switch failure.sqlState {
             case "42501": (.forbidden, "permission_denied")

@@ -7,17 +7,30 @@ struct Problem: Error {
     var status: HTTPResponse.Status
     var code: String
     var message: String
-    var extra: [String: Any] = [:]
+    /// More fields for the body (text or whole numbers: a problem must be `Sendable`).
+    var extra: [String: Extra] = [:]
 
-    static func badRequest(_ message: String, _ extra: [String: Any] = [:]) -> Problem {
-        Problem(status: .badRequest, code: "bad_request", message: message, extra: extra)
+    enum Extra: Sendable {
+        case text(String)
+        case number(Int)
+
+        var json: Any {
+            switch self {
+            case .text(let value): value
+            case .number(let value): value
+            }
+        }
+    }
+
+    static func badRequest(_ message: String) -> Problem {
+        Problem(status: .badRequest, code: "bad_request", message: message)
     }
 
     func response(requestID: String) -> Response {
         var body: [String: Any] = [
             "code": code, "message": message, "status": Int(status.code), "request_id": requestID,
         ]
-        for (key, value) in extra { body[key] = value }
+        for (key, value) in extra { body[key] = value.json }
         return jsonResponse(body, status: status)
     }
 }
