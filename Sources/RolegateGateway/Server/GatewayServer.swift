@@ -109,12 +109,18 @@ public final class GatewayServer: Sendable {
 
         let verifier = shared.configuration.verifier
         let registry = shared.registry
+        let metrics = shared.metrics
         verifier.onChanges { changes in
             let entries = registry.sessions(tokens: Set(changes.map(\.tokenID)))
             guard !entries.isEmpty else { return }
             Task {
                 for entry in entries {
-                    if let failure = await verifier.isStillValid(entry.record) { registry.end(entry, because: failure) }
+                    if let failure = await verifier.isStillValid(entry.record) {
+                        metrics.increment(
+                            "rolegate_sessions_ended_total",
+                            ["reason": failure == .expired ? "token_expired" : "token_revoked"])
+                        registry.end(entry, because: failure)
+                    }
                 }
             }
         }
@@ -134,7 +140,10 @@ public final class GatewayServer: Sendable {
                                 service: entry.record.service, tokenID: entry.record.id, role: entry.record.role,
                                 detail: ["sessions_ended": endOnExpiry ? "yes" : "no"]))
                     }
-                    if endOnExpiry { registry.end(entry, because: .expired) }
+                    if endOnExpiry {
+                        metrics.increment("rolegate_sessions_ended_total", ["reason": "token_expired"])
+                        registry.end(entry, because: .expired)
+                    }
                 }
             }
         }

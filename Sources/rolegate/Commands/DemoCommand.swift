@@ -45,15 +45,17 @@ struct DemoCommand: AsyncParsableCommand {
             if keep == nil { try? FileManager.default.removeItem(atPath: base) }
             throw CLIError("\(error)")
         }
+        let gateway: RunningProcess
         do {
-            try await setUp(cluster: cluster, base: base)
+            gateway = try await setUp(cluster: cluster, base: base)
         } catch {
             cluster.stop()
             if keep == nil { try? FileManager.default.removeItem(atPath: base) }
             throw error
         }
         if !once { await waitForSignal() }
-        Terminal.note("\nStopping PostgreSQL ...")
+        Terminal.note("\nStopping the gateway and PostgreSQL ...")
+        gateway.stop()
         cluster.stop()
         if keep == nil {
             try? FileManager.default.removeItem(atPath: base)
@@ -65,7 +67,7 @@ struct DemoCommand: AsyncParsableCommand {
         }
     }
 
-    private func setUp(cluster: PostgresCluster, base: String) async throws {
+    private func setUp(cluster: PostgresCluster, base: String) async throws -> RunningProcess {
         let adminPassword = Base64URL.random(bytes: 18)
         try cluster.psql(
             """
@@ -80,12 +82,13 @@ struct DemoCommand: AsyncParsableCommand {
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent().path
         let envFile = base + "/demo.env"
-        try """
-        # source this file to talk to the demo
-        export APP_ADMIN_URL='\(adminURL)'
-        export ROLEGATE_CONFIG='\(policyPath)'
-        export PATH='\(binary)':"$PATH"
-        """.write(toFile: envFile, atomically: true, encoding: .utf8)
+        let envHeader = """
+            # source this file to talk to the demo (it holds the demo's tokens: keep it private)
+            export APP_ADMIN_URL='\(adminURL)'
+            export ROLEGATE_CONFIG='\(policyPath)'
+            export PATH='\(binary)':"$PATH"
+
+            """
 
         var environment = ProcessInfo.processInfo.environment
         environment["APP_ADMIN_URL"] = adminURL
@@ -99,39 +102,55 @@ struct DemoCommand: AsyncParsableCommand {
         print("== rolegate apply ==\n\nApplied \(applied.plan.statements.count) statements in one transaction.\n")
 
         let store = try await StoreLocation.sqlite(path: base + "/.rolegate/state.db").open()
-        let tokens = TokenService(store: store, policy: policy, issuer: "demo")
-        print("== tokens (one per service; secrets are never stored, only hashes) ==\n")
+        let tokens = TokenService(store: store, policy: policy, issuer: "demo") { events in
+            _ = try? await store.appendAudit(events, instance: "cli@demo")
+        }
+        print("== tokens (one per service; the store keeps only hashes) ==\n")
         var rows: [[String]] = []
+        var exports: [String] = []
         for service in policy.services {
             let issued = try await tokens.issue(service: service.name, ttl: nil, note: "demo")
-            rows.append([service.name, service.role, issued.record.id, issued.record.expiresAt.rfc3339])
+            rows.append([
+                service.name, service.admin ? "(admin API)" : service.role, issued.record.id,
+                issued.record.expiresAt.rfc3339,
+            ])
+            exports.append("export \(Self.variable(service.name))='\(issued.token)'")
         }
         await store.close()
         print(table(["SERVICE", "ROLE", "TOKEN ID", "EXPIRES"], rows))
-        print(
-            """
 
-            == try it (in another terminal) ==
-
-              source \(envFile)
-
-              rolegate plan --check; echo "exit $?"            # 0: PostgreSQL matches the policy
-              psql "$APP_ADMIN_URL" -c 'GRANT DELETE ON billing.invoices TO billing_writer'
-              rolegate plan --check; echo "exit $?"            # 2: drift, and the REVOKE that repairs it
-              rolegate apply --yes                             # back in sync, in one transaction
-
-              psql "$APP_ADMIN_URL" -c "SELECT has_column_privilege('billing_writer', 'billing.customers', 'card_last4', 'SELECT')"   # f
-              psql "$APP_ADMIN_URL" -c "SELECT has_table_privilege('analytics_ro', 'billing.invoices', 'SELECT')"                       # f
-
-              rolegate token list
-              rolegate token rotate billing-api --grace 1m     # new token; the old one works for 1 more minute
-              rolegate token revoke --service dashboard --reason "demo"
-              rolegate token list --all
-
-            Files: \(policyPath), \(base)/.rolegate/ (master key, token store).
-            """)
+        // The gateway (wire and HTTP) as a child process that stops with us.
+        let port = try PostgresCluster.freePort()
+        let httpPort = try PostgresCluster.freePort()
+        var serveEnvironment = environment
+        serveEnvironment["ROLEGATE_CONFIG"] = policyPath
+        let gateway = try Subprocess.launch(
+            binary + "/rolegate",
+            [
+                "serve", "--listen", "127.0.0.1:\(port)", "--http", "127.0.0.1:\(httpPort)", "--exit-with-parent",
+            ], environment: serveEnvironment, output: base + "/gateway.log")
+        for _ in 0..<200 where !gateway.output.contains("HTTP API on") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        guard gateway.output.contains("HTTP API on") else {
+            gateway.stop()
+            throw CLIError("the gateway did not start: \(gateway.output)")
+        }
+        // Tokens go to a file only its owner can read, never to the terminal.
+        FileManager.default.createFile(atPath: envFile, contents: nil, attributes: [.posixPermissions: 0o600])
+        try
+            (envHeader + exports.joined(separator: "\n")
+            + "\nexport GW='host=127.0.0.1 port=\(port) dbname=app'\nexport API='http://127.0.0.1:\(httpPort)'\n")
+            .write(toFile: envFile, atomically: false, encoding: .utf8)
+        print(DemoScenario.tour(envFile: envFile, policyPath: policyPath, base: base, port: port, httpPort: httpPort))
         if !once { print("\nPress Ctrl-C to stop; everything is removed\(keep == nil ? "" : " except \(base)").") }
         fflush(nil)  // the tour must appear now, also when stdout is a pipe or a file
+        return gateway
+    }
+
+    /// `billing-api` → `BILLING_API_TOKEN`.
+    static func variable(_ service: String) -> String {
+        service.uppercased().map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined() + "_TOKEN"
     }
 
 }

@@ -36,6 +36,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Log format of the HTTP access log: text or json.", valueName: "format"))
     var logFormat: String = "text"
 
+    @Flag(help: ArgumentHelp("Stop when the parent process exits (used by 'rolegate demo').", visibility: .hidden))
+    var exitWithParent = false
+
     @Option(
         help: ArgumentHelp(
             "How clients prove their token: scram (default) or password (asked only over TLS).", valueName: "method"))
@@ -237,7 +240,7 @@ struct ServeCommand: AsyncParsableCommand {
                 }
             }
         }
-        await waitForSignal()
+        await waitForSignal(parentExit: exitWithParent)
         Terminal.note("rolegate: shutting down (sessions have \(DurationText.format(grace)) to finish)")
         httpTask?.cancel()
         _ = await httpTask?.result

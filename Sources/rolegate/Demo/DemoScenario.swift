@@ -89,5 +89,54 @@ enum DemoScenario {
             role: support_ro
             token_ttl: 8h
             max_token_ttl: 12h
+          ops:
+            admin: true          # an admin token: the HTTP admin API only, never a database
+            token_ttl: 8h
         """
+
+    /// The tour: every command works as printed, in a shell that sourced `envFile`.
+    static func tour(envFile: String, policyPath: String, base: String, port: Int, httpPort: Int) -> String {
+        """
+
+        == the gateway is up: wire on 127.0.0.1:\(port), HTTP on 127.0.0.1:\(httpPort) ==
+
+        In another terminal:
+
+          source \(envFile)
+
+        Each service logs in with its token and gets exactly its role's privileges:
+
+          PGPASSWORD=$DASHBOARD_TOKEN psql "$GW user=dashboard" -c 'SELECT name, count(*) FROM analytics.events GROUP BY 1'
+          PGPASSWORD=$DASHBOARD_TOKEN psql "$GW user=dashboard" -c 'SELECT * FROM billing.invoices'            # permission denied
+          PGPASSWORD=$BILLING_API_TOKEN psql "$GW user=billing-api" -c 'SELECT id, email FROM billing.customers'
+          PGPASSWORD=$BILLING_API_TOKEN psql "$GW user=billing-api" -c 'SELECT card_last4 FROM billing.customers'  # permission denied
+          PGPASSWORD=$SUPPORT_DESK_TOKEN psql "$GW user=support-desk" -c 'SELECT name, card_last4 FROM billing.customers'
+          PGPASSWORD=$SUPPORT_DESK_TOKEN psql "$GW user=support-desk" -c 'DELETE FROM billing.invoices'          # permission denied
+
+        The same tokens over HTTP, and the admin API with the admin token:
+
+          curl -s $API/v1/query -H "Authorization: Bearer $DASHBOARD_TOKEN" -d '{"sql": "SELECT count(*) FROM analytics.events WHERE name = $1", "params": ["login"]}'
+          curl -s $API/v1/query -H "Authorization: Bearer $DASHBOARD_TOKEN" -d '{"sql": "SELECT * FROM billing.invoices"}'   # 403 permission_denied
+          curl -s $API/admin/v1/sessions -H "Authorization: Bearer $OPS_TOKEN"
+
+        Revoke a token and watch its open session end within a second:
+
+          PGPASSWORD=$DASHBOARD_TOKEN psql "$GW user=dashboard" -c 'SELECT pg_sleep(60)' &
+          sleep 1; rolegate token revoke --service dashboard --reason demo     # the psql above ends: token revoked
+
+        Everything was recorded, in a hash chain you can prove untampered:
+
+          rolegate audit --limit 20
+          rolegate audit verify
+
+        Roles as code: drift is found and repaired:
+
+          rolegate plan --check; echo "exit $?"            # 0: PostgreSQL matches the policy
+          psql "$APP_ADMIN_URL" -c 'GRANT DELETE ON billing.invoices TO billing_writer'
+          rolegate plan --check; echo "exit $?"            # 2: drift, and the REVOKE that repairs it
+          rolegate apply --yes                             # back in sync, in one transaction
+
+        Files: \(policyPath), \(base)/.rolegate/ (master key, store), \(base)/gateway.log.
+        """
+    }
 }

@@ -1,8 +1,10 @@
 import Dispatch
 import Foundation
 
-/// Waits for SIGINT or SIGTERM.
-func waitForSignal() async {
+/// Waits for SIGINT or SIGTERM (or, with `parentExit`, for the parent process to go away:
+/// `rolegate demo` runs `serve` as a child that must not outlive it).
+func waitForSignal(parentExit: Bool = false) async {
+    let parent = getppid()
     signal(SIGINT, SIG_IGN)
     signal(SIGTERM, SIG_IGN)
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -17,6 +19,15 @@ func waitForSignal() async {
             source.resume()
             sources.append(source)
         }
+        if parentExit {
+            let timer = DispatchSource.makeTimerSource(queue: queue)
+            timer.schedule(deadline: .now() + .milliseconds(500), repeating: .milliseconds(500))
+            timer.setEventHandler {
+                if getppid() != parent, once.claim() { continuation.resume() }
+            }
+            timer.resume()
+            TimerSources.keep(timer)
+        }
         SignalSources.keep(sources)
     }
 }
@@ -25,6 +36,11 @@ func waitForSignal() async {
 enum SignalSources {
     nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
     static func keep(_ new: [any DispatchSourceSignal]) { sources = new }
+}
+
+enum TimerSources {
+    nonisolated(unsafe) static var timer: (any DispatchSourceTimer)?
+    static func keep(_ new: any DispatchSourceTimer) { timer = new }
 }
 
 final class OnceFlag: @unchecked Sendable {
