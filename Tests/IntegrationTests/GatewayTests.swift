@@ -244,6 +244,27 @@ import Testing
             direct.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "RE", "\(direct.stdout)\(direct.stderr)")
     }
 
+    /// pgjdbc (the driver of every JVM client and most GUIs). Skipped where Java or the driver
+    /// is missing (Debian: `apt-get install libpostgresql-jdbc-java`); .ci/run installs the driver.
+    @Test(
+        .enabled(
+            if: Subprocess.which("java") != nil
+                && FileManager.default.fileExists(atPath: "/usr/share/java/postgresql.jar"),
+            "java or /usr/share/java/postgresql.jar is missing: apt-get install libpostgresql-jdbc-java"))
+    func jdbcClient() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Clients/JdbcClient.java").path
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["notes"]
+        let result = try await Subprocess.runDetached(
+            "java", ["-cp", "/usr/share/java/postgresql.jar", source, "127.0.0.1", "\(gw.port)", "notes", "app"],
+            environment: env)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("jdbc: all checks passed"))
+    }
+
     /// The database URL's sslmode governs the gateway's own connections: verified TLS when
     /// the CA matches, a clear 08006 when it does not, and `serve` refuses an unreadable CA.
     @Test func upstreamTLSAsTheDatabaseURLAsks() async throws {

@@ -100,7 +100,7 @@ struct AuditList: AsyncParsableCommand {
             } catch {
                 Terminal.note("rolegate audit --follow: \(error) (retrying)")
             }
-            try? await Task.sleep(for: .milliseconds(200))
+            try? await Task.sleep(for: .milliseconds(100))
         }
     }
 }
