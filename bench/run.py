@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""Rolegate benchmark harness: direct PostgreSQL vs pgbouncer vs the Rolegate gateway, side by
+side on one machine, in one run, interleaved so drift hits all three alike.
+
+    bench/run.sh            # the full run (about 15 minutes on 2 cores); writes bench/RESULTS.md
+    bench/run.sh --quick    # a few seconds per case: proves the harness works (CI smoke test)
+
+Only ratios measured in the same run mean anything; nothing here asserts a number.
+"""
+import argparse, json, os, platform, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import urllib.request
+from datetime import datetime, timezone
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(args, check=True, env=None, capture=True, input=None, timeout=None):
+    r = subprocess.run(args, env=env, text=True, input=input, timeout=timeout,
+                       stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
+    if check and r.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bin(name):
+    found = shutil.which(name)
+    if found:
+        return found
+    for version in sorted(os.listdir("/usr/lib/postgresql"), reverse=True):
+        path = f"/usr/lib/postgresql/{version}/bin/{name}"
+        if os.path.exists(path):
+            return path
+    raise SystemExit(f"bench: {name} not found (apt-get install postgresql)")
+
+
+def as_postgres(args):
+    return ["runuser", "-u", "postgres", "--"] + args if os.geteuid() == 0 else args
+
+
+class Bench:
+    def __init__(self, quick):
+        self.quick = quick
+        self.dir = tempfile.mkdtemp(prefix="rolegate-bench-")
+        os.chmod(self.dir, 0o755)
+        self.procs = []
+        self.results = []  # (case, target, tps, p50_ms, p99_ms)
+        self.notes = []
+        self.others = []  # measurements that are not throughput: lines for the report
+
+    # ---- setup -------------------------------------------------------------------------
+    def start_postgres(self):
+        self.pg_port = free_port()
+        # The server's folder (data, log, socket) belongs to the user the server runs as.
+        self.pg_root = f"{self.dir}/pg"
+        data = f"{self.pg_root}/data"
+        os.makedirs(self.pg_root)
+        if os.geteuid() == 0:
+            shutil.chown(self.pg_root, "postgres", "postgres")
+        pwfile = f"{self.dir}/pw"
+        with open(pwfile, "w") as f:
+            f.write("benchsuper\n")
+        os.chmod(pwfile, 0o644)
+        sh(as_postgres([pg_bin("initdb"), "-D", data, "-U", "postgres", f"--pwfile={pwfile}", "--auth-local=trust",
+                        "--auth-host=scram-sha-256", "-N", "-E", "UTF8", "--locale=C"]))
+        opts = (f"-p {self.pg_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.pg_root} "
+                "-c max_connections=400 -c shared_buffers=128MB -c fsync=off -c synchronous_commit=off")
+        sh(as_postgres([pg_bin("pg_ctl"), "-D", data, "-o", opts, "-l", f"{self.pg_root}/pg.log", "-w", "start"]))
+        self.pg_data = data
+        self.psql("CREATE ROLE bench_admin LOGIN CREATEROLE PASSWORD 'benchadmin'")
+        self.psql("CREATE DATABASE bench OWNER bench_admin")
+        self.psql("CREATE ROLE pgb_user LOGIN PASSWORD 'pgbpass'")
+        env = dict(os.environ, PGPASSWORD="benchadmin")
+        scale = "1" if self.quick else "10"
+        sh([pg_bin("pgbench"), "-i", "-q", "-s", scale, "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "bench_admin",
+            "bench"], env=env)
+        self.psql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO pgb_user", db="bench", user="bench_admin")
+
+    def psql(self, sql, db="postgres", user="postgres"):
+        return sh([pg_bin("psql"), "-X", "-q", "-A", "-t", "-h", self.pg_root, "-p", str(self.pg_port), "-U", user, "-d", db,
+                   "-v", "ON_ERROR_STOP=1", "-c", sql]).stdout.strip()
+
+    def start_rolegate(self):
+        self.rolegate = os.environ.get("ROLEGATE") or f"{ROOT}/.build/release/rolegate"
+        url = f"postgres://bench_admin:benchadmin@127.0.0.1:{self.pg_port}/bench?sslmode=disable"
+        policy = f"""version: 1
+databases:
+  bench:
+    url: {url}
+roles:
+  bench_ro:
+    grants:
+      - on: SCHEMA public
+        privileges: [USAGE]
+      - on: ALL TABLES IN SCHEMA public
+        privileges: [SELECT]
+  probe_ro:
+    grants:
+      - on: SCHEMA public
+        privileges: [USAGE]
+services:
+  bench: {{role: bench_ro, token_ttl: 24h}}
+  probe: {{role: probe_ro, token_ttl: 24h}}
+  ops: {{admin: true, token_ttl: 24h}}
+"""
+        with open(f"{self.dir}/rolegate.yaml", "w") as f:
+            f.write(policy)
+        with open(f"{self.dir}/rolegate-noaudit.yaml", "w") as f:
+            f.write(policy + "audit:\n  enabled: false\n")
+        self.env = dict(os.environ, ROLEGATE_CONFIG=f"{self.dir}/rolegate.yaml")
+        sh([self.rolegate, "apply", "--yes"], env=self.env)
+        self.token = sh([self.rolegate, "token", "issue", "bench"], env=self.env).stdout.strip()
+        self.gw_port, self.http_port, self.gw_noaudit_port = free_port(), free_port(), free_port()
+        self.gateway = self.launch([self.rolegate, "serve", "--listen", f"127.0.0.1:{self.gw_port}", "--http",
+                                    f"127.0.0.1:{self.http_port}", "--pool-size", "100", "--max-client-connections", "20000",
+                                    "--client-login-timeout", "120s"], "gateway.log", self.env)
+        noaudit_env = dict(self.env, ROLEGATE_CONFIG=f"{self.dir}/rolegate-noaudit.yaml")
+        self.gateway_noaudit = self.launch([self.rolegate, "serve", "--listen", f"127.0.0.1:{self.gw_noaudit_port}",
+                                            "--pool-size", "100"], "gateway-noaudit.log", noaudit_env)
+        self.wait_for(f"{self.dir}/gateway.log", "HTTP API on")
+        self.wait_for(f"{self.dir}/gateway-noaudit.log", "listening on")
+
+    def start_pgbouncer(self):
+        if not shutil.which("pgbouncer") and not os.path.exists("/usr/sbin/pgbouncer"):
+            sh(["apt-get", "install", "-y", "-qq", "pgbouncer"], capture=False)
+        self.pgb_port = free_port()
+        # pgbouncer refuses to run as root: its folder belongs to the user it runs as.
+        pgb = f"{self.dir}/pgb"
+        os.makedirs(pgb)
+        if os.geteuid() == 0:
+            shutil.chown(pgb, "postgres", "postgres")
+        conf = f"{pgb}/pgbouncer.ini"
+        with open(f"{pgb}/userlist.txt", "w") as f:
+            f.write('"pgb_user" "pgbpass"\n')
+        with open(conf, "w") as f:
+            f.write(f"""[databases]
+bench = host=127.0.0.1 port={self.pg_port} dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.pgb_port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {pgb}/userlist.txt
+pool_mode = session
+default_pool_size = 100
+max_client_conn = 1000
+logfile = {pgb}/pgbouncer.log
+pidfile = {pgb}/pgbouncer.pid
+""")
+        if os.geteuid() == 0:
+            for name in ("pgbouncer.ini", "userlist.txt"):
+                shutil.chown(f"{pgb}/{name}", "postgres", "postgres")
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.pgbouncer = self.launch(as_postgres([binary, conf]), "pgbouncer.out")
+        self.wait_for(f"{pgb}/pgbouncer.log", "process up")
+
+    def launch(self, args, log, env=None):
+        out = open(f"{self.dir}/{log}", "w")
+        p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.procs.append(p)
+        return p
+
+    def wait_for(self, path, text, timeout=30):
+        end = time.time() + timeout
+        while time.time() < end:
+            if os.path.exists(path) and text in open(path).read():
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"bench: {path} never said '{text}':\n" + (open(path).read() if os.path.exists(path) else ""))
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if getattr(self, "pg_data", None):
+            subprocess.run(as_postgres([pg_bin("pg_ctl"), "-D", self.pg_data, "-m", "immediate", "-w", "stop"]),
+                           capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---- measurements ------------------------------------------------------------------
+    def targets(self):
+        return {
+            "direct": ("bench_admin", "benchadmin", self.pg_port),
+            "pgbouncer": ("pgb_user", "pgbpass", self.pgb_port),
+            "rolegate": ("bench", self.token, self.gw_port),
+        }
+
+    def pgbench(self, target, user, password, port, args, seconds):
+        env = dict(os.environ, PGPASSWORD=password)
+        prefix = f"{self.dir}/tx-{target}"
+        for old in [f for f in os.listdir(self.dir) if f.startswith(f"tx-{target}")]:
+            os.remove(f"{self.dir}/{old}")
+        r = sh([pg_bin("pgbench"), "-n", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-T", str(seconds),
+                "-l", "--log-prefix", prefix] + args + ["bench"], env=env, check=False)
+        if r.returncode != 0 or "number of failed transactions: 0" not in r.stdout:
+            self.notes.append(f"{target} {' '.join(args)}: pgbench reported a problem: {r.stderr.strip()[-300:]}")
+        found = re.search(r"tps = ([0-9.]+) \(", r.stdout)
+        tps = float(found.group(1)) if found else 0.0
+        latencies = []
+        for name in os.listdir(self.dir):
+            if name.startswith(f"tx-{target}"):
+                with open(f"{self.dir}/{name}") as f:
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) >= 3:
+                            latencies.append(int(parts[2]) / 1000.0)
+                os.remove(f"{self.dir}/{name}")
+        latencies.sort()
+        p50 = latencies[len(latencies) // 2] if latencies else 0
+        p99 = latencies[int(len(latencies) * 0.99)] if latencies else 0
+        return tps, p50, p99
+
+    def compare(self, case, args, seconds, rounds, targets=None):
+        samples = {}
+        for _ in range(rounds):
+            for target, (user, password, port) in (targets or self.targets()).items():
+                samples.setdefault(target, []).append(self.pgbench(target, user, password, port, args, seconds))
+        for target, values in samples.items():
+            tps = statistics.median(v[0] for v in values)
+            p50 = statistics.median(v[1] for v in values)
+            p99 = statistics.median(v[2] for v in values)
+            self.results.append((case, target, tps, p50, p99))
+            print(f"  {case:<28} {target:<18} {tps:>10.0f} tps   p50 {p50:6.3f} ms   p99 {p99:6.3f} ms", flush=True)
+
+    def revocations(self, count):
+        """Time from `token revoke` returning to the session's end, over `count` revocations."""
+        times = []
+        env = dict(self.env)
+        for _ in range(count):
+            token = sh([self.rolegate, "token", "issue", "probe"], env=env).stdout.strip()
+            session = subprocess.Popen([pg_bin("psql"), "-X", "-h", "127.0.0.1", "-p", str(self.gw_port), "-U", "probe",
+                                        "-d", "bench", "-c", "SELECT pg_sleep(30)"],
+                                       env=dict(os.environ, PGPASSWORD=token), stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+            for _ in range(100):
+                if self.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'probe_ro' AND state = 'active'") != "0":
+                    break
+                time.sleep(0.05)
+            sh([self.rolegate, "token", "revoke", "--service", "probe"], env=env)
+            revoked = time.monotonic()
+            session.wait(timeout=30)
+            times.append((time.monotonic() - revoked) * 1000)
+        times.sort()
+        p50, p99 = times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+        self.others.append(f"Revocation to session end over {count} revocations: p50 {p50:.0f} ms, p99 {p99:.0f} ms.")
+        print(f"  revoke → session end ({count}x): p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
+
+    def idle_connections(self, count):
+        pid = self.gateway.pid
+        def rss():
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        before = rss()
+        sockets = []
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", self.gw_port))
+            sockets.append(s)
+        time.sleep(2)
+        after = rss()
+        for s in sockets:
+            s.close()
+        per = (after - before) * 1024 / count
+        self.others.append(
+            f"{count} idle client connections: gateway RSS {before} KiB → {after} KiB, {per / 1024:.1f} KiB each.")
+        print(f"  {count} idle client connections: {before} KiB → {after} KiB, {per / 1024:.1f} KiB each", flush=True)
+
+    def http(self, seconds):
+        """/v1/query for a primary-key lookup (wrk, 16 connections) vs the same lookup on the wire."""
+        if not shutil.which("wrk"):
+            self.notes.append("wrk is not installed (apt-get install wrk): the HTTP case was skipped")
+            return
+        script = f"{self.dir}/query.lua"
+        with open(script, "w") as f:
+            f.write('wrk.method = "POST"\n'
+                    'wrk.body = \'{"sql": "SELECT abalance FROM pgbench_accounts WHERE aid = $1", "params": [42]}\'\n'
+                    f'wrk.headers["Authorization"] = "Bearer {self.token}"\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n')
+        r = sh(["wrk", "-t", "2", "-c", "16", "-d", f"{seconds}s", "--latency", "-s", script,
+                f"http://127.0.0.1:{self.http_port}/v1/query"])
+        rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", r.stdout).group(1))
+        def ms(label):
+            m = re.search(rf"\s{label}%\s+([0-9.]+)(us|ms|s)", r.stdout)
+            if not m:
+                return 0
+            value, unit = float(m.group(1)), m.group(2)
+            return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+        self.results.append(("/v1/query PK lookup, 16", "rolegate-http", rps, ms("50"), ms("99")))
+        print(f"  /v1/query PK lookup         rolegate-http      {rps:>10.0f} rps", flush=True)
+        lookup = f"{self.dir}/lookup.sql"
+        with open(lookup, "w") as f:
+            f.write("SELECT abalance FROM pgbench_accounts WHERE aid = 42;\n")
+        self.compare("wire PK lookup, 16", ["-f", lookup, "-c", "16", "-j", "2", "-M", "extended"], seconds, 1,
+                     {"rolegate": self.targets()["rolegate"]})
+
+    # ---- report ------------------------------------------------------------------------
+    @staticmethod
+    def first_line(args):
+        if not shutil.which(args[0]):
+            return args[0] + " (not found)"
+        r = sh(args, check=False)
+        return ((r.stdout or "") + (r.stderr or "")).strip().splitlines()[0]
+
+    def ratio(self, case, a, b):
+        va = next((r[2] for r in self.results if r[0] == case and r[1] == a), None)
+        vb = next((r[2] for r in self.results if r[0] == case and r[1] == b), None)
+        return f"{va / vb:.2f}×" if va and vb else "–"
+
+    def report(self, seconds, rounds):
+        lines = [
+            "# Benchmark results", "",
+            f"Run by `bench/run.sh{' --quick' if self.quick else ''}` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
+            f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+            f"{sh([pg_bin('postgres'), '--version']).stdout.strip()}; "
+            f"{Bench.first_line(['pgbouncer', '--version'])}; "
+            f"{Bench.first_line(['swift', '--version'])}",
+            f"Each case: pgbench for {seconds} s, {rounds} round(s), targets interleaved, median of rounds; "
+            "PostgreSQL, pgbench and the proxy share the machine's cores.", "",
+            "| case | target | TPS | p50 ms | p99 ms |", "| --- | --- | ---: | ---: | ---: |",
+        ]
+        for case, target, tps, p50, p99 in self.results:
+            lines.append(f"| {case} | {target} | {tps:.0f} | {p50:.3f} | {p99:.3f} |")
+        lines += ["", "## Ratios (same run)", "", "| case | Rolegate / pgbouncer | Rolegate / direct |", "| --- | ---: | ---: |"]
+        for case in dict.fromkeys(r[0] for r in self.results):
+            if any(r[1] == "pgbouncer" for r in self.results if r[0] == case):
+                lines.append(f"| {case} | {self.ratio(case, 'rolegate', 'pgbouncer')} | {self.ratio(case, 'rolegate', 'direct')} |")
+        audit = [c for c in dict.fromkeys(r[0] for r in self.results) if c.startswith("audit ")]
+        for case in audit:
+            lines.append(f"| {case}: audit on / off | {self.ratio(case, 'rolegate', 'rolegate-noaudit')} | |")
+        if any(r[1] == "rolegate-http" for r in self.results):
+            http = next(r[2] for r in self.results if r[1] == "rolegate-http")
+            wire = next((r[2] for r in self.results if r[0] == "wire PK lookup, 16"), None)
+            if wire:
+                lines.append(f"| /v1/query / wire, PK lookup, 16 | {http / wire:.2f}× | |")
+        if self.others:
+            lines += ["", "## Other measurements", ""] + [f"- {o}" for o in self.others]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="seconds per case: a smoke test of the harness")
+    parser.add_argument("--output", default=None, help="where to write the results (default bench/RESULTS.md; "
+                        "--quick writes nothing unless given)")
+    args = parser.parse_args()
+    seconds, rounds = (2, 1) if args.quick else (10, 3)
+    bench = Bench(args.quick)
+    try:
+        print("bench: starting PostgreSQL, Rolegate and pgbouncer ...", flush=True)
+        bench.start_postgres()
+        bench.start_rolegate()
+        bench.start_pgbouncer()
+        clients = [16] if args.quick else [1, 16, 64]
+        for mode in ["simple", "extended", "prepared"]:
+            for c in clients:
+                bench.compare(f"-S -M {mode}, {c} clients", ["-S", "-M", mode, "-c", str(c), "-j", "2" if c > 1 else "1"],
+                              seconds, rounds)
+        bench.compare("-S -C (connect each), 16", ["-S", "-C", "-c", "16", "-j", "2"], seconds, rounds)
+        noaudit = {"rolegate": bench.targets()["rolegate"],
+                   "rolegate-noaudit": ("bench", bench.token, bench.gw_noaudit_port)}
+        for mode in ["simple", "prepared"]:
+            bench.compare(f"audit -S -M {mode}, 16", ["-S", "-M", mode, "-c", "16", "-j", "2"], seconds, rounds, noaudit)
+        bench.http(seconds)
+        bench.revocations(5 if args.quick else 100)
+        bench.idle_connections(500 if args.quick else 10_000)
+        report = bench.report(seconds, rounds)
+        print("\n" + report)
+        output = args.output or (None if args.quick else f"{ROOT}/bench/RESULTS.md")
+        if output:
+            with open(output, "w") as f:
+                f.write(report)
+            print(f"bench: wrote {output}")
+    finally:
+        bench.stop()
+
+
+if __name__ == "__main__":
+    main()
