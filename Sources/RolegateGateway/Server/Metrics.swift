@@ -1,4 +1,15 @@
 import NIOConcurrencyHelpers
+import Synchronization
+
+/// One counter series, for hot paths: look it up once (e.g. per session), then add with one
+/// atomic operation instead of a labelled lookup per event.
+public final class Counter: Sendable {
+    let value = Atomic<Int>(0)
+
+    public func add(_ amount: Int = 1) {
+        value.add(amount, ordering: .relaxed)
+    }
+}
 
 /// Counters and histograms for `/metrics`, rendered in Prometheus' text format. Cheap to
 /// update from any thread (one lock, no allocation for an existing series).
@@ -10,6 +21,7 @@ public final class Metrics: Sendable {
 
     private struct State {
         var counters: [Series: Double] = [:]
+        var atomicCounters: [Series: Counter] = [:]
         var histograms: [Series: [Double]] = [:]
         var histogramSums: [Series: (count: Int, sum: Double)] = [:]
     }
@@ -33,6 +45,17 @@ public final class Metrics: Sendable {
             .replacingOccurrences(of: "\n", with: "\\n")
     }
 
+    /// The counter of this series, created on first use.
+    public func counter(_ name: String, _ labels: [String: String] = [:]) -> Counter {
+        let series = Self.series(name, labels)
+        return state.withLockedValue { s in
+            if let existing = s.atomicCounters[series] { return existing }
+            let counter = Counter()
+            s.atomicCounters[series] = counter
+            return counter
+        }
+    }
+
     public func increment(_ name: String, _ labels: [String: String] = [:], by amount: Double = 1) {
         let series = Self.series(name, labels)
         state.withLockedValue { $0.counters[series, default: 0] += amount }
@@ -51,7 +74,10 @@ public final class Metrics: Sendable {
 
     /// The text exposition: counters and histograms kept here, then `gauges` (name, labels, value).
     public func render(gauges: [(String, [String: String], Double)]) -> String {
-        let snapshot = state.withLockedValue { $0 }
+        var snapshot = state.withLockedValue { $0 }
+        for (series, counter) in snapshot.atomicCounters {
+            snapshot.counters[series, default: 0] += Double(counter.value.load(ordering: .relaxed))
+        }
         var out = ""
         var described: Set<String> = []
         func header(_ name: String, _ type: String) {

@@ -14,6 +14,9 @@ struct SessionAudit {
     /// Why the session ended, when the gateway knows (otherwise the client went away).
     var endReason: String?
     var backendPID: Int32 = 0
+    /// This session's statement counters (looked up once, added to atomically).
+    var statements: Counter?
+    var statementErrors: Counter?
 
     static func newID() -> String {
         (0..<12).map { _ in String("0123456789abcdefghjkmnpqrstvwxyz".randomElement()!) }.joined()
@@ -70,6 +73,10 @@ extension ClientSessionHandler {
         audit.started = .now()
         if let token = machine?.provenToken {
             shared.metrics.increment("rolegate_sessions_total", ["service": token.service])
+            audit.statements = shared.metrics.counter(
+                "rolegate_statements_total", ["service": token.service, "channel": "wire"])
+            audit.statementErrors = shared.metrics.counter(
+                "rolegate_statement_errors_total", ["service": token.service, "channel": "wire"])
         }
         guard let writer = auditWriter, let machine, let token = machine.provenToken, let login = machine.login else {
             return true
@@ -114,11 +121,8 @@ extension ClientSessionHandler {
         guard audit.tracker != nil, let writer = auditWriter, let token = machine?.provenToken else { return }
         let finished = audit.tracker!.server(type: type, body: body, now: NIODeadline.now().uptimeNanoseconds)
         for statement in finished {
-            shared.metrics.increment("rolegate_statements_total", ["service": token.service, "channel": "wire"])
-            if statement.sqlState != nil {
-                shared.metrics.increment(
-                    "rolegate_statement_errors_total", ["service": token.service, "channel": "wire"])
-            }
+            audit.statements?.add()
+            if statement.sqlState != nil { audit.statementErrors?.add() }
             var detail: [String: String] = [:]
             if !statement.commands.isEmpty { detail["command"] = statement.commands.joined(separator: "; ") }
             if let name = statement.preparedName, !name.isEmpty { detail["prepared"] = name }
