@@ -23,6 +23,8 @@ public final class AuditWriter: Sendable {
 
     private struct State {
         var queue: [AuditEvent] = []
+        /// Events the writer took and has not written yet (they still count against capacity).
+        var inFlight = 0
         var dropped = 0
         var written = 0
         var failing: String?
@@ -35,7 +37,6 @@ public final class AuditWriter: Sendable {
     public let store: any Store
     public let instance: String
     public let capacity: Int
-    public let batchSize: Int
     public let failurePolicy: FailurePolicy
     private let problem: @Sendable (String) -> Void
     private let state = Mutex(State())
@@ -44,13 +45,12 @@ public final class AuditWriter: Sendable {
     ///   - instance: this writer's chain; one per gateway instance (or CLI host).
     ///   - problem: told (rate-limited by state changes) when writes fail, recover, or events are dropped.
     public init(
-        store: any Store, instance: String, capacity: Int = 10_000, batchSize: Int = 1000,
+        store: any Store, instance: String, capacity: Int = 10_000,
         failurePolicy: FailurePolicy = .block, problem: @escaping @Sendable (String) -> Void = { _ in }
     ) {
         self.store = store
         self.instance = instance
         self.capacity = capacity
-        self.batchSize = batchSize
         self.failurePolicy = failurePolicy
         self.problem = problem
     }
@@ -60,7 +60,7 @@ public final class AuditWriter: Sendable {
     @discardableResult
     public func record(_ event: AuditEvent) -> Bool {
         let (accepted, wake, droppedNow) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?, Int?) in
-            guard s.queue.count < capacity else {
+            guard s.queue.count + s.inFlight < capacity else {
                 s.dropped += 1
                 // Report the first drop and every 1000th, not each one.
                 return (false, nil, s.dropped == 1 || s.dropped % 1000 == 0 ? s.dropped : nil)
@@ -81,17 +81,24 @@ public final class AuditWriter: Sendable {
     }
 
     /// Whether new work can be audited right now (false only when the queue is full).
-    public var accepting: Bool { state.withLock { $0.queue.count < capacity } }
+    public var accepting: Bool { state.withLock { $0.queue.count + $0.inFlight < capacity } }
 
     public var droppedCount: Int { state.withLock { $0.dropped } }
     public var writtenCount: Int { state.withLock { $0.written } }
-    public var queuedCount: Int { state.withLock { $0.queue.count } }
+    public var queuedCount: Int { state.withLock { $0.queue.count + $0.inFlight } }
 
     /// Writes batches until ``shutdown()``; run it in its own task.
     public func run() async {
         var backoff: Duration = .milliseconds(100)
         while true {
-            let batch = state.withLock { s in Array(s.queue.prefix(batchSize)) }
+            // Take everything queued by swapping the array: O(1) under the lock, so event loops
+            // recording events never wait behind a copy.
+            let batch = state.withLock { s -> [AuditEvent] in
+                let taken = s.queue
+                s.queue = []
+                s.inFlight = taken.count
+                return taken
+            }
             if batch.isEmpty {
                 if state.withLock({ $0.stopping }) { return }
                 await waitForEvents()
@@ -103,7 +110,7 @@ public final class AuditWriter: Sendable {
             do {
                 _ = try await store.appendAudit(batch, instance: instance)
                 let recovered = state.withLock { s -> Bool in
-                    s.queue.removeFirst(batch.count)
+                    s.inFlight = 0
                     s.written += batch.count
                     defer { s.failing = nil }
                     return s.failing != nil
@@ -112,6 +119,9 @@ public final class AuditWriter: Sendable {
                 backoff = .milliseconds(100)
             } catch {
                 let first = state.withLock { s -> Bool in
+                    // Nothing is lost: the batch goes back in front of what arrived meanwhile.
+                    s.queue = batch + s.queue
+                    s.inFlight = 0
                     defer { s.failing = error.description }
                     return s.failing == nil
                 }
@@ -144,7 +154,7 @@ public final class AuditWriter: Sendable {
         }
         wake?.resume()
         let end = ContinuousClock.now + deadline
-        while ContinuousClock.now < end, state.withLock({ !$0.queue.isEmpty && $0.failing == nil }) {
+        while ContinuousClock.now < end, state.withLock({ $0.queue.count + $0.inFlight > 0 && $0.failing == nil }) {
             try? await Task.sleep(for: .milliseconds(20))
         }
         return state.withLock { $0.queue.count }
