@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 extension AuditEvent {
     /// The documented JSON shape of an event (`rolegate audit --format json`, the admin API):

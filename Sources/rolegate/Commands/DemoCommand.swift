@@ -137,7 +137,7 @@ struct DemoCommand: AsyncParsableCommand {
             throw CLIError("the gateway did not start: \(gateway.output)")
         }
         // Tokens go to a file only its owner can read, never to the terminal.
-        FileManager.default.createFile(atPath: envFile, contents: nil, attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: envFile, contents: nil, attributes: [.posixPermissions: 0o600])
         try
             (envHeader + exports.joined(separator: "\n")
             + "\nexport GW='host=127.0.0.1 port=\(port) dbname=app'\nexport API='http://127.0.0.1:\(httpPort)'\n")
