@@ -45,7 +45,7 @@ public final class AuditWriter: Sendable {
     ///   - instance: this writer's chain; one per gateway instance (or CLI host).
     ///   - problem: told (rate-limited by state changes) when writes fail, recover, or events are dropped.
     public init(
-        store: any Store, instance: String, capacity: Int = 10_000,
+        store: any Store, instance: String, capacity: Int = 100_000,
         failurePolicy: FailurePolicy = .block, problem: @escaping @Sendable (String) -> Void = { _ in }
     ) {
         self.store = store

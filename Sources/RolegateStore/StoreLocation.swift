@@ -51,10 +51,11 @@ public enum StoreLocation: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// Opens (and migrates) the store.
-    public func open() async throws(StoreError) -> any Store {
+    /// Opens (and migrates) the store. `forAudit`: a connection for the audit writer only
+    /// (SQLite: commits without a WAL fsync, see `SQLiteDriver.open`).
+    public func open(forAudit: Bool = false) async throws(StoreError) -> any Store {
         switch self {
-        case .sqlite(let path): try await SQLiteStore.open(path: path)
+        case .sqlite(let path): try await SQLiteStore.open(path: path, appendOnly: forAudit)
         case .postgres(let url): try await PostgresStore.open(url: url)
         }
     }

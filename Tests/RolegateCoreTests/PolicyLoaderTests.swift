@@ -396,4 +396,49 @@ let contractExample = """
         #expect(text.contains("pool_size must be at least 1"), "\(text)")
         #expect(text.contains("did you mean 'server_lifetime'"), "\(text)")
     }
+
+    @Test func auditSectionIsReadAndChecked() throws {
+        let policy = try load(
+            base + """
+                audit:
+                  statements: false
+                  parameters: true
+                  on_failure: continue
+                  retention: forever
+                  queue_size: 500
+                  instance: gw-eu-1
+                """)
+        #expect(!policy.audit.statements && policy.audit.parameters && policy.audit.onFailure == .continue)
+        #expect(policy.audit.retention == nil && policy.audit.queueSize == 500 && policy.audit.instance == "gw-eu-1")
+        #expect(try load(base).audit.retention == .seconds(90 * 86_400))
+        let found = issues(
+            base + """
+                audit:
+                  on_failure: ignore
+                  retention: soon
+                  queue_size: 5
+                  enabled: maybe
+                """)
+        let text = found.map(\.description).joined(separator: "\n")
+        #expect(text.contains("unknown on_failure 'ignore' (use block or continue)"), "\(text)")
+        #expect(text.contains("expected a duration such as 90d, or 'forever', found 'soon'"), "\(text)")
+        #expect(text.contains("queue_size must be at least 100"), "\(text)")
+        #expect(text.contains("expected enabled (true or false), found 'maybe'"), "\(text)")
+    }
+
+    @Test func adminServicesBindToNoRole() throws {
+        let policy = try load(base + "services:\n  ops: {admin: true}\n")
+        #expect(policy.service(named: "ops")?.admin == true && policy.service(named: "ops")?.role == "")
+        let both = issues(
+            base + """
+                roles:
+                  r: {grants: []}
+                services:
+                  ops: {admin: true, role: r}
+                  plain: {token_ttl: 1h}
+                """)
+        let text = both.map(\.description).joined(separator: "\n")
+        #expect(text.contains("an admin service binds to no database role"), "\(text)")
+        #expect(text.contains("missing key 'role'"), "\(text)")
+    }
 }

@@ -17,8 +17,8 @@ public struct AuditSettings: Sendable, Equatable {
     public var onFailure = OnFailure.block
     /// Events older than this are pruned (a checkpoint keeps the chain verifiable); nil keeps everything.
     public var retention: Duration? = .seconds(90 * 86_400)
-    /// Events held in memory while the store is slow or down.
-    public var queueSize = 10_000
+    /// Events held in memory while the store is slow or down (about 0.5 KiB each).
+    public var queueSize = 100_000
     /// This writer's chain name (default `gateway@<host>:<port>`).
     public var instance: String?
 

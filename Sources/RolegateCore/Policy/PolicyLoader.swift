@@ -187,30 +187,26 @@ public enum PolicyLoader {
         return settings
     }
 
+    /// A `host:port` value (port 0 to 65535), or nil with an issue reported.
+    private static func hostPort(_ field: YAMLValue?, example: String) -> String? {
+        guard let field, let text = field.string(what: "host:port") else { return nil }
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else {
+            field.fail("expected host:port (e.g. \(example)), found '\(text)'")
+            return nil
+        }
+        return text
+    }
+
     private static func buildGateway(_ value: YAMLValue) -> GatewaySettings {
         var settings = GatewaySettings()
         guard let fields = value.mapping(allowed: GatewaySettings.keys, what: "the gateway settings") else {
             return settings
         }
         let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-        if let listen = f["listen"], let text = listen.string(what: "host:port") {
-            if let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-                (0...65535).contains(port)
-            {
-                settings.listen = text
-            } else {
-                listen.fail("expected host:port (e.g. 127.0.0.1:6432), found '\(text)'")
-            }
-        }
-        if let http = f["http"], let text = http.string(what: "host:port") {
-            if let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-                (0...65535).contains(port)
-            {
-                settings.http = text
-            } else {
-                http.fail("expected host:port (e.g. 127.0.0.1:8080), found '\(text)'")
-            }
-        }
+        settings.listen = hostPort(f["listen"], example: "127.0.0.1:6432")
+        settings.http = hostPort(f["http"], example: "127.0.0.1:8080")
         settings.tlsCert = f["tls_cert"]?.string(what: "a PEM file path")
         settings.tlsKey = f["tls_key"]?.string(what: "a PEM file path")
         if (settings.tlsCert == nil) != (settings.tlsKey == nil) {

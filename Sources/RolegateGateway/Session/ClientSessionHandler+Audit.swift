@@ -14,6 +14,8 @@ struct SessionAudit {
     /// Why the session ended, when the gateway knows (otherwise the client went away).
     var endReason: String?
     var backendPID: Int32 = 0
+    /// Since when the next statement waits for room in a full audit queue.
+    var waitingSince: NIODeadline?
     /// This session's statement counters (looked up once, added to atomically).
     var statements: Counter?
     var statementErrors: Counter?

@@ -36,6 +36,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     var sessionStatus: SessionStatus?
 
     static let authMessageLimit = 16 * 1024
+    /// How long a statement waits for room in a full audit queue (`on_failure: block`) before it is refused.
+    static let auditWaitLimit: TimeAmount = .seconds(2)
 
     init(shared: GatewayShared) {
         self.shared = shared
@@ -382,6 +384,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             audit.endReason = "error: protocol violation"
             return event(context) { $0.malformedInput(error) }
         }
+        if !refusedForAudit { audit.waitingSince = nil }
         if let sql = audit.tracker?.lastSQL, let status = sessionStatus, status.statement != sql {
             status.statement = sql
         }
@@ -390,8 +393,21 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             upstream.write(buffer.readSlice(length: complete)!)
         }
         if refusedForAudit {
-            buffer.clear()
             upstream.flush()
+            // A full audit queue is usually a passing stall of the store: hold this client's
+            // next statement (its bytes stay buffered) for up to `auditWaitLimit`, then refuse.
+            let waitingSince = audit.waitingSince ?? .now()
+            if NIODeadline.now() - waitingSince < Self.auditWaitLimit {
+                audit.waitingSince = waitingSince
+                paused = true
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) { [weak self] in
+                    guard let self, let context = self.context else { return }
+                    self.paused = false
+                    self.process(context)
+                }
+                return
+            }
+            buffer.clear()
             audit.endReason = "error: audit log unavailable"
             return event(context) {
                 $0.end("53000", "the audit log cannot be written right now, so statements are refused; try again later")

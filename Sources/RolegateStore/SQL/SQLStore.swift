@@ -376,10 +376,10 @@ enum Migrations {
 }
 
 enum SQLiteStore {
-    static func open(path: String) async throws(StoreError) -> any Store {
+    static func open(path: String, appendOnly: Bool = false) async throws(StoreError) -> any Store {
         try await SQLStore.open(location: "sqlite:\(path)") { () async throws(StoreError) -> any SQLDriver in
             do {
-                return try await SQLiteDriver.open(path: path)
+                return try await SQLiteDriver.open(path: path, appendOnly: appendOnly)
             } catch {
                 throw StoreError.unavailable("cannot open sqlite:\(path): \(error)")
             }

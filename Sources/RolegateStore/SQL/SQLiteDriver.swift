@@ -26,7 +26,10 @@ final class SQLiteDriver: SQLDriver {
         self.thread = thread
     }
 
-    static func open(path: String) async throws -> SQLiteDriver {
+    /// `appendOnly`: the connection of the audit writer. Its commits skip the fsync of the
+    /// WAL (`synchronous = NORMAL`: still atomic and crash-safe for the process; a power loss may
+    /// drop the last moments), so the audit log keeps up with the gateway.
+    static func open(path: String, appendOnly: Bool = false) async throws -> SQLiteDriver {
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
             try FileManager.default.createDirectory(
@@ -55,7 +58,7 @@ final class SQLiteDriver: SQLDriver {
         let driver = SQLiteDriver(connection: connection, thread: thread)
         _ = try await driver.raw("PRAGMA busy_timeout = 10000", [])
         _ = try await driver.raw("PRAGMA journal_mode = WAL", [])
-        _ = try await driver.raw("PRAGMA synchronous = FULL", [])
+        _ = try await driver.raw("PRAGMA synchronous = \(appendOnly ? "NORMAL" : "FULL")", [])
         _ = try await driver.raw("PRAGMA foreign_keys = ON", [])
         return driver
     }

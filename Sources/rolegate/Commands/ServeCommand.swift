@@ -148,7 +148,7 @@ struct ServeCommand: AsyncParsableCommand {
         if loaded.audit.enabled {
             let opened: any Store
             do {
-                opened = try await storeOptions.open(policy: loaded, policyPath: policy.path)
+                opened = try await storeOptions.open(policy: loaded, policyPath: policy.path, forAudit: true)
             } catch {
                 await store.close()
                 throw error

@@ -26,7 +26,7 @@ struct StoreOptions: ParsableArguments {
             valueName: "url"))
     var store: String?
 
-    func open(policy: Policy, policyPath: String) async throws -> any Store {
+    func open(policy: Policy, policyPath: String, forAudit: Bool = false) async throws -> any Store {
         let location: StoreLocation
         do {
             location = try StoreLocation.resolve(
@@ -36,7 +36,7 @@ struct StoreOptions: ParsableArguments {
             throw CLIError(error.description)
         }
         do {
-            return try await location.open()
+            return try await location.open(forAudit: forAudit)
         } catch {
             throw CLIError(error.description)
         }
@@ -119,7 +119,7 @@ func printIssued(_ issued: TokenService.Issued, format: OutputFormat, verb: Stri
         let ttl = DurationText.format(
             .milliseconds(record.expiresAt.millisecondsSince1970 - record.issuedAt.millisecondsSince1970))
         Terminal.note(
-            "\(verb) token \(record.id) for service \(record.service) (role \(record.role)); expires \(record.expiresAt.rfc3339) (in \(ttl))."
+            "\(verb) token \(record.id) for service \(record.service) (\(record.role.isEmpty ? "admin token" : "role \(record.role)")); expires \(record.expiresAt.rfc3339) (in \(ttl))."
         )
         for old in issued.superseded {
             Terminal.note("Token \(old.id) keeps working until \(old.expiresAt.rfc3339) (grace), then stops.")
