@@ -11,6 +11,7 @@ import argparse, json, os, platform, re, shutil, signal, socket, statistics, sub
 import urllib.request
 from datetime import datetime, timezone
 
+KEEP_MARKER = "<!-- kept across runs: the changes and what they bought -->"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -379,8 +380,14 @@ def main():
         print("\n" + report)
         output = args.output or (None if args.quick else f"{ROOT}/bench/RESULTS.md")
         if output:
+            # The hand-written history below the marker survives each run.
+            kept = ""
+            if os.path.exists(output):
+                previous = open(output).read()
+                if KEEP_MARKER in previous:
+                    kept = previous[previous.index(KEEP_MARKER):]
             with open(output, "w") as f:
-                f.write(report)
+                f.write(report + ("\n" + kept if kept else ""))
             print(f"bench: wrote {output}")
     finally:
         bench.stop()
