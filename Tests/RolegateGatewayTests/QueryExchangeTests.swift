@@ -1,0 +1,134 @@
+import NIOCore
+import PostgresWire
+import Testing
+
+@testable import RolegateGateway
+
+/// The HTTP data API's conversation with PostgreSQL, message by message.
+@Suite struct QueryExchangeTests {
+    func t(_ c: Character) -> UInt8 { UInt8(ascii: c.unicodeScalars.first!) }
+    func tag(_ text: String) -> ByteBuffer {
+        var b = ByteBuffer()
+        b.writeNullTerminatedString(text)
+        return b
+    }
+    let idle = ByteBuffer(bytes: [UInt8(ascii: "T")])
+    func rowDescription(_ columns: [(String, UInt32)]) -> ByteBuffer {
+        var b = ByteBuffer()
+        b.writeInteger(Int16(columns.count))
+        for (name, oid) in columns {
+            b.writeNullTerminatedString(name)
+            b.writeInteger(Int32(0))
+            b.writeInteger(Int16(0))
+            b.writeInteger(oid)
+            b.writeInteger(Int16(-1))
+            b.writeInteger(Int32(-1))
+            b.writeInteger(Int16(0))
+        }
+        return b
+    }
+    func dataRow(_ values: [String?]) -> ByteBuffer {
+        var b = ByteBuffer()
+        b.writeInteger(Int16(values.count))
+        for value in values {
+            if let value {
+                b.writeInteger(Int32(value.utf8.count))
+                b.writeString(value)
+            } else {
+                b.writeInteger(Int32(-1))
+            }
+        }
+        return b
+    }
+    func error(_ code: String, _ message: String) -> ByteBuffer {
+        var b = ByteBuffer()
+        for (field, value) in [("S", "ERROR"), ("C", code), ("M", message)] {
+            b.writeInteger(UInt8(ascii: field.unicodeScalars.first!))
+            b.writeNullTerminatedString(value)
+        }
+        b.writeInteger(UInt8(0))
+        return b
+    }
+
+    func begin(_ x: inout QueryExchange) {
+        x.receive(type: t("C"), body: tag("BEGIN"))
+        x.receive(type: t("C"), body: tag("SET"))
+        x.receive(type: t("Z"), body: idle)
+    }
+
+    @Test func thePipelineIsOneTransactionWithTextResults() {
+        let x = QueryExchange(
+            statements: [QueryStatement(sql: "SELECT $1", parameters: ["7"]), QueryStatement(sql: "SELECT 2")],
+            maxRows: 10, maxBytes: 1 << 20)
+        let messages = x.messages(timeoutMilliseconds: 5000)
+        #expect(messages.count == 1 + 4 * 2 + 2)
+        #expect(messages.first == Frontend.query("BEGIN; SET LOCAL statement_timeout = 5000"))
+        #expect(messages.last == Frontend.query("COMMIT"))
+        #expect(
+            messages.map { Character(Unicode.Scalar($0.type)) } == [
+                "Q", "P", "B", "D", "E", "P", "B", "D", "E", "S", "Q",
+            ])
+    }
+
+    @Test func resultsAreCollectedPerStatement() {
+        var x = QueryExchange(
+            statements: [
+                QueryStatement(sql: "SELECT id, name FROM t"), QueryStatement(sql: "INSERT INTO t VALUES (3)"),
+            ],
+            maxRows: 10, maxBytes: 1 << 20)
+        begin(&x)
+        x.receive(type: t("1"), body: ByteBuffer())
+        x.receive(type: t("2"), body: ByteBuffer())
+        x.receive(type: t("T"), body: rowDescription([("id", 23), ("name", 25)]))
+        x.receive(type: t("D"), body: dataRow(["1", "ada"]))
+        x.receive(type: t("D"), body: dataRow(["2", nil]))
+        x.receive(type: t("C"), body: tag("SELECT 2"))
+        x.receive(type: t("n"), body: ByteBuffer())
+        x.receive(type: t("C"), body: tag("INSERT 0 1"))
+        x.receive(type: t("Z"), body: idle)
+        #expect(!x.isDone)
+        x.receive(type: t("C"), body: tag("COMMIT"))
+        x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "I")]))
+        #expect(x.isDone && x.failure == nil)
+        #expect(x.results.count == 2)
+        #expect(x.results[0].columns.map(\.name) == ["id", "name"] && x.results[0].columns.map(\.typeOID) == [23, 25])
+        #expect(x.results[0].rows == [["1", "ada"], ["2", nil]])
+        #expect(x.results[0].command == "SELECT" && x.results[0].rowCount == 2)
+        #expect(x.results[1].command == "INSERT" && x.results[1].rowCount == 1 && x.results[1].rows.isEmpty)
+    }
+
+    @Test func theFirstErrorNamesItsStatementAndTheRestIsRolledBack() {
+        var x = QueryExchange(
+            statements: [
+                QueryStatement(sql: "SELECT 1"), QueryStatement(sql: "DELETE FROM secret"),
+                QueryStatement(sql: "SELECT 3"),
+            ],
+            maxRows: 10, maxBytes: 1 << 20)
+        begin(&x)
+        x.receive(type: t("T"), body: rowDescription([("?column?", 23)]))
+        x.receive(type: t("D"), body: dataRow(["1"]))
+        x.receive(type: t("C"), body: tag("SELECT 1"))
+        x.receive(type: t("E"), body: error("42501", "permission denied for table secret"))
+        x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "E")]))
+        x.receive(type: t("C"), body: tag("ROLLBACK"))
+        x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "I")]))
+        #expect(x.isDone)
+        #expect(
+            x.failure
+                == QueryFailure(sqlState: "42501", message: "permission denied for table secret", statementIndex: 1))
+    }
+
+    @Test func rowsPastTheLimitAreCutAndMarked() {
+        var x = QueryExchange(
+            statements: [QueryStatement(sql: "SELECT g FROM generate_series(1, 5) g")], maxRows: 2, maxBytes: 1 << 20)
+        begin(&x)
+        x.receive(type: t("T"), body: rowDescription([("g", 23)]))
+        for i in 1...3 { x.receive(type: t("D"), body: dataRow(["\(i)"])) }
+        x.receive(type: t("s"), body: ByteBuffer())  // PortalSuspended after maxRows + 1
+        x.receive(type: t("Z"), body: idle)
+        x.receive(type: t("C"), body: tag("COMMIT"))
+        x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "I")]))
+        #expect(x.results.first?.rows == [["1"], ["2"]])
+        #expect(x.results.first?.truncated == true)
+    }
+}
