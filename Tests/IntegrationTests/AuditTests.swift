@@ -145,10 +145,16 @@ import Testing
             "pgbench",
             [
                 "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "reports", "-n", "-f", script, "-c", "8", "-j", "2", "-T",
-                "3", "app",
+                "20", "app",
             ],
             environment: env)
-        try await Task.sleep(for: .milliseconds(1500))
+        // Kill it mid-load: once statements are reaching the store, while pgbench keeps going.
+        var written = 0
+        for _ in 0..<150 where written < 100 {
+            try await Task.sleep(for: .milliseconds(100))
+            written = try Self.events(gw, ["--kind", "statement", "--limit", "100"]).count
+        }
+        #expect(written >= 100, "the load never reached the audit log")
         #expect(gw.server.stop(signal: 9) == 128 + 9)
         _ = try await load
 
