@@ -218,7 +218,7 @@ struct RequestMiddleware: RouterMiddleware {
 
 enum RequestID {
     static func make() -> String {
-        (0..<16).map { _ in String("0123456789abcdefghjkmnpqrstvwxyz".randomElement()!) }.joined()
+        RandomID.make(length: 16)
     }
 }
 

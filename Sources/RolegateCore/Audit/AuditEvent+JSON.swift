@@ -4,10 +4,8 @@ extension AuditEvent {
     /// The documented JSON shape of an event (`rolegate audit --format json`, the admin API):
     /// every key present, `null` where it does not apply.
     public var jsonObject: [String: Any] {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         var object: [String: Any] = [
-            "id": id ?? 0, "instance": instance, "sequence": sequence, "at": formatter.string(from: at),
+            "id": id ?? 0, "instance": instance, "sequence": sequence, "at": at.rfc3339Milliseconds,
             "kind": kind.rawValue, "action": action, "detail": detail, "previous_hash": previousHash, "hash": hash,
         ]
         let optional: [(String, Any?)] = [

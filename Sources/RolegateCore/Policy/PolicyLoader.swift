@@ -190,9 +190,7 @@ public enum PolicyLoader {
     /// A `host:port` value (port 0 to 65535), or nil with an issue reported.
     private static func hostPort(_ field: YAMLValue?, example: String) -> String? {
         guard let field, let text = field.string(what: "host:port") else { return nil }
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65535).contains(port)
-        else {
+        guard HostPort.parse(text) != nil else {
             field.fail("expected host:port (e.g. \(example)), found '\(text)'")
             return nil
         }

@@ -32,14 +32,13 @@ extension GatewayServer {
         }
         let shared = self.shared
         let key = UpstreamKey(
-            host: url.host, port: url.port, socketPath: url.unixSocketDirectory.map { "\($0)/.s.PGSQL.\(url.port)" },
-            database: url.database, role: token.role, tls: UpstreamTLS(url),
+            url: url, role: token.role,
             parameters: [
                 // Stable text forms for the JSON mapping: ISO dates in UTC, exact floats, UTF-8.
                 StartupParameter("application_name", "rolegate-http [rolegate:\(token.id)]"),
                 StartupParameter("client_encoding", "UTF8"), StartupParameter("DateStyle", "ISO, YMD"),
                 StartupParameter("TimeZone", "UTC"), StartupParameter("extra_float_digits", "3"),
-            ].sorted { $0.name < $1.name })
+            ])
         let password = shared.configuration.masterKey.rolePassword(role: token.role)
         let roleLimit = shared.configuration.policy.role(named: token.role)?.connectionLimit ?? -1
         let exchange = QueryExchange(statements: statements, maxRows: maxRows, maxBytes: maxBytes)

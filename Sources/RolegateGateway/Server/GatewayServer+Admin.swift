@@ -41,9 +41,7 @@ extension GatewayServer {
     /// Whether the server of `database` accepts connections (nil when it does, else why not).
     public func probe(_ database: DatabaseSpec) async -> String? {
         guard let url = try? ConnectionURL(parsing: database.url) else { return "invalid URL" }
-        let key = UpstreamKey(
-            host: url.host, port: url.port, socketPath: url.unixSocketDirectory.map { "\($0)/.s.PGSQL.\(url.port)" },
-            database: url.database, role: "", tls: UpstreamTLS(url), parameters: [])
+        let key = UpstreamKey(url: url, role: "", parameters: [])
         do {
             let channel = try await key.connect(with: ClientBootstrap(group: group).connectTimeout(.seconds(2))).get()
             try? await channel.close()

@@ -21,7 +21,7 @@ struct SessionAudit {
     var statementErrors: Counter?
 
     static func newID() -> String {
-        (0..<12).map { _ in String("0123456789abcdefghjkmnpqrstvwxyz".randomElement()!) }.joined()
+        RandomID.make(length: 12)
     }
 
     /// The `session end` reason for an ending the gateway caused.

@@ -359,11 +359,7 @@ struct ClientSessionMachine {
         let tag = "rolegate:\(record.id)"
         parameters.append(
             StartupParameter("application_name", application.isEmpty ? tag : "\(application.prefix(40)) [\(tag)]"))
-        let key = UpstreamKey(
-            host: login.url.host, port: login.url.port,
-            socketPath: login.url.unixSocketDirectory.map { "\($0)/.s.PGSQL.\(login.url.port)" },
-            database: login.url.database, role: record.role, tls: UpstreamTLS(login.url),
-            parameters: parameters.sorted { $0.name < $1.name })
+        let key = UpstreamKey(url: login.url, role: record.role, parameters: parameters)
         return .connectUpstream(
             UpstreamRequest(key: key, record: record, database: login.database.name),
             send: serverFinal.map { [Backend.authenticationSASLFinal($0)] } ?? [])

@@ -35,6 +35,15 @@ struct UpstreamKey: Hashable, Sendable {
 }
 
 extension UpstreamKey {
+    /// The server `url` names (TCP or its Unix socket, TLS as its sslmode says), as `role`,
+    /// with `parameters` (sorted here, so equal sets make equal keys).
+    init(url: ConnectionURL, role: String, parameters: [StartupParameter]) {
+        self.init(
+            host: url.host, port: url.port,
+            socketPath: url.unixSocketDirectory.map { "\($0)/.s.PGSQL.\(url.port)" }, database: url.database,
+            role: role, tls: UpstreamTLS(url), parameters: parameters.sorted { $0.name < $1.name })
+    }
+
     /// Connects to the server this key names, by Unix socket or TCP.
     func connect(with bootstrap: ClientBootstrap) -> EventLoopFuture<any Channel> {
         if let socketPath {

@@ -191,14 +191,7 @@ extension HTTPAPI {
         }
         func time(_ name: String) throws -> Date? {
             guard let text = parameters.get(name) else { return nil }
-            if let duration = try? DurationText.parse(text) { return Date().addingTimeInterval(-duration.timeInterval) }
-            let formatter = ISO8601DateFormatter()
-            for options: ISO8601DateFormatter.Options in [
-                [.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime],
-            ] {
-                formatter.formatOptions = options
-                if let date = formatter.date(from: text) { return date }
-            }
+            if let date = PointInTime.parse(text) { return date }
             throw Problem.badRequest("\(name): expected a duration (1h) or an RFC 3339 time")
         }
         query.since = try time("since")

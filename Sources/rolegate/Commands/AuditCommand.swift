@@ -49,14 +49,7 @@ struct AuditList: AsyncParsableCommand {
 
     static func time(_ text: String?, flag: String) throws -> Date? {
         guard let text else { return nil }
-        if let duration = try? DurationText.parse(text) { return Date().addingTimeInterval(-duration.timeInterval) }
-        let formatter = ISO8601DateFormatter()
-        for options: ISO8601DateFormatter.Options in [
-            [.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime], [.withFullDate],
-        ] {
-            formatter.formatOptions = options
-            if let date = formatter.date(from: text) { return date }
-        }
+        if let date = PointInTime.parse(text) { return date }
         throw ValidationError(
             "\(flag): expected a duration (1h, 30m, 7d) or a time (2026-11-29T10:00:00Z), got '\(text)'")
     }
@@ -166,14 +159,8 @@ enum AuditFormat {
         }
     }
 
-    static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: date)
-    }
-
     static func text(_ e: AuditEvent) -> String {
-        var parts = [timestamp(e.at), "\(e.kind.rawValue) \(e.action)"]
+        var parts = [e.at.rfc3339Milliseconds, "\(e.kind.rawValue) \(e.action)"]
         if let service = e.service { parts.append("service=\(service)") }
         if let token = e.tokenID { parts.append("token=\(token)") }
         if let role = e.role { parts.append("role=\(role)") }

@@ -68,10 +68,10 @@ struct ServeCommand: AsyncParsableCommand {
     var requireTls: Bool?
 
     func validate() throws {
-        if let listen, Self.parseListen(listen) == nil {
+        if let listen, HostPort.parse(listen) == nil {
             throw ValidationError("--listen: expected host:port, got '\(listen)'")
         }
-        if let http, Self.parseListen(http) == nil {
+        if let http, HostPort.parse(http) == nil {
             throw ValidationError("--http: expected host:port, got '\(http)'")
         }
         guard ["text", "json"].contains(logFormat) else {
@@ -103,7 +103,7 @@ struct ServeCommand: AsyncParsableCommand {
         func relative(_ path: String) -> String { path.hasPrefix("/") ? path : baseDirectory + "/" + path }
 
         let listenText = listen ?? file.listen ?? "127.0.0.1:6432"
-        guard let (host, port) = Self.parseListen(listenText) else {
+        guard let (host, port) = HostPort.parse(listenText) else {
             throw CLIError("gateway.listen: expected host:port, got '\(listenText)'")
         }
         let certificate = tlsCert ?? file.tlsCert.map(relative)
@@ -209,7 +209,7 @@ struct ServeCommand: AsyncParsableCommand {
                 + (auditWriter.map { "; audit chain \($0.instance)" } ?? "; audit off"))
         let writerTask = auditWriter.map { writer in Task { await writer.run() } }
         var httpTask: Task<Void, any Error>?
-        if let httpText = http ?? file.http, let (httpHost, httpPort) = Self.parseListen(httpText) {
+        if let httpText = http ?? file.http, let (httpHost, httpPort) = HostPort.parse(httpText) {
             var settings = HTTPAPI.Settings()
             settings.host = httpHost
             settings.port = httpPort
@@ -253,14 +253,5 @@ struct ServeCommand: AsyncParsableCommand {
         }
         await auditStore?.close()
         await store.close()
-    }
-
-    static func parseListen(_ text: String) -> (String, Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65535).contains(port)
-        else { return nil }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 }
