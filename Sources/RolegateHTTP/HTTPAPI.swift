@@ -113,7 +113,8 @@ public struct HTTPAPI: Sendable {
     // MARK: - Authentication
 
     /// The bearer token's record, or the 401/403/503 problem.
-    func authenticate(_ request: Request, admin: Bool, requestID: String) async -> Result<TokenRecord, Problem> {
+    func authenticate(_ request: Request, admin: Bool, context: APIContext) async -> Result<TokenRecord, Problem> {
+        let requestID = context.requestID
         guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
             return .failure(
                 Problem(
@@ -150,8 +151,22 @@ public struct HTTPAPI: Sendable {
         metrics.increment("rolegate_auth_failures_total", ["channel": "http", "code": problem.code])
         audit?.record(
             AuditEvent(
-                kind: .auth, action: "refused", sessionID: requestID, sqlState: nil,
+                kind: .auth, action: "refused", sessionID: requestID, client: context.clientAddress, sqlState: nil,
                 detail: ["channel": "http", "reason": problem.message, "code": problem.code]))
+        // A wrong token counts against the client's address; past the limit, the answer waits.
+        if problem.code == "token_invalid", let address = context.clientAddress {
+            let throttle = gateway.loginThrottle
+            if let failures = await throttle.failedAndWait(address: address) {
+                audit?.record(
+                    AuditEvent(
+                        kind: .auth, action: "throttled", client: address,
+                        detail: [
+                            "channel": "http", "failures": String(failures),
+                            "window": DurationText.format(throttle.settings.window),
+                            "delay": DurationText.format(throttle.settings.delay),
+                        ]))
+            }
+        }
         return .failure(problem)
     }
 
@@ -226,8 +241,11 @@ enum RequestID {
 public struct APIContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var requestID = ""
+    /// The client's IP address (for the failed-login throttle and the audit log).
+    public var clientAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        clientAddress = source.channel.remoteAddress?.ipAddress
     }
 }

@@ -184,6 +184,30 @@ func inSyncSnapshot() -> CatalogSnapshot {
         #expect(plan.roles[0].statements[1].display.contains("key=\(other.fingerprint)"))
     }
 
+    @Test func aPasswordChangedBehindRolegatesBackIsDriftAndIsRestored() throws {
+        let options = Planner.Options(
+            keyFingerprint: key.fingerprint, expectedPassword: { key.roleVerifier(role: $0).postgresText })
+        var snap = inSyncSnapshot()
+        for name in ["reader", "writer"] {
+            snap.roles[name]?.password = .some(key.roleVerifier(role: name).postgresText)
+        }
+        #expect(try makePlan(snap, options: options).roles.allSatisfy { $0.action == .unchanged })
+        // The role ran ALTER ROLE ... PASSWORD itself: only its credential is planned, redacted.
+        snap.roles["reader"]?.password = .some("SCRAM-SHA-256$4096:c2FsdA==$abc:def")
+        var plan = try makePlan(snap, options: options)
+        #expect(plan.roles.filter { $0.action == .change }.map(\.role) == ["reader"])
+        #expect(
+            plan.roles.first { $0.role == "reader" }?.statements.map(\.display) == [
+                "ALTER ROLE \"reader\" WITH PASSWORD '***';"
+            ])
+        // A removed password is drift too; an unreadable one (not a superuser) is not judged.
+        snap.roles["reader"]?.password = .some(nil)
+        plan = try makePlan(snap, options: options)
+        #expect(plan.roles.first { $0.role == "reader" }?.action == .change)
+        snap.roles["reader"]?.password = nil
+        #expect(try makePlan(snap, options: options).roles.allSatisfy { $0.action == .unchanged })
+    }
+
     @Test func unmanagedRoleIsNeverTakenOverSilently() throws {
         var snap = snapshot()
         snap.roles["reader"] = ActualRole(name: "reader")

@@ -87,6 +87,8 @@ public enum WireFraming {
         default:
             let major = Int(code >> 16)
             let minor = Int(code & 0xFFFF)
+            // Another protocol's body is not ours to parse: the version alone is refused.
+            if major != 3 { return .startup(major: major, minor: minor, parameters: []) }
             var parameters: [StartupParameter] = []
             while true {
                 guard let name = packet.readNullTerminatedString() else {

@@ -28,12 +28,17 @@ public struct GatewaySettings: Sendable, Equatable {
     public var serverLifetime: Duration?
     public var endSessionsOnExpiry: Bool?
     public var shutdownGrace: Duration?
+    /// Failed logins per client address per `authFailureWindow` before answers are delayed (0: off).
+    public var authFailureLimit: Int?
+    public var authFailureWindow: Duration?
+    public var authFailureDelay: Duration?
 
     public init() {}
 
     static let keys: Set<String> = [
         "listen", "http", "tls_cert", "tls_key", "require_tls", "client_auth", "allow_cleartext_on_loopback",
         "client_login_timeout", "max_client_connections", "max_client_connections_per_service", "pool_size",
-        "server_idle_timeout", "server_lifetime", "end_sessions_on_expiry", "shutdown_grace",
+        "server_idle_timeout", "server_lifetime", "end_sessions_on_expiry", "shutdown_grace", "auth_failure_limit",
+        "auth_failure_window", "auth_failure_delay",
     ]
 }

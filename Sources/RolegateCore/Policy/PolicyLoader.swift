@@ -237,6 +237,12 @@ public enum PolicyLoader {
         settings.serverIdleTimeout = duration("server_idle_timeout")
         settings.serverLifetime = duration("server_lifetime")
         settings.shutdownGrace = f["shutdown_grace"]?.duration(what: "a duration")
+        if let field = f["auth_failure_limit"], let number = field.int(what: "auth_failure_limit") {
+            if number < 0 { field.fail("auth_failure_limit must be 0 (off) or more") }
+            settings.authFailureLimit = number
+        }
+        settings.authFailureWindow = duration("auth_failure_window")
+        settings.authFailureDelay = duration("auth_failure_delay")
         return settings
     }
 

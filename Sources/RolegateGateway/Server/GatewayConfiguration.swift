@@ -41,6 +41,8 @@ public struct GatewayConfiguration: Sendable {
     public var auditStatements: Bool = true
     /// Record bound parameter values with statements.
     public var auditParameters: Bool = false
+    /// How repeated failed logins from one address are slowed down (wire and HTTP alike).
+    public var loginThrottle = LoginThrottleSettings()
     /// Where counters go (shared with the HTTP API's `/metrics`).
     public var metrics = Metrics()
 

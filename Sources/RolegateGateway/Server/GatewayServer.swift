@@ -17,6 +17,7 @@ final class GatewayShared: Sendable {
     let saltedPasswords = SaltedPasswordCache()
     let metrics: Metrics
     let tlsContexts: UpstreamTLSContexts
+    let loginThrottle: LoginThrottle
     /// Decoy SCRAM salts for unknown services derive from this per-process secret.
     private let decoySecret: [UInt8] = (0..<32).map { _ in UInt8.random(in: .min ... .max) }
     private let pools = NIOLockedValueBox([ObjectIdentifier: PoolBox]())
@@ -28,6 +29,7 @@ final class GatewayShared: Sendable {
         self.registry = SessionRegistry(
             maxClients: configuration.maxClientConnections, maxPerService: configuration.maxClientConnectionsPerService)
         self.roleCounts = RoleConnectionCounts(limit: configuration.poolSizePerRole)
+        self.loginThrottle = LoginThrottle(settings: configuration.loginThrottle)
     }
 
     func decoySalt(for service: String) -> [UInt8] {
@@ -84,6 +86,9 @@ public final class GatewayServer: Sendable {
     let group: MultiThreadedEventLoopGroup
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
     private let tasks = NIOLockedValueBox([Task<Void, Never>]())
+
+    /// The failed-login throttle, shared with the HTTP API.
+    public var loginThrottle: LoginThrottle { shared.loginThrottle }
 
     /// Fails when the upstream TLS settings cannot be loaded (e.g. an unreadable `sslrootcert`).
     public init(configuration: GatewayConfiguration) throws {

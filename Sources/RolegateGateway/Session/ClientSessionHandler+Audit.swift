@@ -55,12 +55,27 @@ extension ClientSessionHandler {
     }
 
     /// A refusal before the session relays is a refused authentication.
-    func auditRefusal(_ fields: ErrorFields, _ context: ChannelHandlerContext) {
+    func auditRefusal(
+        _ fields: ErrorFields, _ context: ChannelHandlerContext, throttled: LoginThrottleState.Outcome?
+    ) {
         guard audit.started == nil else { return }
         shared.metrics.increment("rolegate_auth_failures_total", ["channel": "wire", "code": fields.code])
         guard let writer = auditWriter, let machine else { return }
+        if let throttled, throttled.crossedLimit {
+            writer.record(
+                AuditEvent(
+                    kind: .auth, action: "throttled", client: context.channel.remoteAddress?.ipAddress,
+                    detail: [
+                        "channel": "wire", "failures": String(throttled.failuresInWindow),
+                        "window": DurationText.format(shared.loginThrottle.settings.window),
+                        "delay": DurationText.format(shared.loginThrottle.settings.delay),
+                    ]))
+        }
         var detail = authDetail()
         detail["reason"] = fields.message
+        if case .delay? = throttled?.verdict {
+            detail["delayed"] = DurationText.format(shared.loginThrottle.settings.delay)
+        }
         let token = machine.provenToken
         writer.record(
             AuditEvent(

@@ -278,11 +278,32 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             shared.registry.cancel(key)
             context.close(promise: nil)
         case .refuse(let fields):
-            auditRefusal(fields, context)
             pending = nil
-            context.writeAndFlush(wrapOutboundOut(Backend.error(fields).encoded()), promise: nil)
-            context.close(promise: nil)
+            // A wrong token (or unknown service) counts against the client's address;
+            // past the limit, the answer waits (see LoginThrottle).
+            if fields.code == "28P01", let address = context.channel.remoteAddress?.ipAddress {
+                let outcome = shared.loginThrottle.failed(address: address)
+                auditRefusal(fields, context, throttled: outcome)
+                if case .delay(let amount) = outcome.verdict {
+                    shared.metrics.increment("rolegate_auth_delayed_total", ["channel": "wire"])
+                    paused = true
+                    context.eventLoop.assumeIsolated().scheduleTask(in: amount) { [weak self] in
+                        self?.shared.loginThrottle.delayedAnswerSent(address: address)
+                        guard let self, let context = self.context else { return }
+                        self.sendRefusal(fields, context)
+                    }
+                    return
+                }
+            } else {
+                auditRefusal(fields, context, throttled: nil)
+            }
+            sendRefusal(fields, context)
         }
+    }
+
+    private func sendRefusal(_ fields: ErrorFields, _ context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(Backend.error(fields).encoded()), promise: nil)
+        context.close(promise: nil)
     }
 
     /// Runs `work` off the event loop (input waits), then feeds its result to the machine.

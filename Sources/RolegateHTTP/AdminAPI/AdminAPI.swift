@@ -115,7 +115,7 @@ extension HTTPAPI {
     ) async -> Response {
         let requestID = context.requestID
         let admin: TokenRecord
-        switch await authenticate(request, admin: true, requestID: requestID) {
+        switch await authenticate(request, admin: true, context: context) {
         case .failure(let problem): return problem.response(requestID: requestID)
         case .success(let record): admin = record
         }

@@ -24,7 +24,7 @@ extension HTTPAPI {
         let requestID = context.requestID
         let started = ContinuousClock.now
         let record: TokenRecord
-        switch await authenticate(request, admin: false, requestID: requestID) {
+        switch await authenticate(request, admin: false, context: context) {
         case .failure(let problem): return problem.response(requestID: requestID)
         case .success(let found): record = found
         }

@@ -15,7 +15,10 @@ public struct Provisioner: Sendable {
     }
 
     var options: Planner.Options {
-        Planner.Options(keyFingerprint: key?.fingerprint, reassignOwnedTo: reassignOwnedTo)
+        var expected: (@Sendable (String) -> String)?
+        if let key { expected = { role in key.roleVerifier(role: role).postgresText } }
+        return Planner.Options(
+            keyFingerprint: key?.fingerprint, reassignOwnedTo: reassignOwnedTo, expectedPassword: expected)
     }
 
     /// The plan for one database, read-only.
@@ -34,12 +37,19 @@ public struct Provisioner: Sendable {
         }
     }
 
+    /// `probeCredentials`: log in as managed roles whose stored password cannot be read, to
+    /// notice one changed behind Rolegate's back (not after applying inside the transaction:
+    /// other sessions still see the old credential until it commits).
     func plan(
-        _ database: DatabaseSpec, on connection: AdminConnection
+        _ database: DatabaseSpec, on connection: AdminConnection, probeCredentials: Bool = true
     ) async throws -> (
         plan: DatabasePlan, snapshot: CatalogSnapshot
     ) {
-        let snapshot = try await CatalogInspector.inspect(connection, policy: policy, database: database)
+        var snapshot = try await CatalogInspector.inspect(connection, policy: policy, database: database)
+        if probeCredentials, let key {
+            await CredentialProbe.probe(
+                &snapshot, roles: policy.roles(in: database.name).map(\.name), database: database, key: key)
+        }
         let desired = try DesiredStateBuilder.build(policy: policy, database: database, snapshot: snapshot)
         let plan = try Planner.plan(desired: desired, snapshot: snapshot, database: database, options: options)
         return (plan, snapshot)
@@ -91,7 +101,7 @@ public struct Provisioner: Sendable {
                 try await connection.execute(statement.executable(key: key), display: statement.display)
             }
             // Prove it: the database must now match the policy exactly.
-            let (after, _) = try await self.plan(database, on: connection)
+            let (after, _) = try await self.plan(database, on: connection, probeCredentials: false)
             if !after.inSync {
                 let remaining = after.statements.map { "  \($0.display)" }.joined(separator: "\n")
                 throw ProvisionError(

@@ -33,6 +33,17 @@ public enum CatalogInspector {
                 comment: row.11, settings: row.12 ?? [])
             snapshot.roles[role.name] = role
         }
+        // A role can change its own password (PostgreSQL lets every role do that): read the
+        // stored verifiers when allowed, so `plan --check` sees it and `apply` restores it.
+        let readable = try await connection.rows(
+            "SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')", as: (Bool).self)
+        if readable.first == true {
+            for (name, password) in try await connection.rows(
+                "SELECT rolname::text, rolpassword::text FROM pg_catalog.pg_authid", as: (String, String?).self)
+            {
+                snapshot.roles[name]?.password = .some(password)
+            }
+        }
 
         // The roles whose privileges matter: those the policy declares here, and those
         // Rolegate manages for this database (to drop the ones the policy no longer has).

@@ -94,6 +94,9 @@ public struct ActualRole: Sendable, Equatable {
     public var comment: String?
     /// `ALTER ROLE ... SET` values for all databases, as `name=value`.
     public var settings: [String]
+    /// `pg_authid.rolpassword` when the admin may read it (a superuser): `.some(nil)` is a
+    /// role without a password; nil means it could not be read.
+    public var password: String??
 
     public init(
         name: String, oid: Int = 0, superuser: Bool = false, inherit: Bool = true, createRole: Bool = false,

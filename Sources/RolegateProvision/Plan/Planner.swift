@@ -8,10 +8,17 @@ public enum Planner {
         public var keyFingerprint: String?
         /// `--reassign-owned-to`: who takes over objects owned by a role being dropped.
         public var reassignOwnedTo: String?
+        /// The `rolpassword` a role's credential should have (from the master key), to
+        /// notice a password changed behind Rolegate's back.
+        public var expectedPassword: (@Sendable (String) -> String)?
 
-        public init(keyFingerprint: String?, reassignOwnedTo: String? = nil) {
+        public init(
+            keyFingerprint: String?, reassignOwnedTo: String? = nil,
+            expectedPassword: (@Sendable (String) -> String)? = nil
+        ) {
             self.keyFingerprint = keyFingerprint
             self.reassignOwnedTo = reassignOwnedTo
+            self.expectedPassword = expectedPassword
         }
     }
 
@@ -132,7 +139,10 @@ public enum Planner {
             statements.append(PlannedStatement("ALTER ROLE \(name) WITH \(attributes.joined(separator: " "))"))
         }
         let keyChanged = actual.marker?.keyFingerprint == nil || actual.marker?.keyFingerprint != options.keyFingerprint
-        if keyChanged || actual.marker?.database != database.name {
+        let passwordChanged =
+            actual.password.map { stored in stored != options.expectedPassword?(spec.name) } ?? false
+            && options.expectedPassword != nil
+        if keyChanged || actual.marker?.database != database.name || passwordChanged {
             statements.append(PlannedStatement("ALTER ROLE \(name) WITH", credentialFor: spec.name))
         }
         let comment = marker(spec, database, options)

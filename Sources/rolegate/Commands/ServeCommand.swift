@@ -141,6 +141,11 @@ struct ServeCommand: AsyncParsableCommand {
             allowCleartextOnLoopback: allowCleartextOnLoopback ?? file.allowCleartextOnLoopback ?? false,
             endSessionsOnExpiry: endSessionsOnExpiry ?? file.endSessionsOnExpiry ?? true)
         configuration.passwordOverTLS = auth == .password
+        let throttleDefaults = LoginThrottleSettings()
+        configuration.loginThrottle = LoginThrottleSettings(
+            limit: file.authFailureLimit ?? throttleDefaults.limit,
+            window: file.authFailureWindow ?? throttleDefaults.window,
+            delay: file.authFailureDelay ?? throttleDefaults.delay)
         // The audit log writes through its own store connection, so a slow audit batch never
         // delays the token change feed the verifier depends on.
         var auditWriter: AuditWriter?
