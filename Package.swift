@@ -124,6 +124,7 @@ let package = Package(
                 "RolegateProvision",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             resources: [.embedInCode("openapi.yaml")],
             swiftSettings: strict
@@ -137,6 +138,12 @@ let package = Package(
         .target(
             name: "RolegateTestSupport",
             dependencies: ["RolegateTokens"],
+            swiftSettings: strict
+        ),
+        // The wire fuzz target: libFuzzer under fuzz/run.sh, a corpus replay otherwise.
+        .executableTarget(
+            name: "WireFuzz",
+            dependencies: ["RolegateGateway"],
             swiftSettings: strict
         ),
         .executableTarget(

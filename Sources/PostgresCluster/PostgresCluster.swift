@@ -32,6 +32,12 @@ public final class PostgresCluster: @unchecked Sendable {
     private let runAsUser: String?
     private let lock = NSLock()
     private var stopped = false
+    /// `max_connections` for the next ``startServer()`` (e.g. after ``stopServer()`` for a load test).
+    public var maxConnections: Int {
+        get { lock.withLock { _maxConnections } }
+        set { lock.withLock { _maxConnections = newValue } }
+    }
+    private var _maxConnections = 200
 
     /// Starts a new cluster, in a new temporary folder or in `directory` (which must not
     /// exist yet). Throws with a message naming what to install when the server binaries
@@ -112,7 +118,7 @@ public final class PostgresCluster: @unchecked Sendable {
         let options = [
             "-p \(port)", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories='\(socketDirectory)'",
             "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off", "-c shared_buffers=16MB",
-            "-c max_connections=200", "-c password_encryption=scram-sha-256",
+            "-c max_connections=\(maxConnections)", "-c password_encryption=scram-sha-256",
         ].joined(separator: " ")
         try runAsServerUser(
             binaries.pgCtl,

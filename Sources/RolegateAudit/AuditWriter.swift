@@ -86,6 +86,8 @@ public final class AuditWriter: Sendable {
     public var droppedCount: Int { state.withLock { $0.dropped } }
     public var writtenCount: Int { state.withLock { $0.written } }
     public var queuedCount: Int { state.withLock { $0.queue.count + $0.inFlight } }
+    /// Why the last write failed, while writes are failing (nil once one succeeds).
+    public var failure: String? { state.withLock { $0.failing } }
 
     /// Writes batches until ``shutdown()``; run it in its own task.
     public func run() async {

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 public import Hummingbird
 public import Logging
+import NIOCore
 public import RolegateAudit
 public import RolegateCore
 public import RolegateGateway
@@ -24,6 +25,10 @@ public struct HTTPAPI: Sendable {
         public var maxResultBytes = 64 << 20
         /// `statement_timeout` when the role's policy sets none.
         public var defaultTimeout: Duration = .seconds(30)
+        /// A request body must arrive whole within this long (slow bodies get 408).
+        public var bodyTimeout: Duration = .seconds(30)
+        /// A connection with nothing read or written for this long is closed.
+        public var idleTimeout: Duration = .seconds(60)
 
         public init() {}
     }
@@ -58,8 +63,10 @@ public struct HTTPAPI: Sendable {
         let router = Router(context: APIContext.self)
         router.add(middleware: RequestMiddleware(metrics: metrics, logger: logger))
         addRoutes(to: router)
+        let idle = TimeAmount.nanoseconds(Int64(settings.idleTimeout.timeInterval * 1e9))
         return Application(
             router: router,
+            server: .http1(configuration: .init(idleTimeout: idle)),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "rolegate"),
             onServerRunning: { channel in onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
@@ -88,6 +95,16 @@ public struct HTTPAPI: Sendable {
             checks.append(["name": "store", "ok": true])
         } catch {
             checks.append(["name": "store", "ok": false, "detail": "\(error)"])
+        }
+        if let audit {
+            // Failing audit writes make the instance unready under `on_failure: block` (it is
+            // about to refuse statements); under `continue` it serves on, and says so.
+            var check: [String: Any] = [
+                "name": "audit", "ok": audit.failure == nil || audit.failurePolicy == .continue,
+                "queued": audit.queuedCount, "dropped": audit.droppedCount,
+            ]
+            if let failure = audit.failure { check["detail"] = "audit writes are failing: \(failure)" }
+            checks.append(check)
         }
         for database in policy.databases {
             let problem = await gateway.probe(database)
@@ -170,17 +187,42 @@ public struct HTTPAPI: Sendable {
         return .failure(problem)
     }
 
-    /// The body, refused with 413 past the limit without reading it whole.
+    /// The body, refused with 413 past the limit without reading it whole, and with 408
+    /// when it does not arrive within ``Settings/bodyTimeout`` (a slow or stalled sender).
     func body(_ request: Request, limit: Int) async -> Result<Data, Problem> {
-        var request = request
-        do {
-            let buffer = try await request.collectBody(upTo: limit)
-            return .success(Data(buffer.readableBytesView))
-        } catch {
-            return .failure(
-                Problem(
-                    status: .contentTooLarge, code: "body_too_large",
-                    message: "the request body is larger than \(limit) bytes"))
+        let timeout = settings.bodyTimeout
+        let tooLarge = Problem(
+            status: .contentTooLarge, code: "body_too_large", message: "the request body is larger than \(limit) bytes")
+        // A declared length past the limit is refused before any of it is read.
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+            return .failure(tooLarge)
+        }
+        return await withTaskGroup(of: Result<Data, Problem>?.self) { group in
+            group.addTask {
+                var request = request
+                do {
+                    let buffer = try await request.collectBody(upTo: limit)
+                    return .success(Data(buffer.readableBytesView))
+                } catch is CancellationError {
+                    return nil
+                } catch is NIOTooManyBytesError {
+                    return .failure(tooLarge)
+                } catch {
+                    return .failure(
+                        Problem.badRequest("the request body could not be read: it ended early or was malformed"))
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+                ?? .failure(
+                    Problem(
+                        status: .requestTimeout, code: "body_timeout",
+                        message: "the request body did not arrive within \(DurationText.format(timeout))"))
         }
     }
 }
@@ -216,6 +258,10 @@ struct RequestMiddleware: RouterMiddleware {
                 .response(requestID: requestID)
         }
         response.headers[HTTPField.Name("X-Request-Id")!] = requestID
+        // The rest of a body refused unread (too large, too slow) must not be taken for the next request.
+        if response.status == .contentTooLarge || response.status == .requestTimeout {
+            response.headers[.connection] = "close"
+        }
         let elapsed = ContinuousClock.now - started
         let route = context.endpointPath ?? "unmatched"
         metrics.increment("rolegate_http_requests_total", ["route": route, "status": String(response.status.code)])

@@ -144,3 +144,51 @@ import Testing
         #expect(refused.contains { (($0["detail"] as? [String: String])?["delayed"]) == "3s" })
     }
 }
+
+extension SecurityTests {
+    @Test func hostileHTTPGetsCleanProblemsAndTheAPIKeepsServing() async throws {
+        let httpPort = try PostgresCluster.freePort()
+        let policy =
+            HTTPTests.policy + """
+
+                gateway:
+                  http_body_timeout: 3s
+                """
+        let gw = try await GatewayFixture(policy: policy, serveArguments: ["--http", "127.0.0.1:\(httpPort)"])
+        defer { Task { await gw.stop() } }
+        for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let before = try #require(GatewayResourceTests.residentKiB(gw.server.pid))
+        var env = gw.environment
+        env["TOKEN"] = gw.tokens["reports"]
+        env["ADMIN_TOKEN"] = try gw.fixture.expectRolegate(["token", "issue", "ops"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let result = try await Subprocess.runDetached(
+            "python3", [Self.client("hostile_http.py"), "127.0.0.1", "\(httpPort)", "3"], environment: env)
+        #expect(
+            result.status == 0,
+            "exit \(result.status): \(result.stdout)\n\(result.stderr)\ngateway: \(gw.server.output.suffix(2000))")
+        #expect(result.stdout.contains("hostile http: all"), "\(result.stdout)")
+        let after = try #require(GatewayResourceTests.residentKiB(gw.server.pid))
+        #expect(after - before < 64 * 1024, "RSS grew from \(before) KiB to \(after) KiB")
+        #expect(!gw.server.output.contains(gw.tokens["reports"]!))
+    }
+}
+
+extension SecurityTests {
+    /// The seconds-long regression run of the wire fuzz target: the kept corpus (inputs
+    /// libFuzzer found interesting in longer runs, see fuzz/README.md), then seeded
+    /// mutations of it, through the same parsing a client's bytes meet in a session.
+    @Test func wireFuzzCorpusReplaysAndMutatesWithoutAFailure() async throws {
+        let fuzz = URL(fileURLWithPath: RolegateBinary.path).deletingLastPathComponent()
+            .appendingPathComponent("WireFuzz").path
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let corpus = root.appendingPathComponent("fuzz/corpus").path
+        #expect(try FileManager.default.contentsOfDirectory(atPath: corpus).count >= 8)
+        let result = try await Subprocess.runDetached(fuzz, [corpus, "--seconds", "5"])
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("without a failure"), "\(result.stdout)")
+    }
+}

@@ -32,6 +32,10 @@ public struct GatewaySettings: Sendable, Equatable {
     public var authFailureLimit: Int?
     public var authFailureWindow: Duration?
     public var authFailureDelay: Duration?
+    /// An HTTP request body must arrive within this long (default 30s).
+    public var httpBodyTimeout: Duration?
+    /// An HTTP connection idle this long is closed (default 60s).
+    public var httpIdleTimeout: Duration?
 
     public init() {}
 
@@ -39,6 +43,6 @@ public struct GatewaySettings: Sendable, Equatable {
         "listen", "http", "tls_cert", "tls_key", "require_tls", "client_auth", "allow_cleartext_on_loopback",
         "client_login_timeout", "max_client_connections", "max_client_connections_per_service", "pool_size",
         "server_idle_timeout", "server_lifetime", "end_sessions_on_expiry", "shutdown_grace", "auth_failure_limit",
-        "auth_failure_window", "auth_failure_delay",
+        "auth_failure_window", "auth_failure_delay", "http_body_timeout", "http_idle_timeout",
     ]
 }

@@ -243,6 +243,8 @@ public enum PolicyLoader {
         }
         settings.authFailureWindow = duration("auth_failure_window")
         settings.authFailureDelay = duration("auth_failure_delay")
+        settings.httpBodyTimeout = duration("http_body_timeout")
+        settings.httpIdleTimeout = duration("http_idle_timeout")
         return settings
     }
 

@@ -176,6 +176,14 @@ struct ServeCommand: AsyncParsableCommand {
             await store.close()
         }
         if let threads { configuration.threads = threads }
+        // Every session holds two sockets (client and server): raise the open-file limit to
+        // what the system allows, and say so when it cannot hold the configured clients.
+        let files = FileLimit.raiseToHard()
+        if files < configuration.maxClientConnections * 2 + 100 {
+            Terminal.note(
+                "rolegate: warning: the open-file limit is \(files), too low for max_client_connections \(configuration.maxClientConnections) (each session needs two); raise it (ulimit -n, LimitNOFILE=)"
+            )
+        }
         if let certificate, let privateKey {
             do {
                 let chain = try NIOSSLCertificate.fromPEMFile(certificate).map {
@@ -218,6 +226,8 @@ struct ServeCommand: AsyncParsableCommand {
             var settings = HTTPAPI.Settings()
             settings.host = httpHost
             settings.port = httpPort
+            if let timeout = file.httpBodyTimeout { settings.bodyTimeout = timeout }
+            if let timeout = file.httpIdleTimeout { settings.idleTimeout = timeout }
             let json = logFormat == "json"
             let logger = Logger(label: "rolegate.http") { label in
                 json ? JSONLogHandler(label: label) as any LogHandler : StreamLogHandler.standardError(label: label)

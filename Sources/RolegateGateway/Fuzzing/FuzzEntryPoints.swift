@@ -1,0 +1,133 @@
+import NIOCore
+import PostgresWire
+import RolegateCore
+
+/// Entry points for the wire fuzz target (`Sources/WireFuzz`, see `fuzz/README.md`): the
+/// same parsing a client's bytes go through in a session, without sockets. Each one traps
+/// (crashing the fuzzer with the input) when an invariant breaks, so libFuzzer and the
+/// replay run in CI both notice.
+public enum FuzzEntryPoints {
+    /// Feeds `bytes` to the code chosen by the first byte.
+    public static func run(_ bytes: [UInt8]) {
+        guard let selector = bytes.first else { return }
+        let rest = Array(bytes.dropFirst())
+        switch selector % 4 {
+        case 0: startupPhase(rest, tls: false)
+        case 1: startupPhase(rest, tls: true)
+        case 2: relayPhase(rest)
+        default: scram(rest)
+        }
+    }
+
+    static let policy: Policy? = try? PolicyLoader.parse(
+        text: """
+            version: 1
+            databases:
+              app: {url: "postgres://admin@127.0.0.1:5432/app"}
+            roles:
+              reader: {grants: [{on: SCHEMA public, privileges: [USAGE]}]}
+            services:
+              reports: {role: reader}
+            """, file: "fuzz.yaml", environment: [:])
+
+    /// A client's bytes from the first one to the end of the authentication: framing,
+    /// encryption requests, the startup packet, SCRAM or password messages. Token lookups
+    /// find nothing, so a login can never succeed here.
+    static func startupPhase(_ bytes: [UInt8], tls: Bool) {
+        guard let policy else { preconditionFailure("the fuzz policy does not parse") }
+        var machine = ClientSessionMachine(
+            settings: .init(
+                policy: policy, tlsAvailable: tls, requireTLS: false, passwordOverTLS: tls, passwordOnLoopback: false,
+                fromLoopback: false))
+        var buffer = ByteBuffer(bytes: bytes)
+        let limits = WireLimits()
+        var steps = 0
+        while buffer.readableBytes > 0, !machine.isClosed, steps < 64 {
+            steps += 1
+            let before = buffer.readableBytes
+            var action: ClientSessionMachine.Action
+            do {
+                if machine.expectsStartupPacket {
+                    guard let packet = try WireFraming.startupPacket(from: &buffer, limits: limits) else { return }
+                    action = machine.startupPacket(packet, bytesFollow: buffer.readableBytes > 0)
+                    if action == .startTLS { action = machine.tlsEstablished(alpn: nil) }
+                } else if machine.expectsPasswordMessage {
+                    let authLimits = WireLimits(maxMessageLength: 16 * 1024)
+                    guard let message = try WireFraming.message(from: &buffer, limits: authLimits) else { return }
+                    action = machine.passwordMessage(message)
+                } else {
+                    return
+                }
+            } catch {
+                action = machine.malformedInput(error)
+            }
+            precondition(buffer.readableBytes <= before, "framing consumed bytes it did not have")
+            // What the handler would do next, with a store that knows no token.
+            for _ in 0..<4 {
+                switch action {
+                case .lookUpTokens:
+                    action = machine.tokensLoaded(
+                        .success(nil), decoySalt: Array(repeating: 7, count: 16), nonce: "N0NCE")
+                case .verifyPassword:
+                    action = machine.passwordVerified(.failure(.unknown))
+                case .admit, .connectUpstream, .startRelaying:
+                    preconditionFailure("a login without a token got as far as \(action)")
+                case .refuse:
+                    precondition(machine.isClosed, "a refusal left the session open")
+                    return
+                default:
+                    break
+                }
+            }
+        }
+    }
+
+    /// A session's relayed traffic through the statement tracker, as the audit sees it:
+    /// the first two bytes split the input into client messages and server messages.
+    static func relayPhase(_ bytes: [UInt8]) {
+        guard bytes.count >= 2 else { return }
+        let split = min(bytes.count - 2, Int(bytes[0]) << 8 | Int(bytes[1]))
+        let client = ByteBuffer(bytes: bytes[2..<(2 + split)])
+        let server = ByteBuffer(bytes: bytes[(2 + split)...])
+        var tracker = StatementTracker(captureParameters: bytes.count % 2 == 0)
+        var clientMessages: [(UInt8, ByteBuffer)] = []
+        var serverMessages: [(UInt8, ByteBuffer)] = []
+        let limits = WireLimits()
+        _ = try? WireFraming.scanMessages(client, limits: limits) { type, body, length in
+            clientMessages.append((type, client.getSlice(at: body, length: length)!))
+            return true
+        }
+        _ = try? WireFraming.scanMessages(server, limits: limits) { type, body, length in
+            serverMessages.append((type, server.getSlice(at: body, length: length)!))
+            return true
+        }
+        var now: UInt64 = 1
+        for index in 0..<max(clientMessages.count, serverMessages.count) {
+            now += 1
+            if index < clientMessages.count {
+                tracker.client(type: clientMessages[index].0, body: clientMessages[index].1, now: now)
+            }
+            if index < serverMessages.count {
+                let done = tracker.server(type: serverMessages[index].0, body: serverMessages[index].1, now: now)
+                for statement in done {
+                    precondition(statement.finishedAt >= statement.startedAt, "a statement finished before it started")
+                    precondition((statement.sql?.utf8.count ?? 0) <= 64 * 1024 + 64, "SQL text was not cut")
+                }
+            }
+        }
+    }
+
+    /// The SCRAM server with arbitrary client messages (split at the first zero byte).
+    static func scram(_ bytes: [UInt8]) {
+        let cut = bytes.firstIndex(of: 0) ?? bytes.count
+        let first = Array(bytes[..<cut])
+        let final = cut < bytes.count ? Array(bytes[(cut + 1)...]) : []
+        var server = SCRAMServer(salt: Array(repeating: 1, count: 16), iterations: 4096, serverNonce: "SERVERNONCE")
+        guard (try? server.receiveClientFirst(first)) != nil else { return }
+        _ = try? server.receiveClientFinal(final, candidates: [scramVerifier])
+        // A second final on the same exchange is always out of order.
+        precondition((try? server.receiveClientFinal(final, candidates: [scramVerifier])) == nil, "a SCRAM replay")
+    }
+
+    static let scramVerifier = SCRAMSHA256.verifier(password: "the-token", salt: Array(repeating: 1, count: 16))
+}

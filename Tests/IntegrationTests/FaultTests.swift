@@ -1,0 +1,211 @@
+import Foundation
+import PostgresCluster
+import RolegateCore
+import Testing
+
+/// Faults: processes killed mid-write, a full disk under the audit log. Nothing a command
+/// reported as done may be lost, the store must open cleanly, and the chain must verify.
+@Suite(.serialized) struct FaultTests {
+    /// The JSON a `--format json` command printed (stdout and stderr share the file).
+    static func json(_ output: String) -> Any? {
+        guard let start = output.firstIndex(where: { $0 == "{" || $0 == "[" }),
+            let end = output.lastIndex(where: { $0 == "}" || $0 == "]" }), start < end
+        else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(output[start...end].utf8))
+    }
+
+    static func startServe(_ gw: GatewayFixture, port: Int, log: String) async throws -> RunningProcess {
+        var env = gw.fixture.environment
+        env["ROLEGATE_CONFIG"] = gw.fixture.policyPath
+        let serve = try Subprocess.launch(
+            RolegateBinary.path, ["serve", "--listen", "127.0.0.1:\(port)", "--shutdown-grace", "1s"],
+            environment: env, output: log)
+        for _ in 0..<200 where !serve.output.contains("listening on") {
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(serve.output.contains("listening on"), "serve did not start after a kill -9: \(serve.output)")
+        return serve
+    }
+
+    /// `kill -9` lands at random moments in `token issue`, `rotate` and `revoke`, and in a
+    /// gateway writing statement audit under pgbench load, 100 times. Afterwards every
+    /// token whose command reported success exists, every reported revocation holds, and
+    /// the audit chains verify.
+    @Test func killNineDuringTokenOperationsAndAuditWritesLosesNothing() async throws {
+        let gw = try await GatewayFixture()
+        await gw.stop()
+        let directory = gw.fixture.directory
+        var env = gw.fixture.environment
+        env["ROLEGATE_CONFIG"] = gw.fixture.policyPath
+        let port = try PostgresCluster.freePort()
+        var serve = try await Self.startServe(gw, port: port, log: directory + "/serve-0.log")
+        func load() throws -> RunningProcess {
+            var loadEnv = gw.environment
+            loadEnv["PGPASSWORD"] = gw.tokens["reports"]
+            return try Subprocess.launch(
+                "pgbench",
+                [
+                    "-h", "127.0.0.1", "-p", "\(port)", "-U", "reports", "-n", "-c", "4", "-T", "60", "-f",
+                    directory + "/load.sql", "app",
+                ], environment: loadEnv, output: directory + "/pgbench.log")
+        }
+        try "SELECT count(*) FROM analytics.events;\n".write(
+            toFile: directory + "/load.sql", atomically: true, encoding: .utf8)
+        var pgbench = try load()
+
+        // How long one command takes here (a debug build on a busy machine is slow).
+        let clock = ContinuousClock()
+        let timed = clock.now
+        try gw.fixture.expectRolegate(["token", "list", "--format", "json"])
+        let spread = max(50, Int(((clock.now - timed) * 3).timeInterval * 1000))
+        var issued: Set<String> = []
+        var revoked: Set<String> = []
+        var completed = 0
+        var killed = 0
+        for round in 0..<100 {
+            let arguments: [String]
+            switch round % 3 {
+            case 0: arguments = ["token", "issue", "notes", "--format", "json"]
+            case 1: arguments = ["token", "rotate", "notes", "--grace", "0s", "--format", "json"]
+            default:
+                arguments = ["token", "revoke", "--service", "notes", "--reason", "fault test", "--format", "json"]
+            }
+            let command = try Subprocess.launch(
+                RolegateBinary.path, arguments, environment: env, output: directory + "/op.log")
+            // Up to a little past how long a command takes, so kills land before, during and after its commit.
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...spread)))
+            let status = command.stop(signal: 9)
+            let output = command.output
+            switch status {
+            case 0:
+                completed += 1
+                if let object = Self.json(output) as? [String: Any], let id = object["id"] as? String {
+                    issued.insert(id)
+                } else if let list = Self.json(output) as? [[String: Any]] {
+                    revoked.formUnion(list.compactMap { $0["id"] as? String })
+                } else {
+                    Issue.record("round \(round): \(arguments[1]) succeeded without its JSON: \(output)")
+                }
+            case 2:
+                completed += 1  // refused by the policy (e.g. a live token already): no claim made
+            case 137:
+                killed += 1
+            default:
+                Issue.record("round \(round): \(arguments[1]) failed with exit \(status): \(output)")
+            }
+            if round % 10 == 9 {
+                #expect(serve.stop(signal: 9) == 137)
+                pgbench.stop(signal: 9)
+                serve = try await Self.startServe(gw, port: port, log: directory + "/serve-\(round).log")
+                pgbench = try load()
+            }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        pgbench.stop(signal: 9)
+        serve.stop(signal: 9)
+        #expect(
+            completed > 10 && killed > 10,
+            "the kills did not land both during and after commands: \(completed) completed, \(killed) killed (spread \(spread) ms)"
+        )
+
+        let list = try #require(
+            Self.json(try gw.fixture.expectRolegate(["token", "list", "--all", "--format", "json"]).stdout)
+                as? [[String: Any]])
+        let states = Dictionary(
+            list.compactMap { row in (row["id"] as? String).map { ($0, row["state"] as? String ?? "") } },
+            uniquingKeysWith: { a, _ in a })
+        for id in issued { #expect(states[id] != nil, "token \(id) was reported issued but is gone") }
+        for id in revoked {
+            #expect(states[id] == "revoked", "token \(id) was reported revoked but is \(states[id] ?? "gone")")
+        }
+        #expect(
+            !issued.isEmpty && !revoked.isEmpty,
+            "no command completed: issued \(issued.count), revoked \(revoked.count)")
+        let verify = try gw.fixture.rolegate(["audit", "verify"])
+        #expect(verify.status == 0, "audit verify after 100 kills: \(verify.stdout)\(verify.stderr)")
+        let statements = try gw.fixture.expectRolegate([
+            "audit", "--kind", "statement", "--limit", "5", "--format", "json",
+        ])
+        #expect(!statements.stdout.isEmpty, "no statement was audited under load")
+    }
+}
+
+extension FaultTests {
+    /// The store (and so the audit log) lives on a 2 MB tmpfs that is then filled. Under
+    /// `on_failure: block` the gateway says so in `/readyz` and its log, refuses statements
+    /// once the bounded queue is full, never crashes, and catches up without losing an
+    /// accepted event when space returns.
+    @Test(.enabled(if: getuid() == 0, "mounting the small tmpfs needs root"))
+    func aFullDiskUnderTheAuditLogBlocksThenRecoversWithNothingLost() async throws {
+        let httpPort = try PostgresCluster.freePort()
+        var mountPoint = ""
+        let policy =
+            gatewayPolicy + """
+
+                audit:
+                  on_failure: block
+                  queue_size: 100
+                """
+        let gw = try await GatewayFixture(policy: policy, serveArguments: ["--http", "127.0.0.1:\(httpPort)"]) {
+            fixture in
+            mountPoint = fixture.directory + "/.rolegate"
+            try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+            try Subprocess.check("mount", ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", mountPoint])
+        }
+        defer {
+            gw.server.stop(signal: 9)
+            _ = try? Subprocess.run("umount", ["-l", mountPoint])
+        }
+        for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        func ready() async throws -> String {
+            try await Subprocess.runDetached("curl", ["-s", "http://127.0.0.1:\(httpPort)/readyz"]).stdout
+        }
+        #expect(try await gw.value("reports", "SELECT 'before'") == "before")
+        #expect(try await ready().contains("\"status\":\"ready\""))
+
+        // Fill the disk to the last byte.
+        let filler = mountPoint + "/filler"
+        _ = try? Subprocess.run("dd", ["if=/dev/zero", "of=\(filler)", "bs=4096"])
+        let script = gw.fixture.directory + "/many.sql"
+        try String(repeating: "SELECT 'audited while full';\n", count: 400).write(
+            toFile: script, atomically: true, encoding: .utf8)
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["reports"]
+        let blocked = try await Subprocess.runDetached(
+            gw.fixture.cluster.binaries.psql,
+            [
+                "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "reports", "-d",
+                "app",
+                "-f", script,
+            ], environment: env)
+        #expect(blocked.status != 0, "400 statements ran with a full disk and a 100-event queue")
+        #expect(blocked.stderr.contains("audit log cannot be written"), "\(blocked.stderr)")
+        let readiness = try await ready()
+        #expect(
+            readiness.contains("\"status\":\"not ready\"") && readiness.contains("audit writes are failing"),
+            "\(readiness)")
+        #expect(gw.server.output.contains("cannot write the audit log"), "\(gw.server.output.suffix(1000))")
+        #expect(kill(gw.server.pid, 0) == 0, "the gateway died on a full disk")
+        let ranWhileFull = blocked.stdout.components(separatedBy: "audited while full").count - 1
+
+        // Space comes back: the queued events are written, statements run again.
+        try FileManager.default.removeItem(atPath: filler)
+        var recovered = false
+        for _ in 0..<100 where !recovered {
+            try await Task.sleep(for: .milliseconds(100))
+            recovered = try await ready().contains("\"status\":\"ready\"")
+        }
+        #expect(recovered, "the audit log did not recover after space returned")
+        #expect(try await gw.value("reports", "SELECT 'after'") == "after")
+        try await Task.sleep(for: .milliseconds(300))
+        let events = try AuditTests.events(gw, ["--kind", "statement"])
+        let whileFull = events.filter { ($0["sql"] as? String) == "SELECT 'audited while full';" }.count
+        #expect(
+            whileFull >= ranWhileFull && whileFull > 0,
+            "\(ranWhileFull) statements ran while full, \(whileFull) audited")
+        #expect(gw.server.output.contains("audit log writes recovered"))
+        #expect(try gw.fixture.rolegate(["audit", "verify"]).status == 0)
+    }
+}
