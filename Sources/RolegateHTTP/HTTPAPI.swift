@@ -96,6 +96,14 @@ public struct HTTPAPI: Sendable {
         } catch {
             checks.append(["name": "store", "ok": false, "detail": "\(error)"])
         }
+        // Logins are accepted only while the token change feed is current (read within its staleness bound).
+        checks.append(
+            verifier.isCurrent
+                ? ["name": "token_feed", "ok": true]
+                : [
+                    "name": "token_feed", "ok": false,
+                    "detail": "the token change feed is not current: new logins are refused until the store is back",
+                ])
         if let audit {
             // Failing audit writes make the instance unready under `on_failure: block` (it is
             // about to refuse statements); under `continue` it serves on, and says so.

@@ -207,5 +207,91 @@ extension FaultTests {
             "\(ranWhileFull) statements ran while full, \(whileFull) audited")
         #expect(gw.server.output.contains("audit log writes recovered"))
         #expect(try gw.fixture.rolegate(["audit", "verify"]).status == 0)
+
+    }
+}
+
+extension FaultTests {
+    /// PostgreSQL stops for 10 s while 8 clients share a pool of 3 server connections, then
+    /// returns: clean errors meanwhile, no crash, and every client through again without a
+    /// restart (a pool slot lost in the outage would leave clients waiting forever).
+    @Test func postgresStopsForTenSecondsUnderLoadAndServiceResumes() async throws {
+        let gw = try await GatewayFixture(serveArguments: ["--pool-size", "3", "--client-login-timeout", "30s"])
+        defer { Task { await gw.stop() } }
+        let ready = gw.fixture.directory + "/server-back"
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["reports"]
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Clients/outage_client.py").path
+        let load = Task {
+            try await Subprocess.runDetached(
+                "python3", [script, "127.0.0.1", "\(gw.port)", "reports", "8", "25", ready], environment: env)
+        }
+        try await Task.sleep(for: .seconds(2))
+        try gw.fixture.cluster.stopServer()
+        try await Task.sleep(for: .seconds(10))
+        #expect(kill(gw.server.pid, 0) == 0, "the gateway died while PostgreSQL was down")
+        try gw.fixture.cluster.startServer()
+        _ = FileManager.default.createFile(atPath: ready, contents: Data())
+        let result = try await load.value
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("8/8 clients recovered"), "\(result.stdout)")
+        // No slot leaked: the pool still holds at most 3 server connections for the role.
+        let backends = try gw.fixture.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'events_reader'")
+        #expect((Int(backends) ?? 99) <= 3, "\(backends) server connections for a pool of 3")
+    }
+}
+
+extension FaultTests {
+    /// The PostgreSQL store goes down (its own cluster): open sessions go on, new logins are
+    /// refused once the cache is past its staleness bound (never served from a stale cache),
+    /// the log and `/readyz` say so, and when the store is back logins resume and the audit
+    /// queued meanwhile is written with a chain that verifies.
+    @Test func aPostgresStoreOutageFailsClosedForLoginsAndRecovers() async throws {
+        let storeCluster = try PostgresCluster.start()
+        defer { storeCluster.stop() }
+        let storeURL = storeCluster.url(
+            user: storeCluster.superuser, password: storeCluster.superuserPassword, database: "postgres")
+        let httpPort = try PostgresCluster.freePort()
+        let gw = try await GatewayFixture(
+            policy: gatewayPolicy + "\nstore: \"\(storeURL)\"\n", serveArguments: ["--http", "127.0.0.1:\(httpPort)"])
+        defer { Task { await gw.stop() } }
+        for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        func ready() async throws -> String {
+            try await Subprocess.runDetached("curl", ["-s", "http://127.0.0.1:\(httpPort)/readyz"]).stdout
+        }
+        #expect(try await gw.value("reports", "SELECT 'store up'") == "store up")
+        #expect(try await ready().contains("\"status\":\"ready\""))
+
+        // A session that started before the outage and runs through it.
+        let open = Task { try await gw.psql("reports", "SELECT pg_sleep(6), 'outlived the outage'") }
+        try await Task.sleep(for: .seconds(1))
+        try storeCluster.stopServer()
+        try await Task.sleep(for: .seconds(2))
+        let refused = try await gw.psql("reports", "SELECT 1")
+        #expect(refused.status != 0 && refused.stderr.contains("token store is unavailable"), "\(refused.stderr)")
+        let readiness = try await ready()
+        #expect(readiness.contains("\"status\":\"not ready\"") && readiness.contains("token_feed"), "\(readiness)")
+        #expect(gw.server.output.contains("cannot read the token store"), "\(gw.server.output.suffix(1500))")
+        let outlived = try await open.value
+        #expect(outlived.status == 0 && outlived.stdout.contains("outlived the outage"), "\(outlived.stderr)")
+        #expect(kill(gw.server.pid, 0) == 0)
+
+        try storeCluster.startServer()
+        var back = false
+        for _ in 0..<100 where !back {
+            try await Task.sleep(for: .milliseconds(100))
+            back = try await ready().contains("\"status\":\"ready\"")
+        }
+        let afterwards = try await ready()
+        #expect(back, "not ready again after the store returned: \(afterwards)")
+        #expect(try await gw.value("reports", "SELECT 'store back'") == "store back")
+        #expect(gw.server.output.contains("token store is reachable again"))
+        try await Task.sleep(for: .milliseconds(500))
+        let events = try AuditTests.events(gw, ["--kind", "statement"])
+        #expect(events.contains { ($0["sql"] as? String)?.contains("outlived the outage") == true })
+        #expect(try gw.fixture.rolegate(["audit", "verify"]).status == 0)
     }
 }

@@ -12,6 +12,11 @@ import Testing
         return line.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
     }
 
+    /// Open file descriptors of a process (Linux).
+    static func openDescriptors(_ pid: Int32) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
     /// `count` connect-query-disconnect cycles with pgbench -C.
     static func connectCycles(_ gw: GatewayFixture, count: Int, script: String) async throws -> ProcessResult {
         var env = gw.environment
@@ -34,6 +39,7 @@ import Testing
         let warmup = try await Self.connectCycles(gw, count: 1000, script: script)
         #expect(warmup.status == 0, "\(warmup.stderr)")
         let before = try #require(Self.residentKiB(gw.server.pid))
+        let descriptorsBefore = Self.openDescriptors(gw.server.pid)
         let run = try await Self.connectCycles(gw, count: 10_000, script: script)
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout.contains("number of transactions actually processed: 10000"), "\(run.stdout)")
@@ -41,6 +47,12 @@ import Testing
         print("gateway RSS over 10,000 connect/disconnect cycles: \(before) KiB -> \(after) KiB")
         // Leaking even 1 KiB per connection would show as 10 MB.
         #expect(after - before < 8 * 1024, "grew from \(before) KiB to \(after) KiB")
+        // No socket or file left open: at most the pool's idle server connections differ.
+        let descriptorsAfter = Self.openDescriptors(gw.server.pid)
+        print("gateway open file descriptors: \(descriptorsBefore) -> \(descriptorsAfter)")
+        #expect(
+            descriptorsBefore > 0 && descriptorsAfter - descriptorsBefore <= 8,
+            "\(descriptorsBefore) -> \(descriptorsAfter)")
         // And every session slot was given back.
         #expect(try await gw.value("reports", "SELECT 1") == "1")
     }

@@ -43,6 +43,9 @@ public struct GatewayConfiguration: Sendable {
     public var auditParameters: Bool = false
     /// How repeated failed logins from one address are slowed down (wire and HTTP alike).
     public var loginThrottle = LoginThrottleSettings()
+    /// Told about operational problems worth an operator's attention (the token store
+    /// unreachable and back); `serve` logs them.
+    public var onProblem: @Sendable (String) -> Void = { _ in }
     /// Where counters go (shared with the HTTP API's `/metrics`).
     public var metrics = Metrics()
 

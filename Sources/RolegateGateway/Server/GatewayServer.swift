@@ -129,7 +129,8 @@ public final class GatewayServer: Sendable {
                 }
             }
         }
-        let poller = Task { await verifier.run() }
+        let onProblem = shared.configuration.onProblem
+        let poller = Task { await verifier.run(problem: onProblem) }
         let endOnExpiry = shared.configuration.endSessionsOnExpiry
         let audit = shared.configuration.audit
         let sweeper = Task {

@@ -239,10 +239,34 @@ public final class TokenVerifier: Sendable {
     }
 
     /// Follows the change feed until the task is cancelled.
-    public func run() async {
+    /// - Parameter problem: told once when the store cannot be read (new logins then fail
+    ///   closed) and once when it can again.
+    public func run(problem: @escaping @Sendable (String) -> Void = { _ in }) async {
+        var failingSince: ContinuousClock.Instant?
         while !Task.isCancelled {
-            try? await refresh()
+            do {
+                try await refresh()
+                if let since = failingSince {
+                    failingSince = nil
+                    problem(
+                        "the token store is reachable again after \(DurationText.format(clock.now - since)); caught up on revocations, logins accepted"
+                    )
+                }
+            } catch {
+                if failingSince == nil {
+                    failingSince = clock.now
+                    problem(
+                        "cannot read the token store (\(error)); new logins are refused until it is back, open sessions continue"
+                    )
+                }
+            }
             try? await Task.sleep(for: pollInterval)
         }
+    }
+
+    /// Whether the change feed was read within ``maxStaleness`` (logins are accepted).
+    public var isCurrent: Bool {
+        let instant = clock.now
+        return state.withLock { s in s.lastRefresh.map { instant - $0 <= maxStaleness } ?? false }
     }
 }

@@ -141,6 +141,7 @@ struct ServeCommand: AsyncParsableCommand {
             allowCleartextOnLoopback: allowCleartextOnLoopback ?? file.allowCleartextOnLoopback ?? false,
             endSessionsOnExpiry: endSessionsOnExpiry ?? file.endSessionsOnExpiry ?? true)
         configuration.passwordOverTLS = auth == .password
+        configuration.onProblem = { Terminal.note("rolegate: \($0)") }
         let throttleDefaults = LoginThrottleSettings()
         configuration.loginThrottle = LoginThrottleSettings(
             limit: file.authFailureLimit ?? throttleDefaults.limit,

@@ -11,19 +11,10 @@ import socket
 import sys
 import time
 
+from checks import check, fail, passed
+
 host, port, body_timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 token = os.environ["TOKEN"]
-passed = []
-
-
-def fail(message):
-    print(f"FAIL: {message} (after: {passed[-1] if passed else 'nothing'})")
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
 
 
 def exchange(raw, timeout=15):

@@ -16,19 +16,10 @@ import sys
 import threading
 import time
 
+from checks import check, fail, passed
+
 host, port, service, gateway_pid = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 token = os.environ["PGPASSWORD"]
-passed = []
-
-
-def fail(message):
-    print(f"FAIL: {message} (after: {passed[-1] if passed else 'nothing'})")
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
 
 
 def connect():
