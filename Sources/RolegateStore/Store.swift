@@ -49,6 +49,10 @@ public protocol Store: Sendable {
     /// The newest change feed sequence number (0 when empty).
     func latestChange() async throws(StoreError) -> Int64
 
+    /// A signal each time any process commits a change (PostgreSQL's LISTEN/NOTIFY), or nil
+    /// when the store has none (SQLite: the feed is polled).
+    func changeSignals() -> AsyncStream<Void>?
+
     // MARK: Audit log
 
     /// Appends `events` to `instance`'s hash chain in one transaction, locking only that
@@ -64,7 +68,49 @@ public protocol Store: Sendable {
     /// recording the hash at the cut; returns how many were deleted.
     func pruneAudit(instance: String, before: Date, now: Date) async throws(StoreError) -> Int
 
+    // MARK: Gateway instances
+
+    /// Registers (or re-registers, keeping its cancel tag) a gateway instance and returns it.
+    /// A new instance gets the smallest tag no live instance holds; tags of instances not
+    /// seen for `staleAfter` are reused.
+    func registerInstance(
+        id: String, wireAddress: String, httpAddress: String?, now: Date, staleAfter: Duration
+    ) async throws(StoreError) -> GatewayInstance
+
+    /// Marks an instance alive now.
+    func instanceHeartbeat(id: String, now: Date) async throws(StoreError)
+
+    /// Every registered instance, by tag.
+    func instances() async throws(StoreError) -> [GatewayInstance]
+
+    /// Removes an instance (on a clean shutdown).
+    func removeInstance(id: String) async throws(StoreError)
+
     func close() async
+}
+
+/// One `rolegate serve` sharing the store: how its peers reach it.
+public struct GatewayInstance: Sendable, Equatable {
+    public var id: String
+    /// 1...32767: the high bits of every cancel key this instance hands out.
+    public var cancelTag: Int
+    /// host:port where peers forward cancel requests.
+    public var wireAddress: String
+    /// host:port of its HTTP API (for the admin API's cross-instance views), if it serves one.
+    public var httpAddress: String?
+    public var startedAt: Date
+    public var seenAt: Date
+
+    public init(
+        id: String, cancelTag: Int, wireAddress: String, httpAddress: String?, startedAt: Date, seenAt: Date
+    ) {
+        self.id = id
+        self.cancelTag = cancelTag
+        self.wireAddress = wireAddress
+        self.httpAddress = httpAddress
+        self.startedAt = startedAt
+        self.seenAt = seenAt
+    }
 }
 
 /// Which audit events to read.

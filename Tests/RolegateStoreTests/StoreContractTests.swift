@@ -39,13 +39,70 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
     func migratesAndReopens(backend: Backend) async throws {
         let location = try backend.freshLocation()
         let store = try await location.open()
-        #expect(try await store.schemaVersion() == 2)
+        #expect(try await store.schemaVersion() == 3)
         let issued = try await service(store).issue(service: "dash", ttl: nil, note: "first")
         await store.close()
         let again = try await location.open()
-        #expect(try await again.schemaVersion() == 2)
+        #expect(try await again.schemaVersion() == 3)
         #expect(try await again.token(id: issued.record.id) == issued.record)
         await again.close()
+    }
+
+    @Test(arguments: Backend.allCases)
+    func gatewayInstancesGetDistinctCancelTagsKeptAcrossRestarts(backend: Backend) async throws {
+        let location = try backend.freshLocation()
+        let store = try await location.open()
+        defer { Task { await store.close() } }
+        let now = Date()
+        let a = try await store.registerInstance(
+            id: "gw-a", wireAddress: "10.0.0.1:6432", httpAddress: "10.0.0.1:8080", now: now, staleAfter: .seconds(60))
+        let b = try await store.registerInstance(
+            id: "gw-b", wireAddress: "10.0.0.2:6432", httpAddress: nil, now: now, staleAfter: .seconds(60))
+        #expect(a.cancelTag == 1 && b.cancelTag == 2)
+        // A restart keeps the tag (cancel keys handed out before it stay routable).
+        let again = try await store.registerInstance(
+            id: "gw-a", wireAddress: "10.0.0.1:6433", httpAddress: nil, now: now, staleAfter: .seconds(60))
+        #expect(again.cancelTag == 1)
+        #expect(try await store.instances().map(\.wireAddress) == ["10.0.0.1:6433", "10.0.0.2:6432"])
+        // A gone instance's tag is reused only once it is stale.
+        try await store.removeInstance(id: "gw-a")
+        let c = try await store.registerInstance(
+            id: "gw-c", wireAddress: "10.0.0.3:6432", httpAddress: nil, now: now, staleAfter: .seconds(60))
+        #expect(c.cancelTag == 1)
+        let later = now.addingTimeInterval(120)
+        try await store.instanceHeartbeat(id: "gw-c", now: later)
+        let d = try await store.registerInstance(
+            id: "gw-d", wireAddress: "10.0.0.4:6432", httpAddress: nil, now: later, staleAfter: .seconds(60))
+        #expect(d.cancelTag == 2, "gw-b was not seen for two minutes: its tag is free")
+        #expect(try await store.instances().map(\.id) == ["gw-c", "gw-d"])
+    }
+
+    /// PostgreSQL stores signal committed changes (LISTEN/NOTIFY) so verifiers need not wait
+    /// for their next poll; SQLite stores have no signal (they are polled).
+    @Test(arguments: Backend.allCases)
+    func changesCommittedElsewhereAreSignalled(backend: Backend) async throws {
+        let location = try backend.freshLocation()
+        let listener = try await location.open()
+        let writer = try await location.open()
+        defer {
+            Task {
+                await listener.close()
+                await writer.close()
+            }
+        }
+        guard let signals = listener.changeSignals() else {
+            #expect(backend == .sqlite)
+            return
+        }
+        var iterator = signals.makeAsyncIterator()
+        _ = await iterator.next()  // the catch-up signal once listening
+        let revoke = Task {
+            try await Task.sleep(for: .milliseconds(200))
+            _ = try await service(writer).issue(service: "dash", ttl: nil, note: nil)
+        }
+        let signalled: Void? = await iterator.next()
+        #expect(signalled != nil)
+        try await revoke.value
     }
 
     @Test(arguments: Backend.allCases)
@@ -55,20 +112,21 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
         let issued = try await service(store).issue(service: "dash", ttl: nil, note: nil)
         await store.close()
         try backend.tamper(location, "UPDATE rolegate_meta SET value = '99' WHERE key = 'schema_version';")
-        await #expect(throws: StoreError.tooNew(found: 99, supported: 2)) { _ = try await location.open() }
-        try backend.tamper(location, "UPDATE rolegate_meta SET value = '2' WHERE key = 'schema_version';")
+        await #expect(throws: StoreError.tooNew(found: 99, supported: 3)) { _ = try await location.open() }
+        try backend.tamper(location, "UPDATE rolegate_meta SET value = '3' WHERE key = 'schema_version';")
         let reopened = try await location.open()
         #expect(try await reopened.token(id: issued.record.id) == issued.record)
         await reopened.close()
         // A version 1 store (before the audit log) is migrated on open, its tokens kept.
         try backend.tamper(
             location,
-            "DROP TABLE rolegate_audit; DROP TABLE rolegate_audit_chains; UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';"
+            "DROP TABLE rolegate_instances; DROP TABLE rolegate_audit; DROP TABLE rolegate_audit_chains; UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';"
         )
         let upgraded = try await location.open()
-        #expect(try await upgraded.schemaVersion() == 2)
+        #expect(try await upgraded.schemaVersion() == 3)
         #expect(try await upgraded.token(id: issued.record.id) == issued.record)
         #expect(try await upgraded.appendAudit([AuditEvent(kind: .auth, action: "allowed")], instance: "x").count == 1)
+        #expect(try await upgraded.instances().isEmpty)
         await upgraded.close()
     }
 

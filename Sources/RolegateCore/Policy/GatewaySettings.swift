@@ -36,6 +36,15 @@ public struct GatewaySettings: Sendable, Equatable {
     public var httpBodyTimeout: Duration?
     /// An HTTP connection idle this long is closed (default 60s).
     public var httpIdleTimeout: Duration?
+    /// What happens to open sessions while the token store cannot be read.
+    public var storeOutagePolicy: StoreOutagePolicy?
+
+    public enum StoreOutagePolicy: String, Sendable, CaseIterable {
+        /// Refuse new logins once the token cache is past its staleness bound; open sessions go on (default).
+        case refuseLogins = "refuse_logins"
+        /// Also end every open session then (nothing may run on tokens that cannot be checked).
+        case endSessions = "end_sessions"
+    }
 
     public init() {}
 
@@ -44,5 +53,6 @@ public struct GatewaySettings: Sendable, Equatable {
         "client_login_timeout", "max_client_connections", "max_client_connections_per_service", "pool_size",
         "server_idle_timeout", "server_lifetime", "end_sessions_on_expiry", "shutdown_grace", "auth_failure_limit",
         "auth_failure_window", "auth_failure_delay", "http_body_timeout", "http_idle_timeout",
+        "store_outage_policy",
     ]
 }

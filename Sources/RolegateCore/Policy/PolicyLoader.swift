@@ -245,6 +245,12 @@ public enum PolicyLoader {
         settings.authFailureDelay = duration("auth_failure_delay")
         settings.httpBodyTimeout = duration("http_body_timeout")
         settings.httpIdleTimeout = duration("http_idle_timeout")
+        if let field = f["store_outage_policy"], let text = field.string(what: "refuse_logins or end_sessions") {
+            settings.storeOutagePolicy = GatewaySettings.StoreOutagePolicy(rawValue: text)
+            if settings.storeOutagePolicy == nil {
+                field.fail("unknown store_outage_policy '\(text)' (use refuse_logins or end_sessions)")
+            }
+        }
         return settings
     }
 

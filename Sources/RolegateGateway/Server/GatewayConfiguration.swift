@@ -43,6 +43,12 @@ public struct GatewayConfiguration: Sendable {
     public var auditParameters: Bool = false
     /// How repeated failed logins from one address are slowed down (wire and HTTP alike).
     public var loginThrottle = LoginThrottleSettings()
+    /// `end_sessions`: end every open session while the token store cannot be read.
+    public var endSessionsOnStoreOutage = false
+    /// This instance's id (in logs, metrics and its audit chain).
+    public var instanceID: String?
+    /// This instance and its peers sharing the store (nil: it runs alone).
+    public var peers: PeerDirectory?
     /// Told about operational problems worth an operator's attention (the token store
     /// unreachable and back); `serve` logs them.
     public var onProblem: @Sendable (String) -> Void = { _ in }

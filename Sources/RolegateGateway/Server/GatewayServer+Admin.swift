@@ -19,6 +19,9 @@ public struct LiveSession: Sendable {
 extension GatewayServer {
     public var metrics: Metrics { shared.metrics }
 
+    /// This instance and its peers, when it shares its store with others.
+    public var peers: PeerDirectory? { shared.configuration.peers }
+
     public var liveSessions: [LiveSession] {
         shared.registry.all.map { entry in
             LiveSession(
@@ -62,6 +65,17 @@ extension GatewayServer {
         for (role, count) in shared.roleCounts.snapshot.sorted(by: { $0.key < $1.key }) {
             out.append(("rolegate_server_connections", ["role": role], Double(count)))
         }
+        if let id = shared.configuration.instanceID {
+            var labels = ["instance": id]
+            if let peers = shared.configuration.peers { labels["cancel_tag"] = String(peers.me.cancelTag) }
+            out.append(("rolegate_instance_info", labels, 1))
+            out.append(("rolegate_peer_instances", [:], Double(shared.configuration.peers?.others.count ?? 0)))
+        }
         return out
     }
+}
+
+extension GatewayServer {
+    /// This instance's id, when it has one.
+    public var instanceID: String? { shared.configuration.instanceID }
 }

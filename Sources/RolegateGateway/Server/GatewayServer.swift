@@ -27,7 +27,8 @@ final class GatewayShared: Sendable {
         self.metrics = configuration.metrics
         self.tlsContexts = try UpstreamTLSContexts(policy: configuration.policy)
         self.registry = SessionRegistry(
-            maxClients: configuration.maxClientConnections, maxPerService: configuration.maxClientConnectionsPerService)
+            maxClients: configuration.maxClientConnections, maxPerService: configuration.maxClientConnectionsPerService,
+            cancelTag: configuration.peers?.me.cancelTag ?? 0)
         self.roleCounts = RoleConnectionCounts(limit: configuration.poolSizePerRole)
         self.loginThrottle = LoginThrottle(settings: configuration.loginThrottle)
     }
@@ -57,6 +58,24 @@ final class GatewayShared: Sendable {
         let boxes = pools.withLockedValue { Array($0.values) }
         for box in boxes where box.pool.eventLoop !== except {
             box.pool.eventLoop.execute { box.pool.closeOneIdle(role: role) }
+        }
+    }
+
+    /// A client's cancel request: to the local session holding the key, or forwarded to the
+    /// peer instance that handed the key out (a load balancer sends each new connection
+    /// anywhere). The peer treats it as its own; a forged key cancels nothing anywhere.
+    func routeCancel(_ key: CancelKey, on eventLoop: any EventLoop) {
+        let tag = SessionRegistry.cancelTag(of: key)
+        guard let peers = configuration.peers, tag != registry.cancelTag, let peer = peers.peer(tag: tag),
+            let (host, port) = HostPort.parse(peer.wireAddress)
+        else {
+            return registry.cancel(key)
+        }
+        metrics.increment("rolegate_cancel_forwarded_total", ["peer": peer.id])
+        let request = Frontend.cancelRequest(processID: key.processID, secretKey: key.secret)
+        ClientBootstrap(group: eventLoop).connectTimeout(.seconds(5)).connect(host: host, port: port).whenSuccess {
+            channel in
+            channel.writeAndFlush(request).whenComplete { _ in channel.close(promise: nil) }
         }
     }
 
@@ -133,11 +152,25 @@ public final class GatewayServer: Sendable {
         let poller = Task { await verifier.run(problem: onProblem) }
         let endOnExpiry = shared.configuration.endSessionsOnExpiry
         let audit = shared.configuration.audit
+        let endOnOutage = shared.configuration.endSessionsOnStoreOutage
         let sweeper = Task {
             var expiredRecorded: Set<String> = []
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(250))
                 let now = Date()
+                // store_outage_policy: end_sessions: nothing runs on tokens that cannot be checked.
+                // (A slow feed read is not an outage: three staleness bounds without one is.)
+                if endOnOutage, !verifier.isCurrent(within: verifier.maxStaleness * 3) {
+                    for entry in registry.all {
+                        metrics.increment("rolegate_sessions_ended_total", ["reason": "store_outage"])
+                        entry.channel.pipeline.fireUserInboundEventTriggered(
+                            SessionEvent.end(
+                                code: "08006",
+                                message:
+                                    "terminating connection: the token store cannot be read (store_outage_policy: end_sessions)"
+                            ))
+                    }
+                }
                 for entry in registry.all where entry.record.expiresAt <= now {
                     if expiredRecorded.insert(entry.record.id).inserted {
                         audit?.record(

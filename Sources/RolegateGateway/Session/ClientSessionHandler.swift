@@ -275,7 +275,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             paused = false
             process(context)
         case .cancel(let key):
-            shared.registry.cancel(key)
+            shared.routeCancel(key, on: context.eventLoop)
             context.close(promise: nil)
         case .refuse(let fields):
             pending = nil

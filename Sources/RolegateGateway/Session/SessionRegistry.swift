@@ -59,11 +59,18 @@ final class SessionRegistry: Sendable {
     private let state = NIOLockedValueBox(State())
     let maxClients: Int
     let maxPerService: Int
+    /// This instance's cancel tag (see PeerDirectory): the high half of every processID it
+    /// hands out. 0 when it runs alone: the whole processID is random.
+    let cancelTag: Int
 
-    init(maxClients: Int, maxPerService: Int) {
+    init(maxClients: Int, maxPerService: Int, cancelTag: Int = 0) {
         self.maxClients = maxClients
         self.maxPerService = maxPerService
+        self.cancelTag = cancelTag
     }
+
+    /// The instance a cancel key was handed out by (0 for a lone instance's keys).
+    static func cancelTag(of key: CancelKey) -> Int { Int(key.processID >> 16) }
 
     /// A new TCP client; false when the gateway is full.
     func clientConnected() -> Bool {
@@ -85,7 +92,8 @@ final class SessionRegistry: Sendable {
             var key: CancelKey
             repeat {
                 key = CancelKey(
-                    processID: Int32.random(in: 1...Int32.max),
+                    processID: cancelTag > 0
+                        ? Int32(cancelTag) << 16 | Int32.random(in: 0...0xFFFF) : Int32.random(in: 1...Int32.max),
                     secret: (0..<4).map { _ in UInt8.random(in: .min ... .max) })
             } while s.sessions[key] != nil
             s.sessions[key] = Entry(channel: channel, record: record, status: status)

@@ -69,23 +69,59 @@ extension HTTPAPI {
         }
         router.get("/admin/v1/sessions") { request, context in
             await self.admin(request, context) { _, _ in
-                let sessions: [[String: Any]] = self.gateway.liveSessions.map { s in
+                let me: Any = self.gateway.peers?.me.id ?? self.gateway.instanceID ?? NSNull()
+                var sessions: [[String: Any]] = self.gateway.liveSessions.map { s in
                     [
                         "id": s.id, "service": s.service, "role": s.role, "token_id": s.tokenID, "database": s.database,
                         "client": s.client ?? NSNull(), "started_at": s.startedAt.rfc3339,
-                        "statement": s.statement ?? NSNull(),
+                        "statement": s.statement ?? NSNull(), "instance": me,
                     ]
                 }
-                return jsonResponse(["sessions": sessions])
+                // Every instance's sessions, unless a peer is asking for this one's alone.
+                guard request.uri.queryParameters["scope"] != "local", let peers = self.gateway.peers else {
+                    return jsonResponse(["sessions": sessions])
+                }
+                var instances: [[String: Any]] = [["id": peers.me.id, "ok": true]]
+                for peer in peers.others {
+                    let answer = await PeerCall.send(
+                        to: peer, method: "GET", path: "/admin/v1/sessions?scope=local",
+                        authorization: request.headers[.authorization])
+                    if let answer, answer.status == 200,
+                        let object = try? JSONSerialization.jsonObject(with: answer.body) as? [String: Any],
+                        let theirs = object["sessions"] as? [[String: Any]]
+                    {
+                        sessions += theirs
+                        instances.append(["id": peer.id, "ok": true])
+                    } else {
+                        instances.append([
+                            "id": peer.id, "ok": false,
+                            "detail": answer.map { "answered \($0.status)" }
+                                ?? "unreachable at \(peer.httpAddress ?? "(no HTTP API)")",
+                        ])
+                    }
+                }
+                return jsonResponse(["sessions": sessions, "instances": instances])
             }
         }
         router.delete("/admin/v1/sessions/:id") { request, context in
             await self.admin(request, context) { admin, _ in
                 let id = context.parameters.get("id") ?? ""
-                guard self.gateway.endSession(id: id, by: "\(admin.service)/\(admin.id)") else {
+                guard !id.isEmpty, id.allSatisfy({ $0.isLetter || $0.isNumber }) else {
                     throw Problem(status: .notFound, code: "session_unknown", message: "no live session \(id)")
                 }
-                return Response(status: .noContent)
+                if self.gateway.endSession(id: id, by: "\(admin.service)/\(admin.id)") {
+                    return Response(status: .noContent)
+                }
+                // Held by another instance: ask each peer to end it there.
+                if request.uri.queryParameters["scope"] != "local", let peers = self.gateway.peers {
+                    for peer in peers.others {
+                        let answer = await PeerCall.send(
+                            to: peer, method: "DELETE", path: "/admin/v1/sessions/\(id)?scope=local",
+                            authorization: request.headers[.authorization])
+                        if answer?.status == 204 { return Response(status: .noContent) }
+                    }
+                }
+                throw Problem(status: .notFound, code: "session_unknown", message: "no live session \(id)")
             }
         }
         router.get("/admin/v1/plan") { request, context in

@@ -97,6 +97,36 @@ final class PostgresDriver: SQLDriver {
     func close() async {
         try? await state.connection?.close()
     }
+
+    /// A signal each time a change is committed (`NOTIFY rolegate_changes`), on a connection
+    /// of its own that reconnects after a failure. Notifications only speed things up: the
+    /// change feed is also polled, so one lost while reconnecting is found by the next poll.
+    func changeSignals() -> AsyncStream<Void>? {
+        let url = self.url
+        let logger = self.logger
+        return AsyncStream { continuation in
+            let task = Task {
+                while !Task.isCancelled {
+                    do {
+                        let configuration = try PostgresConnect.configuration(
+                            for: url, applicationName: "rolegate-store-listen")
+                        let connection = try await PostgresConnection.connect(
+                            configuration: configuration, id: 2, logger: logger)
+                        defer { Task { try? await connection.close() } }
+                        // Whatever was committed while not listening is caught up by this signal.
+                        continuation.yield()
+                        try await connection.listen(on: "rolegate_changes") { notifications in
+                            for try await _ in notifications { continuation.yield() }
+                        }
+                    } catch {
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
 }
 
 private actor ConnectionBox {

@@ -63,6 +63,13 @@ protocol SQLDriver: Sendable {
     ) async throws -> T
 
     func close() async
+
+    /// Signals of committed changes from other processes, when the backend has them.
+    func changeSignals() -> AsyncStream<Void>?
+}
+
+extension SQLDriver {
+    func changeSignals() -> AsyncStream<Void>? { nil }
 }
 
 extension SQLDriver {

@@ -199,6 +199,10 @@ final class SQLStore: Store {
         await driver.close()
     }
 
+    func changeSignals() -> AsyncStream<Void>? {
+        driver.changeSignals()
+    }
+
     // MARK: - Rows
 
     static let columns = """
@@ -291,7 +295,24 @@ final class SQLStore: Store {
 
 /// The store's schema, one entry per version. Never edit a shipped entry: add one.
 enum Migrations {
-    static let all: [@Sendable (SQLDialect) -> [String]] = [version1, version2]
+    static let all: [@Sendable (SQLDialect) -> [String]] = [version1, version2, version3]
+
+    /// Gateway instances sharing the store: their cancel tags and addresses.
+    static func version3(_ dialect: SQLDialect) -> [String] {
+        let int = dialect == .sqlite ? "INTEGER" : "BIGINT"
+        return [
+            """
+            CREATE TABLE rolegate_instances (
+                instance TEXT PRIMARY KEY,
+                cancel_tag \(int) NOT NULL UNIQUE,
+                wire_address TEXT NOT NULL,
+                http_address TEXT,
+                started_at \(int) NOT NULL,
+                seen_at \(int) NOT NULL
+            )
+            """
+        ]
+    }
 
     /// The audit log: one hash chain per writer instance, and each chain's head.
     static func version2(_ dialect: SQLDialect) -> [String] {

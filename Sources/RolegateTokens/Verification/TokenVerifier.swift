@@ -242,6 +242,14 @@ public final class TokenVerifier: Sendable {
     /// - Parameter problem: told once when the store cannot be read (new logins then fail
     ///   closed) and once when it can again.
     public func run(problem: @escaping @Sendable (String) -> Void = { _ in }) async {
+        // LISTEN/NOTIFY (PostgreSQL store): read the feed the moment another process commits
+        // a change, instead of at the next poll.
+        let listener = store.changeSignals().map { signals in
+            Task {
+                for await _ in signals { try? await self.refresh() }
+            }
+        }
+        defer { listener?.cancel() }
         var failingSince: ContinuousClock.Instant?
         while !Task.isCancelled {
             do {
@@ -265,8 +273,11 @@ public final class TokenVerifier: Sendable {
     }
 
     /// Whether the change feed was read within ``maxStaleness`` (logins are accepted).
-    public var isCurrent: Bool {
+    public var isCurrent: Bool { isCurrent(within: maxStaleness) }
+
+    /// Whether the change feed was read within `bound`.
+    public func isCurrent(within bound: Duration) -> Bool {
         let instant = clock.now
-        return state.withLock { s in s.lastRefresh.map { instant - $0 <= maxStaleness } ?? false }
+        return state.withLock { s in s.lastRefresh.map { instant - $0 <= bound } ?? false }
     }
 }

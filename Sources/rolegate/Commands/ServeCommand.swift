@@ -66,6 +66,16 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("TLS private key (PEM).", valueName: "file")) var tlsKey: String?
     @Flag(inversion: .prefixedNo, help: "Refuse clients that do not use TLS (needs a certificate).")
     var requireTls: Bool?
+    @Option(
+        help: ArgumentHelp(
+            "This instance's id among those sharing the store (default: $ROLEGATE_INSTANCE_ID, else generated once and kept beside the master key).",
+            valueName: "id"))
+    var instanceId: String?
+    @Option(
+        help: ArgumentHelp(
+            "Where peer instances reach this one's wire port (default: the listen address; the host name for 0.0.0.0).",
+            valueName: "host:port"))
+    var advertise: String?
 
     func validate() throws {
         if let listen, HostPort.parse(listen) == nil {
@@ -73,6 +83,12 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if let http, HostPort.parse(http) == nil {
             throw ValidationError("--http: expected host:port, got '\(http)'")
+        }
+        if let advertise, HostPort.parse(advertise) == nil {
+            throw ValidationError("--advertise: expected host:port, got '\(advertise)'")
+        }
+        if let instanceId, InstanceIdentity.problem(instanceId) != nil {
+            throw ValidationError("--instance-id: \(InstanceIdentity.problem(instanceId)!)")
         }
         guard ["text", "json"].contains(logFormat) else {
             throw ValidationError("--log-format: expected text or json, got '\(logFormat)'")
@@ -147,6 +163,34 @@ struct ServeCommand: AsyncParsableCommand {
             limit: file.authFailureLimit ?? throttleDefaults.limit,
             window: file.authFailureWindow ?? throttleDefaults.window,
             delay: file.authFailureDelay ?? throttleDefaults.delay)
+        // This instance among those sharing the store: its id (in logs, metrics and its audit
+        // chain) and its cancel tag and addresses for its peers.
+        let identity: String
+        do {
+            identity = try InstanceIdentity.resolve(
+                flag: instanceId,
+                directory: URL(fileURLWithPath: MasterKeySupport.path(for: loaded))
+                    .deletingLastPathComponent().path, port: port)
+        } catch {
+            await store.close()
+            throw error
+        }
+        let wildcard = ["0.0.0.0", "::", "[::]", ""].contains(host)
+        let advertised = advertise ?? "\(wildcard ? ProcessInfo.processInfo.hostName : host):\(port)"
+        let httpAdvertised = (http ?? file.http).flatMap(HostPort.parse).map { httpHost, httpPort in
+            "\(["0.0.0.0", "::", "[::]", ""].contains(httpHost) ? ProcessInfo.processInfo.hostName : httpHost):\(httpPort)"
+        }
+        if port != 0 {
+            do {
+                configuration.peers = try await PeerDirectory.register(
+                    store: store, id: identity, wireAddress: advertised, httpAddress: httpAdvertised)
+            } catch {
+                await store.close()
+                throw CLIError("cannot register this instance in the store: \(error)")
+            }
+        }
+        configuration.instanceID = identity
+        configuration.endSessionsOnStoreOutage = file.storeOutagePolicy == .endSessions
         // The audit log writes through its own store connection, so a slow audit batch never
         // delays the token change feed the verifier depends on.
         var auditWriter: AuditWriter?
@@ -161,7 +205,7 @@ struct ServeCommand: AsyncParsableCommand {
             }
             auditStore = opened
             let writer = AuditWriter(
-                store: opened, instance: loaded.audit.instance ?? "gateway@\(ProcessInfo.processInfo.hostName):\(port)",
+                store: opened, instance: loaded.audit.instance ?? identity,
                 capacity: loaded.audit.queueSize,
                 failurePolicy: loaded.audit.onFailure == .block ? .block : .continue
             ) { message in Terminal.note("rolegate: \(message)") }
@@ -219,9 +263,14 @@ struct ServeCommand: AsyncParsableCommand {
             throw CLIError("cannot listen on \(listenText): \(error)")
         }
         Terminal.note(
-            "rolegate: listening on \(address.ipAddress ?? host):\(address.port ?? port) (store \(store.location))"
+            "rolegate: instance \(identity)"
+                + (configuration.peers.map { " (cancel tag \($0.me.cancelTag), \($0.others.count) peers)" } ?? "")
+                + " listening on \(address.ipAddress ?? host):\(address.port ?? port) (store \(store.location))"
                 + (auditWriter.map { "; audit chain \($0.instance)" } ?? "; audit off"))
         let writerTask = auditWriter.map { writer in Task { await writer.run() } }
+        let peerTask = configuration.peers.map { peers in
+            Task { await peers.run(store: store) { Terminal.note("rolegate: \($0)") } }
+        }
         var httpTask: Task<Void, any Error>?
         if let httpText = http ?? file.http, let (httpHost, httpPort) = HostPort.parse(httpText) {
             var settings = HTTPAPI.Settings()
@@ -261,6 +310,8 @@ struct ServeCommand: AsyncParsableCommand {
         httpTask?.cancel()
         _ = await httpTask?.result
         await server.shutdown(grace: grace)
+        peerTask?.cancel()
+        _ = await peerTask?.value
         pruner?.cancel()
         if let auditWriter {
             let unwritten = await auditWriter.shutdown()
