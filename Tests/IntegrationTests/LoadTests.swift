@@ -25,6 +25,7 @@ import Testing
             .appendingPathComponent("Clients/load_client.py").path
         let result = try await Subprocess.runDetached(
             "python3", [script, "127.0.0.1", "\(gw.port)", "1000", seconds, "\(gw.server.pid)"], environment: env)
+        print(result.stdout.split(separator: "\n").first { $0.hasPrefix("load:") } ?? "")
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("load: all checks passed"), "\(result.stdout)")
         #expect(result.stdout.contains("load: 1000/1000 clients connected"), "\(result.stdout)")

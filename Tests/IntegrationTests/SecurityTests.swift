@@ -99,6 +99,7 @@ import Testing
             environment: env)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("hostile wire: all"), "\(result.stdout)")
+        print(result.stdout.split(separator: "\n").filter { $0.contains("stops reading") }.joined())
         let token = gw.tokens["reports"]!
         #expect(!result.stdout.contains(token) && !gw.server.output.contains(token))
     }
