@@ -14,6 +14,17 @@ import Testing
         return try? JSONSerialization.jsonObject(with: Data(output[start...end].utf8))
     }
 
+    /// A PostgreSQL cluster of its own for the token store (so it can go down alone), and its URL.
+    static func separateStore() throws -> (PostgresCluster, String) {
+        let cluster = try PostgresCluster.start()
+        return (cluster, cluster.url(user: cluster.superuser, password: cluster.superuserPassword, database: "postgres"))
+    }
+
+    /// `GET /readyz` of the HTTP API on `port`.
+    @Sendable static func readiness(_ port: Int) async throws -> String {
+        try await Subprocess.runDetached("curl", ["-s", "http://127.0.0.1:\(port)/readyz"]).stdout
+    }
+
     static func startServe(_ gw: GatewayFixture, port: Int, log: String) async throws -> RunningProcess {
         var env = gw.fixture.environment
         env["ROLEGATE_CONFIG"] = gw.fixture.policyPath
@@ -162,9 +173,7 @@ extension FaultTests {
         for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
             try await Task.sleep(for: .milliseconds(50))
         }
-        func ready() async throws -> String {
-            try await Subprocess.runDetached("curl", ["-s", "http://127.0.0.1:\(httpPort)/readyz"]).stdout
-        }
+        let ready = { try await Self.readiness(httpPort) }
         #expect(try await gw.value("reports", "SELECT 'before'") == "before")
         #expect(try await ready().contains("\"status\":\"ready\""))
 
@@ -251,10 +260,8 @@ extension FaultTests {
     /// the log and `/readyz` say so, and when the store is back logins resume and the audit
     /// queued meanwhile is written with a chain that verifies.
     @Test func aPostgresStoreOutageFailsClosedForLoginsAndRecovers() async throws {
-        let storeCluster = try PostgresCluster.start()
+        let (storeCluster, storeURL) = try Self.separateStore()
         defer { storeCluster.stop() }
-        let storeURL = storeCluster.url(
-            user: storeCluster.superuser, password: storeCluster.superuserPassword, database: "postgres")
         let httpPort = try PostgresCluster.freePort()
         let gw = try await GatewayFixture(
             policy: gatewayPolicy + "\nstore: \"\(storeURL)\"\n", serveArguments: ["--http", "127.0.0.1:\(httpPort)"])
@@ -262,9 +269,7 @@ extension FaultTests {
         for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
             try await Task.sleep(for: .milliseconds(50))
         }
-        func ready() async throws -> String {
-            try await Subprocess.runDetached("curl", ["-s", "http://127.0.0.1:\(httpPort)/readyz"]).stdout
-        }
+        let ready = { try await Self.readiness(httpPort) }
         #expect(try await gw.value("reports", "SELECT 'store up'") == "store up")
         #expect(try await ready().contains("\"status\":\"ready\""))
 
@@ -303,10 +308,8 @@ extension FaultTests {
     /// `store_outage_policy: end_sessions`: while the token store cannot be read, nothing runs
     /// on tokens that cannot be checked: open sessions end too.
     @Test func storeOutagePolicyEndSessionsEndsOpenSessions() async throws {
-        let storeCluster = try PostgresCluster.start()
+        let (storeCluster, storeURL) = try Self.separateStore()
         defer { storeCluster.stop() }
-        let storeURL = storeCluster.url(
-            user: storeCluster.superuser, password: storeCluster.superuserPassword, database: "postgres")
         let policy = gatewayPolicy + "\nstore: \"\(storeURL)\"\ngateway:\n  store_outage_policy: end_sessions\n"
         let gw = try await GatewayFixture(policy: policy)
         defer { Task { await gw.stop() } }

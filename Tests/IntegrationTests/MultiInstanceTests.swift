@@ -150,13 +150,17 @@ import Testing
 
         // End a session held by another instance through A's admin API.
         let cPort = instances[2].port
-        let victim = Task { try await psql("notes", "SELECT pg_sleep(30)", cPort) }
+        let victim = Task { try await psql("notes", "SELECT pg_sleep(30), 'the victim'", cPort) }
         var victimID: String?
         for _ in 0..<50 where victimID == nil {
             try await Task.sleep(for: .milliseconds(100))
             let sessions =
                 (try await admin("GET", "/admin/v1/sessions", on: instances[0]).1["sessions"] as? [[String: Any]]) ?? []
-            victimID = sessions.first { ($0["instance"] as? String) == "gw-c" }?["id"] as? String
+            victimID =
+                sessions.first {
+                    ($0["instance"] as? String) == "gw-c"
+                        && ($0["statement"] as? String)?.contains("the victim") == true
+                }?["id"] as? String
         }
         let id = try #require(victimID)
         #expect(try await admin("DELETE", "/admin/v1/sessions/\(id)", on: instances[0]).0 == 204)

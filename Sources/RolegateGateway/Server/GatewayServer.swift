@@ -137,8 +137,16 @@ public final class GatewayServer: Sendable {
         verifier.onChanges { changes in
             let entries = registry.sessions(tokens: Set(changes.map(\.tokenID)))
             guard !entries.isEmpty else { return }
+            // A revocation on the feed is final: end those sessions now, without a store
+            // round trip (which a loaded store would delay). Other changes (a rotation
+            // shortening a token's life) are checked against the token's record.
+            let revoked = Set(changes.filter { $0.kind == .revoked }.map(\.tokenID))
+            for entry in entries where revoked.contains(entry.record.id) {
+                metrics.increment("rolegate_sessions_ended_total", ["reason": "token_revoked"])
+                registry.end(entry, because: .revoked)
+            }
             Task {
-                for entry in entries {
+                for entry in entries where !revoked.contains(entry.record.id) {
                     if let failure = await verifier.isStillValid(entry.record) {
                         metrics.increment(
                             "rolegate_sessions_ended_total",

@@ -133,7 +133,9 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         case .cancel:
             if let upstream, upstream.busy { shared.cancelUpstream(upstream) }
         case .end(let code, let message):
-            guard machine?.isRelaying == true else { return }
+            // Registered sessions are ended whether they relay yet or still wait for their
+            // server connection (a revocation or a kill must not slip in between).
+            guard let machine, !machine.isClosed else { return }
             audit.endReason = SessionAudit.reason(code: code, message: message)
             poisoned = true
             if let upstream, upstream.busy { shared.cancelUpstream(upstream) }
