@@ -17,7 +17,9 @@ import Testing
     /// A PostgreSQL cluster of its own for the token store (so it can go down alone), and its URL.
     static func separateStore() throws -> (PostgresCluster, String) {
         let cluster = try PostgresCluster.start()
-        return (cluster, cluster.url(user: cluster.superuser, password: cluster.superuserPassword, database: "postgres"))
+        return (
+            cluster, cluster.url(user: cluster.superuser, password: cluster.superuserPassword, database: "postgres")
+        )
     }
 
     /// `GET /readyz` of the HTTP API on `port`.
