@@ -190,6 +190,11 @@ import Testing
         #expect(present == "\(acknowledged.count)", "acknowledged \(acknowledged.count) rows, \(present) are stored")
         #expect(try await psql("notes", "SELECT 'still serving'", balancerPort).stdout.contains("still serving"))
 
+        // C is killed outright (kill -9): A alone carries on, and C's chain still verifies up to
+        // its last committed append.
+        #expect(instances[2].process.stop(signal: 9) == 137)
+        #expect(try await psql("notes", "SELECT 'A alone'", balancerPort).stdout.contains("A alone"))
+
         // Every instance's chain verifies (B's was flushed at its clean stop).
         let verify = try gw.fixture.rolegate(["audit", "verify"])
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
