@@ -140,6 +140,12 @@ let package = Package(
             dependencies: ["RolegateTokens"],
             swiftSettings: strict
         ),
+        // Token verifications per second, for bench/run.py.
+        .executableTarget(
+            name: "VerifyBench",
+            dependencies: ["RolegateCore", "RolegateStore", "RolegateTokens"],
+            swiftSettings: strict
+        ),
         // The wire fuzz target: libFuzzer under fuzz/run.sh, a corpus replay otherwise.
         .executableTarget(
             name: "WireFuzz",

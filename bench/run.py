@@ -256,6 +256,21 @@ pidfile = {pgb}/pgbouncer.pid
         self.others.append(f"Revocation to session end over {count} revocations: p50 {p50:.0f} ms, p99 {p99:.0f} ms.")
         print(f"  revoke → session end ({count}x): p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
 
+    def token_verification(self, iterations):
+        """Token verifications per second on one core (the VerifyBench target next to the binary)."""
+        binary = os.path.join(os.path.dirname(self.rolegate), "VerifyBench")
+        if not os.path.exists(binary):
+            self.notes.append(f"{binary} is missing (swift build --product VerifyBench): token verification skipped")
+            return
+        r = json.loads(sh([binary, str(iterations)]).stdout.strip().splitlines()[-1])
+        same = r["unknown_id_per_s"] / r["wrong_secret_per_s"]
+        self.others.append(
+            f"Token verification on one core: {r['cached_valid_per_s']:,.0f}/s for a cached valid token, "
+            f"{r['unknown_id_per_s']:,.0f}/s for an unknown id, {r['wrong_secret_per_s']:,.0f}/s for a wrong secret "
+            f"(unknown id / wrong secret = {same:.2f}×: one answer, the same work), "
+            f"{r['uncached_lookup_per_s']:,.0f}/s uncached (a store read each).")
+        print(f"  token verification: {r}", flush=True)
+
     def idle_connections(self, count):
         pid = self.gateway.pid
         def rss():
@@ -376,6 +391,7 @@ def main():
         bench.http(seconds)
         bench.revocations(5 if args.quick else 100)
         bench.idle_connections(500 if args.quick else 10_000)
+        bench.token_verification(20_000 if args.quick else 1_000_000)
         report = bench.report(seconds, rounds)
         print("\n" + report)
         output = args.output or (None if args.quick else f"{ROOT}/bench/RESULTS.md")

@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${ROLEGATE:-}" ]; then
     swift build -c release --product rolegate
+    swift build -c release --product VerifyBench
 fi
 exec python3 bench/run.py "$@"

@@ -116,7 +116,9 @@ import Testing
             #expect(ended.status != 0 && ended.stderr.contains("revoked"), "\(ended.stderr)")
         }
         let elapsed = clock.now - revokedAt
-        print("revocation through gw-a ended the sessions on gw-a, gw-b and gw-c within \(elapsed)")
+        print(
+            "revocation through gw-a ended the sessions on gw-a, gw-b and gw-c within \(elapsed) (the revoke request itself took \(answeredAfter))"
+        )
         // Measured alone this is ~40 ms; the bound leaves room for CI running every suite at once
         // on two cores (the 1 s target is for a machine not also running 30 other test suites).
         #expect(
@@ -138,7 +140,10 @@ import Testing
                 "-U", "notes", "-d", "app", "-c", "SELECT pg_sleep(20)",
             ], environment: cancelEnv)
         #expect(cancelled.stderr.contains("canceling statement due to user request"), "\(cancelled.stderr)")
-        #expect(clock.now - cancelStarted < .seconds(8))
+        // The statement runs 20 s: ending well before that, with the cancel message, is the cancel.
+        let cancelTook = clock.now - cancelStarted
+        print("cancel through the balancer: \(cancelTook) from the start (psql interrupts at 2 s)")
+        #expect(cancelTook < .seconds(15))
         let metrics = try await Subprocess.runDetached(
             "/bin/sh",
             [

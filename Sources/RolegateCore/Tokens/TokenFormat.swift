@@ -52,19 +52,30 @@ public enum TokenFormat {
 
     /// Checks the shape and checksum of `text`. Never echoes the text in its errors.
     public static func parse(_ text: String) throws(ParseError) -> Parsed {
-        let utf8 = Array(text.utf8)
-        guard utf8.count >= prefix.utf8.count, utf8.starts(with: prefix.utf8) else { throw .wrongPrefix }
-        guard utf8.count == length else { throw .wrongLength }
-        let idEnd = prefix.utf8.count + idLength
-        guard utf8[idEnd] == UInt8(ascii: "_") else { throw .badCharacters }
-        for (index, byte) in utf8.enumerated() where index >= prefix.utf8.count && index != idEnd {
-            guard Base32.isDigit(byte) else { throw .badCharacters }
+        // One pass over the bytes in place (this runs on every login and HTTP request).
+        var text = text
+        let result = text.withUTF8 { utf8 -> Result<String, ParseError> in
+            let prefixBytes = prefix.utf8
+            guard utf8.count >= prefixBytes.count, utf8.starts(with: prefixBytes) else { return .failure(.wrongPrefix) }
+            guard utf8.count == length else { return .failure(.wrongLength) }
+            let idStart = prefixBytes.count
+            let idEnd = idStart + idLength
+            guard utf8[idEnd] == UInt8(ascii: "_") else { return .failure(.badCharacters) }
+            for index in idStart..<utf8.count where index != idEnd {
+                guard Base32.isDigit(utf8[index]) else { return .failure(.badCharacters) }
+            }
+            let bodyLength = length - checksumLength
+            let crc = CRC32.checksum(UnsafeBufferPointer(rebasing: utf8[0..<bodyLength]))
+            for (offset, shift) in stride(from: 30, through: 0, by: -5).enumerated()
+            where utf8[bodyLength + offset] != Base32.alphabet[Int((UInt64(crc) >> UInt64(shift)) & 31)] {
+                return .failure(.badChecksum)
+            }
+            return .success(String(decoding: UnsafeBufferPointer(rebasing: utf8[idStart..<idEnd]), as: UTF8.self))
         }
-        let bodyLength = length - checksumLength
-        let body = String(decoding: utf8[0..<bodyLength], as: UTF8.self)
-        let given = String(decoding: utf8[bodyLength...], as: UTF8.self)
-        guard checksum(body) == given else { throw .badChecksum }
-        return Parsed(id: String(decoding: utf8[prefix.utf8.count..<idEnd], as: UTF8.self), token: text)
+        switch result {
+        case .success(let id): return Parsed(id: id, token: text)
+        case .failure(let error): throw error
+        }
     }
 
     static func checksum(_ body: String) -> String {
@@ -117,9 +128,15 @@ enum CRC32 {
     }
 
     static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
-        return crc ^ 0xFFFF_FFFF
+        bytes.withUnsafeBufferPointer { checksum($0) }
+    }
+
+    static func checksum(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt32 {
+        table.withUnsafeBufferPointer { table in
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+            return crc ^ 0xFFFF_FFFF
+        }
     }
 }
 

@@ -172,8 +172,13 @@ public final class TokenVerifier: Sendable {
     /// Applies the checks that follow a successful proof: the policy still binds the
     /// token's service to its role, it is not revoked, it has not expired.
     public func admit(_ record: TokenRecord, now: Date = Date()) -> Result<Verified, Failure> {
-        if case .failure(let failure) = admitWithoutUse(record, now: now) { return .failure(failure) }
-        state.withLock { $0.uses[record.id] = now }
+        // One lock for the policy check and the use record (this runs on every login).
+        let failure = state.withLock { s -> Failure? in
+            if let failure = Self.check(record, policy: s.policy, now: now) { return failure }
+            s.uses[record.id] = now
+            return nil
+        }
+        if let failure { return .failure(failure) }
         return .success(Verified(record: record))
     }
 
@@ -194,13 +199,18 @@ public final class TokenVerifier: Sendable {
     }
 
     private func admitWithoutUse(_ record: TokenRecord, now: Date) -> Result<Void, Failure> {
-        let policy = state.withLock { $0.policy }
+        let failure = state.withLock { Self.check(record, policy: $0.policy, now: now) }
+        return failure.map { .failure($0) } ?? .success(())
+    }
+
+    /// The policy still binds the token's service to its role; not revoked; not expired.
+    private static func check(_ record: TokenRecord, policy: Policy, now: Date) -> Failure? {
         guard let service = policy.service(named: record.service), service.role == record.role else {
-            return .failure(.serviceUnknown)
+            return .serviceUnknown
         }
-        if record.revokedAt != nil { return .failure(.revoked) }
-        if record.expiresAt <= now { return .failure(.expired) }
-        return .success(())
+        if record.revokedAt != nil { return .revoked }
+        if record.expiresAt <= now { return .expired }
+        return nil
     }
 
     /// Reads the change feed once: evicts what changed and records when it last succeeded.
