@@ -137,13 +137,14 @@ import Testing
             "timeout",
             [
                 "-s", "INT", "2", gw.fixture.cluster.binaries.psql, "-X", "-h", "127.0.0.1", "-p", "\(balancerPort)",
-                "-U", "notes", "-d", "app", "-c", "SELECT pg_sleep(20)",
+                "-U", "notes", "-d", "app", "-c", "SELECT pg_sleep(60)",
             ], environment: cancelEnv)
         #expect(cancelled.stderr.contains("canceling statement due to user request"), "\(cancelled.stderr)")
-        // The statement runs 20 s: ending well before that, with the cancel message, is the cancel.
+        // The statement runs 60 s: ending well before that, with the cancel message, is the cancel
+        // (alone it takes ~2.1 s; under the full parallel CI run it has taken up to 14 s).
         let cancelTook = clock.now - cancelStarted
         print("cancel through the balancer: \(cancelTook) from the start (psql interrupts at 2 s)")
-        #expect(cancelTook < .seconds(15))
+        #expect(cancelTook < .seconds(40))
         let metrics = try await Subprocess.runDetached(
             "/bin/sh",
             [
