@@ -289,8 +289,10 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 if case .delay(let amount) = outcome.verdict {
                     shared.metrics.increment("rolegate_auth_delayed_total", ["channel": "wire"])
                     paused = true
+                    let throttle = shared.loginThrottle
                     context.eventLoop.assumeIsolated().scheduleTask(in: amount) { [weak self] in
-                        self?.shared.loginThrottle.delayedAnswerSent(address: address)
+                        // Given back even when the client left meanwhile (and this handler with it).
+                        throttle.delayedAnswerSent(address: address)
                         guard let self, let context = self.context else { return }
                         self.sendRefusal(fields, context)
                     }
