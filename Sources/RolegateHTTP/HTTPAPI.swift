@@ -182,14 +182,7 @@ public struct HTTPAPI: Sendable {
         if problem.code == "token_invalid", let address = context.clientAddress {
             let throttle = gateway.loginThrottle
             if let failures = await throttle.failedAndWait(address: address) {
-                audit?.record(
-                    AuditEvent(
-                        kind: .auth, action: "throttled", client: address,
-                        detail: [
-                            "channel": "http", "failures": String(failures),
-                            "window": DurationText.format(throttle.settings.window),
-                            "delay": DurationText.format(throttle.settings.delay),
-                        ]))
+                audit?.record(throttle.crossedLimitEvent(address: address, failures: failures, channel: "http"))
             }
         }
         return .failure(problem)

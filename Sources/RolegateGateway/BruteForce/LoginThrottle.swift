@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+public import RolegateCore
 
 /// Slows down guessing: once one client address has failed to authenticate `limit` times
 /// within `window`, each further failure from it is answered only after `delay`.
@@ -115,6 +116,16 @@ public final class LoginThrottle: Sendable {
 
     func delayedAnswerSent(address: String) {
         state.withLockedValue { $0.delayedAnswerSent(address: address) }
+    }
+
+    /// The audit event for an address passing the limit (once per window), on `channel` (wire or http).
+    public func crossedLimitEvent(address: String?, failures: Int, channel: String) -> AuditEvent {
+        AuditEvent(
+            kind: .auth, action: "throttled", client: address,
+            detail: [
+                "channel": channel, "failures": String(failures), "window": DurationText.format(settings.window),
+                "delay": DurationText.format(settings.delay),
+            ])
     }
 
     /// For the HTTP API: records a failure and waits out its delay before returning.

@@ -52,7 +52,7 @@ public enum FuzzEntryPoints {
                     action = machine.startupPacket(packet, bytesFollow: buffer.readableBytes > 0)
                     if action == .startTLS { action = machine.tlsEstablished(alpn: nil) }
                 } else if machine.expectsPasswordMessage {
-                    let authLimits = WireLimits(maxMessageLength: 16 * 1024)
+                    let authLimits = WireLimits(maxMessageLength: ClientSessionHandler.authMessageLimit)
                     guard let message = try WireFraming.message(from: &buffer, limits: authLimits) else { return }
                     action = machine.passwordMessage(message)
                 } else {

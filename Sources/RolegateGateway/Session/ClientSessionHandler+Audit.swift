@@ -63,13 +63,9 @@ extension ClientSessionHandler {
         guard let writer = auditWriter, let machine else { return }
         if let throttled, throttled.crossedLimit {
             writer.record(
-                AuditEvent(
-                    kind: .auth, action: "throttled", client: context.channel.remoteAddress?.ipAddress,
-                    detail: [
-                        "channel": "wire", "failures": String(throttled.failuresInWindow),
-                        "window": DurationText.format(shared.loginThrottle.settings.window),
-                        "delay": DurationText.format(shared.loginThrottle.settings.delay),
-                    ]))
+                shared.loginThrottle.crossedLimitEvent(
+                    address: context.channel.remoteAddress?.ipAddress, failures: throttled.failuresInWindow,
+                    channel: "wire"))
         }
         var detail = authDetail()
         detail["reason"] = fields.message

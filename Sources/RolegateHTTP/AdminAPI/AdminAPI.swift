@@ -69,7 +69,7 @@ extension HTTPAPI {
         }
         router.get("/admin/v1/sessions") { request, context in
             await self.admin(request, context) { _, _ in
-                let me: Any = self.gateway.peers?.me.id ?? self.gateway.instanceID ?? NSNull()
+                let me: Any = self.gateway.instanceID ?? NSNull()
                 var sessions: [[String: Any]] = self.gateway.liveSessions.map { s in
                     [
                         "id": s.id, "service": s.service, "role": s.role, "token_id": s.tokenID, "database": s.database,

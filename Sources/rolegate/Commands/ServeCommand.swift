@@ -175,11 +175,13 @@ struct ServeCommand: AsyncParsableCommand {
             await store.close()
             throw error
         }
-        let wildcard = ["0.0.0.0", "::", "[::]", ""].contains(host)
-        let advertised = advertise ?? "\(wildcard ? ProcessInfo.processInfo.hostName : host):\(port)"
-        let httpAdvertised = (http ?? file.http).flatMap(HostPort.parse).map { httpHost, httpPort in
-            "\(["0.0.0.0", "::", "[::]", ""].contains(httpHost) ? ProcessInfo.processInfo.hostName : httpHost):\(httpPort)"
+        // What peers dial: a wildcard listen address is reached by this host's name.
+        func reachable(_ host: String, _ port: Int) -> String {
+            let wildcard = ["0.0.0.0", "::", "[::]", ""].contains(host)
+            return "\(wildcard ? ProcessInfo.processInfo.hostName : host):\(port)"
         }
+        let advertised = advertise ?? reachable(host, port)
+        let httpAdvertised = (http ?? file.http).flatMap(HostPort.parse).map(reachable)
         if port != 0 {
             do {
                 configuration.peers = try await PeerDirectory.register(
