@@ -68,6 +68,13 @@ import Testing
             ["plan", "--database", "nope"], in: dir, environment: ["APP_ADMIN_URL": "postgres://u@h/app"])
         #expect(database.status == 1)
         #expect(database.stderr.contains("--database nope: the policy declares no such database"))
+        // serve's instance flags are checked before anything starts.
+        let instance = try run(["serve", "--instance-id", "has spaces; and more"], in: dir)
+        #expect(instance.status != 0 && instance.stderr.contains("--instance-id:"), "\(instance.stderr)")
+        let advertise = try run(["serve", "--advertise", "nowhere"], in: dir)
+        #expect(
+            advertise.status != 0 && advertise.stderr.contains("--advertise: expected host:port, got 'nowhere'"),
+            "\(advertise.stderr)")
     }
 
     @Test func applyWithoutATerminalNeedsYes() throws {

@@ -366,6 +366,12 @@ let contractExample = """
                   server_lifetime: 30m
                   end_sessions_on_expiry: false
                   shutdown_grace: 30s
+                  auth_failure_limit: 5
+                  auth_failure_window: 10m
+                  auth_failure_delay: 4s
+                  http_body_timeout: 10s
+                  http_idle_timeout: 2m
+                  store_outage_policy: end_sessions
                 """)
         let g = policy.gateway
         #expect(g.listen == "0.0.0.0:7432")
@@ -375,6 +381,9 @@ let contractExample = """
         #expect(g.maxClientConnections == 300 && g.maxClientConnectionsPerService == 20 && g.poolSize == 8)
         #expect(g.serverIdleTimeout == .seconds(120) && g.serverLifetime == .seconds(1800))
         #expect(g.endSessionsOnExpiry == false && g.shutdownGrace == .seconds(30))
+        #expect(g.authFailureLimit == 5 && g.authFailureWindow == .seconds(600) && g.authFailureDelay == .seconds(4))
+        #expect(g.httpBodyTimeout == .seconds(10) && g.httpIdleTimeout == .seconds(120))
+        #expect(g.storeOutagePolicy == .endSessions)
         // Absent keys stay unset, so flags and built-in defaults apply.
         #expect(try load(base).gateway == GatewaySettings())
     }
@@ -388,6 +397,10 @@ let contractExample = """
                   client_auth: md5
                   pool_size: 0
                   server_lifetim: 1h
+                  auth_failure_limit: -1
+                  auth_failure_delay: 0s
+                  http_body_timeout: soon
+                  store_outage_policy: ignore
                 """)
         let text = found.map(\.description).joined(separator: "\n")
         #expect(text.contains("gateway.listen: expected host:port"), "\(text)")
@@ -395,6 +408,11 @@ let contractExample = """
         #expect(text.contains("unknown client_auth 'md5' (use scram or password)"), "\(text)")
         #expect(text.contains("pool_size must be at least 1"), "\(text)")
         #expect(text.contains("did you mean 'server_lifetime'"), "\(text)")
+        #expect(text.contains("auth_failure_limit must be 0 (off) or more"), "\(text)")
+        #expect(text.contains("auth_failure_delay must be longer than zero"), "\(text)")
+        #expect(text.contains("gateway.http_body_timeout"), "\(text)")
+        #expect(
+            text.contains("unknown store_outage_policy 'ignore' (use refuse_logins or end_sessions)"), "\(text)")
     }
 
     @Test func auditSectionIsReadAndChecked() throws {
