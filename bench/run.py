@@ -69,8 +69,15 @@ class Bench:
         os.chmod(pwfile, 0o644)
         sh(as_postgres([pg_bin("initdb"), "-D", data, "-U", "postgres", f"--pwfile={pwfile}", "--auth-local=trust",
                         "--auth-host=scram-sha-256", "-N", "-E", "UTF8", "--locale=C"]))
+        self.make_certificate()
+        for name in ("server.crt", "server.key"):
+            shutil.copy(f"{self.dir}/{name}", f"{self.pg_root}/{name}")
+            os.chmod(f"{self.pg_root}/{name}", 0o600)
+            if os.geteuid() == 0:
+                shutil.chown(f"{self.pg_root}/{name}", "postgres", "postgres")
         opts = (f"-p {self.pg_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.pg_root} "
-                "-c max_connections=400 -c shared_buffers=128MB -c fsync=off -c synchronous_commit=off")
+                "-c max_connections=400 -c shared_buffers=128MB -c fsync=off -c synchronous_commit=off "
+                f"-c ssl=on -c ssl_cert_file={self.pg_root}/server.crt -c ssl_key_file={self.pg_root}/server.key")
         sh(as_postgres([pg_bin("pg_ctl"), "-D", data, "-o", opts, "-l", f"{self.pg_root}/pg.log", "-w", "start"]))
         self.pg_data = data
         self.psql("CREATE ROLE bench_admin LOGIN CREATEROLE PASSWORD 'benchadmin'")
@@ -81,6 +88,12 @@ class Bench:
         sh([pg_bin("pgbench"), "-i", "-q", "-s", scale, "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "bench_admin",
             "bench"], env=env)
         self.psql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO pgb_user", db="bench", user="bench_admin")
+
+    def make_certificate(self):
+        """A self-signed certificate for the TLS case (the same one for all three targets)."""
+        sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+            "-keyout", f"{self.dir}/server.key", "-out", f"{self.dir}/server.crt"])
+        os.chmod(f"{self.dir}/server.key", 0o644)
 
     def psql(self, sql, db="postgres", user="postgres"):
         return sh([pg_bin("psql"), "-X", "-q", "-A", "-t", "-h", self.pg_root, "-p", str(self.pg_port), "-U", user, "-d", db,
@@ -119,7 +132,8 @@ services:
         self.gw_port, self.http_port, self.gw_noaudit_port = free_port(), free_port(), free_port()
         self.gateway = self.launch([self.rolegate, "serve", "--listen", f"127.0.0.1:{self.gw_port}", "--http",
                                     f"127.0.0.1:{self.http_port}", "--pool-size", "100", "--max-client-connections", "20000",
-                                    "--client-login-timeout", "120s"], "gateway.log", self.env)
+                                    "--client-login-timeout", "120s", "--tls-cert", f"{self.dir}/server.crt",
+                                    "--tls-key", f"{self.dir}/server.key"], "gateway.log", self.env)
         noaudit_env = dict(self.env, ROLEGATE_CONFIG=f"{self.dir}/rolegate-noaudit.yaml")
         self.gateway_noaudit = self.launch([self.rolegate, "serve", "--listen", f"127.0.0.1:{self.gw_noaudit_port}",
                                             "--pool-size", "100"], "gateway-noaudit.log", noaudit_env)
@@ -152,6 +166,10 @@ default_pool_size = 100
 max_client_conn = 1000
 logfile = {pgb}/pgbouncer.log
 pidfile = {pgb}/pgbouncer.pid
+client_tls_sslmode = allow
+client_tls_cert_file = {self.dir}/server.crt
+client_tls_key_file = {self.dir}/server.key
+server_tls_sslmode = disable
 """)
         if os.geteuid() == 0:
             for name in ("pgbouncer.ini", "userlist.txt"):
@@ -196,8 +214,9 @@ pidfile = {pgb}/pgbouncer.pid
             "rolegate": ("bench", self.token, self.gw_port),
         }
 
-    def pgbench(self, target, user, password, port, args, seconds):
-        env = dict(os.environ, PGPASSWORD=password)
+    def pgbench(self, target, user, password, port, args, seconds, tls=False):
+        # Every target offers TLS (for the TLS case); the other cases ask for plain TCP.
+        env = dict(os.environ, PGPASSWORD=password, PGSSLMODE="require" if tls else "disable")
         prefix = f"{self.dir}/tx-{target}"
         for old in [f for f in os.listdir(self.dir) if f.startswith(f"tx-{target}")]:
             os.remove(f"{self.dir}/{old}")
@@ -221,11 +240,11 @@ pidfile = {pgb}/pgbouncer.pid
         p99 = latencies[int(len(latencies) * 0.99)] if latencies else 0
         return tps, p50, p99
 
-    def compare(self, case, args, seconds, rounds, targets=None):
+    def compare(self, case, args, seconds, rounds, targets=None, tls=False):
         samples = {}
         for _ in range(rounds):
             for target, (user, password, port) in (targets or self.targets()).items():
-                samples.setdefault(target, []).append(self.pgbench(target, user, password, port, args, seconds))
+                samples.setdefault(target, []).append(self.pgbench(target, user, password, port, args, seconds, tls))
         for target, values in samples.items():
             tps = statistics.median(v[0] for v in values)
             p50 = statistics.median(v[1] for v in values)
@@ -365,13 +384,24 @@ pidfile = {pgb}/pgbouncer.pid
         return "\n".join(lines) + "\n"
 
 
+GROUPS = ["simple", "extended", "prepared", "connect", "tls", "audit", "http", "revoke", "idle", "verify"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="seconds per case: a smoke test of the harness")
     parser.add_argument("--output", default=None, help="where to write the results (default bench/RESULTS.md; "
                         "--quick writes nothing unless given)")
+    parser.add_argument("--only", default=None, help="comma-separated groups to run (for working on one number): "
+                        + ", ".join(GROUPS) + "; a partial run writes nothing unless --output is given")
+    parser.add_argument("--seconds", type=int, default=None, help="seconds per pgbench run (default 10, 2 with --quick)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case (default 3, 1 with --quick)")
     args = parser.parse_args()
     seconds, rounds = (2, 1) if args.quick else (10, 3)
+    seconds, rounds = args.seconds or seconds, args.rounds or rounds
+    only = set(args.only.split(",")) if args.only else set(GROUPS)
+    if only - set(GROUPS):
+        parser.error(f"unknown group(s) {', '.join(sorted(only - set(GROUPS)))}; known: {', '.join(GROUPS)}")
     bench = Bench(args.quick)
     try:
         print("bench: starting PostgreSQL, Rolegate and pgbouncer ...", flush=True)
@@ -380,21 +410,36 @@ def main():
         bench.start_pgbouncer()
         clients = [16] if args.quick else [1, 16, 64]
         for mode in ["simple", "extended", "prepared"]:
+            if mode not in only:
+                continue
             for c in clients:
                 bench.compare(f"-S -M {mode}, {c} clients", ["-S", "-M", mode, "-c", str(c), "-j", "2" if c > 1 else "1"],
                               seconds, rounds)
-        bench.compare("-S -C (connect each), 16", ["-S", "-C", "-c", "16", "-j", "2"], seconds, rounds)
+        if "connect" in only:
+            bench.compare("-S -C (connect each), 16", ["-S", "-C", "-c", "16", "-j", "2"], seconds, rounds)
+        if "tls" in only:
+            bench.compare("TLS -S -M simple, 16", ["-S", "-M", "simple", "-c", "16", "-j", "2"], seconds, rounds,
+                          tls=True)
+            bench.compare("TLS -S -C (connect each), 16", ["-S", "-C", "-c", "16", "-j", "2"], seconds, rounds,
+                          tls=True)
         noaudit = {"rolegate": bench.targets()["rolegate"],
                    "rolegate-noaudit": ("bench", bench.token, bench.gw_noaudit_port)}
-        for mode in ["simple", "prepared"]:
-            bench.compare(f"audit -S -M {mode}, 16", ["-S", "-M", mode, "-c", "16", "-j", "2"], seconds, rounds, noaudit)
-        bench.http(seconds)
-        bench.revocations(5 if args.quick else 100)
-        bench.idle_connections(500 if args.quick else 10_000)
-        bench.token_verification(20_000 if args.quick else 1_000_000)
+        if "audit" in only:
+            for mode in ["simple", "prepared"]:
+                bench.compare(f"audit -S -M {mode}, 16", ["-S", "-M", mode, "-c", "16", "-j", "2"], seconds, rounds,
+                              noaudit)
+        if "http" in only:
+            bench.http(seconds)
+        if "revoke" in only:
+            bench.revocations(5 if args.quick else 100)
+        if "idle" in only:
+            bench.idle_connections(500 if args.quick else 10_000)
+        if "verify" in only:
+            bench.token_verification(20_000 if args.quick else 1_000_000)
         report = bench.report(seconds, rounds)
         print("\n" + report)
-        output = args.output or (None if args.quick else f"{ROOT}/bench/RESULTS.md")
+        partial = only != set(GROUPS) or args.seconds or args.rounds
+        output = args.output or (None if args.quick or partial else f"{ROOT}/bench/RESULTS.md")
         if output:
             # The hand-written history below the marker survives each run.
             kept = ""

@@ -87,3 +87,32 @@ import Testing
         #expect(AuditChain.hash(a) != AuditChain.hash(c))  // empty is not absent
     }
 }
+
+@Suite struct CanonicalEncodingTests {
+    /// The encoding is what every stored hash was computed over: it must never change.
+    @Test func theEncodingIsByteForByteTheDocumentedOne() {
+        let event = AuditEvent(
+            instance: "gw", sequence: 12, at: Date(milliseconds: 1_800_000_000_123), kind: .statement, action: "ok",
+            service: "dash", tokenID: "tok", role: nil, database: "app", sessionID: "s1", client: nil,
+            sql: "SELECT 'é'", sqlState: nil, rows: 3, durationMicros: -5,
+            detail: ["prepared": "p1", "command": "SELECT 3"], previousHash: "abc")
+        let expected =
+            "rolegate-audit-v1;instance=2:gw;sequence=2:12;at=13:1800000000123;kind=9:statement;action=2:ok;"
+            + "service=4:dash;token_id=3:tok;role=-;database=3:app;session_id=2:s1;client=-;sql=11:SELECT 'é';"
+            + "sql_state=-;rows=1:3;duration_us=2:-5;detail=1:2;detail.key=7:command;detail.value=8:SELECT 3;"
+            + "detail.key=8:prepared;detail.value=2:p1;previous_hash=3:abc;"
+        #expect(String(decoding: AuditChain.canonicalEncoding(event), as: UTF8.self) == expected)
+        var single = event
+        single.detail = ["command": "SELECT 3"]
+        #expect(
+            String(decoding: AuditChain.canonicalEncoding(single), as: UTF8.self).contains(
+                "detail=1:1;detail.key=7:command;detail.value=8:SELECT 3;previous_hash"))
+    }
+
+    @Test(arguments: [0, 1, 9, 10, 99, 100, -1, -10, 1_800_000_000_123, Int64.max, Int64.min])
+    func decimalsAreSpelledAsStringSpellsThem(value: Int64) {
+        var out: [UInt8] = []
+        AuditChain.appendDecimal(value, to: &out)
+        #expect(String(decoding: out, as: UTF8.self) == String(value))
+    }
+}

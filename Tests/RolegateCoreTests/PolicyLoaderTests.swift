@@ -460,3 +460,23 @@ let contractExample = """
         #expect(text.contains("missing key 'role'"), "\(text)")
     }
 }
+
+@Suite struct SCRAMIterationPolicyTests {
+    @Test func servicesDefaultToFewRoundsAndMayAskForMore() throws {
+        let policy = try load(
+            contractExample.replacingOccurrences(
+                of: "    role: billing_writer\n", with: "    role: billing_writer\n    scram_iterations: 4096\n"))
+        #expect(policy.service(named: "dashboard")?.scramIterations == ServiceSpec.defaultSCRAMIterations)
+        #expect(policy.service(named: "billing-api")?.scramIterations == 4096)
+    }
+
+    @Test(arguments: ["0", "-3", "1000001", "many"])
+    func outOfRangeOrNotANumberIsNamed(value: String) {
+        let found = issues(
+            contractExample.replacingOccurrences(
+                of: "    role: billing_writer\n", with: "    role: billing_writer\n    scram_iterations: \(value)\n"))
+        #expect(found.count == 1)
+        #expect(found.first?.keyPath == "services.billing-api.scram_iterations")
+        #expect(found.first?.message.contains(value == "many" ? "whole number" : "between 1 and 100000") == true)
+    }
+}

@@ -139,4 +139,19 @@ import Testing
         #expect(sql.hasSuffix("… (100000 bytes)"))
         #expect(sql.utf8.count < 70_000)
     }
+
+    @Test func rowCountsComeFromTheTagsThatCarryThem() {
+        #expect(StatementTracker.rows("SELECT 3") == 3)
+        #expect(StatementTracker.rows("INSERT 0 12") == 12)
+        #expect(StatementTracker.rows("UPDATE 0") == 0)
+        #expect(StatementTracker.rows("COPY 9223372036854775807") == Int64.max)
+        #expect(StatementTracker.rows("COPY 9223372036854775808") == nil)
+        #expect(StatementTracker.rows("SELECT") == nil)
+        #expect(StatementTracker.rows("SELECT ") == nil)
+        #expect(StatementTracker.rows("CREATE TABLE") == nil)
+        #expect(StatementTracker.rows("SET 5") == nil)
+        #expect(StatementTracker.rows("SELECTED 5") == nil)
+        #expect(StatementTracker.rows("DELETE x1") == nil)
+        #expect(StatementTracker.rows("") == nil)
+    }
 }

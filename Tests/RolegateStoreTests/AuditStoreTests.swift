@@ -94,3 +94,83 @@ import Testing
         await task.value
     }
 }
+
+/// The audit writer's own SQLite connection (`open(forAudit: true)`) writes through SQLite's
+/// C API with reused statements; what it stores must be what the portable path stores.
+@Suite struct SQLiteAuditAppenderTests {
+    /// Every field set, unset, empty or awkward, in batch sizes that use each statement size.
+    func events(_ count: Int, from start: Int) -> [AuditEvent] {
+        (start..<start + count).map { i in
+            AuditEvent(
+                at: Date(timeIntervalSince1970: 1_800_000_000 + Double(i) / 1000),
+                kind: i % 2 == 0 ? .statement : .auth,
+                action: i % 3 == 0 ? "error" : "ok", service: i % 5 == 0 ? nil : "dash", tokenID: "tok\(i % 4)",
+                role: "reader", database: i % 7 == 0 ? "" : "app", sessionID: "s\(i / 10)", client: "127.0.0.1:\(i)",
+                sql: i % 6 == 0 ? nil : "SELECT 'ünï\"cødé\\' -- \(i)\n\t\u{1}", sqlState: i % 3 == 0 ? "42501" : nil,
+                rows: i % 4 == 0 ? nil : Int64(i), durationMicros: Int64(-i),
+                detail: i % 2 == 0 ? [:] : ["command": "SELECT \(i)", "quote\"key": "line\nbreak\u{7f}", "z": ""])
+        }
+    }
+
+    @Test func appendsWhatThePortablePathWouldAndTheChainVerifies() async throws {
+        let location = try Backend.sqlite.freshLocation()
+        let reader = try await location.open()
+        let writer = try await location.open(forAudit: true)
+        var sent: [AuditEvent] = []
+        var stored: [AuditEvent] = []
+        for size in [1, 9, 100, 257, 3] {
+            let batch = events(size, from: sent.count)
+            sent += batch
+            stored += try await writer.appendAudit(batch, instance: "gw")
+        }
+        // The portable path continues the same chain in the same table.
+        stored += try await reader.appendAudit(events(2, from: sent.count), instance: "gw")
+        sent += events(2, from: sent.count)
+        #expect(stored.map(\.sequence) == Array(1...Int64(sent.count)))
+
+        var query = AuditQuery()
+        query.instance = "gw"
+        query.order = .chain
+        query.limit = 10_000
+        let read = try await reader.auditEvents(query)
+        let head = try #require(try await reader.auditHeads().first)
+        #expect(head.sequence == Int64(sent.count) && head.hash == stored.last!.hash)
+        #expect(AuditChain.verify(instance: "gw", events: read, head: (head.sequence, head.hash)) == nil)
+        // Field for field what was sent (times as stored, to the millisecond).
+        #expect(read.count == sent.count)
+        for (back, original) in zip(read, sent) {
+            var expected = original
+            expected.at = Date(milliseconds: original.at.millisecondsSince1970)
+            #expect(back.kind == expected.kind && back.action == expected.action && back.at == expected.at)
+            #expect(back.service == expected.service && back.tokenID == expected.tokenID && back.role == expected.role)
+            #expect(back.database == expected.database && back.sessionID == expected.sessionID)
+            #expect(back.client == expected.client && back.sql == expected.sql && back.sqlState == expected.sqlState)
+            #expect(back.rows == expected.rows && back.durationMicros == expected.durationMicros)
+            #expect(back.detail == expected.detail)
+        }
+        await writer.close()
+        await reader.close()
+    }
+
+    @Test func aFailedAppendLeavesNothingBehindAndTheNextOneWorks() async throws {
+        let location = try Backend.sqlite.freshLocation()
+        let reader = try await location.open()
+        let writer = try await location.open(forAudit: true)
+        _ = try await writer.appendAudit(events(5, from: 0), instance: "gw")
+        // Another connection holds the write lock past nothing here: break the table instead.
+        try Backend.sqlite.tamper(location, "ALTER TABLE rolegate_audit RENAME TO rolegate_audit_away")
+        await #expect(throws: StoreError.self) { try await writer.appendAudit(self.events(3, from: 5), instance: "gw") }
+        try Backend.sqlite.tamper(location, "ALTER TABLE rolegate_audit_away RENAME TO rolegate_audit")
+        let next = try await writer.appendAudit(events(3, from: 5), instance: "gw")
+        #expect(next.map(\.sequence) == [6, 7, 8])
+        let head = try #require(try await reader.auditHeads().first)
+        var query = AuditQuery()
+        query.order = .chain
+        #expect(
+            AuditChain.verify(
+                instance: "gw", events: try await reader.auditEvents(query), head: (head.sequence, head.hash))
+                == nil)
+        await writer.close()
+        await reader.close()
+    }
+}

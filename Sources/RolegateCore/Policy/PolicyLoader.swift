@@ -98,7 +98,7 @@ public enum PolicyLoader {
     ]
     static let grantKeys: Set<String> = ["on", "privileges", "columns", "future"]
     static let serviceKeys: Set<String> = [
-        "role", "admin", "token_ttl", "max_token_ttl", "grace", "max_grace", "description",
+        "role", "admin", "token_ttl", "max_token_ttl", "grace", "max_grace", "scram_iterations", "description",
     ]
 
     private static func build(_ root: YAMLValue, file: String) -> Policy? {
@@ -555,11 +555,21 @@ public enum PolicyLoader {
                 (f["grace"] ?? spec).fail(
                     "grace \(DurationText.format(grace)) is longer than max_grace \(DurationText.format(maxGrace))")
             }
+            var iterations = ServiceSpec.defaultSCRAMIterations
+            if let field = f["scram_iterations"], let number = field.int(what: "scram_iterations") {
+                let range = ServiceSpec.scramIterationRange
+                if range.contains(number) {
+                    iterations = number
+                } else {
+                    field.fail(
+                        "scram_iterations must be between \(range.lowerBound) and \(range.upperBound), found \(number)")
+                }
+            }
             let description = f["description"]?.string(what: "a description")
             result.append(
                 ServiceSpec(
                     name: name, role: roleName, tokenTTL: ttl, maxTokenTTL: maxTTL, grace: grace, maxGrace: maxGrace,
-                    description: description, location: spec.location))
+                    scramIterations: iterations, description: description, location: spec.location))
         }
         return result
     }

@@ -194,13 +194,29 @@ struct StatementTracker {
         return String(decoding: sql.utf8.prefix(sqlLimit), as: UTF8.self) + "… (\(sql.utf8.count) bytes)"
     }
 
-    /// Rows returned or affected, from a CommandComplete tag.
+    /// Rows returned or affected, from a CommandComplete tag (`SELECT 3`, `INSERT 0 1`):
+    /// the last word of a tag whose first word counts rows. Read from the bytes, no copies.
     static func rows(_ tag: String) -> Int64? {
-        let words = tag.split(separator: " ")
-        guard let verb = words.first, words.count >= 2,
-            ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "FETCH", "MOVE"].contains(verb)
-        else { return nil }
-        return Int64(words.last!)
+        var tag = tag
+        return tag.withUTF8 { bytes -> Int64? in
+            guard let firstSpace = bytes.firstIndex(of: UInt8(ascii: " ")),
+                let lastSpace = bytes.lastIndex(of: UInt8(ascii: " ")), lastSpace + 1 < bytes.count,
+                countingVerbs.contains(where: { $0.elementsEqual(bytes[..<firstSpace]) })
+            else { return nil }
+            var value: Int64 = 0
+            for byte in bytes[(lastSpace + 1)...] {
+                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+                let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+                let (sum, overflow2) = times10.addingReportingOverflow(Int64(byte - UInt8(ascii: "0")))
+                guard !overflow1, !overflow2 else { return nil }
+                value = sum
+            }
+            return value
+        }
+    }
+
+    private static let countingVerbs = ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "FETCH", "MOVE"].map {
+        Array($0.utf8)
     }
 
     static func sqlState(_ body: inout ByteBuffer) -> String? {

@@ -19,6 +19,15 @@ struct SessionAudit {
     /// This session's statement counters (looked up once, added to atomically).
     var statements: Counter?
     var statementErrors: Counter?
+    /// Who the session runs as, copied once at its start for every statement event.
+    var who: Identity?
+
+    struct Identity {
+        var service: String
+        var tokenID: String
+        var role: String
+        var database: String?
+    }
 
     static func newID() -> String {
         RandomID.make(length: 12)
@@ -95,6 +104,8 @@ extension ClientSessionHandler {
             return true
         }
         audit.backendPID = upstream?.processID ?? 0
+        audit.who = SessionAudit.Identity(
+            service: login.service, tokenID: token.id, role: token.role, database: login.database.name)
         if shared.configuration.auditStatements {
             audit.tracker = StatementTracker(captureParameters: shared.configuration.auditParameters)
             upstream?.observesStatements = true
@@ -130,14 +141,20 @@ extension ClientSessionHandler {
                 ]))
     }
 
+    /// Runs for every statement: it reads only what the session copied at its start
+    /// (``SessionAudit/who``), never the session machine.
     func upstreamStatementMessage(type: UInt8, body: ByteBuffer) {
-        guard audit.tracker != nil, let writer = auditWriter, let token = machine?.provenToken else { return }
+        guard audit.tracker != nil, let writer = auditWriter, let who = audit.who else { return }
         let finished = audit.tracker!.server(type: type, body: body, now: NIODeadline.now().uptimeNanoseconds)
         for statement in finished {
             audit.statements?.add()
             if statement.sqlState != nil { audit.statementErrors?.add() }
-            var detail: [String: String] = [:]
-            if !statement.commands.isEmpty { detail["command"] = statement.commands.joined(separator: "; ") }
+            var detail = [String: String](minimumCapacity: 2)
+            switch statement.commands.count {
+            case 0: break
+            case 1: detail["command"] = statement.commands[0]
+            default: detail["command"] = statement.commands.joined(separator: "; ")
+            }
             if let name = statement.preparedName, !name.isEmpty { detail["prepared"] = name }
             if let parameters = statement.parameters {
                 detail["parameters"] =
@@ -149,8 +166,8 @@ extension ClientSessionHandler {
                 AuditEvent(
                     kind: .statement,
                     action: !statement.executed ? "skipped" : statement.sqlState == nil ? "ok" : "error",
-                    service: token.service, tokenID: token.id, role: token.role,
-                    database: machine?.login?.database.name, sessionID: audit.id, sql: statement.sql,
+                    service: who.service, tokenID: who.tokenID, role: who.role,
+                    database: who.database, sessionID: audit.id, sql: statement.sql,
                     sqlState: statement.sqlState, rows: statement.rows,
                     durationMicros: Int64((statement.finishedAt &- statement.startedAt) / 1000), detail: detail))
         }

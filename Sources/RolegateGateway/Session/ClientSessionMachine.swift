@@ -290,9 +290,12 @@ struct ClientSessionMachine {
             login.candidates = records ?? []
             // Every token of a service shares its salt.
             let verifier = login.candidates.first?.secret.scram
+            // Without tokens, the challenge looks like the service's (or any service's) would.
+            let iterations =
+                verifier?.iterations ?? settings.policy.service(named: login.service)?.scramIterations
+                ?? ServiceSpec.defaultSCRAMIterations
             var server = SCRAMServer(
-                salt: verifier?.salt ?? decoySalt, iterations: verifier?.iterations ?? SCRAMSHA256.defaultIterations,
-                serverNonce: nonce)
+                salt: verifier?.salt ?? decoySalt, iterations: iterations, serverNonce: nonce)
             do {
                 let first = try server.receiveClientFirst(clientFirst)
                 login.scram = server

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import RolegateCore
 import SQLiteNIO
 
 #if canImport(Glibc)
@@ -20,10 +21,13 @@ final class SQLiteDriver: SQLDriver {
     /// that would release the lock.
     let thread: NIOThreadPool
     let gate = AsyncGate()
+    /// The audit writer's fast path, on append-only connections (see ``SQLiteAuditAppender``).
+    let auditAppender: SQLiteAuditAppender?
 
-    private init(connection: SQLiteConnection, thread: NIOThreadPool) {
+    private init(connection: SQLiteConnection, thread: NIOThreadPool, auditAppender: SQLiteAuditAppender?) {
         self.connection = connection
         self.thread = thread
+        self.auditAppender = auditAppender
     }
 
     /// `appendOnly`: the connection of the audit writer. Its commits skip the fsync of the
@@ -55,7 +59,9 @@ final class SQLiteDriver: SQLDriver {
             try? await thread.shutdownGracefully()
             throw error
         }
-        let driver = SQLiteDriver(connection: connection, thread: thread)
+        let driver = SQLiteDriver(
+            connection: connection, thread: thread,
+            auditAppender: appendOnly ? SQLiteAuditAppender(path: path, thread: thread) : nil)
         _ = try await driver.raw("PRAGMA busy_timeout = 10000", [])
         _ = try await driver.raw("PRAGMA journal_mode = WAL", [])
         _ = try await driver.raw("PRAGMA synchronous = \(appendOnly ? "NORMAL" : "FULL")", [])
@@ -122,7 +128,14 @@ final class SQLiteDriver: SQLDriver {
         }
     }
 
+    /// The audit writer's group commit through ``auditAppender``; nil when this connection has none.
+    func appendAudit(_ events: [AuditEvent], instance: String) async throws -> [AuditEvent]? {
+        guard let auditAppender else { return nil }
+        return try await gate.withGate { try await auditAppender.append(events, instance: instance) }
+    }
+
     func close() async {
+        await auditAppender?.close()
         try? await connection.close()
         try? await thread.shutdownGracefully()
     }

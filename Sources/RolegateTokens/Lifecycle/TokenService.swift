@@ -147,12 +147,21 @@ public struct TokenService: Sendable {
         } catch {
             throw .store(error)
         }
+        // A SCRAM exchange announces one round count for all of a service's live tokens (a
+        // rotation's grace keeps two): a new token takes the live ones' count, the policy's otherwise.
+        let iterations: Int
+        do {
+            let live = try await store.tokens(service: name).filter { $0.revokedAt == nil && $0.expiresAt > now }
+            iterations = live.first?.secret.scram.iterations ?? service.scramIterations
+        } catch {
+            throw .store(error)
+        }
         let (id, token) = TokenFormat.generate()
         let issuedAt = now.wholeMilliseconds
         let record = TokenRecord(
             id: id, service: name, role: service.role, issuedAt: issuedAt,
             expiresAt: issuedAt.addingTimeInterval(ttl.timeInterval).wholeMilliseconds, issuer: issuer, note: note,
-            secret: TokenSecret(token: token, salt: salt))
+            secret: TokenSecret(token: token, salt: salt, iterations: iterations))
         return (service, record, token)
     }
 }
