@@ -91,6 +91,8 @@ class Bench:
 
     def make_certificate(self):
         """A self-signed certificate for the TLS case (the same one for all three targets)."""
+        if not shutil.which("openssl"):
+            sh(["apt-get", "install", "-y", "-qq", "openssl"], capture=False)
         sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
             "-keyout", f"{self.dir}/server.key", "-out", f"{self.dir}/server.crt"])
         os.chmod(f"{self.dir}/server.key", 0o644)
