@@ -145,7 +145,14 @@ public struct HTTPAPI: Sendable {
                 Problem(
                     status: .unauthorized, code: "token_invalid", message: "missing 'Authorization: Bearer <token>'"))
         }
-        let token = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+        // Spaces and tabs around the token are not part of it (trimmed here on every request,
+        // without Foundation's character sets).
+        let bytes = Array(header.utf8.dropFirst("bearer ".count))
+        var start = 0
+        var end = bytes.count
+        while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+        while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+        let token = String(decoding: bytes[start..<end], as: UTF8.self)
         let problem: Problem
         switch await verifier.verify(token) {
         case .success(let verified):

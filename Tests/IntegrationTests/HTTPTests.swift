@@ -68,6 +68,39 @@ import Testing
             "reports", "SELECT name FROM analytics.events WHERE id = $1 AND $2::jsonb ? 'k'",
             params: "[2, {\"k\": true}]")
         #expect((typed.json["rows"] as? [[String]]) == [["login"]], "\(typed.body)")
+        // Each type as the API documents it: JSON numbers where lossless, json as JSON, the rest text.
+        let values = try await http.query(
+            "reports",
+            """
+            SELECT 7::int4 AS i, (2^60)::int8 AS big, 9007199254740992::int8 AS edge, 1.5::float8 AS f,
+                   'NaN'::float8 AS nan, true AS yes, '{"b": [1, 2.50, {"a": null}], "a": "x"}'::jsonb AS j,
+                   '12345678901234567890.5'::json AS exact, '\\x01ff'::bytea AS bin,
+                   '2026-01-02 03:04:05.5+00'::timestamptz AS at, E'q"b\\\\s\\nl\\u0001é' AS text, NULL::text AS nothing
+            """)
+        #expect(values.status == 200, "\(values.body)")
+        #expect(values.body.contains("12345678901234567890.5"), "json keeps every digit: \(values.body)")
+        let row = try #require((values.json["rows"] as? [[Any]])?.first, "\(values.body)")
+        #expect(row.count == 12)
+        #expect(
+            row[0] as? Int == 7 && row[1] as? String == "1152921504606846976" && row[2] as? Int == 9_007_199_254_740_992
+        )
+        #expect(row[3] as? Double == 1.5 && row[4] as? String == "NaN" && row[5] as? Bool == true)
+        let object = try #require(row[6] as? [String: Any])
+        #expect(object["a"] as? String == "x" && (object["b"] as? [Any])?.count == 3)
+        #expect(row[8] as? String == "Af8=" && row[9] as? String == "2026-01-02T03:04:05.5+00:00")
+        #expect(row[10] as? String == "q\"b\\s\nl\u{1}é" && row[11] is NSNull)
+        #expect(
+            (values.json["columns"] as? [[String: String]])?.map { $0["type"] ?? "" } == [
+                "int4", "int8", "int8", "float8", "float8", "bool", "jsonb", "json", "bytea", "timestamptz", "text",
+                "text",
+            ])
+        // Session state a request leaves behind is reset before the connection serves the next one.
+        for _ in 0..<3 {
+            let set = try await http.query("reports", "SELECT set_config('search_path', 'nowhere', false)")
+            #expect(set.status == 200, "\(set.body)")
+            let shown = try await http.query("reports", "SHOW search_path")
+            #expect((shown.json["rows"] as? [[String]]) == [["\"$user\", public"]], "\(shown.body)")
+        }
         // Column-level grants hold: id and email yes, ssn no.
         let emails = try await http.query("invoicing", "SELECT email FROM billing.customers ORDER BY id")
         #expect(emails.status == 200 && emails.json["row_count"] as? Int == 2, "\(emails.body)")

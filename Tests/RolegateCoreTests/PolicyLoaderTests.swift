@@ -462,12 +462,12 @@ let contractExample = """
 }
 
 @Suite struct SCRAMIterationPolicyTests {
-    @Test func servicesDefaultToFewRoundsAndMayAskForMore() throws {
+    @Test func servicesDefaultToSCRAMsUsualRoundsAndMayLowerThem() throws {
         let policy = try load(
             contractExample.replacingOccurrences(
-                of: "    role: billing_writer\n", with: "    role: billing_writer\n    scram_iterations: 4096\n"))
-        #expect(policy.service(named: "dashboard")?.scramIterations == ServiceSpec.defaultSCRAMIterations)
-        #expect(policy.service(named: "billing-api")?.scramIterations == 4096)
+                of: "    role: billing_writer\n", with: "    role: billing_writer\n    scram_iterations: 16\n"))
+        #expect(policy.service(named: "dashboard")?.scramIterations == 4096)
+        #expect(policy.service(named: "billing-api")?.scramIterations == 16)
     }
 
     @Test(arguments: ["0", "-3", "1000001", "many"])

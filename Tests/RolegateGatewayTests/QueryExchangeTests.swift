@@ -50,6 +50,13 @@ import Testing
         return b
     }
 
+    /// The closing DISCARD ALL's answer.
+    func reset(_ x: inout QueryExchange) {
+        #expect(!x.isDone)
+        x.receive(type: t("C"), body: tag("DISCARD ALL"))
+        x.receive(type: t("Z"), body: idle)
+    }
+
     func begin(_ x: inout QueryExchange) {
         x.receive(type: t("C"), body: tag("BEGIN"))
         x.receive(type: t("C"), body: tag("SET"))
@@ -61,12 +68,13 @@ import Testing
             statements: [QueryStatement(sql: "SELECT $1", parameters: ["7"]), QueryStatement(sql: "SELECT 2")],
             maxRows: 10, maxBytes: 1 << 20)
         let messages = x.messages(timeoutMilliseconds: 5000)
-        #expect(messages.count == 1 + 4 * 2 + 2)
+        #expect(messages.count == 1 + 4 * 2 + 3)
         #expect(messages.first == Frontend.query("BEGIN; SET LOCAL statement_timeout = 5000"))
-        #expect(messages.last == Frontend.query("COMMIT"))
+        #expect(messages.dropLast().last == Frontend.query("COMMIT"))
+        #expect(messages.last == Frontend.query("DISCARD ALL"))
         #expect(
             messages.map { Character(Unicode.Scalar($0.type)) } == [
-                "Q", "P", "B", "D", "E", "P", "B", "D", "E", "S", "Q",
+                "Q", "P", "B", "D", "E", "P", "B", "D", "E", "S", "Q", "Q",
             ])
     }
 
@@ -89,7 +97,8 @@ import Testing
         #expect(!x.isDone)
         x.receive(type: t("C"), body: tag("COMMIT"))
         x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "I")]))
-        #expect(x.isDone && x.failure == nil)
+        reset(&x)
+        #expect(x.isDone && x.failure == nil && x.resetDone)
         #expect(x.results.count == 2)
         #expect(x.results[0].columns.map(\.name) == ["id", "name"] && x.results[0].columns.map(\.typeOID) == [23, 25])
         #expect(x.results[0].rows == [["1", "ada"], ["2", nil]])
@@ -112,7 +121,8 @@ import Testing
         x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "E")]))
         x.receive(type: t("C"), body: tag("ROLLBACK"))
         x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "I")]))
-        #expect(x.isDone)
+        reset(&x)
+        #expect(x.isDone && x.resetDone)
         #expect(
             x.failure
                 == QueryFailure(sqlState: "42501", message: "permission denied for table secret", statementIndex: 1))
@@ -128,7 +138,23 @@ import Testing
         x.receive(type: t("Z"), body: idle)
         x.receive(type: t("C"), body: tag("COMMIT"))
         x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "I")]))
+        reset(&x)
         #expect(x.results.first?.rows == [["1"], ["2"]])
         #expect(x.results.first?.truncated == true)
+    }
+
+    @Test func aFailedResetKeepsTheAnswerButNotTheConnection() {
+        var x = QueryExchange(statements: [QueryStatement(sql: "SELECT 1")], maxRows: 10, maxBytes: 1 << 20)
+        begin(&x)
+        x.receive(type: t("T"), body: rowDescription([("?column?", 23)]))
+        x.receive(type: t("D"), body: dataRow(["1"]))
+        x.receive(type: t("C"), body: tag("SELECT 1"))
+        x.receive(type: t("Z"), body: idle)
+        x.receive(type: t("C"), body: tag("COMMIT"))
+        x.receive(type: t("Z"), body: idle)
+        x.receive(type: t("E"), body: error("XX000", "could not discard"))
+        x.receive(type: t("Z"), body: idle)
+        #expect(x.isDone && x.failure == nil && !x.resetDone)
+        #expect(x.results.first?.rows == [["1"]])
     }
 }

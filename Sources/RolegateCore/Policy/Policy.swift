@@ -162,11 +162,12 @@ public struct ServiceSpec: Sendable {
     public static let defaultMaxTokenTTL: Duration = .seconds(86_400)
     public static let defaultGrace: Duration = .seconds(300)
     public static let defaultMaxGrace: Duration = .seconds(3600)
-    /// PBKDF2 rounds in a token's SCRAM verifier. A token's secret is 256 random bits, which
-    /// no number of rounds makes harder to guess: rounds only slow every login, and the
-    /// client pays them (4,096, SCRAM's usual count for human passwords, cost libpq ~2.5 ms
-    /// of CPU per connection). Raise it per service for a client that insists on more.
-    public static let defaultSCRAMIterations = 16
+    /// PBKDF2 rounds in a token's SCRAM verifier: 4,096 by default, because pgjdbc refuses a
+    /// server that announces fewer. A token's secret is 256 random bits, which no number of
+    /// rounds makes harder to guess; the rounds only cost every client CPU at each
+    /// connection (libpq ~2.5 ms), so a service whose clients accept fewer (libpq, psycopg,
+    /// pgx, node-postgres) may set `scram_iterations` lower.
+    public static let defaultSCRAMIterations = 4096
     public static let scramIterationRange = 1...100_000
 
     public var name: String

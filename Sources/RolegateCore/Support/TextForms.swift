@@ -31,9 +31,20 @@ public enum HostPort {
 
 /// Random identifiers for sessions and requests: lowercase Crockford-style base32 (no i, l, o, u).
 public enum RandomID {
+    /// `length` characters from a 32-symbol alphabet (5 random bits each; 12 per random word).
     public static func make(length: Int) -> String {
-        String((0..<length).map { _ in "0123456789abcdefghjkmnpqrstvwxyz".randomElement()! })
+        var generator = SystemRandomNumberGenerator()
+        var bytes = [UInt8](repeating: 0, count: length)
+        var word: UInt64 = 0
+        for index in 0..<length {
+            if index % 12 == 0 { word = generator.next() }
+            bytes[index] = alphabet[Int(word & 31)]
+            word >>= 5
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
+
+    private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
 }
 
 extension Date {

@@ -48,13 +48,18 @@ public struct QueryFailure: Error, Sendable, Equatable {
 /// one simple query; for each statement an unnamed Parse (parameter types unspecified),
 /// Bind (text values, text results), Describe and Execute (at most `maxRows + 1` rows); a
 /// Sync; then `COMMIT`, which PostgreSQL turns into a rollback when a statement failed. So
-/// the request is all or nothing, and the connection ends idle and reusable.
+/// the request is all or nothing. Last comes `DISCARD ALL` (what the pool would otherwise
+/// send in a round trip of its own before reuse: a statement may have left session state,
+/// such as a plain `SET`, a temporary table or an advisory lock), so the connection ends
+/// idle, reset and reusable with the answer.
 struct QueryExchange {
     enum Phase: Equatable {
         case begin
         case statement(Int)
         case sync
         case commit
+        /// `DISCARD ALL`, sent after `COMMIT`.
+        case reset
         case done
     }
 
@@ -64,6 +69,9 @@ struct QueryExchange {
     private(set) var phase = Phase.begin
     private(set) var results: [StatementResult] = []
     private(set) var failure: QueryFailure?
+    /// The closing `DISCARD ALL` succeeded: the connection can serve another client as it is.
+    private(set) var resetDone = false
+    private var resetFailed = false
     private var current = StatementResult()
     private var bytes = 0
     private var readyCount = 0
@@ -113,6 +121,7 @@ struct QueryExchange {
         }
         out.append(Backend.message("S") { _ in })
         out.append(Frontend.query("COMMIT"))
+        out.append(Frontend.query("DISCARD ALL"))
         return out
     }
 
@@ -124,14 +133,19 @@ struct QueryExchange {
         switch type {
         case UInt8(ascii: "Z"):
             readyCount += 1
-            // 1: after BEGIN; 2: after the statements' Sync; 3: after COMMIT.
+            // 1: after BEGIN; 2: after the statements' Sync; 3: after COMMIT; 4: after DISCARD ALL.
             switch readyCount {
             case 1: phase = failure == nil && !statements.isEmpty ? .statement(0) : .sync
             case 2: phase = .commit
-            default: phase = .done
+            case 3: phase = .reset
+            default:
+                phase = .done
+                resetDone = !resetFailed
             }
             if readyCount == 1, failure != nil { phase = .sync }
         case UInt8(ascii: "E"):
+            // The request's outcome is settled by then; the connection just is not reused.
+            if phase == .reset { return resetFailed = true }
             guard failure == nil else { return }
             var fields: [UInt8: String] = [:]
             while let code = body.readInteger(as: UInt8.self), code != 0 {

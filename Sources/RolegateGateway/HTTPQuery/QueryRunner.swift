@@ -27,10 +27,10 @@ extension GatewayServer {
         _ statements: [QueryStatement], token: TokenRecord, database: DatabaseSpec, statementTimeout: Duration,
         maxRows: Int, maxBytes: Int
     ) async throws(QueryRunError) -> Result<[StatementResult], QueryFailure> {
-        guard let url = try? ConnectionURL(parsing: database.url) else {
+        let shared = self.shared
+        guard let url = shared.databaseURLs[database.name] ?? (try? ConnectionURL(parsing: database.url)) else {
             throw .upstreamUnavailable("database \(database.name) has an invalid URL")
         }
-        let shared = self.shared
         let key = UpstreamKey(
             url: url, role: token.role,
             parameters: [
@@ -39,7 +39,7 @@ extension GatewayServer {
                 StartupParameter("client_encoding", "UTF8"), StartupParameter("DateStyle", "ISO, YMD"),
                 StartupParameter("TimeZone", "UTC"), StartupParameter("extra_float_digits", "3"),
             ])
-        let password = shared.configuration.masterKey.rolePassword(role: token.role)
+        let password = shared.rolePassword(token.role)
         let roleLimit = shared.configuration.policy.role(named: token.role)?.connectionLimit ?? -1
         let exchange = QueryExchange(statements: statements, maxRows: maxRows, maxBytes: maxBytes)
         let milliseconds = Int64(statementTimeout.timeInterval * 1000)
@@ -138,7 +138,7 @@ private final class QuerySink: UpstreamSink {
         deadline?.cancel()
         retain = nil
         if reuse {
-            pool.release(connection)
+            pool.release(connection, alreadyReset: exchange.resetDone)
         } else {
             connection.close()
         }

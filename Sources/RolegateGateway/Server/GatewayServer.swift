@@ -21,6 +21,10 @@ final class GatewayShared: Sendable {
     /// Decoy SCRAM salts for unknown services derive from this per-process secret.
     private let decoySecret: [UInt8] = (0..<32).map { _ in UInt8.random(in: .min ... .max) }
     private let pools = NIOLockedValueBox([ObjectIdentifier: PoolBox]())
+    /// Role credentials (an HMAC each) and parsed database URLs, derived once: every login
+    /// and every HTTP request needs them.
+    private let rolePasswords = NIOLockedValueBox([String: String]())
+    let databaseURLs: [String: ConnectionURL]
 
     init(configuration: GatewayConfiguration) throws {
         self.configuration = configuration
@@ -31,6 +35,17 @@ final class GatewayShared: Sendable {
             cancelTag: configuration.peers?.me.cancelTag ?? 0)
         self.roleCounts = RoleConnectionCounts(limit: configuration.poolSizePerRole)
         self.loginThrottle = LoginThrottle(settings: configuration.loginThrottle)
+        self.databaseURLs = configuration.policy.databases.reduce(into: [:]) { urls, database in
+            urls[database.name] = try? ConnectionURL(parsing: database.url)
+        }
+    }
+
+    /// The credential the gateway logs in upstream with as `role` (derived from the master key).
+    func rolePassword(_ role: String) -> String {
+        if let known = rolePasswords.withLockedValue({ $0[role] }) { return known }
+        let derived = configuration.masterKey.rolePassword(role: role)
+        rolePasswords.withLockedValue { $0[role] = derived }
+        return derived
     }
 
     func decoySalt(for service: String) -> [UInt8] {

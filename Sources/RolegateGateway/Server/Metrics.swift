@@ -41,7 +41,11 @@ public final class Metrics: Sendable {
     }
 
     private static func escape(_ value: String) -> String {
-        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        // Label values are almost always plain: check the bytes before building anything.
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == 10 }) else {
+            return value
+        }
+        return value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .replacingOccurrences(of: "\n", with: "\\n")
     }
 
@@ -64,11 +68,14 @@ public final class Metrics: Sendable {
     public func observe(_ name: String, _ labels: [String: String] = [:], seconds: Double) {
         let series = Self.series(name, labels)
         state.withLockedValue { s in
-            var buckets = s.histograms[series] ?? Array(repeating: 0, count: Self.latencyBuckets.count)
-            for (index, bound) in Self.latencyBuckets.enumerated() where seconds <= bound { buckets[index] += 1 }
-            s.histograms[series] = buckets
-            let previous = s.histogramSums[series] ?? (0, 0)
-            s.histogramSums[series] = (previous.count + 1, previous.sum + seconds)
+            // In place: reading the buckets out and storing them back would copy them every time.
+            let empty = Array(repeating: 0.0, count: Self.latencyBuckets.count)
+            for (index, bound) in Self.latencyBuckets.enumerated() where seconds <= bound {
+                s.histograms[series, default: empty][index] += 1
+            }
+            if s.histograms[series] == nil { s.histograms[series] = empty }
+            s.histogramSums[series, default: (0, 0)].count += 1
+            s.histogramSums[series, default: (0, 0)].sum += seconds
         }
     }
 

@@ -352,7 +352,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     private func connectUpstream(_ request: ClientSessionMachine.UpstreamRequest, _ context: ChannelHandlerContext) {
         paused = true
         let role = request.record.role
-        let password = shared.configuration.masterKey.rolePassword(role: role)
+        let password = shared.rolePassword(role)
         // A role's CONNECTION LIMIT caps its server connections too: clients beyond it wait.
         let roleLimit = shared.configuration.policy.role(named: role)?.connectionLimit ?? -1
         let cap = roleLimit > 0 ? roleLimit : Int.max

@@ -92,8 +92,9 @@ final class UpstreamPool {
     }
 
     /// Returns a connection after its client left. Only an idle, healthy, not too old
-    /// connection is reset and kept; anything else is closed.
-    func release(_ connection: UpstreamConnection) {
+    /// connection is reset (`DISCARD ALL`) and kept; anything else is closed. `alreadyReset`: the last thing it ran was
+    /// `DISCARD ALL`, successfully (the HTTP pipeline ends with it), so no round trip is needed.
+    func release(_ connection: UpstreamConnection, alreadyReset: Bool = false) {
         eventLoop.preconditionInEventLoop()
         connection.sink = nil
         connection.observesStatements = false
@@ -101,6 +102,11 @@ final class UpstreamPool {
             NIODeadline.now() - connection.createdAt < lifetime
         else {
             connection.close()
+            return
+        }
+        if alreadyReset {
+            connection.idleSince = .now()
+            idle[connection.key, default: []].append(connection)
             return
         }
         connection.reset().hop(to: eventLoop).assumeIsolated().whenComplete { result in

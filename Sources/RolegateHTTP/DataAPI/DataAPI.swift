@@ -110,27 +110,67 @@ extension HTTPAPI {
             { index in
                 ("ok", nil, results.indices.contains(index) ? results[index] : nil)
             }
-            var rendered: [[String: Any]] = []
-            for result in results { rendered.append(Self.render(result)) }
+            var out = JSONWriter(capacity: 512)
             if batch {
-                let value: [String: Any] = ["results": rendered]
-                return jsonResponse(value)
+                out.raw("{\"results\":[")
+                for (index, result) in results.enumerated() {
+                    if index > 0 { out.raw(",") }
+                    Self.write(result, to: &out)
+                }
+                out.raw("]}")
+            } else if let result = results.first {
+                Self.write(result, to: &out)
+            } else {
+                out.raw("{}")
             }
-            return jsonResponse(rendered.first ?? [:])
+            out.raw("\n")
+            return Response(
+                status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: out.bytes)))
         }
     }
 
-    static func render(_ result: StatementResult) -> [String: Any] {
-        var out: [String: Any] = [
-            "columns": result.columns.map { ["name": $0.name, "type": ResultValues.typeName($0.typeOID)] },
-            "rows": result.rows.map { row in
-                zip(row, result.columns).map { ResultValues.json($0, type: $1.typeOID) }
-            },
-            "row_count": result.rowCount ?? Int64(result.rows.count),
-            "command": result.command ?? NSNull(),
-        ]
-        if result.truncated { out["truncated"] = true }
-        return out
+    /// One statement's result as JSON: columns (name, type), the command tag, the row count,
+    /// the rows (values as ``ResultValues`` maps them) and `truncated` when a limit cut them; keys sorted.
+    static func write(_ result: StatementResult, to out: inout JSONWriter) {
+        out.raw("{")
+        out.key("columns")
+        out.raw("[")
+        for (index, column) in result.columns.enumerated() {
+            if index > 0 { out.raw(",") }
+            out.raw("{")
+            out.key("name")
+            out.string(column.name)
+            out.raw(",")
+            out.key("type")
+            out.string(ResultValues.typeName(column.typeOID))
+            out.raw("}")
+        }
+        out.raw("],")
+        out.key("command")
+        if let command = result.command { out.string(command) } else { out.null() }
+        out.raw(",")
+        out.key("row_count")
+        out.number(result.rowCount ?? Int64(result.rows.count))
+        out.raw(",")
+        out.key("rows")
+        out.raw("[")
+        for (rowIndex, row) in result.rows.enumerated() {
+            if rowIndex > 0 { out.raw(",") }
+            out.raw("[")
+            for (index, (value, column)) in zip(row, result.columns).enumerated() {
+                if index > 0 { out.raw(",") }
+                ResultValues.write(value, type: column.typeOID, to: &out)
+            }
+            out.raw("]")
+        }
+        out.raw("]")
+        if result.truncated {
+            out.raw(",")
+            out.key("truncated")
+            out.bool(true)
+        }
+        out.raw("}")
     }
 
     /// PostgreSQL's refusal as an HTTP problem, with its message and SQLSTATE.

@@ -15,6 +15,32 @@ enum ResultValues {
 
     static func typeName(_ oid: UInt32) -> String { names[oid] ?? "oid:\(oid)" }
 
+    /// Writes what ``json(_:type:)`` returns, without building it: the data API's hot path.
+    static func write(_ text: String?, type oid: UInt32, to out: inout JSONWriter) {
+        guard let text else { return out.null() }
+        switch oid {
+        case 16:
+            out.bool(text == "t")
+        case 21, 23, 26:
+            if let value = Int64(text) { out.number(value) } else { out.string(text) }
+        case 20:
+            if let value = Int64(text), abs(value) <= 9_007_199_254_740_992 {
+                out.number(value)
+            } else {
+                out.string(text)
+            }
+        case 700, 701:
+            if let value = Double(text), value.isFinite { out.number(value) } else { out.string(text) }
+        case 114, 3802:
+            // PostgreSQL has validated it: embedded as it is (numbers keep every digit).
+            out.rawJSON(text)
+        case 17, 1114, 1184:
+            if let converted = json(text, type: oid) as? String { out.string(converted) } else { out.string(text) }
+        default:
+            out.string(text)
+        }
+    }
+
     static func json(_ text: String?, type oid: UInt32) -> Any {
         guard let text else { return NSNull() }
         switch oid {

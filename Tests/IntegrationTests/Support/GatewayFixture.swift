@@ -33,7 +33,7 @@ let gatewayPolicy = """
           - on: TABLE public.notes
             privileges: [SELECT, INSERT]
     services:
-      reports: {role: events_reader, token_ttl: 1h}
+      reports: {role: events_reader, token_ttl: 1h, scram_iterations: 16}   # libpq clients take a low count
       invoicing: {role: invoice_writer, token_ttl: 1h}
       notes: {role: notes_rw, token_ttl: 1h}
     """

@@ -1,0 +1,70 @@
+/// Writes JSON straight into UTF-8 bytes. The data API's responses go through it: Foundation's
+/// `JSONSerialization` bridges every value to an object, sorts keys and formats numbers
+/// through `NSNumber`, and cost more of a `/v1/query` request than the query itself.
+struct JSONWriter {
+    private(set) var bytes: [UInt8] = []
+
+    init(capacity: Int = 256) {
+        bytes.reserveCapacity(capacity)
+    }
+
+    mutating func raw(_ text: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    /// Text that is already JSON (PostgreSQL's `json`/`jsonb` output).
+    mutating func rawJSON(_ text: String) {
+        bytes.append(contentsOf: text.utf8)
+    }
+
+    mutating func string(_ text: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                bytes.append(UInt8(ascii: "\\"))
+                bytes.append(byte)
+            case UInt8(ascii: "\n"):
+                raw("\\n")
+            case UInt8(ascii: "\r"):
+                raw("\\r")
+            case UInt8(ascii: "\t"):
+                raw("\\t")
+            case ..<0x20:
+                raw("\\u00")
+                bytes.append(Self.hex[Int(byte >> 4)])
+                bytes.append(Self.hex[Int(byte & 0x0F)])
+            default:
+                bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    mutating func number(_ value: Int64) {
+        bytes.append(contentsOf: String(value).utf8)
+    }
+
+    /// A finite double, in Swift's shortest round-tripping form (`1.5`, `1e+20`).
+    mutating func number(_ value: Double) {
+        precondition(value.isFinite, "JSON has no NaN or infinity")
+        bytes.append(contentsOf: value.description.utf8)
+    }
+
+    mutating func bool(_ value: Bool) {
+        value ? raw("true") : raw("false")
+    }
+
+    mutating func null() {
+        raw("null")
+    }
+
+    /// Writes `"key":` (keys the caller spells, already valid JSON strings).
+    mutating func key(_ name: StaticString) {
+        bytes.append(UInt8(ascii: "\""))
+        raw(name)
+        raw("\":")
+    }
+
+    private static let hex = Array("0123456789abcdef".utf8)
+}
