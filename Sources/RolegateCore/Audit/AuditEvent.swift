@@ -104,11 +104,16 @@ public enum AuditChain {
         func field(_ label: StaticString, _ value: Int64?) {
             name(label)
             if let value {
-                var digits: [UInt8] = []
-                appendDecimal(value, to: &digits)
-                appendDecimal(Int64(digits.count), to: &out)
+                // The text's length first: its digits, plus the sign.
+                var length = value < 0 ? 1 : 0
+                var rest = value.magnitude
+                repeat {
+                    length += 1
+                    rest /= 10
+                } while rest > 0
+                appendDecimal(Int64(length), to: &out)
                 out.append(UInt8(ascii: ":"))
-                out.append(contentsOf: digits)
+                appendDecimal(value, to: &out)
             } else {
                 out.append(UInt8(ascii: "-"))
             }
