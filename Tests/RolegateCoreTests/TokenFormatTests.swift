@@ -84,3 +84,19 @@ import Testing
         #expect(!record.isUsable(at: now))
     }
 }
+
+@Suite struct CRC32Tests {
+    /// The IEEE CRC-32 check value, and agreement with the byte-at-a-time form at every length
+    /// (the sliced loop's tail and body), so tokens issued before keep their checksums.
+    @Test func knownAnswerAndEveryLengthAgreeWithTheBytewiseForm() {
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+        #expect(CRC32.checksum([]) == 0)
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<80 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes { crc = CRC32.table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+            #expect(CRC32.checksum(bytes) == crc ^ 0xFFFF_FFFF, "length \(length)")
+        }
+    }
+}

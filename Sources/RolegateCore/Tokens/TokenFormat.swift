@@ -131,10 +131,36 @@ enum CRC32 {
         bytes.withUnsafeBufferPointer { checksum($0) }
     }
 
+    /// Slicing-by-4: `tables[k][i]` is the CRC of byte `i` followed by `k` zero bytes, so four
+    /// bytes take four independent lookups (this runs on every token check).
+    static let tables: [UInt32] = {
+        var all = table
+        for k in 1..<4 {
+            for i in 0..<256 {
+                let previous = all[(k - 1) * 256 + i]
+                all.append((previous >> 8) ^ table[Int(previous & 0xFF)])
+            }
+        }
+        return all
+    }()
+
     static func checksum(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt32 {
-        table.withUnsafeBufferPointer { table in
+        tables.withUnsafeBufferPointer { t in
             var crc: UInt32 = 0xFFFF_FFFF
-            for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+            var index = 0
+            while index + 4 <= bytes.count {
+                crc ^=
+                    UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2]) << 16
+                    | UInt32(bytes[index + 3]) << 24
+                crc =
+                    t[768 + Int(crc & 0xFF)] ^ t[512 + Int((crc >> 8) & 0xFF)] ^ t[256 + Int((crc >> 16) & 0xFF)]
+                    ^ t[Int(crc >> 24)]
+                index += 4
+            }
+            while index < bytes.count {
+                crc = t[Int((crc ^ UInt32(bytes[index])) & 0xFF)] ^ (crc >> 8)
+                index += 1
+            }
             return crc ^ 0xFFFF_FFFF
         }
     }

@@ -21,18 +21,30 @@ public struct TokenSecret: Sendable, Equatable {
     }
 
     public static func hash(_ token: String) -> [UInt8] {
-        Array(SHA256.hash(data: Array(token.utf8)))
+        var token = token
+        // Hashed from the string's own bytes: no copy into an array first.
+        return token.withUTF8 { Array(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
     }
 
-    /// Whether `token` hashes to ``sha256``, comparing in constant time.
+    /// Whether `token` hashes to ``sha256``, comparing in constant time (hashed from the
+    /// string's bytes, compared from the digest's: no arrays on this path).
     public func matches(_ token: String) -> Bool {
-        ConstantTime.equals(Self.hash(token), sha256)
+        var token = token
+        return token.withUTF8 { bytes in
+            SHA256.hash(data: UnsafeRawBufferPointer(bytes)).withUnsafeBytes { digest in
+                sha256.withUnsafeBytes { ConstantTime.equals(digest, $0) }
+            }
+        }
     }
 }
 
 public enum ConstantTime {
     /// Compares two byte strings in time that depends only on their lengths.
     public static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.withUnsafeBytes { a in b.withUnsafeBytes { b in equals(a, b) } }
+    }
+
+    public static func equals(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
         guard a.count == b.count else { return false }
         var difference: UInt8 = 0
         for index in 0..<a.count { difference |= a[index] ^ b[index] }

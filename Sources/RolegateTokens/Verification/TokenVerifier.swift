@@ -44,7 +44,11 @@ public final class TokenVerifier: Sendable {
     }
 
     private struct State {
-        var policy: Policy
+        var policy: Policy {
+            didSet { bindings = Self.bindings(policy) }
+        }
+        /// Service → role, from the policy: checked on every verification.
+        var bindings: [String: String]
         var cache: [String: TokenRecord] = [:]
         /// Ids the store does not have, remembered briefly so a flood of made-up ids
         /// does not become a flood of store queries.
@@ -55,6 +59,11 @@ public final class TokenVerifier: Sendable {
         /// Every token of a service (any state), for SCRAM logins, by service.
         var byService: [String: [TokenRecord]] = [:]
         var changeHandler: (@Sendable ([ChangeEvent]) -> Void)?
+
+        /// Admin services bind no role (their tokens never reach a database): bound to "".
+        static func bindings(_ policy: Policy) -> [String: String] {
+            Dictionary(policy.services.map { ($0.name, $0.role) }, uniquingKeysWith: { first, _ in first })
+        }
     }
 
     public let store: any Store
@@ -72,7 +81,7 @@ public final class TokenVerifier: Sendable {
         self.store = store
         self.maxStaleness = maxStaleness
         self.pollInterval = pollInterval
-        self.state = Mutex(State(policy: policy))
+        self.state = Mutex(State(policy: policy, bindings: State.bindings(policy)))
     }
 
     /// Called with every batch of change feed entries (revocations, rotations, issues) that
@@ -86,51 +95,86 @@ public final class TokenVerifier: Sendable {
     }
 
     public func verify(_ token: String, now: Date = Date()) async -> Result<Verified, Failure> {
+        let instant = clock.now
+        var step = fromMemory(token, now: now, at: instant, checkingStaleness: true)
+        if case .refresh = step {
+            guard await refreshIfStale(at: instant) else { return .failure(.unavailable) }
+            step = fromMemory(token, now: now, at: instant, checkingStaleness: false)
+        }
+        guard case .lookUp(let id) = step else {
+            if case .done(let result) = step { return result }
+            return .failure(.unavailable)
+        }
+        // If the feed moves on while we read, what we read may already be outdated: use it
+        // for this one check (it was current when read) but do not cache it.
+        let generation = state.withLock { $0.lastSequence }
+        let record: TokenRecord?
+        do {
+            record = try await store.token(id: id)
+        } catch {
+            return .failure(.unavailable)
+        }
+        state.withLock { s in
+            guard s.lastSequence == generation else { return }
+            if let record {
+                s.cache[id] = record
+            } else {
+                if s.missing.count >= Self.missingLimit {
+                    s.missing = s.missing.filter { instant - $0.value < Self.missingTTL }
+                }
+                if s.missing.count < Self.missingLimit { s.missing[id] = instant }
+            }
+        }
+        return finish(token, record: record, now: now)
+    }
+
+    private enum Step {
+        case done(Result<Verified, Failure>)
+        /// The cache is older than `maxStaleness`: read the change feed first.
+        case refresh
+        /// Neither cached nor known to be missing: read the store.
+        case lookUp(id: String)
+    }
+
+    /// What a verification can answer from memory, without suspending (this runs on every
+    /// login and HTTP request): one lock for "is the cache current" and the lookup.
+    private func fromMemory(
+        _ token: String, now: Date, at instant: ContinuousClock.Instant, checkingStaleness: Bool
+    ) -> Step {
         let parsed: TokenFormat.Parsed
         do {
             parsed = try TokenFormat.parse(token)
         } catch {
-            return .failure(.malformed(error))
+            return .done(.failure(.malformed(error)))
         }
-        let instant = clock.now
-        guard await refreshIfStale(at: instant) else { return .failure(.unavailable) }
-        let cached = state.withLock { s -> (TokenRecord?, Bool) in
-            if let record = s.cache[parsed.id] { return (record, false) }
-            if let seen = s.missing[parsed.id], instant - seen < Self.missingTTL { return (nil, true) }
-            return (nil, false)
-        }
-        var record = cached.0
-        if record == nil, !cached.1 {
-            // If the feed moves on while we read, what we read may already be outdated: use it
-            // for this one check (it was current when read) but do not cache it.
-            let generation = state.withLock { $0.lastSequence }
-            do {
-                record = try await store.token(id: parsed.id)
-            } catch {
-                return .failure(.unavailable)
+        let maxStaleness = self.maxStaleness
+        let (record, step) = state.withLock { s -> (TokenRecord?, Step?) in
+            if checkingStaleness, s.lastRefresh.map({ instant - $0 > maxStaleness }) ?? true {
+                return (nil, .refresh)
             }
-            state.withLock { s in
-                guard s.lastSequence == generation else { return }
-                if let record {
-                    s.cache[parsed.id] = record
-                } else {
-                    if s.missing.count >= Self.missingLimit {
-                        s.missing = s.missing.filter { instant - $0.value < Self.missingTTL }
-                    }
-                    if s.missing.count < Self.missingLimit { s.missing[parsed.id] = instant }
-                }
-            }
+            if let record = s.cache[parsed.id] { return (record, nil) }
+            if let seen = s.missing[parsed.id], instant - seen < Self.missingTTL { return (nil, nil) }
+            return (nil, .lookUp(id: parsed.id))
         }
+        if let step { return step }
+        return .done(finish(token, record: record, now: now))
+    }
+
+    /// The secret comparison and the policy checks, once the record (or its absence) is known.
+    private func finish(_ token: String, record: TokenRecord?, now: Date) -> Result<Verified, Failure> {
         guard let record else {
             // Same work as a wrong secret, so "no such id" and "wrong secret" look alike.
-            _ = ConstantTime.equals(TokenSecret.hash(token), Self.decoyHash)
+            _ = Self.decoy.matches(token)
             return .failure(.unknown)
         }
         guard record.secret.matches(token) else { return .failure(.unknown) }
         return admit(record, now: now)
     }
 
-    static let decoyHash = [UInt8](repeating: 0, count: 32)
+    /// What an unknown id's token is compared against: no token hashes to all zeros.
+    static let decoy = TokenSecret(
+        sha256: [UInt8](repeating: 0, count: 32),
+        scram: SCRAMSHA256.Verifier(salt: [], iterations: 1, storedKey: [], serverKey: []))
 
     /// Reads the change feed first when the last read is older than ``maxStaleness``;
     /// false when that read fails (callers then fail closed).
@@ -174,7 +218,7 @@ public final class TokenVerifier: Sendable {
     public func admit(_ record: TokenRecord, now: Date = Date()) -> Result<Verified, Failure> {
         // One lock for the policy check and the use record (this runs on every login).
         let failure = state.withLock { s -> Failure? in
-            if let failure = Self.check(record, policy: s.policy, now: now) { return failure }
+            if let failure = Self.check(record, bindings: s.bindings, now: now) { return failure }
             s.uses[record.id] = now
             return nil
         }
@@ -199,15 +243,13 @@ public final class TokenVerifier: Sendable {
     }
 
     private func admitWithoutUse(_ record: TokenRecord, now: Date) -> Result<Void, Failure> {
-        let failure = state.withLock { Self.check(record, policy: $0.policy, now: now) }
+        let failure = state.withLock { Self.check(record, bindings: $0.bindings, now: now) }
         return failure.map { .failure($0) } ?? .success(())
     }
 
     /// The policy still binds the token's service to its role; not revoked; not expired.
-    private static func check(_ record: TokenRecord, policy: Policy, now: Date) -> Failure? {
-        guard let service = policy.service(named: record.service), service.role == record.role else {
-            return .serviceUnknown
-        }
+    private static func check(_ record: TokenRecord, bindings: [String: String], now: Date) -> Failure? {
+        guard bindings[record.service] == record.role else { return .serviceUnknown }
         if record.revokedAt != nil { return .revoked }
         if record.expiresAt <= now { return .expired }
         return nil
