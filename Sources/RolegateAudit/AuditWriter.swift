@@ -39,6 +39,7 @@ public final class AuditWriter: Sendable {
     static let gatherDelay: Duration = .milliseconds(100)
     /// A backlog this large is written at once, without waiting out the window.
     static let fullBatch = 20_000
+    static let gatherStep: Duration = .milliseconds(10)
 
     public let store: any Store
     public let instance: String
@@ -99,10 +100,17 @@ public final class AuditWriter: Sendable {
     public func run() async {
         var backoff: Duration = .milliseconds(100)
         var lastWrite = ContinuousClock.now - Self.gatherDelay
+        // A backlog this large goes at once: half the queue (a small `queue_size` must not fill
+        // while the window runs), at most `fullBatch`.
+        let writeAt = min(Self.fullBatch, max(1, capacity / 2))
         while true {
-            let (queued, stopping) = state.withLock { ($0.queue.count, $0.stopping) }
-            if !stopping, queued > 0, queued < Self.fullBatch, lastWrite + Self.gatherDelay > .now {
-                try? await Task.sleep(until: lastWrite + Self.gatherDelay, clock: .continuous)
+            // Wait out the window in short steps, so a growing backlog cuts it short.
+            while true {
+                let (queued, stopping) = state.withLock { ($0.queue.count, $0.stopping) }
+                let windowEnd = lastWrite + Self.gatherDelay
+                let windowOpen = windowEnd > .now
+                guard !stopping, queued > 0, queued < writeAt, windowOpen else { break }
+                try? await Task.sleep(until: min(windowEnd, .now + Self.gatherStep), clock: .continuous)
             }
             // Take everything queued by swapping the array: O(1) under the lock, so event loops
             // recording events never wait behind a copy.
