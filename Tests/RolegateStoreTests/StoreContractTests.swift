@@ -4,17 +4,17 @@ import RolegateStore
 import RolegateTokens
 import Testing
 
-let storePolicy = try! PolicyLoader.parse(
-    text: """
-        version: 1
-        databases: {app: {url: "postgres://admin@127.0.0.1/app"}}
-        roles:
-          reader: {grants: []}
-          writer: {grants: []}
-        services:
-          dash: {role: reader, token_ttl: 1h, max_token_ttl: 2h}
-          api: {role: writer, token_ttl: 15m, grace: 1m, max_grace: 10m}
-        """, file: "p.yaml", environment: [:])
+let storePolicyText = """
+    version: 1
+    databases: {app: {url: "postgres://admin@127.0.0.1/app"}}
+    roles:
+      reader: {grants: []}
+      writer: {grants: []}
+    services:
+      dash: {role: reader, token_ttl: 1h, max_token_ttl: 2h}
+      api: {role: writer, token_ttl: 15m, grace: 1m, max_grace: 10m}
+    """
+let storePolicy = try! PolicyLoader.parse(text: storePolicyText, file: "p.yaml", environment: [:])
 
 /// Opens a fresh store of `backend`, runs `body`, closes it.
 func withStore(_ backend: Backend, _ body: (any Store, StoreLocation) async throws -> Void) async throws {
@@ -292,22 +292,15 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
         try await withStore(.sqlite) { store, _ in
             let first = try await service(store).issue(service: "dash", ttl: nil, note: nil)
             #expect(first.record.secret.scram.iterations == ServiceSpec.defaultSCRAMIterations)
-            let stronger = try PolicyLoader.parse(
-                text: """
-                    version: 1
-                    databases: {app: {url: "postgres://admin@127.0.0.1/app"}}
-                    roles:
-                      reader: {grants: []}
-                      writer: {grants: []}
-                    services:
-                      dash: {role: reader, token_ttl: 1h, max_token_ttl: 2h, scram_iterations: 16}
-                      api: {role: writer, token_ttl: 15m, grace: 1m, max_grace: 10m, scram_iterations: 16}
-                    """, file: "p.yaml", environment: [:])
-            let rotated = try await service(store, policy: stronger).rotate(
+            let lowered = try PolicyLoader.parse(
+                text: storePolicyText.replacingOccurrences(of: "h}", with: "h, scram_iterations: 16}")
+                    .replacingOccurrences(of: "10m}", with: "10m, scram_iterations: 16}"),
+                file: "p.yaml", environment: [:])
+            let rotated = try await service(store, policy: lowered).rotate(
                 service: "dash", grace: .seconds(60), ttl: nil, note: nil)
             #expect(rotated.record.secret.scram.iterations == first.record.secret.scram.iterations)
             #expect(rotated.record.secret.scram.salt == first.record.secret.scram.salt)
-            let fresh = try await service(store, policy: stronger).issue(service: "api", ttl: nil, note: nil)
+            let fresh = try await service(store, policy: lowered).issue(service: "api", ttl: nil, note: nil)
             #expect(fresh.record.secret.scram.iterations == 16)
         }
     }

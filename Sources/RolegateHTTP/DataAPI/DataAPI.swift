@@ -112,12 +112,10 @@ extension HTTPAPI {
             }
             var out = JSONWriter(capacity: 512)
             if batch {
-                out.raw("{\"results\":[")
-                for (index, result) in results.enumerated() {
-                    if index > 0 { out.raw(",") }
-                    Self.write(result, to: &out)
-                }
-                out.raw("]}")
+                out.raw("{")
+                out.key("results")
+                out.array(results) { out, result in Self.write(result, to: &out) }
+                out.raw("}")
             } else if let result = results.first {
                 Self.write(result, to: &out)
             } else {
@@ -135,9 +133,7 @@ extension HTTPAPI {
     static func write(_ result: StatementResult, to out: inout JSONWriter) {
         out.raw("{")
         out.key("columns")
-        out.raw("[")
-        for (index, column) in result.columns.enumerated() {
-            if index > 0 { out.raw(",") }
+        out.array(result.columns) { out, column in
             out.raw("{")
             out.key("name")
             out.string(column.name)
@@ -146,7 +142,7 @@ extension HTTPAPI {
             out.string(ResultValues.typeName(column.typeOID))
             out.raw("}")
         }
-        out.raw("],")
+        out.raw(",")
         out.key("command")
         if let command = result.command { out.string(command) } else { out.null() }
         out.raw(",")
@@ -154,17 +150,11 @@ extension HTTPAPI {
         out.number(result.rowCount ?? Int64(result.rows.count))
         out.raw(",")
         out.key("rows")
-        out.raw("[")
-        for (rowIndex, row) in result.rows.enumerated() {
-            if rowIndex > 0 { out.raw(",") }
-            out.raw("[")
-            for (index, (value, column)) in zip(row, result.columns).enumerated() {
-                if index > 0 { out.raw(",") }
-                ResultValues.write(value, type: column.typeOID, to: &out)
+        out.array(result.rows) { out, row in
+            out.array(zip(row, result.columns)) { out, cell in
+                ResultValues.write(cell.0, type: cell.1.typeOID, to: &out)
             }
-            out.raw("]")
         }
-        out.raw("]")
         if result.truncated {
             out.raw(",")
             out.key("truncated")

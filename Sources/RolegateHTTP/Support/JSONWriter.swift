@@ -59,6 +59,18 @@ struct JSONWriter {
         raw("null")
     }
 
+    /// `[item, item, …]`, each written by `element`.
+    mutating func array<S: Sequence>(_ items: S, _ element: (inout JSONWriter, S.Element) -> Void) {
+        raw("[")
+        var first = true
+        for item in items {
+            if !first { raw(",") }
+            first = false
+            element(&self, item)
+        }
+        raw("]")
+    }
+
     /// Writes `"key":` (keys the caller spells, already valid JSON strings).
     mutating func key(_ name: StaticString) {
         bytes.append(UInt8(ascii: "\""))
