@@ -2,8 +2,9 @@
 """Rolegate benchmark harness: direct PostgreSQL vs pgbouncer vs the Rolegate gateway, side by
 side on one machine, in one run, interleaved so drift hits all three alike.
 
-    bench/run.sh            # the full run (about 15 minutes on 2 cores); writes bench/RESULTS.md
+    bench/run.sh            # the full run (about 25–30 minutes on 2 cores); writes bench/RESULTS.md
     bench/run.sh --quick    # a few seconds per case: proves the harness works (CI smoke test)
+    bench/run.sh --only audit,http --seconds 5 --rounds 1   # some groups, for working on one number
 
 Only ratios measured in the same run mean anything; nothing here asserts a number.
 """
