@@ -108,11 +108,4 @@ import Testing
             String(decoding: AuditChain.canonicalEncoding(single), as: UTF8.self).contains(
                 "detail=1:1;detail.key=7:command;detail.value=8:SELECT 3;previous_hash"))
     }
-
-    @Test(arguments: [0, 1, 9, 10, 99, 100, -1, -10, 1_800_000_000_123, Int64.max, Int64.min])
-    func decimalsAreSpelledAsStringSpellsThem(value: Int64) {
-        var out: [UInt8] = []
-        AuditChain.appendDecimal(value, to: &out)
-        #expect(String(decoding: out, as: UTF8.self) == String(value))
-    }
 }

@@ -85,14 +85,11 @@ public enum AuditChain {
         var out: [UInt8] = []
         out.reserveCapacity(256 + (e.sql?.utf8.count ?? 0))
         out.append(contentsOf: "rolegate-audit-v1;".utf8)
-        func name(_ name: StaticString) {
+        func field(_ name: StaticString, _ value: String?) {
             out.append(contentsOf: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
             out.append(UInt8(ascii: "="))
-        }
-        func field(_ label: StaticString, _ value: String?) {
-            name(label)
             if let value {
-                appendDecimal(Int64(value.utf8.count), to: &out)
+                out.append(contentsOf: String(value.utf8.count).utf8)
                 out.append(UInt8(ascii: ":"))
                 out.append(contentsOf: value.utf8)
             } else {
@@ -100,28 +97,9 @@ public enum AuditChain {
             }
             out.append(UInt8(ascii: ";"))
         }
-        // A number as the field of its decimal text (the same bytes as `field(label, String(value))`).
-        func field(_ label: StaticString, _ value: Int64?) {
-            name(label)
-            if let value {
-                // The text's length first: its digits, plus the sign.
-                var length = value < 0 ? 1 : 0
-                var rest = value.magnitude
-                repeat {
-                    length += 1
-                    rest /= 10
-                } while rest > 0
-                appendDecimal(Int64(length), to: &out)
-                out.append(UInt8(ascii: ":"))
-                appendDecimal(value, to: &out)
-            } else {
-                out.append(UInt8(ascii: "-"))
-            }
-            out.append(UInt8(ascii: ";"))
-        }
         field("instance", e.instance)
-        field("sequence", e.sequence)
-        field("at", e.at.millisecondsSince1970)
+        field("sequence", String(e.sequence))
+        field("at", String(e.at.millisecondsSince1970))
         field("kind", e.kind.rawValue)
         field("action", e.action)
         field("service", e.service)
@@ -132,42 +110,15 @@ public enum AuditChain {
         field("client", e.client)
         field("sql", e.sql)
         field("sql_state", e.sqlState)
-        field("rows", e.rows)
-        field("duration_us", e.durationMicros)
-        field("detail", Int64(e.detail.count))
-        if e.detail.count == 1, let (key, value) = e.detail.first {
+        field("rows", e.rows.map(String.init))
+        field("duration_us", e.durationMicros.map(String.init))
+        field("detail", String(e.detail.count))
+        for key in e.detail.keys.sorted() {
             field("detail.key", key)
-            field("detail.value", value)
-        } else {
-            for key in e.detail.keys.sorted() {
-                field("detail.key", key)
-                field("detail.value", e.detail[key])
-            }
+            field("detail.value", e.detail[key])
         }
         field("previous_hash", e.previousHash)
         return out
-    }
-
-    /// `value` in decimal ASCII, as `String(value)` spells it.
-    static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
-        if value < 0 { out.append(UInt8(ascii: "-")) }
-        var magnitude = value.magnitude
-        var reversed:
-            (
-                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8
-            ) = (
-                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
-            )
-        var count = 0
-        withUnsafeMutableBytes(of: &reversed) { digits in
-            repeat {
-                digits[count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-                count += 1
-            } while magnitude > 0
-            for index in stride(from: count - 1, through: 0, by: -1) { out.append(digits[index]) }
-        }
     }
 
     public static func hash(_ event: AuditEvent) -> String {

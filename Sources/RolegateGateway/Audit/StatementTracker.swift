@@ -194,30 +194,18 @@ struct StatementTracker {
         return String(decoding: sql.utf8.prefix(sqlLimit), as: UTF8.self) + "… (\(sql.utf8.count) bytes)"
     }
 
-    /// Rows returned or affected, from a CommandComplete tag (`SELECT 3`, `INSERT 0 1`):
-    /// the last word of a tag whose first word counts rows. Read from the bytes, no copies.
+    /// Rows returned or affected, from a CommandComplete tag (`SELECT 3`, `INSERT 0 1`): the
+    /// last word of a tag whose first word counts rows (slices of the tag, no word array).
     static func rows(_ tag: String) -> Int64? {
-        var tag = tag
-        return tag.withUTF8 { bytes -> Int64? in
-            guard let firstSpace = bytes.firstIndex(of: UInt8(ascii: " ")),
-                let lastSpace = bytes.lastIndex(of: UInt8(ascii: " ")), lastSpace + 1 < bytes.count,
-                countingVerbs.contains(where: { $0.elementsEqual(bytes[..<firstSpace]) })
-            else { return nil }
-            var value: Int64 = 0
-            for byte in bytes[(lastSpace + 1)...] {
-                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
-                let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
-                let (sum, overflow2) = times10.addingReportingOverflow(Int64(byte - UInt8(ascii: "0")))
-                guard !overflow1, !overflow2 else { return nil }
-                value = sum
-            }
-            return value
-        }
+        guard let firstSpace = tag.firstIndex(of: " "), let lastSpace = tag.lastIndex(of: " "),
+            countingVerbs.contains(tag[..<firstSpace])
+        else { return nil }
+        return Int64(tag[tag.index(after: lastSpace)...])
     }
 
-    private static let countingVerbs = ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "FETCH", "MOVE"].map {
-        Array($0.utf8)
-    }
+    private static let countingVerbs: Set<Substring> = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "FETCH", "MOVE",
+    ]
 
     static func sqlState(_ body: inout ByteBuffer) -> String? {
         while let field = body.readInteger(as: UInt8.self), field != 0 {

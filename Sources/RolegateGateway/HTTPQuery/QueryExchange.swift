@@ -121,7 +121,7 @@ struct QueryExchange {
         }
         out.append(Backend.message("S") { _ in })
         out.append(Frontend.query("COMMIT"))
-        out.append(Frontend.query("DISCARD ALL"))
+        out.append(Frontend.query(UpstreamConnection.resetQuery))
         return out
     }
 

@@ -182,6 +182,9 @@ final class UpstreamConnection: @unchecked Sendable {
 
     func flush() { channel.flush() }
 
+    /// What makes a used session like a new one for the next client.
+    static let resetQuery = "DISCARD ALL"
+
     /// Resets the session (`DISCARD ALL`) so it can serve another client; fails if the
     /// server does not answer with an idle ReadyForQuery.
     func reset() -> EventLoopFuture<Void> {
@@ -490,7 +493,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
             return promise.futureResult
         }
         state = .resetting(promise)
-        channel.writeAndFlush(Frontend.query("DISCARD ALL").encoded(), promise: nil)
+        channel.writeAndFlush(Frontend.query(UpstreamConnection.resetQuery).encoded(), promise: nil)
         return promise.futureResult
     }
 

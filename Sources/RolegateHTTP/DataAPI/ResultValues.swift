@@ -1,4 +1,5 @@
 import Foundation
+import RolegateCore
 
 /// PostgreSQL's text form of a value → the JSON value the data API returns: JSON types where
 /// they are lossless, strings otherwise.
@@ -15,7 +16,9 @@ enum ResultValues {
 
     static func typeName(_ oid: UInt32) -> String { names[oid] ?? "oid:\(oid)" }
 
-    /// Writes what ``json(_:type:)`` returns, without building it: the data API's hot path.
+    /// Writes one value: JSON numbers and booleans where they are lossless (integers beyond
+    /// 2^53 stay strings), `json`/`jsonb` embedded as PostgreSQL wrote them (it validated them;
+    /// numbers keep every digit), bytea as base64, timestamps as ISO 8601, the rest as text.
     static func write(_ text: String?, type oid: UInt32, to out: inout JSONWriter) {
         guard let text else { return out.null() }
         switch oid {
@@ -30,36 +33,13 @@ enum ResultValues {
                 out.string(text)
             }
         case 700, 701:
+            // NaN and Infinity have no JSON number.
             if let value = Double(text), value.isFinite { out.number(value) } else { out.string(text) }
         case 114, 3802:
-            // PostgreSQL has validated it: embedded as it is (numbers keep every digit).
             out.rawJSON(text)
-        case 17, 1114, 1184:
-            if let converted = json(text, type: oid) as? String { out.string(converted) } else { out.string(text) }
-        default:
-            out.string(text)
-        }
-    }
-
-    static func json(_ text: String?, type oid: UInt32) -> Any {
-        guard let text else { return NSNull() }
-        switch oid {
-        case 16:
-            return text == "t"
-        case 21, 23, 26:
-            return Int64(text).map { $0 as Any } ?? text
-        case 20:
-            // Integers beyond 2^53 lose precision as JSON numbers: those stay strings.
-            if let value = Int64(text), abs(value) <= 9_007_199_254_740_992 { return value }
-            return text
-        case 700, 701:
-            if let value = Double(text), value.isFinite { return value }
-            return text  // NaN, Infinity
-        case 114, 3802:
-            return (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) ?? text
         case 17:
-            guard text.hasPrefix("\\x") else { return text }
-            return Data(hex: text.dropFirst(2))?.base64EncodedString() ?? text
+            guard text.hasPrefix("\\x"), let bytes = Data(hex: text.dropFirst(2)) else { return out.string(text) }
+            out.string(bytes.base64EncodedString())
         case 1114, 1184:
             // The gateway asks for DateStyle ISO and TimeZone UTC: "2026-11-29 03:10:00.5+00".
             var iso = text.replacingOccurrences(of: " ", with: "T")
@@ -68,9 +48,9 @@ enum ResultValues {
             {
                 iso += ":00"
             }
-            return iso
+            out.string(iso)
         default:
-            return text
+            out.string(text)
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RolegateCore
 
 /// A value bound to or read from a store query. The stores keep text and 64-bit integers
 /// only (times as milliseconds since 1970, binary as base64), so both backends read and
@@ -66,10 +67,16 @@ protocol SQLDriver: Sendable {
 
     /// Signals of committed changes from other processes, when the backend has them.
     func changeSignals() -> AsyncStream<Void>?
+
+    /// Links and appends audit events in one transaction by a path of the driver's own (SQLite's
+    /// audit connection: ``SQLiteAuditAppender``); nil when the driver has none and the portable
+    /// path over ``SQLExecutor`` applies.
+    func appendAudit(_ events: [AuditEvent], instance: String) async throws -> [AuditEvent]?
 }
 
 extension SQLDriver {
     func changeSignals() -> AsyncStream<Void>? { nil }
+    func appendAudit(_ events: [AuditEvent], instance: String) async throws -> [AuditEvent]? { nil }
 }
 
 extension SQLDriver {

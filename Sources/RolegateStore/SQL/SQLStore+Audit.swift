@@ -9,12 +9,10 @@ extension SQLStore {
 
     func appendAudit(_ events: [AuditEvent], instance: String) async throws(StoreError) -> [AuditEvent] {
         guard !events.isEmpty else { return [] }
-        if let sqlite = driver as? SQLiteDriver, sqlite.auditAppender != nil {
-            do {
-                if let linked = try await sqlite.appendAudit(events, instance: instance) { return linked }
-            } catch {
-                throw StoreError.failed(Self.describe(error))
-            }
+        do {
+            if let linked = try await driver.appendAudit(events, instance: instance) { return linked }
+        } catch {
+            throw StoreError.failed(Self.describe(error))
         }
         let dialect = driver.dialect
         return try await run(transaction: true, serialized: false) { db in
@@ -188,56 +186,20 @@ extension SQLStore {
         }
     }
 
-    /// `detail` as a JSON object with sorted keys (a hand-written encoder over UTF-8 bytes:
-    /// this runs for every event).
+    /// `detail` as a JSON object with sorted keys (written as bytes: this runs for every event).
     static func encodeDetail(_ detail: [String: String]) -> String {
         guard !detail.isEmpty else { return "{}" }
-        var out: [UInt8] = [UInt8(ascii: "{")]
-        out.reserveCapacity(64)
-        if detail.count == 1, let (key, value) = detail.first {
-            appendJSONString(key, to: &out)
-            out.append(UInt8(ascii: ":"))
-            appendJSONString(value, to: &out)
-        } else {
-            for (index, key) in detail.keys.sorted().enumerated() {
-                if index > 0 { out.append(UInt8(ascii: ",")) }
-                appendJSONString(key, to: &out)
-                out.append(UInt8(ascii: ":"))
-                appendJSONString(detail[key]!, to: &out)
-            }
+        var out = JSONWriter(capacity: 64)
+        out.raw("{")
+        for (index, key) in detail.keys.sorted().enumerated() {
+            if index > 0 { out.raw(",") }
+            out.string(key)
+            out.raw(":")
+            out.string(detail[key]!)
         }
-        out.append(UInt8(ascii: "}"))
-        return String(decoding: out, as: UTF8.self)
+        out.raw("}")
+        return String(decoding: out.bytes, as: UTF8.self)
     }
-
-    /// A JSON string: `"` and `\` escaped, control characters as escapes, everything else
-    /// (including multi-byte UTF-8) as it is.
-    private static func appendJSONString(_ text: String, to out: inout [UInt8]) {
-        let backslash = UInt8(ascii: "\\")
-        out.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), backslash:
-                out.append(backslash)
-                out.append(byte)
-            case UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"):
-                out.append(backslash)
-                out.append(
-                    byte == UInt8(ascii: "\n")
-                        ? UInt8(ascii: "n") : byte == UInt8(ascii: "\r") ? UInt8(ascii: "r") : UInt8(ascii: "t"))
-            case ..<0x20:
-                out.append(backslash)
-                for c in "u00".utf8 { out.append(c) }
-                out.append(hexDigits[Int(byte >> 4)])
-                out.append(hexDigits[Int(byte & 0x0F)])
-            default:
-                out.append(byte)
-            }
-        }
-        out.append(UInt8(ascii: "\""))
-    }
-
-    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     struct CorruptAuditRow: Error, CustomStringConvertible {
         var description: String { "an audit row in the store is malformed" }

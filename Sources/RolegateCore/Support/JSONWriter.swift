@@ -1,23 +1,24 @@
-/// Writes JSON straight into UTF-8 bytes. The data API's responses go through it: Foundation's
-/// `JSONSerialization` bridges every value to an object, sorts keys and formats numbers
-/// through `NSNumber`, and cost more of a `/v1/query` request than the query itself.
-struct JSONWriter {
-    private(set) var bytes: [UInt8] = []
+/// Writes JSON straight into UTF-8 bytes, for the hot paths: the data API's responses and
+/// each audit event's `detail`. Foundation's `JSONSerialization` bridges every value to an
+/// object, sorts keys and formats numbers through `NSNumber`, and cost more of a `/v1/query`
+/// request than the query itself.
+public struct JSONWriter {
+    public private(set) var bytes: [UInt8] = []
 
-    init(capacity: Int = 256) {
+    public init(capacity: Int = 256) {
         bytes.reserveCapacity(capacity)
     }
 
-    mutating func raw(_ text: StaticString) {
+    public mutating func raw(_ text: StaticString) {
         bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
     /// Text that is already JSON (PostgreSQL's `json`/`jsonb` output).
-    mutating func rawJSON(_ text: String) {
+    public mutating func rawJSON(_ text: String) {
         bytes.append(contentsOf: text.utf8)
     }
 
-    mutating func string(_ text: String) {
+    public mutating func string(_ text: String) {
         bytes.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
@@ -41,26 +42,26 @@ struct JSONWriter {
         bytes.append(UInt8(ascii: "\""))
     }
 
-    mutating func number(_ value: Int64) {
+    public mutating func number(_ value: Int64) {
         bytes.append(contentsOf: String(value).utf8)
     }
 
     /// A finite double, in Swift's shortest round-tripping form (`1.5`, `1e+20`).
-    mutating func number(_ value: Double) {
+    public mutating func number(_ value: Double) {
         precondition(value.isFinite, "JSON has no NaN or infinity")
         bytes.append(contentsOf: value.description.utf8)
     }
 
-    mutating func bool(_ value: Bool) {
+    public mutating func bool(_ value: Bool) {
         value ? raw("true") : raw("false")
     }
 
-    mutating func null() {
+    public mutating func null() {
         raw("null")
     }
 
     /// `[item, item, …]`, each written by `element`.
-    mutating func array<S: Sequence>(_ items: S, _ element: (inout JSONWriter, S.Element) -> Void) {
+    public mutating func array<S: Sequence>(_ items: S, _ element: (inout JSONWriter, S.Element) -> Void) {
         raw("[")
         var first = true
         for item in items {
@@ -72,7 +73,7 @@ struct JSONWriter {
     }
 
     /// Writes `"key":` (keys the caller spells, already valid JSON strings).
-    mutating func key(_ name: StaticString) {
+    public mutating func key(_ name: StaticString) {
         bytes.append(UInt8(ascii: "\""))
         raw(name)
         raw("\":")
