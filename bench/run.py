@@ -8,7 +8,7 @@ side on one machine, in one run, interleaved so drift hits all three alike.
 
 Only ratios measured in the same run mean anything; nothing here asserts a number.
 """
-import argparse, json, os, platform, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, re, shlex, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 import urllib.request
 from datetime import datetime, timezone
 
@@ -141,13 +141,15 @@ services:
         self.token = sh([self.rolegate, "token", "issue", "bench"], env=self.env).stdout.strip()
         self.fast_token = sh([self.rolegate, "token", "issue", "bench-fast"], env=self.env).stdout.strip()
         self.gw_port, self.http_port, self.gw_noaudit_port = free_port(), free_port(), free_port()
+        # More `serve` options for both gateways, to compare settings (e.g. "--threads 1").
+        extra = shlex.split(os.environ.get("ROLEGATE_SERVE_ARGS", ""))
         self.gateway = self.launch([self.rolegate, "serve", "--listen", f"127.0.0.1:{self.gw_port}", "--http",
                                     f"127.0.0.1:{self.http_port}", "--pool-size", "100", "--max-client-connections", "20000",
                                     "--client-login-timeout", "120s", "--tls-cert", f"{self.dir}/server.crt",
-                                    "--tls-key", f"{self.dir}/server.key"], "gateway.log", self.env)
+                                    "--tls-key", f"{self.dir}/server.key"] + extra, "gateway.log", self.env)
         noaudit_env = dict(self.env, ROLEGATE_CONFIG=f"{self.dir}/rolegate-noaudit.yaml")
         self.gateway_noaudit = self.launch([self.rolegate, "serve", "--listen", f"127.0.0.1:{self.gw_noaudit_port}",
-                                            "--pool-size", "100"], "gateway-noaudit.log", noaudit_env)
+                                            "--pool-size", "100"] + extra, "gateway-noaudit.log", noaudit_env)
         self.wait_for(f"{self.dir}/gateway.log", "HTTP API on")
         self.wait_for(f"{self.dir}/gateway-noaudit.log", "listening on")
 

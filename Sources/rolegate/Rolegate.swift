@@ -24,6 +24,10 @@ struct Rolegate: AsyncParsableCommand {
     static func main() async {
         do {
             var command = try parseAsRoot()
+            if let serve = command as? ServeCommand {
+                ServeCommand.pinTimeZone()
+                if serve.sharedEventLoops { ServeCommand.runConcurrencyOnEventLoops(threads: serve.threads) }
+            }
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -121,6 +121,28 @@ import Testing
         let count = try await http.query("notes", "SELECT count(*) FROM public.notes WHERE id = 7")
         #expect(
             (count.json["rows"] as? [[Int]]) == [[0]], "the batch's first insert was not rolled back: \(count.body)")
+        // A statement's own BEGIN cannot leave the request half done: it fails, and nothing of it stays.
+        let open = try await http.call(
+            "POST", "/v1/batch", token: http.gw.tokens["notes"],
+            body:
+                "{\"statements\": [{\"sql\": \"BEGIN\"}, {\"sql\": \"INSERT INTO public.notes VALUES (8, 'open')\"}]}"
+        )
+        #expect(open.status == 400 && open.json["sqlstate"] as? String == "25000", "\(open.body)")
+        let eight = try await http.query("notes", "SELECT count(*) FROM public.notes WHERE id = 8")
+        #expect((eight.json["rows"] as? [[Int]]) == [[0]], "an unclosed BEGIN's insert stayed: \(eight.body)")
+        // The statement timeout: the usual one (30s) from the connection, another one for one request only.
+        for _ in 0..<2 {
+            let usual = try await http.query("reports", "SHOW statement_timeout")
+            #expect((usual.json["rows"] as? [[String]]) == [["30s"]], "\(usual.body)")
+            let own = try await http.call(
+                "POST", "/v1/query", token: http.gw.tokens["reports"],
+                body: "{\"sql\": \"SHOW statement_timeout\", \"timeout_ms\": 1500}")
+            #expect((own.json["rows"] as? [[String]]) == [["1500ms"]], "\(own.body)")
+            let slow = try await http.call(
+                "POST", "/v1/query", token: http.gw.tokens["reports"],
+                body: "{\"sql\": \"SELECT pg_sleep(3)\", \"timeout_ms\": 200}")
+            #expect(slow.status == 504 && slow.json["sqlstate"] as? String == "57014", "\(slow.body)")
+        }
         // max_rows cuts the result.
         let cut = try await http.call(
             "POST", "/v1/query", token: http.gw.tokens["reports"],
@@ -138,6 +160,15 @@ import Testing
         #expect(wrong.status == 401 && wrong.code == "token_invalid")
         let missing = try await http.call("POST", "/v1/query", token: nil, body: "{}")
         #expect(missing.status == 401 && missing.code == "token_invalid")
+        // Every answer carries its own request id: 16 characters of the id alphabet, never repeated.
+        let many = try await Subprocess.runDetached(
+            "curl", ["-s"] + Array(repeating: "http://127.0.0.1:\(http.port)/v1/nowhere", count: 300))
+        let ids = many.stdout.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["request_id"] as? String
+        }
+        let alphabet = Set("0123456789abcdefghjkmnpqrstvwxyz")
+        #expect(ids.count == 300 && Set(ids).count == 300, "\(ids.count) ids, \(Set(ids).count) different")
+        #expect(ids.allSatisfy { $0.count == 16 && $0.allSatisfy(alphabet.contains) }, "\(ids.prefix(3))")
         let malformed = try await http.call("POST", "/v1/query", token: http.gw.tokens["reports"], body: "{\"sql\": ")
         #expect(malformed.status == 400 && malformed.code == "bad_request")
         let parameters = try await http.query("reports", "SELECT $1::int + $2::int", params: "[1]")

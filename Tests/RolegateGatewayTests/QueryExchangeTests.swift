@@ -12,7 +12,8 @@ import Testing
         b.writeNullTerminatedString(text)
         return b
     }
-    let idle = ByteBuffer(bytes: [UInt8(ascii: "T")])
+    let idle = ByteBuffer(bytes: [UInt8(ascii: "I")])
+    let inBlock = ByteBuffer(bytes: [UInt8(ascii: "T")])
     func rowDescription(_ columns: [(String, UInt32)]) -> ByteBuffer {
         var b = ByteBuffer()
         b.writeInteger(Int16(columns.count))
@@ -57,34 +58,75 @@ import Testing
         x.receive(type: t("Z"), body: idle)
     }
 
-    func begin(_ x: inout QueryExchange) {
-        x.receive(type: t("C"), body: tag("BEGIN"))
-        x.receive(type: t("C"), body: tag("SET"))
-        x.receive(type: t("Z"), body: idle)
+    func exchange(_ statements: [QueryStatement], maxRows: Int = 10, timeout: Int64 = 5000) -> QueryExchange {
+        QueryExchange(
+            statements: statements, maxRows: maxRows, maxBytes: 1 << 20, timeoutMilliseconds: timeout,
+            usualTimeoutMilliseconds: 5000)
     }
 
-    @Test func thePipelineIsOneTransactionWithTextResults() {
-        let x = QueryExchange(
-            statements: [QueryStatement(sql: "SELECT $1", parameters: ["7"]), QueryStatement(sql: "SELECT 2")],
-            maxRows: 10, maxBytes: 1 << 20)
-        let messages = x.messages(timeoutMilliseconds: 5000)
-        #expect(messages.count == 1 + 4 * 2 + 3)
-        #expect(messages.first == Frontend.query("BEGIN; SET LOCAL statement_timeout = 5000"))
-        #expect(messages.dropLast().last == Frontend.query("COMMIT"))
+    @Test func thePipelineIsOneImplicitTransactionWithTextResults() {
+        let x = exchange([QueryStatement(sql: "SELECT $1", parameters: ["7"]), QueryStatement(sql: "SELECT 2")])
+        let messages = x.messages()
         #expect(messages.last == Frontend.query("DISCARD ALL"))
         #expect(
-            messages.map { Character(Unicode.Scalar($0.type)) } == [
-                "Q", "P", "B", "D", "E", "P", "B", "D", "E", "S", "Q", "Q",
-            ])
+            messages.map { Character(Unicode.Scalar($0.type)) } == ["P", "B", "D", "E", "P", "B", "D", "E", "S", "Q"])
+        #expect(QueryExchange.timeoutParameter(milliseconds: 5000) == StartupParameter("statement_timeout", "5000"))
+        #expect(QueryExchange.timeoutParameter(milliseconds: 0).value == "1")
+        #expect(QueryExchange.timeoutParameter(milliseconds: 1 << 40).value == "2147483647")
+    }
+
+    @Test func aTimeoutOtherThanTheConnectionsIsSetForTheTransactionOnly() throws {
+        var x = exchange([QueryStatement(sql: "SELECT 1")], timeout: 250)
+        let messages = x.messages()
+        #expect(
+            messages.map { Character(Unicode.Scalar($0.type)) } == ["P", "B", "E", "P", "B", "D", "E", "S", "Q"])
+        var parse = messages[0].body
+        _ = parse.readNullTerminatedString()
+        #expect(parse.readNullTerminatedString() == "SELECT set_config('statement_timeout', $1, true)")
+        let bind = messages[1].body
+        #expect(bind.getString(at: bind.writerIndex - 5, length: 3) == "250")
+        // Its row and tag are not a result of the request's.
+        x.receive(type: t("2"), body: ByteBuffer())
+        x.receive(type: t("D"), body: dataRow(["250ms"]))
+        x.receive(type: t("C"), body: tag("SELECT 1"))
+        x.receive(type: t("T"), body: rowDescription([("?column?", 23)]))
+        x.receive(type: t("D"), body: dataRow(["1"]))
+        x.receive(type: t("C"), body: tag("SELECT 1"))
+        x.receive(type: t("Z"), body: idle)
+        reset(&x)
+        #expect(x.isDone && x.failure == nil && x.results.map(\.rows) == [[["1"]]])
+
+        // A refused timeout fails the request without naming a statement.
+        var refused = exchange([QueryStatement(sql: "SELECT 1")], timeout: 250)
+        refused.receive(type: t("E"), body: error("22023", "invalid value"))
+        refused.receive(type: t("Z"), body: idle)
+        reset(&refused)
+        #expect(refused.failure?.sqlState == "22023" && refused.failure?.statementIndex == nil)
+        #expect(refused.results.isEmpty)
+    }
+
+    @Test func aTransactionBlockLeftOpenFailsTheRequest() {
+        var x = exchange([QueryStatement(sql: "BEGIN"), QueryStatement(sql: "INSERT INTO t VALUES (1)")])
+        x.receive(type: t("C"), body: tag("BEGIN"))
+        x.receive(type: t("C"), body: tag("INSERT 0 1"))
+        x.receive(type: t("Z"), body: inBlock)
+        x.receive(type: t("E"), body: error("25001", "DISCARD ALL cannot run inside a transaction block"))
+        x.receive(type: t("Z"), body: inBlock)
+        #expect(x.isDone && !x.resetDone)
+        #expect(x.failure?.sqlState == "25000" && x.failure?.message.contains("rolled back") == true)
+        // Closed again by the statements themselves: an ordinary success.
+        var closed = exchange([QueryStatement(sql: "BEGIN"), QueryStatement(sql: "COMMIT")])
+        closed.receive(type: t("C"), body: tag("BEGIN"))
+        closed.receive(type: t("C"), body: tag("COMMIT"))
+        closed.receive(type: t("Z"), body: idle)
+        reset(&closed)
+        #expect(closed.isDone && closed.resetDone && closed.failure == nil)
     }
 
     @Test func resultsAreCollectedPerStatement() {
-        var x = QueryExchange(
-            statements: [
-                QueryStatement(sql: "SELECT id, name FROM t"), QueryStatement(sql: "INSERT INTO t VALUES (3)"),
-            ],
-            maxRows: 10, maxBytes: 1 << 20)
-        begin(&x)
+        var x = exchange([
+            QueryStatement(sql: "SELECT id, name FROM t"), QueryStatement(sql: "INSERT INTO t VALUES (3)"),
+        ])
         x.receive(type: t("1"), body: ByteBuffer())
         x.receive(type: t("2"), body: ByteBuffer())
         x.receive(type: t("T"), body: rowDescription([("id", 23), ("name", 25)]))
@@ -94,9 +136,6 @@ import Testing
         x.receive(type: t("n"), body: ByteBuffer())
         x.receive(type: t("C"), body: tag("INSERT 0 1"))
         x.receive(type: t("Z"), body: idle)
-        #expect(!x.isDone)
-        x.receive(type: t("C"), body: tag("COMMIT"))
-        x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "I")]))
         reset(&x)
         #expect(x.isDone && x.failure == nil && x.resetDone)
         #expect(x.results.count == 2)
@@ -107,20 +146,14 @@ import Testing
     }
 
     @Test func theFirstErrorNamesItsStatementAndTheRestIsRolledBack() {
-        var x = QueryExchange(
-            statements: [
-                QueryStatement(sql: "SELECT 1"), QueryStatement(sql: "DELETE FROM secret"),
-                QueryStatement(sql: "SELECT 3"),
-            ],
-            maxRows: 10, maxBytes: 1 << 20)
-        begin(&x)
+        var x = exchange([
+            QueryStatement(sql: "SELECT 1"), QueryStatement(sql: "DELETE FROM secret"), QueryStatement(sql: "SELECT 3"),
+        ])
         x.receive(type: t("T"), body: rowDescription([("?column?", 23)]))
         x.receive(type: t("D"), body: dataRow(["1"]))
         x.receive(type: t("C"), body: tag("SELECT 1"))
         x.receive(type: t("E"), body: error("42501", "permission denied for table secret"))
-        x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "E")]))
-        x.receive(type: t("C"), body: tag("ROLLBACK"))
-        x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "I")]))
+        x.receive(type: t("Z"), body: idle)  // the implicit transaction is rolled back at the Sync
         reset(&x)
         #expect(x.isDone && x.resetDone)
         #expect(
@@ -129,28 +162,21 @@ import Testing
     }
 
     @Test func rowsPastTheLimitAreCutAndMarked() {
-        var x = QueryExchange(
-            statements: [QueryStatement(sql: "SELECT g FROM generate_series(1, 5) g")], maxRows: 2, maxBytes: 1 << 20)
-        begin(&x)
+        var x = exchange([QueryStatement(sql: "SELECT g FROM generate_series(1, 5) g")], maxRows: 2)
         x.receive(type: t("T"), body: rowDescription([("g", 23)]))
         for i in 1...3 { x.receive(type: t("D"), body: dataRow(["\(i)"])) }
         x.receive(type: t("s"), body: ByteBuffer())  // PortalSuspended after maxRows + 1
         x.receive(type: t("Z"), body: idle)
-        x.receive(type: t("C"), body: tag("COMMIT"))
-        x.receive(type: t("Z"), body: ByteBuffer(bytes: [UInt8(ascii: "I")]))
         reset(&x)
         #expect(x.results.first?.rows == [["1"], ["2"]])
         #expect(x.results.first?.truncated == true)
     }
 
     @Test func aFailedResetKeepsTheAnswerButNotTheConnection() {
-        var x = QueryExchange(statements: [QueryStatement(sql: "SELECT 1")], maxRows: 10, maxBytes: 1 << 20)
-        begin(&x)
+        var x = exchange([QueryStatement(sql: "SELECT 1")])
         x.receive(type: t("T"), body: rowDescription([("?column?", 23)]))
         x.receive(type: t("D"), body: dataRow(["1"]))
         x.receive(type: t("C"), body: tag("SELECT 1"))
-        x.receive(type: t("Z"), body: idle)
-        x.receive(type: t("C"), body: tag("COMMIT"))
         x.receive(type: t("Z"), body: idle)
         x.receive(type: t("E"), body: error("XX000", "could not discard"))
         x.receive(type: t("Z"), body: idle)

@@ -44,21 +44,34 @@ public struct QueryFailure: Error, Sendable, Equatable {
 /// The wire conversation for an HTTP request, as a pure state machine: the messages to
 /// send, and the reading of what the server answers.
 ///
-/// Everything is sent at once (a pipeline): `BEGIN` and `SET LOCAL statement_timeout` as
-/// one simple query; for each statement an unnamed Parse (parameter types unspecified),
-/// Bind (text values, text results), Describe and Execute (at most `maxRows + 1` rows); a
-/// Sync; then `COMMIT`, which PostgreSQL turns into a rollback when a statement failed. So
-/// the request is all or nothing. Last comes `DISCARD ALL` (what the pool would otherwise
-/// send in a round trip of its own before reuse: a statement may have left session state,
-/// such as a plain `SET`, a temporary table or an advisory lock), so the connection ends
-/// idle, reset and reusable with the answer.
+/// Everything is sent at once (a pipeline): for each statement an unnamed Parse (parameter
+/// types unspecified), Bind (text values, text results), Describe and Execute (at most
+/// `maxRows + 1` rows), then one Sync. Extended-protocol messages up to a Sync run in one
+/// implicit transaction: the statements commit together at the Sync, or, at the first
+/// error, PostgreSQL skips to the Sync and rolls everything back. So the request is all or
+/// nothing without `BEGIN` and `COMMIT` of its own (two fewer commands and server flushes
+/// per request than an explicit transaction).
+///
+/// The server connection starts with the request's usual `statement_timeout` (a startup
+/// parameter, see ``GatewayServer/run(_:token:database:statementTimeout:usualTimeout:maxRows:maxBytes:)``);
+/// a request asking a different one first runs `set_config('statement_timeout', …, true)`,
+/// local to its transaction.
+///
+/// A statement can still open a transaction block of its own (`BEGIN` without `COMMIT`):
+/// the Sync's ReadyForQuery then reports one in progress, and the request fails rather
+/// than report work that the dropped connection rolls back.
+///
+/// Last comes `DISCARD ALL` (what the pool would otherwise send in a round trip of its own
+/// before reuse: a statement may have left session state, such as a plain `SET`, a
+/// temporary table or an advisory lock), so the connection ends idle, reset and reusable
+/// with the answer.
 struct QueryExchange {
     enum Phase: Equatable {
-        case begin
+        /// `set_config('statement_timeout', …)`, when the request asks a timeout of its own.
+        case timeout
         case statement(Int)
         case sync
-        case commit
-        /// `DISCARD ALL`, sent after `COMMIT`.
+        /// `DISCARD ALL`, sent after the Sync.
         case reset
         case done
     }
@@ -66,7 +79,10 @@ struct QueryExchange {
     let statements: [QueryStatement]
     let maxRows: Int
     let maxBytes: Int
-    private(set) var phase = Phase.begin
+    /// The request's statement timeout, and the one its server connection starts with.
+    let timeoutMilliseconds: Int64
+    let usualTimeoutMilliseconds: Int64
+    private(set) var phase: Phase
     private(set) var results: [StatementResult] = []
     private(set) var failure: QueryFailure?
     /// The closing `DISCARD ALL` succeeded: the connection can serve another client as it is.
@@ -76,15 +92,54 @@ struct QueryExchange {
     private var bytes = 0
     private var readyCount = 0
 
-    init(statements: [QueryStatement], maxRows: Int, maxBytes: Int) {
+    init(
+        statements: [QueryStatement], maxRows: Int, maxBytes: Int, timeoutMilliseconds: Int64,
+        usualTimeoutMilliseconds: Int64
+    ) {
         self.statements = statements
         self.maxRows = maxRows
         self.maxBytes = maxBytes
+        self.timeoutMilliseconds = Self.clamp(timeoutMilliseconds)
+        self.usualTimeoutMilliseconds = Self.clamp(usualTimeoutMilliseconds)
+        let ownTimeout = self.timeoutMilliseconds != self.usualTimeoutMilliseconds
+        phase = ownTimeout ? .timeout : statements.isEmpty ? .sync : .statement(0)
     }
 
+    /// The `statement_timeout` startup parameter of the request's server connection.
+    static func timeoutParameter(milliseconds: Int64) -> StartupParameter {
+        StartupParameter("statement_timeout", String(clamp(milliseconds)))
+    }
+
+    /// What `statement_timeout` accepts: 1 ms (0 would mean none) to 2^31 - 1 ms.
+    static func clamp(_ milliseconds: Int64) -> Int64 { min(max(1, milliseconds), Int64(Int32.max)) }
+
     /// The whole pipeline.
-    func messages(timeoutMilliseconds: Int64) -> [WireMessage] {
-        var out = [Frontend.query("BEGIN; SET LOCAL statement_timeout = \(max(1, timeoutMilliseconds))")]
+    func messages() -> [WireMessage] {
+        var out: [WireMessage] = []
+        if phase == .timeout {
+            out.append(
+                Backend.message("P") {
+                    $0.writeNullTerminatedString("")
+                    $0.writeNullTerminatedString("SELECT set_config('statement_timeout', $1, true)")
+                    $0.writeInteger(Int16(0))
+                })
+            out.append(
+                Backend.message("B") {
+                    let value = String(timeoutMilliseconds)
+                    $0.writeNullTerminatedString("")
+                    $0.writeNullTerminatedString("")
+                    $0.writeInteger(Int16(0))
+                    $0.writeInteger(Int16(1))
+                    $0.writeInteger(Int32(value.utf8.count))
+                    $0.writeString(value)
+                    $0.writeInteger(Int16(0))
+                })
+            out.append(
+                Backend.message("E") {
+                    $0.writeNullTerminatedString("")
+                    $0.writeInteger(Int32(0))
+                })
+        }
         for statement in statements {
             out.append(
                 Backend.message("P") {
@@ -120,7 +175,6 @@ struct QueryExchange {
                 })
         }
         out.append(Backend.message("S") { _ in })
-        out.append(Frontend.query("COMMIT"))
         out.append(Frontend.query(UpstreamConnection.resetQuery))
         return out
     }
@@ -133,16 +187,23 @@ struct QueryExchange {
         switch type {
         case UInt8(ascii: "Z"):
             readyCount += 1
-            // 1: after BEGIN; 2: after the statements' Sync; 3: after COMMIT; 4: after DISCARD ALL.
-            switch readyCount {
-            case 1: phase = failure == nil && !statements.isEmpty ? .statement(0) : .sync
-            case 2: phase = .commit
-            case 3: phase = .reset
-            default:
+            // 1: after the statements' Sync; 2: after DISCARD ALL.
+            guard readyCount == 1 else {
                 phase = .done
                 resetDone = !resetFailed
+                return
             }
-            if readyCount == 1, failure != nil { phase = .sync }
+            phase = .reset
+            // 'I': the implicit transaction ended (committed, or rolled back after an error).
+            // Otherwise a statement's own BEGIN left a block open: DISCARD ALL fails inside it,
+            // the connection is closed, and what ran is rolled back — so say so.
+            if failure == nil, body.readInteger(as: UInt8.self) != UInt8(ascii: "I") {
+                failure = QueryFailure(
+                    sqlState: "25000",
+                    message:
+                        "a statement opened a transaction block that the request did not close, so it was rolled back; a request is one transaction already (leave out BEGIN and COMMIT)"
+                )
+            }
         case UInt8(ascii: "E"):
             // The request's outcome is settled by then; the connection just is not reused.
             if phase == .reset { return resetFailed = true }
@@ -156,7 +217,7 @@ struct QueryExchange {
             failure = QueryFailure(
                 sqlState: fields[UInt8(ascii: "C")] ?? "XX000", message: fields[UInt8(ascii: "M")] ?? "error",
                 detail: fields[UInt8(ascii: "D")], hint: fields[UInt8(ascii: "H")], statementIndex: index)
-            if case .statement = phase { phase = .sync }
+            if phase != .reset { phase = .sync }
         case UInt8(ascii: "T"):
             guard case .statement = phase, let count = body.readInteger(as: Int16.self) else { return }
             current.columns = []
@@ -184,6 +245,10 @@ struct QueryExchange {
             }
             current.rows.append(row)
         case UInt8(ascii: "C"), UInt8(ascii: "s"), UInt8(ascii: "I"):
+            if phase == .timeout, type == UInt8(ascii: "C") {
+                phase = statements.isEmpty ? .sync : .statement(0)
+                return
+            }
             guard case .statement(let index) = phase else { return }
             if type == UInt8(ascii: "C") {
                 let tag = body.readNullTerminatedString() ?? ""

@@ -23,17 +23,24 @@ public enum QueryRunError: Error, Sendable, Equatable, CustomStringConvertible {
 extension GatewayServer {
     /// Runs `statements` in one transaction as `token`'s role on `database`, over a pooled
     /// server connection (the same pools, caps and reset as wire sessions).
+    ///
+    /// `usualTimeout` is the statement timeout most requests of this role run with: the
+    /// server connection starts with it, so only a request asking another one (`statementTimeout`)
+    /// sends a `set_config` for it. (Not the request's own: that would make a connection per value.)
     public func run(
         _ statements: [QueryStatement], token: TokenRecord, database: DatabaseSpec, statementTimeout: Duration,
-        maxRows: Int, maxBytes: Int
+        usualTimeout: Duration? = nil, maxRows: Int, maxBytes: Int
     ) async throws(QueryRunError) -> Result<[StatementResult], QueryFailure> {
         let shared = self.shared
         guard let url = shared.databaseURLs[database.name] ?? (try? ConnectionURL(parsing: database.url)) else {
             throw .upstreamUnavailable("database \(database.name) has an invalid URL")
         }
+        let milliseconds = Int64(statementTimeout.timeInterval * 1000)
+        let usualMilliseconds = usualTimeout.map { Int64($0.timeInterval * 1000) } ?? milliseconds
         let key = UpstreamKey(
             url: url, role: token.role,
             parameters: [
+                QueryExchange.timeoutParameter(milliseconds: usualMilliseconds),
                 // Stable text forms for the JSON mapping: ISO dates in UTC, exact floats, UTF-8.
                 StartupParameter("application_name", "rolegate-http [rolegate:\(token.id)]"),
                 StartupParameter("client_encoding", "UTF8"), StartupParameter("DateStyle", "ISO, YMD"),
@@ -41,11 +48,14 @@ extension GatewayServer {
             ])
         let password = shared.rolePassword(token.role)
         let roleLimit = shared.configuration.policy.role(named: token.role)?.connectionLimit ?? -1
-        let exchange = QueryExchange(statements: statements, maxRows: maxRows, maxBytes: maxBytes)
-        let milliseconds = Int64(statementTimeout.timeInterval * 1000)
-        let loop = group.next()
+        let exchange = QueryExchange(
+            statements: statements, maxRows: maxRows, maxBytes: maxBytes, timeoutMilliseconds: milliseconds,
+            usualTimeoutMilliseconds: usualMilliseconds)
+        // The caller's own loop when it runs on one of the gateway's (see
+        // GatewayConfiguration.eventLoopGroup): the request then never changes threads.
+        let loop = group.any()
         let promise = loop.makePromise(of: QueryExchange.self)
-        loop.execute {
+        let start: @Sendable () -> Void = {
             let pool = shared.pool(for: loop)
             pool.acquire(
                 key: key, password: password, cap: roleLimit > 0 ? roleLimit : Int.max, waitLimit: .seconds(10)
@@ -62,13 +72,14 @@ extension GatewayServer {
                     sink.deadline = loop.assumeIsolated().scheduleTask(
                         in: .milliseconds(milliseconds + 2000)
                     ) { [weak sink] in sink?.timedOut(shared: shared) }
-                    for message in exchange.messages(timeoutMilliseconds: milliseconds) {
+                    for message in exchange.messages() {
                         connection.write(message.encoded())
                     }
                     connection.flush()
                 }
             }
         }
+        if loop.inEventLoop { start() } else { loop.execute(start) }
         let finished: QueryExchange
         do {
             finished = try await promise.futureResult.get()

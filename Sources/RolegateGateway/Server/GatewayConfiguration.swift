@@ -1,4 +1,5 @@
 import Foundation
+public import NIOPosix
 public import NIOSSL
 public import RolegateAudit
 public import RolegateCore
@@ -28,6 +29,11 @@ public struct GatewayConfiguration: Sendable {
     public var endSessionsOnExpiry: Bool
     /// Event loops (threads) serving connections.
     public var threads: Int
+    /// Serve on these loops instead of a group of ``threads`` of its own. `serve` passes
+    /// NIO's singleton group after making it Swift Concurrency's executor, so the HTTP API,
+    /// the gateway and every task share one set of threads and a request stays on one.
+    /// The gateway does not shut a group it was given down.
+    public var eventLoopGroup: MultiThreadedEventLoopGroup?
     /// When set, `SSLRequest` is answered `S` and the session continues over TLS.
     public var tls: NIOSSLContext?
     /// Refuse clients that do not switch to TLS (needs ``tls``).

@@ -118,6 +118,8 @@ private final class PoolBox: @unchecked Sendable {
 public final class GatewayServer: Sendable {
     let shared: GatewayShared
     let group: MultiThreadedEventLoopGroup
+    /// False when the group was given (``GatewayConfiguration/eventLoopGroup``): it outlives the gateway.
+    private let ownsGroup: Bool
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
     private let tasks = NIOLockedValueBox([Task<Void, Never>]())
 
@@ -127,7 +129,8 @@ public final class GatewayServer: Sendable {
     /// Fails when the upstream TLS settings cannot be loaded (e.g. an unreadable `sslrootcert`).
     public init(configuration: GatewayConfiguration) throws {
         shared = try GatewayShared(configuration: configuration)
-        group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
+        ownsGroup = configuration.eventLoopGroup == nil
+        group = configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
     }
 
     /// Starts listening; returns the bound address (useful with port 0).
@@ -227,6 +230,6 @@ public final class GatewayServer: Sendable {
         }
         try? await Task.sleep(for: .milliseconds(200))
         for task in tasks.withLockedValue({ $0 }) { task.cancel() }
-        try? await group.shutdownGracefully()
+        if ownsGroup { try? await group.shutdownGracefully() }
     }
 }

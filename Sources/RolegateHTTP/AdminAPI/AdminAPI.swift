@@ -28,7 +28,7 @@ extension HTTPAPI {
     func addAdminRoutes(to router: Router<APIContext>) {
         router.post("/admin/v1/tokens") { request, context in
             await self.admin(request, context) { admin, tokens in
-                let body: IssueBody = try await self.decode(request)
+                let body: IssueBody = try await self.decode(request, context)
                 let issued = try await tokens.issue(
                     service: body.service, ttl: try Self.duration(body.ttl, "ttl"), note: body.note)
                 return jsonResponse(self.issuedObject(issued), status: .created)
@@ -36,7 +36,7 @@ extension HTTPAPI {
         }
         router.post("/admin/v1/tokens/:id/revoke") { request, context in
             await self.admin(request, context) { _, tokens in
-                let body: RevokeBody = try await self.decode(request, allowEmpty: true)
+                let body: RevokeBody = try await self.decode(request, context, allowEmpty: true)
                 let id = context.parameters.get("id") ?? ""
                 let record = try await tokens.revoke(id: id, reason: body.reason)
                 return jsonResponse(Self.tokenObject(record))
@@ -44,7 +44,7 @@ extension HTTPAPI {
         }
         router.post("/admin/v1/services/:service/rotate") { request, context in
             await self.admin(request, context) { _, tokens in
-                let body: RotateBody = try await self.decode(request, allowEmpty: true)
+                let body: RotateBody = try await self.decode(request, context, allowEmpty: true)
                 let issued = try await tokens.rotate(
                     service: context.parameters.get("service") ?? "", grace: try Self.duration(body.grace, "grace"),
                     ttl: try Self.duration(body.ttl, "ttl"), note: body.note)
@@ -181,9 +181,11 @@ extension HTTPAPI {
         }
     }
 
-    private func decode<T: Decodable>(_ request: Request, allowEmpty: Bool = false) async throws -> T {
+    private func decode<T: Decodable>(
+        _ request: Request, _ context: APIContext, allowEmpty: Bool = false
+    ) async throws -> T {
         let data: Data
-        switch await body(request, limit: settings.maxBodyBytes) {
+        switch await body(request, context, limit: settings.maxBodyBytes) {
         case .failure(let problem): throw problem
         case .success(let bytes): data = bytes
         }

@@ -29,7 +29,7 @@ extension HTTPAPI {
         case .success(let found): record = found
         }
         let parsed: RequestBody
-        switch await body(request, limit: settings.maxBodyBytes) {
+        switch await body(request, context, limit: settings.maxBodyBytes) {
         case .failure(let problem): return problem.response(requestID: requestID)
         case .success(let data):
             do {
@@ -67,7 +67,8 @@ extension HTTPAPI {
         let roleTimeout = role.settings.first { $0.name == "statement_timeout" }.flatMap {
             Self.postgresDuration($0.value)
         }
-        var timeout = roleTimeout ?? settings.defaultTimeout
+        let usualTimeout = roleTimeout ?? settings.defaultTimeout
+        var timeout = usualTimeout
         if let requested = parsed.timeout_ms {
             guard requested > 0 else {
                 return Problem.badRequest("timeout_ms must be positive").response(requestID: requestID)
@@ -79,7 +80,8 @@ extension HTTPAPI {
         let outcome: Result<[StatementResult], QueryFailure>
         do {
             outcome = try await gateway.run(
-                statements, token: record, database: database, statementTimeout: timeout, maxRows: maxRows,
+                statements, token: record, database: database, statementTimeout: timeout, usualTimeout: usualTimeout,
+                maxRows: maxRows,
                 maxBytes: settings.maxResultBytes)
         } catch {
             let problem: Problem

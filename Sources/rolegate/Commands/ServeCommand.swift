@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import NIOSSL
 import RolegateAudit
 import RolegateCore
@@ -61,6 +62,12 @@ struct ServeCommand: AsyncParsableCommand {
     var endSessionsOnExpiry: Bool?
     @Option(help: "How long sessions may finish after SIGTERM (default 10s).") var shutdownGrace: String?
     @Option(help: "Event loop threads (default: cores, at most 4).") var threads: Int?
+    @Flag(
+        inversion: .prefixedNo,
+        help: ArgumentHelp(
+            "Run Swift Concurrency's tasks on the event loops (default: yes; off only to measure the difference).",
+            visibility: .hidden))
+    var sharedEventLoops = true
     @Option(help: ArgumentHelp("TLS certificate chain (PEM) for clients' SSLRequest.", valueName: "file"))
     var tlsCert: String?
     @Option(help: ArgumentHelp("TLS private key (PEM).", valueName: "file")) var tlsKey: String?
@@ -76,6 +83,26 @@ struct ServeCommand: AsyncParsableCommand {
             "Where peer instances reach this one's wire port (default: the listen address; the host name for 0.0.0.0).",
             valueName: "host:port"))
     var advertise: String?
+
+    /// Makes NIO's singleton event loops (`threads` of them) run Swift Concurrency's tasks
+    /// too, before anything starts them. The gateway, the HTTP API (Hummingbird serves on
+    /// the singleton group) and every `async` step then share one set of threads, and an
+    /// HTTP request is parsed, checked, queried and answered on the loop it arrived on
+    /// instead of crossing to the cooperative pool and back (about half its CPU went to
+    /// those thread switches). Called by `main`, on the main thread, once.
+    static func runConcurrencyOnEventLoops(threads: Int?) {
+        NIOSingletons.groupLoopCountSuggestion = threads ?? System.coreCountForGateway
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    }
+
+    /// With `TZ` unset, glibc checks /etc/localtime again (a `stat`) on every local-time
+    /// conversion, i.e. for every text log line; naming the same file in `TZ` makes it read
+    /// the zone once. Called by `main` before any thread starts (setenv is not thread-safe).
+    static func pinTimeZone() {
+        if getenv("TZ") == nil, FileManager.default.fileExists(atPath: "/etc/localtime") {
+            setenv("TZ", ":/etc/localtime", 1)
+        }
+    }
 
     func validate() throws {
         if let listen, HostPort.parse(listen) == nil {
@@ -223,6 +250,7 @@ struct ServeCommand: AsyncParsableCommand {
             await store.close()
         }
         if let threads { configuration.threads = threads }
+        if sharedEventLoops { configuration.eventLoopGroup = .singleton }
         // Every session holds two sockets (client and server): raise the open-file limit to
         // what the system allows, and say so when it cannot hold the configured clients.
         let files = FileLimit.raiseToHard()
