@@ -153,6 +153,39 @@ import Testing
         #expect(audit.contains("\"channel\":\"http\"") && audit.contains("SELECT ssn FROM billing.customers"))
     }
 
+    /// `--log-format json`: one object per line, keys as documented, times in RFC 3339 UTC.
+    @Test func jsonLogLinesAreOneObjectEach() async throws {
+        let port = try PostgresCluster.freePort()
+        let gw = try await GatewayFixture(
+            policy: HTTPTests.policy, serveArguments: ["--http", "127.0.0.1:\(port)", "--log-format", "json"])
+        defer { Task { await gw.stop() } }
+        for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        _ = try await Subprocess.runDetached(
+            "curl", ["-s", "-H", "X-Request-Id: tab\"quote", "http://127.0.0.1:\(port)/healthz"])
+        _ = try await Subprocess.runDetached(
+            "curl", ["-s", "-H", "X-Request-Id: mine-1", "http://127.0.0.1:\(port)/healthz"])
+        var lines: [[String: Any]] = []
+        for _ in 0..<40 {
+            lines = gw.server.output.split(separator: "\n").filter { $0.hasPrefix("{") }.compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+            if lines.contains(where: { $0["request_id"] as? String == "mine-1" }) { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let objectLines = gw.server.output.split(separator: "\n").filter { $0.hasPrefix("{") }
+        #expect(objectLines.count == lines.count, "a line that is not JSON: \(objectLines)")
+        let access = try #require(lines.first { $0["request_id"] as? String == "mine-1" }, "\(gw.server.output)")
+        #expect(access["message"] as? String == "http request" && access["level"] as? String == "info")
+        #expect(access["label"] as? String == "rolegate.http" && access["path"] as? String == "/healthz")
+        #expect(access["status"] as? String == "200" && access["method"] as? String == "GET")
+        let ts = try #require(access["ts"] as? String)
+        #expect(ts.wholeMatch(of: /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z/) != nil, "\(ts)")
+        // A request id that is not a plain token is replaced, not echoed into the log.
+        #expect(!gw.server.output.contains("tab\\\"quote") && !gw.server.output.contains("tab\"quote"))
+    }
+
     @Test func refusalsHaveStableCodes() async throws {
         let http = try await HTTP()
         defer { Task { await http.gw.stop() } }

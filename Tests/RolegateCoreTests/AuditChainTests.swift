@@ -89,6 +89,68 @@ import Testing
 }
 
 @Suite struct CanonicalEncodingTests {
+    /// The encoding as first written (a string per number and length): the fast writer must match it.
+    static func reference(_ e: AuditEvent) -> [UInt8] {
+        var out: [UInt8] = Array("rolegate-audit-v1;".utf8)
+        func field(_ name: String, _ value: String?) {
+            out += Array(name.utf8) + [UInt8(ascii: "=")]
+            if let value {
+                out += Array(String(value.utf8.count).utf8) + [UInt8(ascii: ":")] + Array(value.utf8)
+            } else {
+                out.append(UInt8(ascii: "-"))
+            }
+            out.append(UInt8(ascii: ";"))
+        }
+        field("instance", e.instance)
+        field("sequence", String(e.sequence))
+        field("at", String(e.at.millisecondsSince1970))
+        field("kind", e.kind.rawValue)
+        field("action", e.action)
+        field("service", e.service)
+        field("token_id", e.tokenID)
+        field("role", e.role)
+        field("database", e.database)
+        field("session_id", e.sessionID)
+        field("client", e.client)
+        field("sql", e.sql)
+        field("sql_state", e.sqlState)
+        field("rows", e.rows.map(String.init))
+        field("duration_us", e.durationMicros.map(String.init))
+        field("detail", String(e.detail.count))
+        for key in e.detail.keys.sorted() {
+            field("detail.key", key)
+            field("detail.value", e.detail[key])
+        }
+        field("previous_hash", e.previousHash)
+        return out
+    }
+
+    @Test func randomEventsEncodeAsTheReferenceDoes() {
+        var generator = SystemRandomNumberGenerator()
+        let texts: [String?] = [nil, "", "x", "é∑😀", String(repeating: "long ", count: 300), "a;b=c:d"]
+        let numbers: [Int64?] = [nil, 0, 9, 10, -1, -10, Int64.max, Int64.min, 1_800_000_000_123]
+        func text() -> String? { texts.randomElement(using: &generator)! }
+        func number() -> Int64? { numbers.randomElement(using: &generator)! }
+        for _ in 0..<2000 {
+            var detail: [String: String] = [:]
+            for _ in 0..<Int.random(in: 0...4, using: &generator) {
+                detail[text() ?? "k\(Int.random(in: 0...99))"] = text() ?? ""
+            }
+            let event = AuditEvent(
+                instance: text() ?? "gw", sequence: number() ?? 1,
+                at: Date(milliseconds: Int64.random(in: -1_000_000...4_000_000_000_000, using: &generator)),
+                kind: AuditEvent.Kind.allCases.randomElement(using: &generator)!, action: text() ?? "ok",
+                service: text(), tokenID: text(), role: text(), database: text(), sessionID: text(), client: text(),
+                sql: text(), sqlState: text(), rows: number(), durationMicros: number(), detail: detail,
+                previousHash: text() ?? "")
+            let fast = AuditChain.canonicalEncoding(event)
+            let slow = Self.reference(event)
+            #expect(
+                fast == slow, "\(String(decoding: fast, as: UTF8.self)) != \(String(decoding: slow, as: UTF8.self))")
+            if fast != slow { return }
+        }
+    }
+
     /// The encoding is what every stored hash was computed over: it must never change.
     @Test func theEncodingIsByteForByteTheDocumentedOne() {
         let event = AuditEvent(
@@ -107,5 +169,23 @@ import Testing
         #expect(
             String(decoding: AuditChain.canonicalEncoding(single), as: UTF8.self).contains(
                 "detail=1:1;detail.key=7:command;detail.value=8:SELECT 3;previous_hash"))
+    }
+}
+
+@Suite struct TimestampTests {
+    /// The hand-written RFC 3339 form equals Foundation's formatter's, before 1970 too.
+    @Test func millisecondTimestampsMatchFoundationsFormatter() {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        var generator = SystemRandomNumberGenerator()
+        let fixed: [Int64] = [0, 1, 999, 1000, -1, -999, -1000, -1001, 1_800_000_000_123, 253_402_300_799_999]
+        let random = (0..<2000).map { _ in Int64.random(in: -2_000_000_000_000...4_000_000_000_000, using: &generator) }
+        for milliseconds in fixed + random {
+            let date = Date(milliseconds: milliseconds)
+            #expect(date.rfc3339Milliseconds == formatter.string(from: date), "\(milliseconds)")
+            if date.rfc3339Milliseconds != formatter.string(from: date) { return }
+        }
+        #expect(Date(milliseconds: 1_800_000_000_123).rfc3339Milliseconds == "2027-01-15T08:00:00.123Z")
     }
 }

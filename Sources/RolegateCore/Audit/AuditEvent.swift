@@ -82,43 +82,108 @@ public enum AuditChain {
     /// milliseconds since 1970, and `detail` as its count, then each key and value
     /// (sorted by key) as their own fields.
     public static func canonicalEncoding(_ e: AuditEvent) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(256 + (e.sql?.utf8.count ?? 0))
-        out.append(contentsOf: "rolegate-audit-v1;".utf8)
-        func field(_ name: StaticString, _ value: String?) {
-            out.append(contentsOf: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
-            out.append(UInt8(ascii: "="))
-            if let value {
-                out.append(contentsOf: String(value.utf8.count).utf8)
-                out.append(UInt8(ascii: ":"))
-                out.append(contentsOf: value.utf8)
-            } else {
-                out.append(UInt8(ascii: "-"))
+        var out = CanonicalWriter(capacity: 320 + (e.sql?.utf8.count ?? 0))
+        out.raw("rolegate-audit-v1;")
+        out.field("instance", e.instance)
+        out.field("sequence", e.sequence)
+        out.field("at", e.at.millisecondsSince1970)
+        out.field("kind", e.kind.rawValue)
+        out.field("action", e.action)
+        out.field("service", e.service)
+        out.field("token_id", e.tokenID)
+        out.field("role", e.role)
+        out.field("database", e.database)
+        out.field("session_id", e.sessionID)
+        out.field("client", e.client)
+        out.field("sql", e.sql)
+        out.field("sql_state", e.sqlState)
+        out.field("rows", e.rows)
+        out.field("duration_us", e.durationMicros)
+        out.field("detail", Int64(e.detail.count))
+        // Sorted by key; most events have one or two.
+        switch e.detail.count {
+        case 0: break
+        case 1:
+            let (key, value) = e.detail.first!
+            out.field("detail.key", key)
+            out.field("detail.value", value)
+        default:
+            for (key, value) in e.detail.sorted(by: { $0.key < $1.key }) {
+                out.field("detail.key", key)
+                out.field("detail.value", value)
             }
-            out.append(UInt8(ascii: ";"))
         }
-        field("instance", e.instance)
-        field("sequence", String(e.sequence))
-        field("at", String(e.at.millisecondsSince1970))
-        field("kind", e.kind.rawValue)
-        field("action", e.action)
-        field("service", e.service)
-        field("token_id", e.tokenID)
-        field("role", e.role)
-        field("database", e.database)
-        field("session_id", e.sessionID)
-        field("client", e.client)
-        field("sql", e.sql)
-        field("sql_state", e.sqlState)
-        field("rows", e.rows.map(String.init))
-        field("duration_us", e.durationMicros.map(String.init))
-        field("detail", String(e.detail.count))
-        for key in e.detail.keys.sorted() {
-            field("detail.key", key)
-            field("detail.value", e.detail[key])
+        out.field("previous_hash", e.previousHash)
+        return out.bytes
+    }
+
+    /// Writes the canonical encoding's fields straight into one buffer (the audit writer
+    /// encodes every event; the obvious form built a string per number and per length).
+    private struct CanonicalWriter {
+        var bytes: [UInt8]
+
+        init(capacity: Int) {
+            bytes = []
+            bytes.reserveCapacity(capacity)
         }
-        field("previous_hash", e.previousHash)
-        return out
+
+        mutating func raw(_ text: StaticString) {
+            text.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        }
+
+        /// `name=<byte count>:<value>;`, or `name=-;` when absent.
+        mutating func field(_ name: StaticString, _ value: String?) {
+            raw(name)
+            guard var value else {
+                bytes.append(contentsOf: [UInt8(ascii: "="), UInt8(ascii: "-"), UInt8(ascii: ";")])
+                return
+            }
+            bytes.append(UInt8(ascii: "="))
+            value.withUTF8 { utf8 in
+                decimal(Int64(utf8.count))
+                bytes.append(UInt8(ascii: ":"))
+                bytes.append(contentsOf: utf8)
+            }
+            bytes.append(UInt8(ascii: ";"))
+        }
+
+        /// A number as its decimal text, as a field: `name=<digit count>:<digits>;`.
+        mutating func field(_ name: StaticString, _ value: Int64?) {
+            raw(name)
+            guard let value else {
+                bytes.append(contentsOf: [UInt8(ascii: "="), UInt8(ascii: "-"), UInt8(ascii: ";")])
+                return
+            }
+            bytes.append(UInt8(ascii: "="))
+            var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: "-9223372036854775808" fits
+            withUnsafeMutableBytes(of: &digits) { buffer in
+                var magnitude = value.magnitude
+                var end = buffer.count
+                repeat {
+                    end -= 1
+                    buffer[end] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                    magnitude /= 10
+                } while magnitude > 0
+                if value < 0 {
+                    end -= 1
+                    buffer[end] = UInt8(ascii: "-")
+                }
+                decimal(Int64(buffer.count - end))
+                bytes.append(UInt8(ascii: ":"))
+                bytes.append(contentsOf: buffer[end...])
+            }
+            bytes.append(UInt8(ascii: ";"))
+        }
+
+        /// A non-negative count in decimal.
+        private mutating func decimal(_ value: Int64) {
+            if value < 10 {
+                bytes.append(UInt8(ascii: "0") + UInt8(value))
+            } else {
+                decimal(value / 10)
+                bytes.append(UInt8(ascii: "0") + UInt8(value % 10))
+            }
+        }
     }
 
     public static func hash(_ event: AuditEvent) -> String {

@@ -49,9 +49,39 @@ public enum RandomID {
 
 extension Date {
     /// RFC 3339 with milliseconds, e.g. `2026-11-29T03:28:14.406Z`: audit events and JSON logs.
+    /// Written by hand from the UTC calendar fields: an `ISO8601DateFormatter` made per call
+    /// cost ~0.1 ms, which every JSON log line paid.
     public var rfc3339Milliseconds: String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: self)
+        // To the nearest millisecond: a time made from whole milliseconds (Date(milliseconds:))
+        // can sit a hair below its value in floating point.
+        let milliseconds = Int64((timeIntervalSince1970 * 1000).rounded())
+        let (secondsPart, millisecondPart) = milliseconds.quotientAndRemainder(dividingBy: 1000)
+        // Floor division, so times before 1970 keep a positive millisecond part.
+        var seconds = time_t(millisecondPart < 0 ? secondsPart - 1 : secondsPart)
+        let millis = Int(millisecondPart < 0 ? millisecondPart + 1000 : millisecondPart)
+        var fields = tm()
+        guard gmtime_r(&seconds, &fields) != nil else { return "\(milliseconds)ms" }
+        var out: [UInt8] = []
+        out.reserveCapacity(24)
+        func digits(_ value: Int, _ width: Int) {
+            var text = Array(String(value).utf8)
+            while text.count < width { text.insert(UInt8(ascii: "0"), at: 0) }
+            out.append(contentsOf: text)
+        }
+        digits(Int(fields.tm_year) + 1900, 4)
+        out.append(UInt8(ascii: "-"))
+        digits(Int(fields.tm_mon) + 1, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(Int(fields.tm_mday), 2)
+        out.append(UInt8(ascii: "T"))
+        digits(Int(fields.tm_hour), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int(fields.tm_min), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int(fields.tm_sec), 2)
+        out.append(UInt8(ascii: "."))
+        digits(millis, 3)
+        out.append(UInt8(ascii: "Z"))
+        return String(decoding: out, as: UTF8.self)
     }
 }

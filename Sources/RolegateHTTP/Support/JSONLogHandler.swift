@@ -1,7 +1,13 @@
 import Foundation
 public import Logging
+import RolegateCore
 
-/// One JSON object per line on stderr: `ts`, `level`, `label`, `message` and the metadata.
+/// One JSON object per line on stderr: `ts`, `level`, `label`, `message` and the metadata,
+/// keys sorted.
+///
+/// Written with ``JSONWriter`` in one `write(2)`: the first version (a fresh date formatter
+/// and `JSONSerialization` per line) cost more than the request it logged (~0.2 ms per
+/// `/v1/query` access-log line).
 public struct JSONLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info
@@ -17,13 +23,36 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var object: [String: Any] = [
-            "ts": Date().rfc3339Milliseconds, "level": event.level.rawValue, "label": label,
-            "message": event.message.description,
+        var fields: [(String, String)] = [
+            ("ts", Date().rfc3339Milliseconds), ("level", event.level.rawValue), ("label", label),
+            ("message", event.message.description),
         ]
-        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
-            object[key] = "\(value)"
+        let merged = event.metadata.map { metadata.merging($0, uniquingKeysWith: { $1 }) } ?? metadata
+        for (key, value) in merged where !["ts", "level", "label", "message"].contains(key) {
+            fields.append((key, "\(value)"))
         }
-        FileHandle.standardError.write(Data((jsonText(object) + "\n").utf8))
+        fields.sort { $0.0 < $1.0 }
+        var out = JSONWriter(capacity: 256)
+        out.raw("{")
+        for (index, (key, value)) in fields.enumerated() {
+            if index > 0 { out.raw(",") }
+            out.string(key)
+            out.raw(":")
+            out.string(value)
+        }
+        out.raw("}\n")
+        Self.writeToStandardError(out.bytes)
+    }
+
+    static func writeToStandardError(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { return }  // stderr gone: a log line is not worth failing for
+                offset += written
+            }
+        }
     }
 }
