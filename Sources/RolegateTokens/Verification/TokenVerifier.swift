@@ -68,7 +68,11 @@ public final class TokenVerifier: Sendable {
 
     public let store: any Store
     public let maxStaleness: Duration
-    public let pollInterval: Duration
+    /// How often ``run(problem:)`` reads the change feed; nil: every 200 ms as the safety
+    /// net beside a store's change signals (PostgreSQL's LISTEN/NOTIFY), every 100 ms when
+    /// polling is all there is (SQLite: a local indexed read), which is what bounds how long a
+    /// revocation made by another process takes to end sessions.
+    public let pollInterval: Duration?
     private let state: Mutex<State>
     private let clock = ContinuousClock()
     static let missingTTL: Duration = .seconds(1)
@@ -76,7 +80,7 @@ public final class TokenVerifier: Sendable {
 
     public init(
         store: any Store, policy: Policy, maxStaleness: Duration = .seconds(1),
-        pollInterval: Duration = .milliseconds(200)
+        pollInterval: Duration? = nil
     ) {
         self.store = store
         self.maxStaleness = maxStaleness
@@ -302,6 +306,7 @@ public final class TokenVerifier: Sendable {
             }
         }
         defer { listener?.cancel() }
+        let interval = pollInterval ?? (listener == nil ? .milliseconds(100) : .milliseconds(200))
         var failingSince: ContinuousClock.Instant?
         while !Task.isCancelled {
             do {
@@ -320,7 +325,7 @@ public final class TokenVerifier: Sendable {
                     )
                 }
             }
-            try? await Task.sleep(for: pollInterval)
+            try? await Task.sleep(for: interval)
         }
     }
 
