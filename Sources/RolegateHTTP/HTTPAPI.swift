@@ -297,7 +297,6 @@ struct RequestMiddleware: RouterMiddleware {
 enum RequestID {
     private static let prefix = RandomID.make(length: 3)
     private static let counter = Atomic<UInt64>(UInt64.random(in: .min ... .max))
-    private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
 
     static func make() -> String {
         var z = counter.add(1, ordering: .relaxed).newValue
@@ -307,7 +306,7 @@ enum RequestID {
         var text = prefix
         text.reserveCapacity(16)
         for _ in 0..<13 {
-            text.unicodeScalars.append(Unicode.Scalar(alphabet[Int(z & 31)]))
+            text.unicodeScalars.append(Unicode.Scalar(RandomID.alphabet[Int(z & 31)]))
             z >>= 5
         }
         return text

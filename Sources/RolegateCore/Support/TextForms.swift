@@ -44,7 +44,8 @@ public enum RandomID {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
+    /// The 32 symbols ids are written in (no i, l, o, u).
+    public static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
 }
 
 extension Date {
