@@ -134,27 +134,14 @@ public enum AuditChain {
         /// `name=<byte count>:<value>;`, or `name=-;` when absent.
         mutating func field(_ name: StaticString, _ value: String?) {
             raw(name)
-            guard var value else {
-                bytes.append(contentsOf: [UInt8(ascii: "="), UInt8(ascii: "-"), UInt8(ascii: ";")])
-                return
-            }
-            bytes.append(UInt8(ascii: "="))
-            value.withUTF8 { utf8 in
-                decimal(Int64(utf8.count))
-                bytes.append(UInt8(ascii: ":"))
-                bytes.append(contentsOf: utf8)
-            }
-            bytes.append(UInt8(ascii: ";"))
+            guard var value else { return absent() }
+            value.withUTF8 { present(UnsafeRawBufferPointer($0)) }
         }
 
         /// A number as its decimal text, as a field: `name=<digit count>:<digits>;`.
         mutating func field(_ name: StaticString, _ value: Int64?) {
             raw(name)
-            guard let value else {
-                bytes.append(contentsOf: [UInt8(ascii: "="), UInt8(ascii: "-"), UInt8(ascii: ";")])
-                return
-            }
-            bytes.append(UInt8(ascii: "="))
+            guard let value else { return absent() }
             var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: "-9223372036854775808" fits
             withUnsafeMutableBytes(of: &digits) { buffer in
                 var magnitude = value.magnitude
@@ -168,10 +155,20 @@ public enum AuditChain {
                     end -= 1
                     buffer[end] = UInt8(ascii: "-")
                 }
-                decimal(Int64(buffer.count - end))
-                bytes.append(UInt8(ascii: ":"))
-                bytes.append(contentsOf: buffer[end...])
+                present(UnsafeRawBufferPointer(rebasing: buffer[end...]))
             }
+        }
+
+        private mutating func absent() {
+            bytes.append(contentsOf: [UInt8(ascii: "="), UInt8(ascii: "-"), UInt8(ascii: ";")])
+        }
+
+        /// `=<byte count>:<bytes>;`
+        private mutating func present(_ value: UnsafeRawBufferPointer) {
+            bytes.append(UInt8(ascii: "="))
+            decimal(Int64(value.count))
+            bytes.append(UInt8(ascii: ":"))
+            bytes.append(contentsOf: value)
             bytes.append(UInt8(ascii: ";"))
         }
 
