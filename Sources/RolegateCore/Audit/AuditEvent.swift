@@ -100,25 +100,16 @@ public enum AuditChain {
         out.field("rows", e.rows)
         out.field("duration_us", e.durationMicros)
         out.field("detail", Int64(e.detail.count))
-        // Sorted by key; most events have one or two.
-        switch e.detail.count {
-        case 0: break
-        case 1:
-            let (key, value) = e.detail.first!
+        for (key, value) in e.detail.sorted(by: { $0.key < $1.key }) {
             out.field("detail.key", key)
             out.field("detail.value", value)
-        default:
-            for (key, value) in e.detail.sorted(by: { $0.key < $1.key }) {
-                out.field("detail.key", key)
-                out.field("detail.value", value)
-            }
         }
         out.field("previous_hash", e.previousHash)
         return out.bytes
     }
 
-    /// Writes the canonical encoding's fields straight into one buffer (the audit writer
-    /// encodes every event; the obvious form built a string per number and per length).
+    /// Writes the canonical encoding's fields into one buffer (the audit writer encodes every
+    /// event: no intermediate strings for the text fields, no nested closures).
     private struct CanonicalWriter {
         var bytes: [UInt8]
 
@@ -138,25 +129,10 @@ public enum AuditChain {
             value.withUTF8 { present(UnsafeRawBufferPointer($0)) }
         }
 
-        /// A number as its decimal text, as a field: `name=<digit count>:<digits>;`.
+        /// A number as the field of its decimal text (`String` of an integer is a small string:
+        /// no allocation).
         mutating func field(_ name: StaticString, _ value: Int64?) {
-            raw(name)
-            guard let value else { return absent() }
-            var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: "-9223372036854775808" fits
-            withUnsafeMutableBytes(of: &digits) { buffer in
-                var magnitude = value.magnitude
-                var end = buffer.count
-                repeat {
-                    end -= 1
-                    buffer[end] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                    magnitude /= 10
-                } while magnitude > 0
-                if value < 0 {
-                    end -= 1
-                    buffer[end] = UInt8(ascii: "-")
-                }
-                present(UnsafeRawBufferPointer(rebasing: buffer[end...]))
-            }
+            field(name, value.map { String($0) })
         }
 
         private mutating func absent() {
@@ -166,20 +142,10 @@ public enum AuditChain {
         /// `=<byte count>:<bytes>;`
         private mutating func present(_ value: UnsafeRawBufferPointer) {
             bytes.append(UInt8(ascii: "="))
-            decimal(Int64(value.count))
+            bytes.append(contentsOf: String(value.count).utf8)
             bytes.append(UInt8(ascii: ":"))
             bytes.append(contentsOf: value)
             bytes.append(UInt8(ascii: ";"))
-        }
-
-        /// A non-negative count in decimal.
-        private mutating func decimal(_ value: Int64) {
-            if value < 10 {
-                bytes.append(UInt8(ascii: "0") + UInt8(value))
-            } else {
-                decimal(value / 10)
-                bytes.append(UInt8(ascii: "0") + UInt8(value % 10))
-            }
         }
     }
 

@@ -72,6 +72,18 @@ public struct JSONWriter {
         raw("]")
     }
 
+    /// `{"key":"value",…}` with the keys sorted (audit details, JSON log lines).
+    public mutating func object(_ fields: [String: String]) {
+        raw("{")
+        for (index, (key, value)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
+            if index > 0 { raw(",") }
+            string(key)
+            raw(":")
+            string(value)
+        }
+        raw("}")
+    }
+
     /// Writes `"key":` (keys the caller spells, already valid JSON strings).
     public mutating func key(_ name: StaticString) {
         bytes.append(UInt8(ascii: "\""))

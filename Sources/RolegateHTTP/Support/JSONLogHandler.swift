@@ -23,24 +23,16 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var fields: [(String, String)] = [
-            ("ts", Date().rfc3339Milliseconds), ("level", event.level.rawValue), ("label", label),
-            ("message", event.message.description),
-        ]
         let merged = event.metadata.map { metadata.merging($0, uniquingKeysWith: { $1 }) } ?? metadata
-        for (key, value) in merged where !["ts", "level", "label", "message"].contains(key) {
-            fields.append((key, "\(value)"))
-        }
-        fields.sort { $0.0 < $1.0 }
+        var fields = merged.mapValues { "\($0)" }
+        // These four are the line's own: metadata of the same name does not replace them.
+        fields["ts"] = Date().rfc3339Milliseconds
+        fields["level"] = event.level.rawValue
+        fields["label"] = label
+        fields["message"] = event.message.description
         var out = JSONWriter(capacity: 256)
-        out.raw("{")
-        for (index, (key, value)) in fields.enumerated() {
-            if index > 0 { out.raw(",") }
-            out.string(key)
-            out.raw(":")
-            out.string(value)
-        }
-        out.raw("}\n")
+        out.object(fields)
+        out.raw("\n")
         Self.writeToStandardError(out.bytes)
     }
 

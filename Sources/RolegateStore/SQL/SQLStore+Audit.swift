@@ -190,14 +190,7 @@ extension SQLStore {
     static func encodeDetail(_ detail: [String: String]) -> String {
         guard !detail.isEmpty else { return "{}" }
         var out = JSONWriter(capacity: 64)
-        out.raw("{")
-        for (index, key) in detail.keys.sorted().enumerated() {
-            if index > 0 { out.raw(",") }
-            out.string(key)
-            out.raw(":")
-            out.string(detail[key]!)
-        }
-        out.raw("}")
+        out.object(detail)
         return String(decoding: out.bytes, as: UTF8.self)
     }
 
