@@ -197,8 +197,8 @@ let package = Package(
         .testTarget(
             name: "RolegateGatewayTests",
             dependencies: [
-                "RolegateGateway", "PostgresWire", "RolegateCore", "RolegateTokens",
-                .product(name: "NIOCore", package: "swift-nio"),
+                "RolegateGateway", "PostgresWire", "RolegateCore", "RolegateTokens", "PostgresCluster",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -248,7 +248,8 @@ extension FaultTests {
         try gw.fixture.cluster.startServer()
         _ = FileManager.default.createFile(atPath: ready, contents: Data())
         let result = try await load.value
-        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(
+            result.status == 0, "\(result.stdout)\n\(result.stderr)\ngateway log:\n\(gw.server.output.suffix(3000))")
         #expect(result.stdout.contains("8/8 clients recovered"), "\(result.stdout)")
         // No slot leaked: the pool still holds at most 3 server connections for the role.
         let backends = try gw.fixture.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'events_reader'")

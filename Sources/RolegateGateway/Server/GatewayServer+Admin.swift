@@ -65,6 +65,9 @@ extension GatewayServer {
         for (role, count) in shared.roleCounts.snapshot.sorted(by: { $0.key < $1.key }) {
             out.append(("rolegate_server_connections", ["role": role], Double(count)))
         }
+        for (role, count) in shared.roleCounts.waitingSnapshot.sorted(by: { $0.key < $1.key }) {
+            out.append(("rolegate_pool_waiting_sessions", ["role": role], Double(count)))
+        }
         if let id = shared.configuration.instanceID {
             var labels = ["instance": id]
             if let peers = shared.configuration.peers { labels["cancel_tag"] = String(peers.me.cancelTag) }

@@ -130,6 +130,7 @@ public final class Metrics: Sendable {
         "rolegate_client_connections": "Open client connections.",
         "rolegate_sessions": "Live wire sessions, by service.",
         "rolegate_server_connections": "Open server connections, by role (in use and idle).",
+        "rolegate_pool_waiting_sessions": "Sessions waiting now for a server connection at their role's cap.",
         "rolegate_audit_queue_depth": "Audit events waiting to be written.",
         "rolegate_audit_events_dropped_total": "Audit events refused or dropped because the queue was full.",
         "rolegate_audit_events_written_total": "Audit events written to the store.",

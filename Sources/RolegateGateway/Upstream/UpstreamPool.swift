@@ -5,6 +5,12 @@ import NIOCore
 /// pool per event loop, used only on it; the per-role cap is shared by all of them.
 /// A connection goes back to the pool only idle and after `DISCARD ALL`, so no setting,
 /// temporary table, prepared statement, advisory lock or LISTEN outlives its client.
+///
+/// At the cap, sessions wait in one queue per role across all event loops, first come
+/// first served (`RoleConnectionCounts`): a connection coming back goes to the first
+/// waiter (directly, when it waits on the same loop for the same key; else it is closed
+/// and its slot passes to that waiter), so no session can be overtaken for ever by
+/// sessions on another loop or by newcomers.
 final class UpstreamPool {
     let eventLoop: any EventLoop
     let limits: RoleConnectionCounts
@@ -35,17 +41,9 @@ final class UpstreamPool {
     }
 
     /// A connection for `key`: an idle one, or a new one while the role is under its cap;
-    /// at the cap, waits (up to `waitLimit`) for one to come back.
+    /// at the cap, waits in the role's queue (up to `waitLimit`) for a connection or a slot.
     func acquire(
         key: UpstreamKey, password: String, cap: Int, waitLimit: TimeAmount = .seconds(30)
-    )
-        -> EventLoopFuture<UpstreamConnection>
-    {
-        acquire(key: key, password: password, cap: cap, deadline: .now() + waitLimit, first: true)
-    }
-
-    private func acquire(
-        key: UpstreamKey, password: String, cap: Int, deadline: NIODeadline, first: Bool
     )
         -> EventLoopFuture<UpstreamConnection>
     {
@@ -58,26 +56,35 @@ final class UpstreamPool {
             }
             connection.close()
         }
-        guard limits.reserve(role: key.role, cap: cap) else {
-            guard now < deadline else {
-                return eventLoop.makeFailedFuture(
-                    UpstreamError(
-                        description: "all \(cap) server connections of role \(key.role) are busy", sqlState: "53300"))
-            }
-            // At the cap: idle connections of this role that cannot serve this key (another
-            // event loop's, or other startup parameters) give their slot up; then wait for a
-            // connection to be released or closed, and try again.
-            if first {
-                metrics.increment("rolegate_pool_waits_total", ["role": key.role])
-                if !closeOneIdle(role: key.role) { starved(key.role, eventLoop) }
-            }
-            let retry = eventLoop.makePromise(of: UpstreamConnection.self)
-            eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) {
-                retry.completeWith(
-                    self.acquire(key: key, password: password, cap: cap, deadline: deadline, first: false))
-            }
-            return retry.futureResult
+        let promise = eventLoop.makePromise(of: UpstreamConnection.self)
+        let pool = NIOLoopBound(self, eventLoop: eventLoop)
+        let waiter = RoleConnectionCounts.Waiter(eventLoop: eventLoop, key: key, cap: cap, promise: promise) {
+            // A slot was passed on to this waiter; its loop opens the connection.
+            promise.completeWith(pool.value.open(key: key, password: password))
         }
+        guard let ticket = limits.reserveOrWait(role: key.role, cap: cap, waiter: waiter) else {
+            promise.completeWith(open(key: key, password: password))
+            return promise.futureResult
+        }
+        // At the cap: an idle connection of this role that cannot serve this key (another
+        // event loop's, or other startup parameters) gives its slot up to the queue.
+        metrics.increment("rolegate_pool_waits_total", ["role": key.role])
+        if !closeOneIdle(role: key.role) { starved(key.role, eventLoop) }
+        let limits = self.limits
+        let timeout = eventLoop.assumeIsolated().scheduleTask(in: waitLimit) {
+            guard limits.withdraw(role: key.role, ticket: ticket) else { return }
+            promise.fail(
+                UpstreamError(
+                    description:
+                        "all server connections of role \(key.role) are busy (cap \(min(cap, limits.limit)))",
+                    sqlState: "53300"))
+        }
+        promise.futureResult.whenComplete { _ in timeout.cancel() }
+        return promise.futureResult
+    }
+
+    /// Opens a connection on a slot already reserved; the slot is freed when it closes.
+    private func open(key: UpstreamKey, password: String) -> EventLoopFuture<UpstreamConnection> {
         let limits = self.limits
         return UpstreamConnection.connect(
             key: key, password: password, on: eventLoop, saltedPasswords: saltedPasswords,
@@ -104,19 +111,27 @@ final class UpstreamPool {
             connection.close()
             return
         }
-        if alreadyReset {
-            connection.idleSince = .now()
-            idle[connection.key, default: []].append(connection)
-            return
-        }
+        if alreadyReset { return park(connection) }
         connection.reset().hop(to: eventLoop).assumeIsolated().whenComplete { result in
             switch result {
-            case .success:
-                connection.idleSince = .now()
-                self.idle[connection.key, default: []].append(connection)
-            case .failure:
-                connection.close()
+            case .success: self.park(connection)
+            case .failure: connection.close()
             }
+        }
+    }
+
+    /// A clean connection: to the role's first waiter if there is one, else idle here.
+    private func park(_ connection: UpstreamConnection) {
+        switch limits.handOff(role: connection.key.role, key: connection.key, on: eventLoop) {
+        case .keep:
+            connection.idleSince = .now()
+            idle[connection.key, default: []].append(connection)
+        case .give(let waiter):
+            waiter.promise.assumeIsolated().succeed(connection)
+        case .close:
+            // The first waiter is on another loop or wants other parameters: closing
+            // passes the slot on to it.
+            connection.close()
         }
     }
 
@@ -152,24 +167,96 @@ final class UpstreamPool {
     }
 }
 
-/// Open server connections per role, across all event loops.
+/// Open server connections per role across all event loops, and the sessions waiting at
+/// a role's cap, in arrival order. A slot freed while sessions wait passes straight to the
+/// first of them (the count does not drop), so a newcomer cannot take it first.
 final class RoleConnectionCounts: Sendable {
+    /// A session waiting for a server connection of its role.
+    struct Waiter: Sendable {
+        let eventLoop: any EventLoop
+        let key: UpstreamKey
+        let cap: Int
+        /// Completed with a connection handed over on `eventLoop`, or by `slotGranted`.
+        let promise: EventLoopPromise<UpstreamConnection>
+        /// Run on `eventLoop` once a slot is the waiter's: opens its connection.
+        let slotGranted: @Sendable () -> Void
+    }
+
+    /// What to do with a clean connection coming back.
+    enum HandOff {
+        /// Nobody waits for the role: keep it idle.
+        case keep
+        /// The first waiter waits on this loop for this key: give it the connection.
+        case give(Waiter)
+        /// The first waiter needs another loop or key: close it, its slot goes to that waiter.
+        case close
+    }
+
+    private struct State {
+        var counts: [String: Int] = [:]
+        var waiting: [String: [(ticket: UInt64, waiter: Waiter)]] = [:]
+        var nextTicket: UInt64 = 0
+    }
+
     let limit: Int
-    private let counts = NIOLockedValueBox([String: Int]())
+    private let state = NIOLockedValueBox(State())
 
     init(limit: Int) { self.limit = limit }
 
-    func reserve(role: String, cap: Int) -> Bool {
-        counts.withLockedValue { counts in
-            guard counts[role, default: 0] < min(limit, cap) else { return false }
-            counts[role, default: 0] += 1
+    /// Takes a slot for `role` if it is under the cap and nobody waits; else queues `waiter`
+    /// and returns its ticket (for `withdraw`).
+    func reserveOrWait(role: String, cap: Int, waiter: Waiter) -> UInt64? {
+        state.withLockedValue { state in
+            if state.waiting[role, default: []].isEmpty, state.counts[role, default: 0] < min(limit, cap) {
+                state.counts[role, default: 0] += 1
+                return nil
+            }
+            state.nextTicket += 1
+            state.waiting[role, default: []].append((state.nextTicket, waiter))
+            return state.nextTicket
+        }
+    }
+
+    /// A connection of `role` closed (or failed to open): its slot goes to the first waiter
+    /// that the cap admits, or is freed.
+    func release(role: String) {
+        let granted: Waiter? = state.withLockedValue { state in
+            let open = state.counts[role, default: 1] - 1
+            if let first = state.waiting[role]?.first, open < min(limit, first.waiter.cap) {
+                state.waiting[role]!.removeFirst()
+                if state.waiting[role]!.isEmpty { state.waiting[role] = nil }
+                return first.waiter
+            }
+            state.counts[role] = open
+            return nil
+        }
+        if let granted { granted.eventLoop.execute(granted.slotGranted) }
+    }
+
+    /// Where a clean connection of `role` for `key`, on `eventLoop`, goes.
+    func handOff(role: String, key: UpstreamKey, on eventLoop: any EventLoop) -> HandOff {
+        state.withLockedValue { state in
+            guard let first = state.waiting[role]?.first else { return .keep }
+            guard first.waiter.eventLoop === eventLoop, first.waiter.key == key else { return .close }
+            state.waiting[role]!.removeFirst()
+            if state.waiting[role]!.isEmpty { state.waiting[role] = nil }
+            return .give(first.waiter)
+        }
+    }
+
+    /// Takes a waiter out of the queue (its wait timed out); false if it was served meanwhile.
+    func withdraw(role: String, ticket: UInt64) -> Bool {
+        state.withLockedValue { state in
+            guard let index = state.waiting[role]?.firstIndex(where: { $0.ticket == ticket }) else { return false }
+            state.waiting[role]!.remove(at: index)
+            if state.waiting[role]!.isEmpty { state.waiting[role] = nil }
             return true
         }
     }
 
-    func release(role: String) {
-        counts.withLockedValue { $0[role, default: 1] -= 1 }
-    }
+    /// Open server connections per role.
+    var snapshot: [String: Int] { state.withLockedValue { $0.counts } }
 
-    var snapshot: [String: Int] { counts.withLockedValue { $0 } }
+    /// Sessions waiting per role.
+    var waitingSnapshot: [String: Int] { state.withLockedValue { $0.waiting.mapValues(\.count) } }
 }

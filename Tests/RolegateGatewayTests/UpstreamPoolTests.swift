@@ -1,0 +1,142 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import PostgresCluster
+import RolegateCore
+import Testing
+
+@testable import RolegateGateway
+
+/// A role's cap on server connections, shared by the pools of two event loops, against a
+/// real PostgreSQL: sessions waiting at the cap are served in arrival order, whichever
+/// loop they wait on, and a wait that runs out leaves the queue.
+@Suite(.serialized) struct UpstreamPoolTests {
+    /// Two event loops, each with its pool, sharing one cap of `limit` connections for the role.
+    final class TwoLoops: Sendable {
+        let cluster: PostgresCluster
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let counts: RoleConnectionCounts
+        let pools: [NIOLoopBound<UpstreamPool>]
+        let key: UpstreamKey
+        static let role = "pool_user"
+        static let password = "pool-test-secret"
+
+        init(limit: Int) async throws {
+            cluster = try PostgresCluster.start()
+            _ = try cluster.psql("CREATE ROLE \(Self.role) LOGIN PASSWORD '\(Self.password)'")
+            key = UpstreamKey(
+                host: "127.0.0.1", port: cluster.port, socketPath: nil, database: "postgres", role: Self.role,
+                tls: UpstreamTLS(mode: .disable), parameters: [])
+            let counts = RoleConnectionCounts(limit: limit)
+            self.counts = counts
+            let tls = try UpstreamTLSContexts(policy: Policy(databases: [], roles: [], services: []))
+            let salted = SaltedPasswordCache()
+            let all = NIOLockedValueBox([NIOLoopBound<UpstreamPool>]())
+            var pools: [NIOLoopBound<UpstreamPool>] = []
+            for loop in group.makeIterator() {
+                pools.append(
+                    try await loop.submit {
+                        let pool = UpstreamPool(
+                            eventLoop: loop, limits: counts, metrics: Metrics(), lifetime: .hours(1),
+                            idleTimeout: .hours(1), saltedPasswords: salted, tlsContexts: tls
+                        ) { role, from in
+                            // As the gateway does: the other loops close an idle connection of the role.
+                            for other in all.withLockedValue({ $0 }) where other.eventLoop !== from {
+                                other.eventLoop.execute { other.value.closeOneIdle(role: role) }
+                            }
+                        }
+                        return NIOLoopBound(pool, eventLoop: loop)
+                    }.get())
+            }
+            all.withLockedValue { $0 = pools }
+            self.pools = pools
+        }
+
+        func acquire(on index: Int, waitLimit: TimeAmount = .seconds(10)) -> EventLoopFuture<UpstreamConnection> {
+            let pool = pools[index]
+            let key = self.key
+            return pool.eventLoop.flatSubmit {
+                pool.value.acquire(key: key, password: Self.password, cap: .max, waitLimit: waitLimit)
+            }
+        }
+
+        func release(_ connection: UpstreamConnection, on index: Int) {
+            let pool = pools[index]
+            pool.eventLoop.execute { pool.value.release(connection) }
+        }
+
+        /// Waits until `count` sessions queue for the role.
+        func waitForQueue(_ count: Int) async throws {
+            for _ in 0..<500 where counts.waitingSnapshot[Self.role, default: 0] != count {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(counts.waitingSnapshot[Self.role, default: 0] == count)
+        }
+
+        func stop() async {
+            try? await group.shutdownGracefully()
+            cluster.stop()
+        }
+    }
+
+    /// One connection allowed. A session on loop 1 waits for the one that loop 0 holds; then
+    /// a newcomer on loop 0 asks too. When loop 0's connection comes back, the waiter on
+    /// loop 1 gets the slot (loop 0's connection is closed for it), not the newcomer that
+    /// could have reused it at once; the newcomer is next.
+    @Test func aWaiterOnAnotherLoopIsServedBeforeLaterSessions() async throws {
+        let setup = try await TwoLoops(limit: 1)
+        defer { Task { await setup.stop() } }
+        let first = try await setup.acquire(on: 0).get()
+        let second = setup.acquire(on: 1)
+        try await setup.waitForQueue(1)
+        let third = setup.acquire(on: 0)
+        try await setup.waitForQueue(2)
+        setup.release(first, on: 0)
+
+        let secondConnection = try await second.get()
+        #expect(secondConnection.processID != first.processID, "loop 1 cannot use loop 0's connection")
+        #expect(secondConnection.channel.eventLoop === setup.pools[1].eventLoop)
+        try await setup.waitForQueue(1)
+        #expect(setup.counts.snapshot[TwoLoops.role] == 1, "more server connections than the cap")
+        setup.release(secondConnection, on: 1)
+        let thirdConnection = try await third.get()
+        #expect(thirdConnection.channel.eventLoop === setup.pools[0].eventLoop)
+        try await setup.waitForQueue(0)
+        #expect(setup.counts.snapshot[TwoLoops.role] == 1)
+        setup.release(thirdConnection, on: 0)
+    }
+
+    /// On one loop, a connection coming back goes straight to the session waiting for it:
+    /// the same server connection, reset, without a new login.
+    @Test func aWaiterOnTheSameLoopGetsTheConnectionItself() async throws {
+        let setup = try await TwoLoops(limit: 1)
+        defer { Task { await setup.stop() } }
+        let first = try await setup.acquire(on: 0).get()
+        let second = setup.acquire(on: 0)
+        try await setup.waitForQueue(1)
+        setup.release(first, on: 0)
+        let secondConnection = try await second.get()
+        #expect(secondConnection === first)
+        #expect(setup.counts.snapshot[TwoLoops.role] == 1)
+        setup.release(secondConnection, on: 0)
+    }
+
+    /// A wait that runs out fails with 53300 naming the role and leaves the queue: the
+    /// connection that comes back afterwards stays idle for the next session.
+    @Test func aWaitThatRunsOutFailsWith53300AndLeavesTheQueue() async throws {
+        let setup = try await TwoLoops(limit: 1)
+        defer { Task { await setup.stop() } }
+        let first = try await setup.acquire(on: 0).get()
+        let error = await #expect(throws: UpstreamError.self) {
+            try await setup.acquire(on: 1, waitLimit: .milliseconds(200)).get()
+        }
+        #expect(error?.sqlState == "53300")
+        #expect(error?.description == "all server connections of role pool_user are busy (cap 1)")
+        #expect(setup.counts.waitingSnapshot.isEmpty)
+        setup.release(first, on: 0)
+        try await Task.sleep(for: .milliseconds(200))
+        let again = try await setup.acquire(on: 0).get()
+        #expect(again === first, "the connection was not kept for reuse")
+        setup.release(again, on: 0)
+    }
+}
