@@ -130,6 +130,34 @@ import Testing
         #expect(open.status == 400 && open.json["sqlstate"] as? String == "25000", "\(open.body)")
         let eight = try await http.query("notes", "SELECT count(*) FROM public.notes WHERE id = 8")
         #expect((eight.json["rows"] as? [[Int]]) == [[0]], "an unclosed BEGIN's insert stayed: \(eight.body)")
+        // Nothing in a batch commits part of it: COMMIT and ROLLBACK are refused before anything
+        // runs, and a DO block (or procedure) that commits fails inside the batch's block.
+        let batchOf = { (statements: [String]) in
+            "{\"statements\": [\(statements.map { "{\"sql\": \"\($0)\"}" }.joined(separator: ", "))]}"
+        }
+        for (middle, state) in [
+            ("COMMIT", "25000"), ("rollback", "25000"), ("DO $$ BEGIN COMMIT; END $$", "2D000"),
+        ] {
+            let partial = try await http.call(
+                "POST", "/v1/batch", token: http.gw.tokens["notes"],
+                body: batchOf(["INSERT INTO public.notes VALUES (9, 'half')", middle, "SELECT 1/0"]))
+            #expect(
+                partial.status == 400 && partial.json["sqlstate"] as? String == state
+                    && partial.json["statement"] as? Int == 1, "\(middle): \(partial.body)")
+            let nine = try await http.query("notes", "SELECT count(*) FROM public.notes WHERE id = 9")
+            #expect((nine.json["rows"] as? [[Int]]) == [[0]], "\(middle) kept half a batch: \(nine.body)")
+        }
+        // Savepoints stay inside the batch's transaction.
+        let savepoints = try await http.call(
+            "POST", "/v1/batch", token: http.gw.tokens["notes"],
+            body: batchOf([
+                "INSERT INTO public.notes VALUES (13, 'kept')", "SAVEPOINT a",
+                "INSERT INTO public.notes VALUES (14, 'undone')", "ROLLBACK TO SAVEPOINT a",
+            ]))
+        #expect(savepoints.status == 200, "\(savepoints.body)")
+        let kept = try await http.query(
+            "notes", "SELECT string_agg(id::text, ',') FROM public.notes WHERE id IN (13, 14)")
+        #expect((kept.json["rows"] as? [[String]]) == [["13"]], "\(kept.body)")
         // The statement timeout: the usual one (30s) from the connection, another one for one request only.
         for _ in 0..<2 {
             let usual = try await http.query("reports", "SHOW statement_timeout")

@@ -48,9 +48,15 @@ public struct QueryFailure: Error, Sendable, Equatable {
 /// types unspecified), Bind (text values, text results), Describe and Execute (at most
 /// `maxRows + 1` rows), then one Sync. Extended-protocol messages up to a Sync run in one
 /// implicit transaction: the statements commit together at the Sync, or, at the first
-/// error, PostgreSQL skips to the Sync and rolls everything back. So the request is all or
-/// nothing without `BEGIN` and `COMMIT` of its own (two fewer commands and server flushes
-/// per request than an explicit transaction).
+/// error, PostgreSQL skips to the Sync and rolls everything back. So a single statement is
+/// all or nothing without `BEGIN` and `COMMIT` of its own (two fewer commands and server
+/// flushes per request than an explicit transaction).
+///
+/// A batch of several statements runs in a transaction block of its own (`BEGIN` first,
+/// `COMMIT` as a simple query after the Sync, which rolls back instead when a statement
+/// failed): in the implicit transaction a procedure (`CALL`) or a `DO` block may `COMMIT`
+/// part of the batch, inside a block it cannot. Top-level `COMMIT`, `ROLLBACK` and the like
+/// are refused before anything runs (``TransactionControl``).
 ///
 /// The server connection starts with the request's usual `statement_timeout` (a startup
 /// parameter, see ``GatewayServer/run(_:token:database:statementTimeout:usualTimeout:maxRows:maxBytes:)``);
@@ -67,11 +73,15 @@ public struct QueryFailure: Error, Sendable, Equatable {
 /// with the answer.
 struct QueryExchange {
     enum Phase: Equatable {
+        /// `BEGIN`, for a batch of several statements.
+        case begin
         /// `set_config('statement_timeout', …)`, when the request asks a timeout of its own.
         case timeout
         case statement(Int)
         case sync
-        /// `DISCARD ALL`, sent after the Sync.
+        /// `COMMIT` of a batch's block, sent after the Sync.
+        case commit
+        /// `DISCARD ALL`, sent after the Sync (and the `COMMIT`).
         case reset
         case done
     }
@@ -82,6 +92,8 @@ struct QueryExchange {
     /// The request's statement timeout, and the one its server connection starts with.
     let timeoutMilliseconds: Int64
     let usualTimeoutMilliseconds: Int64
+    /// Several statements: they run in a transaction block of the exchange's own.
+    let block: Bool
     private(set) var phase: Phase
     private(set) var results: [StatementResult] = []
     private(set) var failure: QueryFailure?
@@ -90,7 +102,6 @@ struct QueryExchange {
     private var resetFailed = false
     private var current = StatementResult()
     private var bytes = 0
-    private var readyCount = 0
 
     init(
         statements: [QueryStatement], maxRows: Int, maxBytes: Int, timeoutMilliseconds: Int64,
@@ -101,8 +112,28 @@ struct QueryExchange {
         self.maxBytes = maxBytes
         self.timeoutMilliseconds = Self.clamp(timeoutMilliseconds)
         self.usualTimeoutMilliseconds = Self.clamp(usualTimeoutMilliseconds)
-        let ownTimeout = self.timeoutMilliseconds != self.usualTimeoutMilliseconds
-        phase = ownTimeout ? .timeout : statements.isEmpty ? .sync : .statement(0)
+        block = statements.count > 1
+        phase = .begin  // a first value, so that the phases computed below can be read
+        phase = block ? .begin : afterBegin
+    }
+
+    private var ownTimeout: Bool { timeoutMilliseconds != usualTimeoutMilliseconds }
+    private var afterBegin: Phase { ownTimeout ? .timeout : afterTimeout }
+    private var afterTimeout: Phase { statements.isEmpty ? .sync : .statement(0) }
+
+    /// Why the statements cannot run as one transaction, before anything is sent: a batch
+    /// statement that would end or restart the transaction (``TransactionControl``).
+    var refusal: QueryFailure? {
+        guard block else { return nil }
+        for (index, statement) in statements.enumerated() {
+            guard let command = TransactionControl.refusedCommand(statement.sql) else { continue }
+            return QueryFailure(
+                sqlState: "25000",
+                message:
+                    "\(command) is not allowed in a batch: the batch is one transaction already, committed when every statement succeeded and rolled back otherwise (SAVEPOINT, RELEASE and ROLLBACK TO are allowed)",
+                statementIndex: index)
+        }
+        return nil
     }
 
     /// The `statement_timeout` startup parameter of the request's server connection.
@@ -116,7 +147,8 @@ struct QueryExchange {
     /// The whole pipeline.
     func messages() -> [WireMessage] {
         var out: [WireMessage] = []
-        if phase == .timeout {
+        if block { Self.appendUnnamed("BEGIN", to: &out) }
+        if ownTimeout {
             out.append(
                 Backend.message("P") {
                     $0.writeNullTerminatedString("")
@@ -175,8 +207,32 @@ struct QueryExchange {
                 })
         }
         out.append(Backend.message("S") { _ in })
+        if block { out.append(Frontend.query("COMMIT")) }
         out.append(Frontend.query(UpstreamConnection.resetQuery))
         return out
+    }
+
+    /// Parse, Bind and Execute of a statement without parameters or results.
+    private static func appendUnnamed(_ sql: String, to out: inout [WireMessage]) {
+        out.append(
+            Backend.message("P") {
+                $0.writeNullTerminatedString("")
+                $0.writeNullTerminatedString(sql)
+                $0.writeInteger(Int16(0))
+            })
+        out.append(
+            Backend.message("B") {
+                $0.writeNullTerminatedString("")
+                $0.writeNullTerminatedString("")
+                $0.writeInteger(Int16(0))
+                $0.writeInteger(Int16(0))
+                $0.writeInteger(Int16(0))
+            })
+        out.append(
+            Backend.message("E") {
+                $0.writeNullTerminatedString("")
+                $0.writeInteger(Int32(0))
+            })
     }
 
     var isDone: Bool { phase == .done }
@@ -186,23 +242,33 @@ struct QueryExchange {
         var body = body
         switch type {
         case UInt8(ascii: "Z"):
-            readyCount += 1
-            // 1: after the statements' Sync; 2: after DISCARD ALL.
-            guard readyCount == 1 else {
+            let status = body.readInteger(as: UInt8.self)
+            switch phase {
+            case .reset, .done:
                 phase = .done
                 resetDone = !resetFailed
-                return
-            }
-            phase = .reset
-            // 'I': the implicit transaction ended (committed, or rolled back after an error).
-            // Otherwise a statement's own BEGIN left a block open: DISCARD ALL fails inside it,
-            // the connection is closed, and what ran is rolled back — so say so.
-            if failure == nil, body.readInteger(as: UInt8.self) != UInt8(ascii: "I") {
-                failure = QueryFailure(
-                    sqlState: "25000",
-                    message:
-                        "a statement opened a transaction block that the request did not close, so it was rolled back; a request is one transaction already (leave out BEGIN and COMMIT)"
-                )
+            case .commit:
+                phase = .reset
+            case _ where block:
+                // After the Sync: the batch's block is still open ('T', or 'E' after an error);
+                // the COMMIT that follows ends it.
+                phase = .commit
+                if failure == nil, status != UInt8(ascii: "T") {
+                    failure = QueryFailure(
+                        sqlState: "25000", message: "the batch's transaction ended before its last statement")
+                }
+            default:
+                phase = .reset
+                // 'I': the implicit transaction ended (committed, or rolled back after an error).
+                // Otherwise a statement's own BEGIN left a block open: DISCARD ALL fails inside it,
+                // the connection is closed, and what ran is rolled back — so say so.
+                if failure == nil, status != UInt8(ascii: "I") {
+                    failure = QueryFailure(
+                        sqlState: "25000",
+                        message:
+                            "a statement opened a transaction block that the request did not close, so it was rolled back; a request is one transaction already (leave out BEGIN and COMMIT)"
+                    )
+                }
             }
         case UInt8(ascii: "E"):
             // The request's outcome is settled by then; the connection just is not reused.
@@ -217,7 +283,8 @@ struct QueryExchange {
             failure = QueryFailure(
                 sqlState: fields[UInt8(ascii: "C")] ?? "XX000", message: fields[UInt8(ascii: "M")] ?? "error",
                 detail: fields[UInt8(ascii: "D")], hint: fields[UInt8(ascii: "H")], statementIndex: index)
-            if phase != .reset { phase = .sync }
+            // PostgreSQL skips to the Sync; a failed COMMIT (a deferred constraint) has rolled back.
+            if phase != .commit { phase = .sync }
         case UInt8(ascii: "T"):
             guard case .statement = phase, let count = body.readInteger(as: Int16.self) else { return }
             current.columns = []
@@ -245,9 +312,12 @@ struct QueryExchange {
             }
             current.rows.append(row)
         case UInt8(ascii: "C"), UInt8(ascii: "s"), UInt8(ascii: "I"):
-            if phase == .timeout, type == UInt8(ascii: "C") {
-                phase = statements.isEmpty ? .sync : .statement(0)
-                return
+            if phase == .begin, type == UInt8(ascii: "C") { return phase = afterBegin }
+            if phase == .timeout, type == UInt8(ascii: "C") { return phase = afterTimeout }
+            if phase == .commit, type == UInt8(ascii: "C"), failure == nil,
+                body.readNullTerminatedString() != "COMMIT"
+            {
+                return failure = QueryFailure(sqlState: "40000", message: "the batch's transaction was rolled back")
             }
             guard case .statement(let index) = phase else { return }
             if type == UInt8(ascii: "C") {

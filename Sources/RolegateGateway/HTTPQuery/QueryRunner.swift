@@ -51,6 +51,7 @@ extension GatewayServer {
         let exchange = QueryExchange(
             statements: statements, maxRows: maxRows, maxBytes: maxBytes, timeoutMilliseconds: milliseconds,
             usualTimeoutMilliseconds: usualMilliseconds)
+        if let refusal = exchange.refusal { return .failure(refusal) }
         // The caller's own loop when it runs on one of the gateway's (see
         // GatewayConfiguration.eventLoopGroup): the request then never changes threads.
         let loop = group.any()
