@@ -1,3 +1,4 @@
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -21,7 +22,7 @@ import Testing
         static let role = "pool_user"
         static let password = "pool-test-secret"
 
-        init(limit: Int) async throws {
+        init(limit: Int, answerTimeout: TimeAmount = .seconds(10)) async throws {
             cluster = try PostgresCluster.start()
             _ = try cluster.psql("CREATE ROLE \(Self.role) LOGIN PASSWORD '\(Self.password)'")
             key = UpstreamKey(
@@ -38,7 +39,8 @@ import Testing
                     try await loop.submit {
                         let pool = UpstreamPool(
                             eventLoop: loop, limits: counts, metrics: Metrics(), lifetime: .hours(1),
-                            idleTimeout: .hours(1), saltedPasswords: salted, tlsContexts: tls
+                            idleTimeout: .hours(1), saltedPasswords: salted, tlsContexts: tls,
+                            answerTimeout: answerTimeout
                         ) { role, from in
                             // As the gateway does: the other loops close an idle connection of the role.
                             for other in all.withLockedValue({ $0 }) where other.eventLoop !== from {
@@ -52,9 +54,11 @@ import Testing
             self.pools = pools
         }
 
-        func acquire(on index: Int, waitLimit: TimeAmount = .seconds(10)) -> EventLoopFuture<UpstreamConnection> {
+        func acquire(
+            on index: Int, key: UpstreamKey? = nil, waitLimit: TimeAmount = .seconds(10)
+        ) -> EventLoopFuture<UpstreamConnection> {
             let pool = pools[index]
-            let key = self.key
+            let key = key ?? self.key
             return pool.eventLoop.flatSubmit {
                 pool.value.acquire(key: key, password: Self.password, cap: .max, waitLimit: waitLimit)
             }
@@ -138,5 +142,54 @@ import Testing
         let again = try await setup.acquire(on: 0).get()
         #expect(again === first, "the connection was not kept for reuse")
         setup.release(again, on: 0)
+    }
+
+    /// A server (or a balancer in front of it) that takes the connection and never answers:
+    /// the login is given up after the answer timeout, with a clear error, and its slot under
+    /// the cap is free again.
+    @Test func aServerThatNeverAnswersTheLoginGivesItsSlotBack() async throws {
+        let setup = try await TwoLoops(limit: 1, answerTimeout: .milliseconds(300))
+        defer { Task { await setup.stop() } }
+        let silent = try await ServerBootstrap(group: setup.group).bind(host: "127.0.0.1", port: 0).get()
+        defer { silent.close(promise: nil) }
+        var key = setup.key
+        key.port = try #require(silent.localAddress?.port)
+        let clock = ContinuousClock()
+        let started = clock.now
+        // Raced against 5 s, so that a login waiting for ever fails the test instead of hanging it.
+        let loop = setup.pools[0].eventLoop
+        let outcome = loop.makePromise(of: UpstreamConnection.self)
+        setup.acquire(on: 0, key: key).cascade(to: outcome)
+        loop.scheduleTask(in: .seconds(5)) {
+            outcome.fail(UpstreamError(description: "still waiting after 5 s", sqlState: "none"))
+        }
+        let error = await #expect(throws: UpstreamError.self) { try await outcome.futureResult.get() }
+        #expect(error?.sqlState == "08006")
+        #expect(error?.description == "the server did not complete the login within 300 ms")
+        #expect(clock.now - started < .seconds(5))
+        #expect(setup.counts.snapshot[TwoLoops.role] == 0, "the silent server kept its slot")
+        let working = try await setup.acquire(on: 1).get()
+        setup.release(working, on: 1)
+    }
+
+    /// A server process that stops answering while its connection is reset after use: the
+    /// connection is closed after the answer timeout instead of holding its slot.
+    @Test func aResetThatIsNeverAnsweredGivesTheSlotBack() async throws {
+        let setup = try await TwoLoops(limit: 1, answerTimeout: .milliseconds(300))
+        defer { Task { await setup.stop() } }
+        let connection = try await setup.acquire(on: 0).get()
+        let backend = connection.processID
+        #expect(kill(backend, SIGSTOP) == 0)
+        defer { kill(backend, SIGCONT) }
+        setup.release(connection, on: 0)
+        for _ in 0..<100 where setup.counts.snapshot[TwoLoops.role] != 0 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(setup.counts.snapshot[TwoLoops.role] == 0, "a reset without an answer kept the slot")
+        #expect(!connection.isOpen)
+        kill(backend, SIGCONT)
+        let next = try await setup.acquire(on: 0).get()
+        #expect(next.processID != backend)
+        setup.release(next, on: 0)
     }
 }

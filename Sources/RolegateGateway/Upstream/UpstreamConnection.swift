@@ -200,9 +200,15 @@ final class UpstreamConnection: @unchecked Sendable {
     }
 
     /// Opens a connection and logs in as `key.role` with its derived credential.
+    /// How long the server may take to answer a login or a `DISCARD ALL` before the
+    /// connection is given up (and its pool slot freed): a server, or a load balancer in
+    /// front of it, that accepts the TCP connection and then never answers must not hold a
+    /// slot for ever.
+    static let answerTimeout: TimeAmount = .seconds(10)
+
     static func connect(
         key: UpstreamKey, password: String, on eventLoop: any EventLoop, saltedPasswords: SaltedPasswordCache,
-        tls: NIOSSLContext?
+        tls: NIOSSLContext?, answerTimeout: TimeAmount = answerTimeout
     ) -> EventLoopFuture<UpstreamConnection> {
         let ready = eventLoop.makePromise(of: UpstreamConnection.self)
         let bootstrap = ClientBootstrap(group: eventLoop)
@@ -213,7 +219,7 @@ final class UpstreamConnection: @unchecked Sendable {
                     let connection = UpstreamConnection(key: key, channel: channel)
                     let handler = UpstreamHandler(
                         connection: connection, password: password, ready: ready, saltedPasswords: saltedPasswords,
-                        tls: key.tls.attempts ? tls : nil)
+                        tls: key.tls.attempts ? tls : nil, answerTimeout: answerTimeout)
                     connection.handler = handler
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
@@ -260,13 +266,18 @@ private final class UpstreamHandler: ChannelInboundHandler {
     let ready: EventLoopPromise<UpstreamConnection>
     let saltedPasswords: SaltedPasswordCache
     let tls: NIOSSLContext?
+    let answerTimeout: TimeAmount
     var state = State.startingUp(scram: nil)
     var pending: ByteBuffer?
+    /// Ends a login or reset the server does not answer in time.
+    private var deadline: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
 
     init(
         connection: UpstreamConnection, password: String, ready: EventLoopPromise<UpstreamConnection>,
-        saltedPasswords: SaltedPasswordCache, tls: NIOSSLContext?
+        saltedPasswords: SaltedPasswordCache, tls: NIOSSLContext?, answerTimeout: TimeAmount
     ) {
+        self.answerTimeout = answerTimeout
         self.connection = connection
         self.password = password
         self.ready = ready
@@ -274,7 +285,33 @@ private final class UpstreamHandler: ChannelInboundHandler {
         self.tls = tls
     }
 
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        self.context = nil
+    }
+
+    /// Gives the connection up unless the server is ready (ReadyForQuery) within `answerTimeout`.
+    private func awaitAnswer(_ what: String, context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: answerTimeout) { [weak self] in
+            guard let self, let context = self.context else { return }
+            switch self.state {
+            case .startingUp, .negotiatingTLS, .resetting:
+                let milliseconds = self.answerTimeout.nanoseconds / 1_000_000
+                let limit = milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
+                self.fail(
+                    context: context,
+                    UpstreamError(description: "the server did not \(what) within \(limit)", sqlState: "08006"))
+            case .ready, .failed:
+                break
+            }
+        }
+    }
+
     func channelActive(context: ChannelHandlerContext) {
+        awaitAnswer("complete the login", context: context)
         if tls != nil {
             state = .negotiatingTLS
             context.writeAndFlush(wrapOutboundOut(Frontend.sslRequest()), promise: nil)
@@ -409,6 +446,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
                 case .readyForQuery(let status):
                     connection.status = status
                     state = .ready
+                    deadline?.cancel()
                     if status == UInt8(ascii: "I") {
                         promise.succeed(())
                     } else {
@@ -479,6 +517,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
         case .readyForQuery(let status):
             connection.status = status
             state = .ready
+            deadline?.cancel()
             ready.succeed(connection)
         case .error(let fields):
             fail(context: context, UpstreamError(description: fields.message, sqlState: fields.code))
@@ -493,6 +532,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
             return promise.futureResult
         }
         state = .resetting(promise)
+        if let context { awaitAnswer("answer \(UpstreamConnection.resetQuery)", context: context) }
         channel.writeAndFlush(Frontend.query(UpstreamConnection.resetQuery).encoded(), promise: nil)
         return promise.futureResult
     }
@@ -508,6 +548,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
         }
         if case .resetting(let promise) = state { promise.fail(error) }
         state = .failed
+        deadline?.cancel()
         context.close(promise: nil)
     }
 

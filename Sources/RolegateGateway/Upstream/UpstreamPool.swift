@@ -19,6 +19,8 @@ final class UpstreamPool {
     let idleTimeout: TimeAmount
     let saltedPasswords: SaltedPasswordCache
     let tlsContexts: UpstreamTLSContexts
+    /// How long a server may take to answer a login or reset (``UpstreamConnection/answerTimeout``).
+    let answerTimeout: TimeAmount
     /// Asks the other event loops' pools to close one idle connection of a role at its cap.
     let starved: @Sendable (_ role: String, _ from: any EventLoop) -> Void
     private var idle: [UpstreamKey: [UpstreamConnection]] = [:]
@@ -27,9 +29,11 @@ final class UpstreamPool {
         eventLoop: any EventLoop, limits: RoleConnectionCounts, metrics: Metrics, lifetime: TimeAmount,
         idleTimeout: TimeAmount,
         saltedPasswords: SaltedPasswordCache, tlsContexts: UpstreamTLSContexts,
+        answerTimeout: TimeAmount = UpstreamConnection.answerTimeout,
         starved: @escaping @Sendable (_ role: String, _ from: any EventLoop) -> Void
     ) {
         self.tlsContexts = tlsContexts
+        self.answerTimeout = answerTimeout
         self.starved = starved
         self.eventLoop = eventLoop
         self.limits = limits
@@ -88,7 +92,7 @@ final class UpstreamPool {
         let limits = self.limits
         return UpstreamConnection.connect(
             key: key, password: password, on: eventLoop, saltedPasswords: saltedPasswords,
-            tls: tlsContexts.context(for: key.tls)
+            tls: tlsContexts.context(for: key.tls), answerTimeout: answerTimeout
         ).map { connection in
             connection.channel.closeFuture.whenComplete { _ in limits.release(role: key.role) }
             return connection
