@@ -199,13 +199,13 @@ final class UpstreamConnection: @unchecked Sendable {
         channel.close(promise: nil)
     }
 
-    /// Opens a connection and logs in as `key.role` with its derived credential.
     /// How long the server may take to answer a login or a `DISCARD ALL` before the
     /// connection is given up (and its pool slot freed): a server, or a load balancer in
     /// front of it, that accepts the TCP connection and then never answers must not hold a
     /// slot for ever.
     static let answerTimeout: TimeAmount = .seconds(10)
 
+    /// Opens a connection and logs in as `key.role` with its derived credential.
     static func connect(
         key: UpstreamKey, password: String, on eventLoop: any EventLoop, saltedPasswords: SaltedPasswordCache,
         tls: NIOSSLContext?, answerTimeout: TimeAmount = answerTimeout
