@@ -147,64 +147,16 @@ struct QueryExchange {
     /// The whole pipeline.
     func messages() -> [WireMessage] {
         var out: [WireMessage] = []
-        if block { Self.appendUnnamed("BEGIN", to: &out) }
+        if block { Self.appendExecution("BEGIN", to: &out) }
         if ownTimeout {
-            out.append(
-                Backend.message("P") {
-                    $0.writeNullTerminatedString("")
-                    $0.writeNullTerminatedString("SELECT set_config('statement_timeout', $1, true)")
-                    $0.writeInteger(Int16(0))
-                })
-            out.append(
-                Backend.message("B") {
-                    let value = String(timeoutMilliseconds)
-                    $0.writeNullTerminatedString("")
-                    $0.writeNullTerminatedString("")
-                    $0.writeInteger(Int16(0))
-                    $0.writeInteger(Int16(1))
-                    $0.writeInteger(Int32(value.utf8.count))
-                    $0.writeString(value)
-                    $0.writeInteger(Int16(0))
-                })
-            out.append(
-                Backend.message("E") {
-                    $0.writeNullTerminatedString("")
-                    $0.writeInteger(Int32(0))
-                })
+            Self.appendExecution(
+                "SELECT set_config('statement_timeout', $1, true)", parameters: [String(timeoutMilliseconds)],
+                to: &out)
         }
         for statement in statements {
-            out.append(
-                Backend.message("P") {
-                    $0.writeNullTerminatedString("")
-                    $0.writeNullTerminatedString(statement.sql)
-                    $0.writeInteger(Int16(0))  // no parameter types: PostgreSQL infers them
-                })
-            out.append(
-                Backend.message("B") {
-                    $0.writeNullTerminatedString("")
-                    $0.writeNullTerminatedString("")
-                    $0.writeInteger(Int16(0))  // all parameters in text format
-                    $0.writeInteger(Int16(statement.parameters.count))
-                    for value in statement.parameters {
-                        if let value {
-                            $0.writeInteger(Int32(value.utf8.count))
-                            $0.writeString(value)
-                        } else {
-                            $0.writeInteger(Int32(-1))
-                        }
-                    }
-                    $0.writeInteger(Int16(0))  // all results in text format
-                })
-            out.append(
-                Backend.message("D") {
-                    $0.writeInteger(UInt8(ascii: "P"))
-                    $0.writeNullTerminatedString("")
-                })
-            out.append(
-                Backend.message("E") {
-                    $0.writeNullTerminatedString("")
-                    $0.writeInteger(Int32(clamping: maxRows + 1))
-                })
+            Self.appendExecution(
+                statement.sql, parameters: statement.parameters, describe: true,
+                maxRows: Int32(clamping: maxRows + 1), to: &out)
         }
         out.append(Backend.message("S") { _ in })
         if block { out.append(Frontend.query("COMMIT")) }
@@ -212,26 +164,45 @@ struct QueryExchange {
         return out
     }
 
-    /// Parse, Bind and Execute of a statement without parameters or results.
-    private static func appendUnnamed(_ sql: String, to out: inout [WireMessage]) {
+    /// Parse, Bind (text values, nil for NULL; text results), Describe when the rows'
+    /// columns are wanted, and Execute (`maxRows` 0: all) of the unnamed statement.
+    private static func appendExecution(
+        _ sql: String, parameters: [String?] = [], describe: Bool = false, maxRows: Int32 = 0,
+        to out: inout [WireMessage]
+    ) {
         out.append(
             Backend.message("P") {
                 $0.writeNullTerminatedString("")
                 $0.writeNullTerminatedString(sql)
-                $0.writeInteger(Int16(0))
+                $0.writeInteger(Int16(0))  // no parameter types: PostgreSQL infers them
             })
         out.append(
             Backend.message("B") {
                 $0.writeNullTerminatedString("")
                 $0.writeNullTerminatedString("")
-                $0.writeInteger(Int16(0))
-                $0.writeInteger(Int16(0))
-                $0.writeInteger(Int16(0))
+                $0.writeInteger(Int16(0))  // all parameters in text format
+                $0.writeInteger(Int16(parameters.count))
+                for value in parameters {
+                    if let value {
+                        $0.writeInteger(Int32(value.utf8.count))
+                        $0.writeString(value)
+                    } else {
+                        $0.writeInteger(Int32(-1))
+                    }
+                }
+                $0.writeInteger(Int16(0))  // all results in text format
             })
+        if describe {
+            out.append(
+                Backend.message("D") {
+                    $0.writeInteger(UInt8(ascii: "P"))
+                    $0.writeNullTerminatedString("")
+                })
+        }
         out.append(
             Backend.message("E") {
                 $0.writeNullTerminatedString("")
-                $0.writeInteger(Int32(0))
+                $0.writeInteger(maxRows)
             })
     }
 
