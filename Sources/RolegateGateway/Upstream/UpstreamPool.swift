@@ -200,6 +200,14 @@ final class RoleConnectionCounts: Sendable {
         var counts: [String: Int] = [:]
         var waiting: [String: [(ticket: UInt64, waiter: Waiter)]] = [:]
         var nextTicket: UInt64 = 0
+
+        /// Takes a waiter out of `role`'s queue, dropping the queue once it is empty.
+        @discardableResult
+        mutating func removeWaiter(of role: String, at index: Int) -> Waiter {
+            let removed = waiting[role]!.remove(at: index).waiter
+            if waiting[role]!.isEmpty { waiting[role] = nil }
+            return removed
+        }
     }
 
     let limit: Int
@@ -227,9 +235,7 @@ final class RoleConnectionCounts: Sendable {
         let granted: Waiter? = state.withLockedValue { state in
             let open = state.counts[role, default: 1] - 1
             if let first = state.waiting[role]?.first, open < min(limit, first.waiter.cap) {
-                state.waiting[role]!.removeFirst()
-                if state.waiting[role]!.isEmpty { state.waiting[role] = nil }
-                return first.waiter
+                return state.removeWaiter(of: role, at: 0)
             }
             state.counts[role] = open
             return nil
@@ -242,9 +248,7 @@ final class RoleConnectionCounts: Sendable {
         state.withLockedValue { state in
             guard let first = state.waiting[role]?.first else { return .keep }
             guard first.waiter.eventLoop === eventLoop, first.waiter.key == key else { return .close }
-            state.waiting[role]!.removeFirst()
-            if state.waiting[role]!.isEmpty { state.waiting[role] = nil }
-            return .give(first.waiter)
+            return .give(state.removeWaiter(of: role, at: 0))
         }
     }
 
@@ -252,8 +256,7 @@ final class RoleConnectionCounts: Sendable {
     func withdraw(role: String, ticket: UInt64) -> Bool {
         state.withLockedValue { state in
             guard let index = state.waiting[role]?.firstIndex(where: { $0.ticket == ticket }) else { return false }
-            state.waiting[role]!.remove(at: index)
-            if state.waiting[role]!.isEmpty { state.waiting[role] = nil }
+            state.removeWaiter(of: role, at: index)
             return true
         }
     }
