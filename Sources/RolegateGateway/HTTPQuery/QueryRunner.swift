@@ -47,7 +47,7 @@ extension GatewayServer {
                 StartupParameter("TimeZone", "UTC"), StartupParameter("extra_float_digits", "3"),
             ])
         let password = shared.rolePassword(token.role)
-        let roleLimit = shared.configuration.policy.role(named: token.role)?.connectionLimit ?? -1
+        let cap = shared.serverConnectionCap(role: token.role)
         let exchange = QueryExchange(
             statements: statements, maxRows: maxRows, maxBytes: maxBytes, timeoutMilliseconds: milliseconds,
             usualTimeoutMilliseconds: usualMilliseconds)
@@ -59,7 +59,7 @@ extension GatewayServer {
         let start: @Sendable () -> Void = {
             let pool = shared.pool(for: loop)
             pool.acquire(
-                key: key, password: password, cap: roleLimit > 0 ? roleLimit : Int.max, waitLimit: .seconds(10)
+                key: key, password: password, cap: cap, waitLimit: .seconds(10)
             )
             .assumeIsolated().whenComplete { result in
                 switch result {

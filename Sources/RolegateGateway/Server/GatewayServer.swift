@@ -48,6 +48,13 @@ final class GatewayShared: Sendable {
         return derived
     }
 
+    /// The most server connections `role` may have: its `CONNECTION LIMIT` when it sets one
+    /// (the pools' `pool_size` caps them too, see ``RoleConnectionCounts``).
+    func serverConnectionCap(role: String) -> Int {
+        let limit = configuration.policy.role(named: role)?.connectionLimit ?? -1
+        return limit > 0 ? limit : Int.max
+    }
+
     func decoySalt(for service: String) -> [UInt8] {
         Array(SCRAMSHA256.hmac(key: decoySecret, message: Array(service.utf8)).prefix(16))
     }

@@ -354,8 +354,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         let role = request.record.role
         let password = shared.rolePassword(role)
         // A role's CONNECTION LIMIT caps its server connections too: clients beyond it wait.
-        let roleLimit = shared.configuration.policy.role(named: role)?.connectionLimit ?? -1
-        let cap = roleLimit > 0 ? roleLimit : Int.max
+        let cap = shared.serverConnectionCap(role: role)
         shared.pool(for: context.eventLoop).acquire(key: request.key, password: password, cap: cap)
             .assumeIsolated().whenComplete { [self] result in
                 guard let context = self.context, let key = self.cancelKey, self.machine?.isClosed == false else {
