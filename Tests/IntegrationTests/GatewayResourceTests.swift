@@ -90,9 +90,17 @@ import Testing
     @Test func sigtermLetsSessionsFinishThenEndsTheRest() async throws {
         let gw = try await GatewayFixture(serveArguments: ["--shutdown-grace", "2s"])
         defer { Task { await gw.stop() } }
-        async let short = gw.psql("reports", "SELECT pg_sleep(0.8), 'finished'")
+        async let short = gw.psql("reports", "SELECT pg_sleep(1.5), 'finished'")
         async let long = gw.psql("reports", "SELECT pg_sleep(30)")
-        try await Task.sleep(for: .milliseconds(400))
+        // Both are running before the signal (a loaded machine can take a while to start psql).
+        let running =
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'events_reader' AND state = 'active' "
+            + "AND query LIKE 'SELECT pg_sleep(%'"
+        var tries = 0
+        while try gw.fixture.sql(running) != "2", tries < 100 {
+            tries += 1
+            try await Task.sleep(for: .milliseconds(50))
+        }
         kill(gw.server.pid, SIGTERM)
         try await Task.sleep(for: .milliseconds(100))
         // New clients are no longer accepted.
