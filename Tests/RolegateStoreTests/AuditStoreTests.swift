@@ -173,4 +173,38 @@ import Testing
         await writer.close()
         await reader.close()
     }
+
+    /// A row that breaks a constraint in the middle of a multi-row INSERT (here: a sequence
+    /// number already taken) ends the whole append: none of the batch is kept, the head stays,
+    /// and once the conflict is gone the same batch goes in.
+    @Test func aRowFailingMidBatchKeepsNoneOfTheBatch() async throws {
+        let location = try Backend.sqlite.freshLocation()
+        let reader = try await location.open()
+        let writer = try await location.open(forAudit: true)
+        _ = try await writer.appendAudit(events(5, from: 0), instance: "gw")
+        // The next batch is #6 to #17: a 10-row INSERT, then two 1-row ones. #9 is taken.
+        try Backend.sqlite.tamper(
+            location,
+            """
+            INSERT INTO rolegate_audit (instance, sequence, at, kind, action, detail, previous_hash, hash)
+            VALUES ('gw', 9, 0, 'statement', 'ok', '{}', '', '')
+            """)
+        await #expect(throws: StoreError.self) {
+            try await writer.appendAudit(self.events(12, from: 5), instance: "gw")
+        }
+        var query = AuditQuery()
+        query.order = .chain
+        #expect(try await reader.auditEvents(query).map(\.sequence) == [1, 2, 3, 4, 5, 9])
+        #expect(try await reader.auditHeads().first?.sequence == 5)
+        try Backend.sqlite.tamper(location, "DELETE FROM rolegate_audit WHERE sequence = 9")
+        let next = try await writer.appendAudit(events(12, from: 5), instance: "gw")
+        #expect(next.map(\.sequence) == Array(6...17))
+        let head = try #require(try await reader.auditHeads().first)
+        #expect(
+            AuditChain.verify(
+                instance: "gw", events: try await reader.auditEvents(query), head: (head.sequence, head.hash))
+                == nil)
+        await writer.close()
+        await reader.close()
+    }
 }

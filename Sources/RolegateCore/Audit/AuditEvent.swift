@@ -1,3 +1,4 @@
+import Crypto
 public import Foundation
 
 /// One audit record: an authentication, a session start or end, a statement, a token
@@ -82,82 +83,167 @@ public enum AuditChain {
     /// milliseconds since 1970, and `detail` as its count, then each key and value
     /// (sorted by key) as their own fields.
     public static func canonicalEncoding(_ e: AuditEvent) -> [UInt8] {
-        var out = CanonicalWriter(capacity: 320 + (e.sql?.utf8.count ?? 0))
-        out.raw("rolegate-audit-v1;")
-        out.field("instance", e.instance)
-        out.field("sequence", e.sequence)
-        out.field("at", e.at.millisecondsSince1970)
-        out.field("kind", e.kind.rawValue)
-        out.field("action", e.action)
-        out.field("service", e.service)
-        out.field("token_id", e.tokenID)
-        out.field("role", e.role)
-        out.field("database", e.database)
-        out.field("session_id", e.sessionID)
-        out.field("client", e.client)
-        out.field("sql", e.sql)
-        out.field("sql_state", e.sqlState)
-        out.field("rows", e.rows)
-        out.field("duration_us", e.durationMicros)
-        out.field("detail", Int64(e.detail.count))
-        for (key, value) in e.detail.sorted(by: { $0.key < $1.key }) {
-            out.field("detail.key", key)
-            out.field("detail.value", value)
-        }
-        out.field("previous_hash", e.previousHash)
-        return out.bytes
+        withCanonicalEncoding(e) { Array($0) }
     }
 
-    /// Writes the canonical encoding's fields into one buffer (the audit writer encodes every
-    /// event: no intermediate strings for the text fields, no nested closures).
-    private struct CanonicalWriter {
-        var bytes: [UInt8]
+    /// Calls `body` with the canonical encoding of `e`, written into one temporary buffer:
+    /// the audit writer hashes every event, so no array, string or sorted copy is made per field.
+    static func withCanonicalEncoding<R>(_ e: AuditEvent, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        let texts = [e.instance, e.action, e.service, e.tokenID, e.role, e.database, e.sessionID, e.client, e.sql]
+        var capacity = CanonicalWriter.fixedBound + e.kind.rawValue.utf8.count + e.previousHash.utf8.count
+        for text in texts { capacity += text?.utf8.count ?? 0 }
+        capacity += e.sqlState?.utf8.count ?? 0
+        for (key, value) in e.detail { capacity += CanonicalWriter.detailBound + key.utf8.count + value.utf8.count }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
+            var out = CanonicalWriter(base: buffer.baseAddress!, capacity: capacity)
+            out.raw("rolegate-audit-v1;")
+            out.field("instance", e.instance)
+            out.field("sequence", e.sequence)
+            out.field("at", e.at.millisecondsSince1970)
+            out.field("kind", e.kind.rawValue)
+            out.field("action", e.action)
+            out.field("service", e.service)
+            out.field("token_id", e.tokenID)
+            out.field("role", e.role)
+            out.field("database", e.database)
+            out.field("session_id", e.sessionID)
+            out.field("client", e.client)
+            out.field("sql", e.sql)
+            out.field("sql_state", e.sqlState)
+            out.field("rows", e.rows)
+            out.field("duration_us", e.durationMicros)
+            out.field("detail", Int64(e.detail.count))
+            forEachSorted(e.detail) { key, value in
+                out.field("detail.key", key)
+                out.field("detail.value", value)
+            }
+            out.field("previous_hash", e.previousHash)
+            return body(UnsafeRawBufferPointer(start: buffer.baseAddress, count: out.count))
+        }
+    }
 
-        init(capacity: Int) {
-            bytes = []
-            bytes.reserveCapacity(capacity)
+    /// `detail`'s pairs in key order; up to two without sorting a copy (a statement's usual detail).
+    private static func forEachSorted(_ detail: [String: String], _ body: (String, String) -> Void) {
+        switch detail.count {
+        case 0:
+            return
+        case 1:
+            let (key, value) = detail.first!
+            body(key, value)
+        case 2:
+            var pairs = detail.makeIterator()
+            let a = pairs.next()!
+            let b = pairs.next()!
+            let (first, second) = a.key < b.key ? (a, b) : (b, a)
+            body(first.key, first.value)
+            body(second.key, second.value)
+        default:
+            for (key, value) in detail.sorted(by: { $0.key < $1.key }) { body(key, value) }
+        }
+    }
+
+    /// Writes fields into a buffer sized by the caller (``fixedBound`` plus the text fields'
+    /// byte counts, ``detailBound`` more per detail pair).
+    private struct CanonicalWriter {
+        /// The prefix, every field name, and per field `=`, `:`, `;` and two 20-digit numbers
+        /// (a length and an Int64 value), with room to spare.
+        static let fixedBound = 1024
+        /// One detail pair's names and separators and two lengths.
+        static let detailBound = 96
+
+        let base: UnsafeMutablePointer<UInt8>
+        let capacity: Int
+        var count = 0
+
+        init(base: UnsafeMutablePointer<UInt8>, capacity: Int) {
+            self.base = base
+            self.capacity = capacity
         }
 
         mutating func raw(_ text: StaticString) {
-            text.withUTF8Buffer { bytes.append(contentsOf: $0) }
+            bytes(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        }
+
+        private mutating func bytes(_ source: UnsafeRawBufferPointer) {
+            precondition(count + source.count <= capacity, "canonical encoding exceeds its bound")
+            guard let start = source.baseAddress, !source.isEmpty else { return }
+            (base + count).update(from: start.assumingMemoryBound(to: UInt8.self), count: source.count)
+            count += source.count
+        }
+
+        private mutating func byte(_ value: UInt8) {
+            precondition(count < capacity, "canonical encoding exceeds its bound")
+            base[count] = value
+            count += 1
         }
 
         /// `name=<byte count>:<value>;`, or `name=-;` when absent.
         mutating func field(_ name: StaticString, _ value: String?) {
             raw(name)
-            guard var value else { return absent() }
-            value.withUTF8 { present(UnsafeRawBufferPointer($0)) }
+            guard var value else { return raw("=-;") }
+            value.withUTF8 { utf8 in
+                byte(UInt8(ascii: "="))
+                decimal(Int64(utf8.count))
+                byte(UInt8(ascii: ":"))
+                bytes(UnsafeRawBufferPointer(utf8))
+                byte(UInt8(ascii: ";"))
+            }
         }
 
-        /// A number as the field of its decimal text (`String` of an integer is a small string:
-        /// no allocation).
+        /// A number as the field of its decimal text.
         mutating func field(_ name: StaticString, _ value: Int64?) {
-            field(name, value.map { String($0) })
+            raw(name)
+            guard let value else { return raw("=-;") }
+            byte(UInt8(ascii: "="))
+            decimal(Int64(Self.digits(value)))
+            byte(UInt8(ascii: ":"))
+            decimal(value)
+            byte(UInt8(ascii: ";"))
         }
 
-        private mutating func absent() {
-            bytes.append(contentsOf: [UInt8(ascii: "="), UInt8(ascii: "-"), UInt8(ascii: ";")])
+        /// The length of `value`'s decimal text, sign included.
+        private static func digits(_ value: Int64) -> Int {
+            var magnitude = value.magnitude
+            var count = value < 0 ? 2 : 1
+            while magnitude >= 10 {
+                magnitude /= 10
+                count += 1
+            }
+            return count
         }
 
-        /// `=<byte count>:<bytes>;`
-        private mutating func present(_ value: UnsafeRawBufferPointer) {
-            bytes.append(UInt8(ascii: "="))
-            bytes.append(contentsOf: String(value.count).utf8)
-            bytes.append(UInt8(ascii: ":"))
-            bytes.append(contentsOf: value)
-            bytes.append(UInt8(ascii: ";"))
+        /// `value` in decimal, as `String(value)` writes it.
+        private mutating func decimal(_ value: Int64) {
+            let length = Self.digits(value)
+            precondition(count + length <= capacity, "canonical encoding exceeds its bound")
+            var magnitude = value.magnitude
+            var at = count + length
+            repeat {
+                at -= 1
+                base[at] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            if value < 0 { base[count] = UInt8(ascii: "-") }
+            count += length
         }
     }
 
     public static func hash(_ event: AuditEvent) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var hex: [UInt8] = []
-        hex.reserveCapacity(64)
-        for byte in SCRAMSHA256.sha256(canonicalEncoding(event)) {
-            hex.append(digits[Int(byte >> 4)])
-            hex.append(digits[Int(byte & 0x0F)])
+        var hasher = SHA256()
+        withCanonicalEncoding(event) { hasher.update(bufferPointer: $0) }
+        let digest = hasher.finalize()
+        return digest.withUnsafeBytes { bytes in
+            String(unsafeUninitializedCapacity: 2 * bytes.count) { hex in
+                let digits: StaticString = "0123456789abcdef"
+                var at = 0
+                for byte in bytes {
+                    hex[at] = digits.utf8Start[Int(byte >> 4)]
+                    hex[at + 1] = digits.utf8Start[Int(byte & 0x0F)]
+                    at += 2
+                }
+                return at
+            }
         }
-        return String(decoding: hex, as: UTF8.self)
     }
 
     /// Links `events` after a chain whose last event is `head` (nil: a new chain): sets
