@@ -67,7 +67,7 @@ import Testing
         let done = tracker.server(type: t("Z"), body: idle, now: 400)
         #expect(done.count == 1)
         #expect(done[0].sql == "INSERT INTO t VALUES (1); SELECT * FROM t")
-        #expect(done[0].commands == ["INSERT 0 1", "SELECT 4"])
+        #expect(done[0].command == "INSERT 0 1; SELECT 4")
         #expect(done[0].rows == 5)
         #expect(done[0].sqlState == nil)
         #expect(done[0].finishedAt - done[0].startedAt == 300)

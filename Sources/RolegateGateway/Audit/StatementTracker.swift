@@ -18,18 +18,25 @@ struct StatementTracker {
         var parameters: [String]?
         var startedAt: UInt64
         var finishedAt: UInt64
-        /// CommandComplete tags, e.g. `SELECT 3`, `INSERT 0 1`.
-        var commands: [String] = []
+        /// CommandComplete tags, e.g. `SELECT 3`, `INSERT 0 1`; several joined by `; `.
+        var command: String?
         var rows: Int64?
         var sqlState: String?
         /// False when the server skipped it after an earlier error in the same pipeline.
         var executed = true
+
+        mutating func addCommand(_ tag: String) {
+            if let command { self.command = command + "; " + tag } else { command = tag }
+        }
     }
 
-    private enum Pending {
-        case simple(Statement)
-        case execute(Statement)
-        case sync(lastParsed: String?)
+    /// What the client sent that the server has yet to finish. One struct (not an enum with
+    /// payloads), so that an answer updates its statement in place.
+    private struct Pending {
+        enum Kind { case simple, execute, sync }
+        var kind: Kind
+        /// For a `sync`: only `sql`, the last statement parsed before it.
+        var statement: Statement
     }
 
     private struct Portal {
@@ -66,7 +73,7 @@ struct StatementTracker {
             count += 1
             let sql = Self.text(body.readNullTerminatedString())
             lastSQL = sql
-            enqueue(.simple(Statement(sql: sql, startedAt: now, finishedAt: now)))
+            enqueue(.simple, Statement(sql: sql, startedAt: now, finishedAt: now))
         case UInt8(ascii: "P"):
             guard let name = body.readNullTerminatedString(), let sql = body.readNullTerminatedString() else { return }
             let text = Self.text(sql)
@@ -85,12 +92,12 @@ struct StatementTracker {
             count += 1
             lastSQL = portal?.sql
             enqueue(
-                .execute(
-                    Statement(
-                        sql: portal?.sql, preparedName: portal?.preparedName, parameters: portal?.parameters,
-                        startedAt: now, finishedAt: now)))
+                .execute,
+                Statement(
+                    sql: portal?.sql, preparedName: portal?.preparedName, parameters: portal?.parameters,
+                    startedAt: now, finishedAt: now))
         case UInt8(ascii: "S"):
-            enqueue(.sync(lastParsed: lastParsed))
+            enqueue(.sync, Statement(sql: lastParsed, startedAt: now, finishedAt: now))
             lastParsed = nil
         case UInt8(ascii: "C"):
             guard let kind = body.readInteger(as: UInt8.self), let name = body.readNullTerminatedString() else {
@@ -106,81 +113,83 @@ struct StatementTracker {
 
     /// Returns the statements this message finished.
     mutating func server(type: UInt8, body: ByteBuffer, now: UInt64) -> [Statement] {
-        guard pendingStart < pending.count else { return [] }
+        var finished: [Statement] = []
+        server(type: type, body: body, now: now) { finished.append($0) }
+        return finished
+    }
+
+    /// Calls `finished` for each statement this message finished, in order (no array per
+    /// message: this runs for every message the server sends while statements are audited).
+    mutating func server(type: UInt8, body: ByteBuffer, now: UInt64, finished: (Statement) -> Void) {
+        guard pendingStart < pending.count else { return }
         var body = body
+        let kind = pending[pendingStart].kind
         switch type {
         case UInt8(ascii: "C"):
+            guard kind != .sync else { return }
             let tag = body.readNullTerminatedString() ?? ""
-            switch pending[pendingStart] {
-            case .simple(var statement):
-                statement.commands.append(tag)
-                if let rows = Self.rows(tag) { statement.rows = (statement.rows ?? 0) + rows }
-                pending[pendingStart] = .simple(statement)
-                return []
-            case .execute(var statement):
-                statement.commands.append(tag)
-                statement.rows = Self.rows(tag)
-                statement.finishedAt = now
-                dequeue()
-                return [statement]
-            case .sync:
-                return []
+            let rows = Self.rows(tag)
+            pending[pendingStart].statement.addCommand(tag)
+            if kind == .simple {
+                if let rows {
+                    pending[pendingStart].statement.rows = (pending[pendingStart].statement.rows ?? 0) + rows
+                }
+            } else {
+                pending[pendingStart].statement.rows = rows
+                finished(finish(now))
             }
         case UInt8(ascii: "I"), UInt8(ascii: "s"):
             // EmptyQueryResponse, PortalSuspended: an execution ends without a tag.
-            guard case .execute(var statement) = pending[pendingStart] else { return [] }
-            statement.finishedAt = now
-            if type == UInt8(ascii: "s") { statement.commands.append("(suspended)") }
-            dequeue()
-            return [statement]
+            guard kind == .execute else { return }
+            if type == UInt8(ascii: "s") { pending[pendingStart].statement.addCommand("(suspended)") }
+            finished(finish(now))
         case UInt8(ascii: "E"):
             let code = Self.sqlState(&body)
-            switch pending[pendingStart] {
-            case .simple(var statement):
-                statement.sqlState = code
-                pending[pendingStart] = .simple(statement)
-                return []
-            case .execute(var statement):
-                statement.sqlState = code
-                statement.finishedAt = now
-                dequeue()
+            switch kind {
+            case .simple:
+                pending[pendingStart].statement.sqlState = code
+            case .execute:
+                pending[pendingStart].statement.sqlState = code
+                finished(finish(now))
                 // The server now skips everything up to the next Sync.
-                var finished = [statement]
-                while pendingStart < pending.count, case .execute(var skipped) = pending[pendingStart] {
-                    skipped.executed = false
-                    skipped.finishedAt = now
-                    finished.append(skipped)
-                    dequeue()
+                while pendingStart < pending.count, pending[pendingStart].kind == .execute {
+                    pending[pendingStart].statement.executed = false
+                    finished(finish(now))
                 }
-                return finished
-            case .sync(let lastParsed):
+            case .sync:
                 // An error outside any execution (a Parse or Bind that failed on its own).
-                return [Statement(sql: lastParsed, startedAt: now, finishedAt: now, sqlState: code)]
+                finished(
+                    Statement(sql: pending[pendingStart].statement.sql, startedAt: now, finishedAt: now, sqlState: code)
+                )
             }
         case UInt8(ascii: "Z"):
-            switch pending[pendingStart] {
-            case .simple(var statement):
-                statement.finishedAt = now
-                dequeue()
-                return [statement]
-            case .sync:
-                dequeue()
-                return []
-            case .execute:
-                return []
+            switch kind {
+            case .simple: finished(finish(now))
+            case .sync: dequeue()
+            case .execute: break
             }
         default:
-            return []
+            break
         }
+    }
+
+    /// Takes the oldest pending statement out, finished at `now`.
+    private mutating func finish(_ now: UInt64) -> Statement {
+        pending[pendingStart].statement.finishedAt = now
+        let statement = pending[pendingStart].statement
+        dequeue()
+        return statement
     }
 
     // MARK: - Helpers
 
-    private mutating func enqueue(_ entry: Pending) {
-        pending.append(entry)
+    private mutating func enqueue(_ kind: Pending.Kind, _ statement: Statement) {
+        pending.append(Pending(kind: kind, statement: statement))
     }
 
     private mutating func dequeue() {
+        // The slot keeps no strings alive until the queue is compacted.
+        pending[pendingStart].statement = Statement(startedAt: 0, finishedAt: 0)
         pendingStart += 1
         if pendingStart > 64, pendingStart * 2 > pending.count {
             pending.removeFirst(pendingStart)
@@ -195,17 +204,27 @@ struct StatementTracker {
     }
 
     /// Rows returned or affected, from a CommandComplete tag (`SELECT 3`, `INSERT 0 1`): the
-    /// last word of a tag whose first word counts rows (slices of the tag, no word array).
+    /// last word of a tag whose first word counts rows. Read from the tag's bytes: this runs
+    /// for every statement.
     static func rows(_ tag: String) -> Int64? {
-        guard let firstSpace = tag.firstIndex(of: " "), let lastSpace = tag.lastIndex(of: " "),
-            countingVerbs.contains(tag[..<firstSpace])
-        else { return nil }
-        return Int64(tag[tag.index(after: lastSpace)...])
+        var tag = tag
+        return tag.withUTF8 { bytes -> Int64? in
+            guard let firstSpace = bytes.firstIndex(of: UInt8(ascii: " ")),
+                let lastSpace = bytes.lastIndex(of: UInt8(ascii: " ")),
+                countsRows(UnsafeBufferPointer(rebasing: bytes[..<firstSpace]))
+            else { return nil }
+            // A count's text is a small string: no allocation.
+            return Int64(String(decoding: UnsafeBufferPointer(rebasing: bytes[(lastSpace + 1)...]), as: UTF8.self))
+        }
     }
 
-    private static let countingVerbs: Set<Substring> = [
+    private static func countsRows(_ verb: UnsafeBufferPointer<UInt8>) -> Bool {
+        countingVerbs.contains { $0.count == verb.count && $0.elementsEqual(verb) }
+    }
+
+    private static let countingVerbs: [[UInt8]] = [
         "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "FETCH", "MOVE",
-    ]
+    ].map { Array($0.utf8) }
 
     static func sqlState(_ body: inout ByteBuffer) -> String? {
         while let field = body.readInteger(as: UInt8.self), field != 0 {

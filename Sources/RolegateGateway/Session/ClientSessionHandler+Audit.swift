@@ -145,16 +145,13 @@ extension ClientSessionHandler {
     /// (``SessionAudit/who``), never the session machine.
     func upstreamStatementMessage(type: UInt8, body: ByteBuffer) {
         guard audit.tracker != nil, let writer = auditWriter, let who = audit.who else { return }
-        let finished = audit.tracker!.server(type: type, body: body, now: NIODeadline.now().uptimeNanoseconds)
-        for statement in finished {
-            audit.statements?.add()
-            if statement.sqlState != nil { audit.statementErrors?.add() }
+        // Read before the tracker is mutated: the closure runs inside that access to `audit`.
+        let (statements, errors, sessionID) = (audit.statements, audit.statementErrors, audit.id)
+        audit.tracker!.server(type: type, body: body, now: NIODeadline.now().uptimeNanoseconds) { statement in
+            statements?.add()
+            if statement.sqlState != nil { errors?.add() }
             var detail = [String: String](minimumCapacity: 2)
-            switch statement.commands.count {
-            case 0: break
-            case 1: detail["command"] = statement.commands[0]
-            default: detail["command"] = statement.commands.joined(separator: "; ")
-            }
+            if let command = statement.command { detail["command"] = command }
             if let name = statement.preparedName, !name.isEmpty { detail["prepared"] = name }
             if let parameters = statement.parameters {
                 detail["parameters"] =
@@ -167,7 +164,7 @@ extension ClientSessionHandler {
                     kind: .statement,
                     action: !statement.executed ? "skipped" : statement.sqlState == nil ? "ok" : "error",
                     service: who.service, tokenID: who.tokenID, role: who.role,
-                    database: who.database, sessionID: audit.id, sql: statement.sql,
+                    database: who.database, sessionID: sessionID, sql: statement.sql,
                     sqlState: statement.sqlState, rows: statement.rows,
                     durationMicros: Int64((statement.finishedAt &- statement.startedAt) / 1000), detail: detail))
         }
