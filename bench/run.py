@@ -336,8 +336,9 @@ server_tls_sslmode = disable
             f"{count} idle client connections: gateway RSS {before} KiB → {after} KiB, {per / 1024:.1f} KiB each.")
         print(f"  {count} idle client connections: {before} KiB → {after} KiB, {per / 1024:.1f} KiB each", flush=True)
 
-    def http(self, seconds):
-        """/v1/query for a primary-key lookup (wrk, 16 connections) vs the same lookup on the wire."""
+    def http(self, seconds, rounds):
+        """/v1/query for a primary-key lookup (wrk, 16 connections) vs the same lookup on the wire
+        (pgbench, 16 clients), the two back to back in each round."""
         if not shutil.which("wrk"):
             self.notes.append("wrk is not installed (apt-get install wrk): the HTTP case was skipped")
             return
@@ -347,22 +348,32 @@ server_tls_sslmode = disable
                     'wrk.body = \'{"sql": "SELECT abalance FROM pgbench_accounts WHERE aid = $1", "params": [42]}\'\n'
                     f'wrk.headers["Authorization"] = "Bearer {self.token}"\n'
                     'wrk.headers["Content-Type"] = "application/json"\n')
-        r = sh(["wrk", "-t", "2", "-c", "16", "-d", f"{seconds}s", "--latency", "-s", script,
-                f"http://127.0.0.1:{self.http_port}/v1/query"])
-        rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", r.stdout).group(1))
-        def ms(label):
-            m = re.search(rf"\s{label}%\s+([0-9.]+)(us|ms|s)", r.stdout)
+        lookup = f"{self.dir}/lookup.sql"
+        with open(lookup, "w") as f:
+            f.write("SELECT abalance FROM pgbench_accounts WHERE aid = 42;\n")
+        user, password, port = self.targets()["rolegate"]
+        wire_args = ["-f", lookup, "-c", "16", "-j", "2", "-M", "extended"]
+
+        def ms(output, label):
+            m = re.search(rf"\s{label}%\s+([0-9.]+)(us|ms|s)", output)
             if not m:
                 return 0
             value, unit = float(m.group(1)), m.group(2)
             return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-        self.results.append(("/v1/query PK lookup, 16", "rolegate-http", rps, ms("50"), ms("99")))
-        print(f"  /v1/query PK lookup         rolegate-http      {rps:>10.0f} rps", flush=True)
-        lookup = f"{self.dir}/lookup.sql"
-        with open(lookup, "w") as f:
-            f.write("SELECT abalance FROM pgbench_accounts WHERE aid = 42;\n")
-        self.compare("wire PK lookup, 16", ["-f", lookup, "-c", "16", "-j", "2", "-M", "extended"], seconds, 1,
-                     {"rolegate": self.targets()["rolegate"]})
+
+        http, wire = [], []
+        for _ in range(rounds):
+            r = sh(["wrk", "-t", "2", "-c", "16", "-d", f"{seconds}s", "--latency", "-s", script,
+                    f"http://127.0.0.1:{self.http_port}/v1/query"])
+            rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", r.stdout).group(1))
+            http.append((rps, ms(r.stdout, "50"), ms(r.stdout, "99")))
+            wire.append(self.pgbench("rolegate", user, password, port, wire_args, seconds))
+        for case, target, values in [("/v1/query PK lookup, 16", "rolegate-http", http),
+                                     ("wire PK lookup, 16", "rolegate", wire)]:
+            tps, p50, p99 = (statistics.median(v[i] for v in values) for i in range(3))
+            self.results.append((case, target, tps, p50, p99))
+            self.rounds[(case, target)] = [v[0] for v in values]
+            print(f"  {case:<28} {target:<18} {tps:>10.0f} tps   p50 {p50:6.3f} ms   p99 {p99:6.3f} ms", flush=True)
 
     # ---- report ------------------------------------------------------------------------
     @staticmethod
@@ -408,10 +419,11 @@ server_tls_sslmode = disable
             lines.append(f"| {case}: audit on / off | {self.ratio(case, 'rolegate', 'rolegate-noaudit')} | |")
             lines.append(f"| {case}: Rolegate without statement audit | {self.ratio(case, 'rolegate-noaudit', 'pgbouncer')} | |")
         if any(r[1] == "rolegate-http" for r in self.results):
-            http = next(r[2] for r in self.results if r[1] == "rolegate-http")
-            wire = next((r[2] for r in self.results if r[0] == "wire PK lookup, 16"), None)
-            if wire:
-                lines.append(f"| /v1/query / wire, PK lookup, 16 | {http / wire:.2f}× | |")
+            per_round = [h / w for h, w in zip(self.rounds[("/v1/query PK lookup, 16", "rolegate-http")],
+                                               self.rounds[("wire PK lookup, 16", "rolegate")]) if w]
+            if per_round:
+                spread = f" ({min(per_round):.2f}–{max(per_round):.2f})" if len(per_round) > 1 else ""
+                lines.append(f"| /v1/query / wire, PK lookup, 16 | {statistics.median(per_round):.2f}×{spread} | |")
         if self.others:
             lines += ["", "## Other measurements", ""] + [f"- {o}" for o in self.others]
         if self.notes:
@@ -470,7 +482,7 @@ def main():
                 bench.compare(f"audit -S -M {mode}, 16", ["-S", "-M", mode, "-c", "16", "-j", "2"], seconds, rounds,
                               noaudit)
         if "http" in only:
-            bench.http(seconds)
+            bench.http(seconds, rounds)
         if "revoke" in only:
             bench.revocations(5 if args.quick else 100)
         if "idle" in only:

@@ -89,10 +89,10 @@ public enum AuditChain {
     /// Calls `body` with the canonical encoding of `e`, written into one temporary buffer:
     /// the audit writer hashes every event, so no array, string or sorted copy is made per field.
     static func withCanonicalEncoding<R>(_ e: AuditEvent, _ body: (UnsafeRawBufferPointer) -> R) -> R {
-        let texts = [e.instance, e.action, e.service, e.tokenID, e.role, e.database, e.sessionID, e.client, e.sql]
-        var capacity = CanonicalWriter.fixedBound + e.kind.rawValue.utf8.count + e.previousHash.utf8.count
-        for text in texts { capacity += text?.utf8.count ?? 0 }
-        capacity += e.sqlState?.utf8.count ?? 0
+        func size(_ text: String?) -> Int { text?.utf8.count ?? 0 }
+        var capacity = CanonicalWriter.fixedBound + size(e.instance) + size(e.kind.rawValue) + size(e.action)
+        capacity += size(e.service) + size(e.tokenID) + size(e.role) + size(e.database) + size(e.sessionID)
+        capacity += size(e.client) + size(e.sql) + size(e.sqlState) + size(e.previousHash)
         for (key, value) in e.detail { capacity += CanonicalWriter.detailBound + key.utf8.count + value.utf8.count }
         return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
             var out = CanonicalWriter(base: buffer.baseAddress!, capacity: capacity)
