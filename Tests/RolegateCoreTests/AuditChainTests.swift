@@ -188,4 +188,29 @@ import Testing
         }
         #expect(Date(milliseconds: 1_800_000_000_123).rfc3339Milliseconds == "2027-01-15T08:00:00.123Z")
     }
+
+    /// A time made from a count of milliseconds gives that count back (a time read from a store
+    /// and written back must not drift): truncating the floating-point value straight away lost a
+    /// millisecond for ~0.6% of the instants from 2037 on (and in 2004–2006).
+    @Test func millisecondCountsComeBackUnchanged() {
+        var generator = SystemRandomNumberGenerator()
+        // Instants that came back one millisecond short.
+        let fixed: [Int64] = [
+            0, 1, -1, -1001, 1_099_999_999_999, 2_157_950_874_443, 2_171_500_556_640, 2_183_988_966_437,
+        ]
+        // 1970 to 2200.
+        let random = (0..<200_000).map { _ in Int64.random(in: 0...7_258_118_400_000, using: &generator) }
+        var wrong: [Int64] = []
+        for milliseconds in fixed + random {
+            let date = Date(milliseconds: milliseconds)
+            if date.millisecondsSince1970 != milliseconds || date.wholeMilliseconds != date {
+                wrong.append(milliseconds)
+            }
+        }
+        let wrongCount = wrong.count
+        #expect(wrongCount == 0, "e.g. \(wrong.prefix(5))")
+        // Truncation still truncates.
+        #expect(Date(timeIntervalSince1970: 1_800_000_000.1239).millisecondsSince1970 == 1_800_000_000_123)
+        #expect(Date(timeIntervalSince1970: -0.0005).millisecondsSince1970 == -1)
+    }
 }

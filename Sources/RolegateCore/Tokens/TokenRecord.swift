@@ -61,10 +61,19 @@ public enum TokenState: String, Sendable, Codable, CaseIterable {
 extension Date {
     /// This instant truncated to whole milliseconds, the precision the stores keep.
     public var wholeMilliseconds: Date {
-        Date(timeIntervalSince1970: (timeIntervalSince1970 * 1000).rounded(.down) / 1000)
+        Date(milliseconds: millisecondsSince1970)
     }
 
-    public var millisecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+    /// Whole milliseconds since 1970, truncated.
+    ///
+    /// Rounded to the microsecond first: a `Date` made from a count of milliseconds holds the
+    /// nearest `Double`, which may lie just below it, and truncating that straight away gave
+    /// one millisecond less for ~0.6% of the instants from 2037 on (and in 2004–2006), so a time
+    /// read from a store and written back drifted.
+    public var millisecondsSince1970: Int64 {
+        let micros = Int64((timeIntervalSince1970 * 1_000_000).rounded())
+        return micros >= 0 ? micros / 1000 : -((-micros + 999) / 1000)
+    }
 
     public init(milliseconds: Int64) {
         self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
