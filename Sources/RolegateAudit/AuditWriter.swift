@@ -47,6 +47,9 @@ public final class AuditWriter: Sendable {
     public let failurePolicy: FailurePolicy
     private let problem: @Sendable (String) -> Void
     private let state = Mutex(State())
+    /// Events queued or being written (`queue.count + inFlight`), kept beside the lock so the
+    /// check every statement makes under `on_failure: block` (``accepting``) takes no lock.
+    private let backlog = Atomic<Int>(0)
 
     /// - Parameters:
     ///   - instance: this writer's chain; one per gateway instance (or CLI host).
@@ -73,6 +76,7 @@ public final class AuditWriter: Sendable {
                 return (false, nil, s.dropped == 1 || s.dropped % 1000 == 0 ? s.dropped : nil)
             }
             s.queue.append(event)
+            backlog.add(1, ordering: .relaxed)
             let wake = s.wake
             s.wake = nil
             return (true, wake, nil)
@@ -88,7 +92,7 @@ public final class AuditWriter: Sendable {
     }
 
     /// Whether new work can be audited right now (false only when the queue is full).
-    public var accepting: Bool { state.withLock { $0.queue.count + $0.inFlight < capacity } }
+    public var accepting: Bool { backlog.load(ordering: .relaxed) < capacity }
 
     public var droppedCount: Int { state.withLock { $0.dropped } }
     public var writtenCount: Int { state.withLock { $0.written } }
@@ -130,6 +134,7 @@ public final class AuditWriter: Sendable {
                 _ = try await store.appendAudit(batch, instance: instance)
                 let recovered = state.withLock { s -> Bool in
                     s.inFlight = 0
+                    backlog.subtract(batch.count, ordering: .relaxed)
                     s.written += batch.count
                     defer { s.failing = nil }
                     return s.failing != nil

@@ -1,4 +1,5 @@
 import Foundation
+import PostgresCluster
 import RolegateAudit
 import RolegateCore
 import RolegateStore
@@ -78,6 +79,27 @@ import Testing
         }
     }
 
+    /// Under `on_failure: block`, statements are let through again once the queue has drained:
+    /// `accepting` follows what was written, batch after batch.
+    @Test func aDrainedQueueAcceptsAgain() async throws {
+        try await withStore(.sqlite) { store, _ in
+            let writer = AuditWriter(store: store, instance: "gw", capacity: 50, failurePolicy: .block)
+            let task = Task { await writer.run() }
+            for round in 1...3 {
+                for i in 0..<50 { #expect(writer.record(statement(round * 100 + i))) }
+                #expect(!writer.accepting)
+                let deadline = ContinuousClock.now + .seconds(20)
+                while writer.writtenCount < round * 50, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                #expect(writer.writtenCount == round * 50)
+                #expect(writer.accepting && writer.queuedCount == 0, "round \(round)")
+            }
+            #expect(await writer.shutdown() == 0)
+            await task.value
+        }
+    }
+
     @Test func aFullQueueRefusesUnderBlockAndCountsDropsUnderContinue() async throws {
         let location = try Backend.sqlite.freshLocation()
         let store = try await location.open()
@@ -110,6 +132,46 @@ import Testing
                 rows: i % 4 == 0 ? nil : Int64(i), durationMicros: Int64(-i),
                 detail: i % 2 == 0 ? [:] : ["command": "SELECT \(i)", "quote\"key": "line\nbreak\u{7f}", "z": ""])
         }
+    }
+
+    /// A new store file has 16 KiB pages (cheaper audit appends); a file made with SQLite's
+    /// default 4 KiB pages keeps them and takes audit events as before.
+    @Test func newStoresUseLargePagesAndOldOnesKeepTheirs() async throws {
+        func pageSize(_ path: String) throws -> String {
+            try Subprocess.check(
+                "python3",
+                [
+                    "-c",
+                    "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA page_size').fetchone()[0])",
+                    path,
+                ]
+            ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let fresh = try Backend.sqlite.freshLocation()
+        let store = try await fresh.open()
+        await store.close()
+        guard case .sqlite(let freshPath) = fresh else { return }
+        #expect(try pageSize(freshPath) == "16384")
+
+        let old = try Backend.sqlite.freshLocation()
+        guard case .sqlite(let oldPath) = old else { return }
+        try FileManager.default.createDirectory(
+            atPath: (oldPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try Subprocess.check(
+            "python3",
+            [
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA page_size=4096'); c.execute('CREATE TABLE older (x)'); c.commit()",
+                oldPath,
+            ])
+        let reader = try await old.open()
+        let writer = try await old.open(forAudit: true)
+        let stored = try await writer.appendAudit(events(120, from: 0), instance: "gw")
+        let head = try #require(try await reader.auditHeads().first)
+        #expect(head.sequence == 120 && head.hash == stored.last!.hash)
+        await writer.close()
+        await reader.close()
+        #expect(try pageSize(oldPath) == "4096")
     }
 
     @Test func appendsWhatThePortablePathWouldAndTheChainVerifies() async throws {

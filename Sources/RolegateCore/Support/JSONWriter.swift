@@ -15,7 +15,17 @@ public struct JSONWriter {
 
     /// Text that is already JSON (PostgreSQL's `json`/`jsonb` output).
     public mutating func rawJSON(_ text: String) {
+        verbatim(text)
+    }
+
+    /// `text`'s UTF-8 bytes as they are, for a buffer that holds other text beside JSON.
+    public mutating func verbatim(_ text: String) {
         bytes.append(contentsOf: text.utf8)
+    }
+
+    /// Empties the buffer but keeps its storage, for a writer reused from one document to the next.
+    public mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
     }
 
     public mutating func string(_ text: String) {
@@ -75,11 +85,30 @@ public struct JSONWriter {
     /// `{"key":"value",…}` with the keys sorted (audit details, JSON log lines).
     public mutating func object(_ fields: [String: String]) {
         raw("{")
-        for (index, (key, value)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
-            if index > 0 { raw(",") }
+        var first = true
+        func pair(_ key: String, _ value: String) {
+            if !first { raw(",") }
+            first = false
             string(key)
             raw(":")
             string(value)
+        }
+        // Up to two pairs (an audit event's usual detail) are ordered without sorting a copy.
+        switch fields.count {
+        case 0:
+            break
+        case 1:
+            let (key, value) = fields.first!
+            pair(key, value)
+        case 2:
+            var pairs = fields.makeIterator()
+            let a = pairs.next()!
+            let b = pairs.next()!
+            let (low, high) = a.key < b.key ? (a, b) : (b, a)
+            pair(low.key, low.value)
+            pair(high.key, high.value)
+        default:
+            for (key, value) in fields.sorted(by: { $0.key < $1.key }) { pair(key, value) }
         }
         raw("}")
     }

@@ -21,6 +21,8 @@ final class SQLiteAuditAppender: @unchecked Sendable {
     /// Prepared statements by their SQL text, and the audit INSERTs by their row count.
     private var statements: [String: OpaquePointer] = [:]
     private var inserts: [Int: OpaquePointer] = [:]
+    /// The texts of the INSERT being bound (reused from one INSERT to the next).
+    private var staged = StagedTexts(capacity: 64 * 1024)
 
     /// Rows per INSERT: a batch is written in as few statements of these sizes as fit.
     static let chunkSizes = [100, 10, 1]
@@ -52,14 +54,31 @@ final class SQLiteAuditAppender: @unchecked Sendable {
         do {
             let head = try chainHead(instance: instance, db)
             let linked = AuditChain.link(events, instance: instance, after: head)
+            // Staged in a local (the buffers are swapped, not copied): a stored property's every
+            // access is checked for exclusivity at run time.
+            var staged = StagedTexts(capacity: 0)
+            swap(&staged, &self.staged)
+            defer { swap(&staged, &self.staged) }
             var start = 0
             while start < linked.count {
                 let rows = Self.chunkSizes.first { $0 <= linked.count - start }!
                 let statement = try insert(rows: rows, db)
+                staged.removeAll()
                 for row in 0..<rows {
-                    Self.bind(linked[start + row], firstIndex: Int32(row * SQLStore.auditColumnCount + 1), statement)
+                    staged.stage(linked[start + row], firstIndex: Int32(row * SQLStore.auditColumnCount + 1), statement)
                 }
-                try run(statement, db)
+                try staged.texts.bytes.withUnsafeBufferPointer { buffer in
+                    // An empty buffer may have no address, and a NULL pointer would bind SQL NULL.
+                    let empty: StaticString = ""
+                    let base = UnsafeRawPointer(buffer.baseAddress ?? empty.utf8Start)
+                    for text in staged.parameters {
+                        sqlite_nio_sqlite3_bind_text(
+                            statement, text.index, (base + text.offset).assumingMemoryBound(to: CChar.self),
+                            Int32(text.count), staticText)
+                    }
+                    // Runs while the buffer is pinned; `run` clears the bindings before it returns.
+                    try run(statement, db)
+                }
                 start += rows
             }
             let last = linked.last!
@@ -99,27 +118,6 @@ final class SQLiteAuditAppender: @unchecked Sendable {
         }
     }
 
-    private static func bind(_ e: AuditEvent, firstIndex i: Int32, _ statement: OpaquePointer) {
-        bind(text: e.instance, i, statement)
-        sqlite_nio_sqlite3_bind_int64(statement, i + 1, e.sequence)
-        sqlite_nio_sqlite3_bind_int64(statement, i + 2, e.at.millisecondsSince1970)
-        bind(text: e.kind.rawValue, i + 3, statement)
-        bind(text: e.action, i + 4, statement)
-        bind(text: e.service, i + 5, statement)
-        bind(text: e.tokenID, i + 6, statement)
-        bind(text: e.role, i + 7, statement)
-        bind(text: e.database, i + 8, statement)
-        bind(text: e.sessionID, i + 9, statement)
-        bind(text: e.client, i + 10, statement)
-        bind(text: e.sql, i + 11, statement)
-        bind(text: e.sqlState, i + 12, statement)
-        bind(int: e.rows, i + 13, statement)
-        bind(int: e.durationMicros, i + 14, statement)
-        bind(text: SQLStore.encodeDetail(e.detail), i + 15, statement)
-        bind(text: e.previousHash, i + 16, statement)
-        bind(text: e.hash, i + 17, statement)
-    }
-
     private static func bind(text: String?, _ index: Int32, _ statement: OpaquePointer) {
         guard var text else {
             sqlite_nio_sqlite3_bind_null(statement, index)
@@ -135,7 +133,7 @@ final class SQLiteAuditAppender: @unchecked Sendable {
         }
     }
 
-    private static func bind(int: Int64?, _ index: Int32, _ statement: OpaquePointer) {
+    fileprivate static func bind(int: Int64?, _ index: Int32, _ statement: OpaquePointer) {
         if let int {
             sqlite_nio_sqlite3_bind_int64(statement, index, int)
         } else {
@@ -211,5 +209,60 @@ final class SQLiteAuditAppender: @unchecked Sendable {
     }
 }
 
+/// The texts of one INSERT in one buffer that SQLite reads in place (`SQLITE_STATIC`) while the
+/// statement runs: binding each text for SQLite to copy cost an allocation apiece.
+private struct StagedTexts {
+    var texts: JSONWriter
+    /// Where each text parameter's bytes are in ``texts``.
+    var parameters: [(index: Int32, offset: Int, count: Int)] = []
+
+    init(capacity: Int) {
+        texts = JSONWriter(capacity: capacity)
+    }
+
+    mutating func removeAll() {
+        texts.removeAll()
+        parameters.removeAll(keepingCapacity: true)
+    }
+
+    /// Binds `e`'s numbers and NULLs, and copies its texts into ``texts`` to be bound once the
+    /// whole INSERT's texts are there (the buffer may move while it grows).
+    mutating func stage(_ e: AuditEvent, firstIndex i: Int32, _ statement: OpaquePointer) {
+        stage(text: e.instance, i, statement)
+        sqlite_nio_sqlite3_bind_int64(statement, i + 1, e.sequence)
+        sqlite_nio_sqlite3_bind_int64(statement, i + 2, e.at.millisecondsSince1970)
+        stage(text: e.kind.rawValue, i + 3, statement)
+        stage(text: e.action, i + 4, statement)
+        stage(text: e.service, i + 5, statement)
+        stage(text: e.tokenID, i + 6, statement)
+        stage(text: e.role, i + 7, statement)
+        stage(text: e.database, i + 8, statement)
+        stage(text: e.sessionID, i + 9, statement)
+        stage(text: e.client, i + 10, statement)
+        stage(text: e.sql, i + 11, statement)
+        stage(text: e.sqlState, i + 12, statement)
+        SQLiteAuditAppender.bind(int: e.rows, i + 13, statement)
+        SQLiteAuditAppender.bind(int: e.durationMicros, i + 14, statement)
+        // The same JSON as ``SQLStore/encodeDetail(_:)``, written straight into the buffer.
+        let offset = texts.bytes.count
+        texts.object(e.detail)
+        parameters.append((i + 15, offset, texts.bytes.count - offset))
+        stage(text: e.previousHash, i + 16, statement)
+        stage(text: e.hash, i + 17, statement)
+    }
+
+    mutating func stage(text: String?, _ index: Int32, _ statement: OpaquePointer) {
+        guard let text else {
+            sqlite_nio_sqlite3_bind_null(statement, index)
+            return
+        }
+        let offset = texts.bytes.count
+        texts.verbatim(text)
+        parameters.append((index, offset, texts.bytes.count - offset))
+    }
+}
+
 /// SQLite copies the bound bytes (`SQLITE_TRANSIENT`).
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+/// SQLite reads the bound bytes where they are, until the statement is reset (`SQLITE_STATIC`).
+private let staticText = unsafeBitCast(0, to: sqlite3_destructor_type.self)
