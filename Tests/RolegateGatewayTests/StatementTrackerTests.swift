@@ -110,6 +110,53 @@ import Testing
         #expect(tracker.server(type: t("Z"), body: idle, now: 10).map(\.sql) == ["SELECT 2"])
     }
 
+    /// The unnamed statement and portal are kept apart from named ones, and Close forgets each.
+    @Test func namedAndUnnamedStatementsAndPortalsStayApartUntilClosed() {
+        func close(_ kind: Character, _ name: String) -> ByteBuffer {
+            body {
+                $0.writeInteger(UInt8(ascii: kind.unicodeScalars.first!))
+                $0.writeNullTerminatedString(name)
+            }
+        }
+        var tracker = StatementTracker(captureParameters: false)
+        tracker.client(type: t("P"), body: parse("", "SELECT 'unnamed'"), now: 0)
+        tracker.client(type: t("P"), body: parse("s1", "SELECT 'named'"), now: 0)
+        tracker.client(type: t("B"), body: bind("p1", "s1", []), now: 0)
+        tracker.client(type: t("B"), body: bind("", "", []), now: 0)
+        tracker.client(type: t("E"), body: execute("p1"), now: 0)
+        tracker.client(type: t("E"), body: execute(""), now: 0)
+        tracker.client(type: t("C"), body: close("S", ""), now: 0)
+        tracker.client(type: t("C"), body: close("P", "p1"), now: 0)
+        tracker.client(type: t("B"), body: bind("", "", []), now: 0)
+        tracker.client(type: t("E"), body: execute(""), now: 0)
+        tracker.client(type: t("E"), body: execute("p1"), now: 0)
+        tracker.client(type: t("B"), body: bind("", "s1", []), now: 0)
+        tracker.client(type: t("E"), body: execute(""), now: 0)
+        tracker.client(type: t("S"), body: empty, now: 0)
+        var sql: [String?] = []
+        for _ in 0..<5 { sql += tracker.server(type: t("C"), body: tag("SELECT 1"), now: 1).map(\.sql) }
+        #expect(sql == ["SELECT 'named'", "SELECT 'unnamed'", nil, nil, "SELECT 'named'"])
+    }
+
+    /// The detail reused from one statement event to the next always matches the statement.
+    @Test func aStatementsDetailFollowsItsCommandAndPreparedName() {
+        var memo = StatementDetail()
+        let calls: [(String?, String?, [String: String])] = [
+            (nil, nil, [:]),
+            ("SELECT 1", nil, ["command": "SELECT 1"]),
+            ("SELECT 1", nil, ["command": "SELECT 1"]),
+            ("SELECT 1", "P0_1", ["command": "SELECT 1", "prepared": "P0_1"]),
+            ("SELECT 1", "", ["command": "SELECT 1"]),
+            ("INSERT 0 1", "", ["command": "INSERT 0 1"]),
+            (nil, "P0_1", ["prepared": "P0_1"]),
+            (nil, nil, [:]),
+        ]
+        for (command, prepared, expected) in calls {
+            #expect(
+                memo.detail(command: command, prepared: prepared) == expected, "\(command ?? "-") \(prepared ?? "-")")
+        }
+    }
+
     @Test func aParseErrorWithoutExecuteIsStillRecorded() {
         var tracker = StatementTracker(captureParameters: false)
         tracker.client(type: t("P"), body: parse("bad", "SELEC 1"), now: 0)

@@ -52,6 +52,10 @@ struct StatementTracker {
     let captureParameters: Bool
     private var prepared: [String: String] = [:]
     private var portals: [String: Portal] = [:]
+    /// The unnamed statement and portal, which most clients use for every statement: kept out of
+    /// the dictionaries (two hash look-ups and a store fewer per statement).
+    private var unnamedStatement: String?
+    private var unnamedPortal: Portal?
     private var pending: [Pending] = []
     private var pendingStart = 0
     private var lastParsed: String?
@@ -77,18 +81,19 @@ struct StatementTracker {
         case UInt8(ascii: "P"):
             guard let name = body.readNullTerminatedString(), let sql = body.readNullTerminatedString() else { return }
             let text = Self.text(sql)
-            prepared[name] = text
+            if name.isEmpty { unnamedStatement = text } else { prepared[name] = text }
             lastParsed = text
         case UInt8(ascii: "B"):
             guard let portal = body.readNullTerminatedString(), let name = body.readNullTerminatedString() else {
                 return
             }
-            portals[portal] = Portal(
-                sql: prepared[name], preparedName: name,
+            let bound = Portal(
+                sql: name.isEmpty ? unnamedStatement : prepared[name], preparedName: name,
                 parameters: captureParameters ? Self.parameters(&body) : nil)
+            if portal.isEmpty { unnamedPortal = bound } else { portals[portal] = bound }
         case UInt8(ascii: "E"):
             guard let name = body.readNullTerminatedString() else { return }
-            let portal = portals[name]
+            let portal = name.isEmpty ? unnamedPortal : portals[name]
             count += 1
             lastSQL = portal?.sql
             enqueue(
@@ -103,7 +108,12 @@ struct StatementTracker {
             guard let kind = body.readInteger(as: UInt8.self), let name = body.readNullTerminatedString() else {
                 return
             }
-            if kind == UInt8(ascii: "S") { prepared[name] = nil } else { portals[name] = nil }
+            switch (kind == UInt8(ascii: "S"), name.isEmpty) {
+            case (true, true): unnamedStatement = nil
+            case (true, false): prepared[name] = nil
+            case (false, true): unnamedPortal = nil
+            case (false, false): portals[name] = nil
+            }
         default:
             break
         }

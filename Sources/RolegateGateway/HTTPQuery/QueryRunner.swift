@@ -132,7 +132,7 @@ private final class QuerySink: UpstreamSink {
     }
 
     func upstreamFlush(_ connection: UpstreamConnection) {}
-    func upstreamStatementMessage(type: UInt8, body: ByteBuffer) {}
+    func upstreamStatementMessage(type: UInt8, body: ByteBuffer, now: UInt64) {}
 
     func upstreamClosed(_ connection: UpstreamConnection) {
         finish(.failure(QueryRunError.upstreamUnavailable("the server connection was lost")), reuse: false)

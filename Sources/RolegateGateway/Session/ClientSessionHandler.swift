@@ -32,6 +32,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     var poisoned = false
     /// The session's audit trail (see ClientSessionHandler+Audit.swift).
     var audit = SessionAudit()
+    /// The last statement event's detail, reused while statements repeat (see ClientSessionHandler+Audit.swift).
+    var statementDetail = StatementDetail()
     /// Shown by the admin API's session list.
     var sessionStatus: SessionStatus?
 

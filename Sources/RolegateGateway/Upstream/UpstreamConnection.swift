@@ -135,8 +135,9 @@ protocol UpstreamSink: AnyObject {
     func upstreamFlush(_ connection: UpstreamConnection)
     /// Messages that end a statement (CommandComplete, ErrorResponse, ReadyForQuery,
     /// EmptyQueryResponse, PortalSuspended), before they are forwarded; only while
-    /// ``UpstreamConnection/observesStatements`` is set (statement audit).
-    func upstreamStatementMessage(type: UInt8, body: ByteBuffer)
+    /// ``UpstreamConnection/observesStatements`` is set (statement audit). `now`: when the read
+    /// that brought it was handled (``NIODeadline`` uptime nanoseconds).
+    func upstreamStatementMessage(type: UInt8, body: ByteBuffer, now: UInt64)
     func upstreamClosed(_ connection: UpstreamConnection)
 }
 
@@ -401,10 +402,13 @@ private final class UpstreamHandler: ChannelInboundHandler {
         let complete: Int
         do {
             let observe = connection.observesStatements
+            // One clock reading per read: its messages arrived together.
+            let now = observe ? NIODeadline.now().uptimeNanoseconds : 0
             complete = try WireFraming.scanMessages(buffer) { type, body, length in
                 if type == UInt8(ascii: "Z"), length == 1 { status = buffer.getInteger(at: body, as: UInt8.self) }
                 if observe, Self.endsStatement(type) {
-                    sink.upstreamStatementMessage(type: type, body: buffer.getSlice(at: body, length: length)!)
+                    sink.upstreamStatementMessage(
+                        type: type, body: buffer.getSlice(at: body, length: length)!, now: now)
                 }
                 return true
             }
