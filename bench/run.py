@@ -143,17 +143,20 @@ services:
         self.token = sh([self.rolegate, "token", "issue", "bench"], env=self.env).stdout.strip()
         self.fast_token = sh([self.rolegate, "token", "issue", "bench-fast"], env=self.env).stdout.strip()
         self.gw_port, self.http_port, self.gw_noaudit_port = free_port(), free_port(), free_port()
+        self.http_noaudit_port = free_port()
         # More `serve` options for both gateways, to compare settings (e.g. "--threads 1").
         extra = shlex.split(os.environ.get("ROLEGATE_SERVE_ARGS", ""))
-        self.gateway = self.launch([self.rolegate, "serve", "--listen", f"127.0.0.1:{self.gw_port}", "--http",
-                                    f"127.0.0.1:{self.http_port}", "--pool-size", "100", "--max-client-connections", "20000",
-                                    "--client-login-timeout", "120s", "--tls-cert", f"{self.dir}/server.crt",
-                                    "--tls-key", f"{self.dir}/server.key"] + extra, "gateway.log", self.env)
+        # Both gateways alike in everything but the audit (HTTP listener and TLS included).
+        def serve(port, http_port):
+            return [self.rolegate, "serve", "--listen", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{http_port}",
+                    "--pool-size", "100", "--max-client-connections", "20000", "--client-login-timeout", "120s",
+                    "--tls-cert", f"{self.dir}/server.crt", "--tls-key", f"{self.dir}/server.key"] + extra
+        self.gateway = self.launch(serve(self.gw_port, self.http_port), "gateway.log", self.env)
         noaudit_env = dict(self.env, ROLEGATE_CONFIG=f"{self.dir}/rolegate-noaudit.yaml")
-        self.gateway_noaudit = self.launch([self.rolegate, "serve", "--listen", f"127.0.0.1:{self.gw_noaudit_port}",
-                                            "--pool-size", "100"] + extra, "gateway-noaudit.log", noaudit_env)
+        self.gateway_noaudit = self.launch(serve(self.gw_noaudit_port, self.http_noaudit_port), "gateway-noaudit.log",
+                                           noaudit_env)
         self.wait_for(f"{self.dir}/gateway.log", "HTTP API on")
-        self.wait_for(f"{self.dir}/gateway-noaudit.log", "listening on")
+        self.wait_for(f"{self.dir}/gateway-noaudit.log", "HTTP API on")
 
     def start_pgbouncer(self):
         if not shutil.which("pgbouncer") and not os.path.exists("/usr/sbin/pgbouncer"):
