@@ -113,32 +113,12 @@ public enum AuditChain {
             out.field("rows", e.rows)
             out.field("duration_us", e.durationMicros)
             out.field("detail", Int64(e.detail.count))
-            forEachSorted(e.detail) { key, value in
+            e.detail.forEachInKeyOrder { key, value in
                 out.field("detail.key", key)
                 out.field("detail.value", value)
             }
             out.field("previous_hash", e.previousHash)
             return body(UnsafeRawBufferPointer(start: buffer.baseAddress, count: out.count))
-        }
-    }
-
-    /// `detail`'s pairs in key order; up to two without sorting a copy (a statement's usual detail).
-    private static func forEachSorted(_ detail: [String: String], _ body: (String, String) -> Void) {
-        switch detail.count {
-        case 0:
-            return
-        case 1:
-            let (key, value) = detail.first!
-            body(key, value)
-        case 2:
-            var pairs = detail.makeIterator()
-            let a = pairs.next()!
-            let b = pairs.next()!
-            let (first, second) = a.key < b.key ? (a, b) : (b, a)
-            body(first.key, first.value)
-            body(second.key, second.value)
-        default:
-            for (key, value) in detail.sorted(by: { $0.key < $1.key }) { body(key, value) }
         }
     }
 

@@ -93,23 +93,7 @@ public struct JSONWriter {
             raw(":")
             string(value)
         }
-        // Up to two pairs (an audit event's usual detail) are ordered without sorting a copy.
-        switch fields.count {
-        case 0:
-            break
-        case 1:
-            let (key, value) = fields.first!
-            pair(key, value)
-        case 2:
-            var pairs = fields.makeIterator()
-            let a = pairs.next()!
-            let b = pairs.next()!
-            let (low, high) = a.key < b.key ? (a, b) : (b, a)
-            pair(low.key, low.value)
-            pair(high.key, high.value)
-        default:
-            for (key, value) in fields.sorted(by: { $0.key < $1.key }) { pair(key, value) }
-        }
+        fields.forEachInKeyOrder(pair)
         raw("}")
     }
 
@@ -121,4 +105,26 @@ public struct JSONWriter {
     }
 
     private static let hex = Array("0123456789abcdef".utf8)
+}
+
+extension Dictionary where Key == String {
+    /// The pairs in key order; up to two (an audit event's usual detail) without sorting a copy.
+    func forEachInKeyOrder(_ body: (String, Value) -> Void) {
+        switch count {
+        case 0:
+            return
+        case 1:
+            let (key, value) = first!
+            body(key, value)
+        case 2:
+            var pairs = makeIterator()
+            let a = pairs.next()!
+            let b = pairs.next()!
+            let (low, high) = a.key < b.key ? (a, b) : (b, a)
+            body(low.key, low.value)
+            body(high.key, high.value)
+        default:
+            for (key, value) in sorted(by: { $0.key < $1.key }) { body(key, value) }
+        }
+    }
 }
