@@ -174,6 +174,34 @@ import Testing
         #expect(try pageSize(oldPath) == "4096")
     }
 
+    /// Rows far larger than usual (whole 64 KiB statements, long parameter lists) go in whole, and
+    /// so do the usual ones after them (the staging buffer is given back past 4 MiB).
+    @Test func hugeRowsAndTheRowsAfterThemAreStoredWhole() async throws {
+        let location = try Backend.sqlite.freshLocation()
+        let reader = try await location.open()
+        let writer = try await location.open(forAudit: true)
+        var sent = events(100, from: 0).enumerated().map { index, event in
+            var huge = event
+            huge.sql = String(repeating: "SELECT \(index); ", count: 64 * 1024 / 12)
+            huge.detail = ["parameters": String(repeating: "x", count: 8 * 1024)]
+            return huge
+        }
+        sent += events(12, from: 100)
+        _ = try await writer.appendAudit(Array(sent[..<100]), instance: "gw")
+        _ = try await writer.appendAudit(Array(sent[100...]), instance: "gw")
+        var query = AuditQuery()
+        query.instance = "gw"
+        query.order = .chain
+        query.limit = 1000
+        let read = try await reader.auditEvents(query)
+        let head = try #require(try await reader.auditHeads().first)
+        #expect(AuditChain.verify(instance: "gw", events: read, head: (head.sequence, head.hash)) == nil)
+        #expect(read.map(\.sql) == sent.map(\.sql))
+        #expect(read.map(\.detail) == sent.map(\.detail))
+        await writer.close()
+        await reader.close()
+    }
+
     @Test func appendsWhatThePortablePathWouldAndTheChainVerifies() async throws {
         let location = try Backend.sqlite.freshLocation()
         let reader = try await location.open()

@@ -22,7 +22,7 @@ final class SQLiteAuditAppender: @unchecked Sendable {
     private var statements: [String: OpaquePointer] = [:]
     private var inserts: [Int: OpaquePointer] = [:]
     /// The texts of the INSERT being bound (reused from one INSERT to the next).
-    private var staged = StagedTexts(capacity: 64 * 1024)
+    private var staged = StagedTexts(capacity: StagedTexts.initialCapacity)
 
     /// Rows per INSERT: a batch is written in as few statements of these sizes as fit.
     static let chunkSizes = [100, 10, 1]
@@ -220,10 +220,19 @@ private struct StagedTexts {
         texts = JSONWriter(capacity: capacity)
     }
 
+    /// Empties the buffer for the next INSERT, keeping its storage unless an INSERT of huge
+    /// statements or parameters made it larger than ``keptCapacity``.
     mutating func removeAll() {
-        texts.removeAll()
+        if texts.bytes.capacity > Self.keptCapacity {
+            texts = JSONWriter(capacity: Self.initialCapacity)
+        } else {
+            texts.removeAll()
+        }
         parameters.removeAll(keepingCapacity: true)
     }
+
+    static let initialCapacity = 64 * 1024
+    static let keptCapacity = 4 * 1024 * 1024
 
     /// Binds `e`'s numbers and NULLs, and copies its texts into ``texts`` to be bound once the
     /// whole INSERT's texts are there (the buffer may move while it grows).
