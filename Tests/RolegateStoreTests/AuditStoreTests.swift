@@ -174,6 +174,19 @@ import Testing
         #expect(try pageSize(oldPath) == "4096")
     }
 
+    /// The `gw` chain as stored, in chain order, checked against its head.
+    func verifiedChain(_ store: any Store) async throws -> (events: [AuditEvent], head: (sequence: Int64, hash: String))
+    {
+        var query = AuditQuery()
+        query.instance = "gw"
+        query.order = .chain
+        query.limit = 10_000
+        let read = try await store.auditEvents(query)
+        let head = try #require(try await store.auditHeads().first)
+        #expect(AuditChain.verify(instance: "gw", events: read, head: (head.sequence, head.hash)) == nil)
+        return (read, (head.sequence, head.hash))
+    }
+
     /// Rows far larger than usual (whole 64 KiB statements, long parameter lists) go in whole, and
     /// so do the usual ones after them (the staging buffer is given back past 4 MiB).
     @Test func hugeRowsAndTheRowsAfterThemAreStoredWhole() async throws {
@@ -189,13 +202,7 @@ import Testing
         sent += events(12, from: 100)
         _ = try await writer.appendAudit(Array(sent[..<100]), instance: "gw")
         _ = try await writer.appendAudit(Array(sent[100...]), instance: "gw")
-        var query = AuditQuery()
-        query.instance = "gw"
-        query.order = .chain
-        query.limit = 1000
-        let read = try await reader.auditEvents(query)
-        let head = try #require(try await reader.auditHeads().first)
-        #expect(AuditChain.verify(instance: "gw", events: read, head: (head.sequence, head.hash)) == nil)
+        let read = try await verifiedChain(reader).events
         #expect(read.map(\.sql) == sent.map(\.sql))
         #expect(read.map(\.detail) == sent.map(\.detail))
         await writer.close()
@@ -218,14 +225,8 @@ import Testing
         sent += events(2, from: sent.count)
         #expect(stored.map(\.sequence) == Array(1...Int64(sent.count)))
 
-        var query = AuditQuery()
-        query.instance = "gw"
-        query.order = .chain
-        query.limit = 10_000
-        let read = try await reader.auditEvents(query)
-        let head = try #require(try await reader.auditHeads().first)
+        let (read, head) = try await verifiedChain(reader)
         #expect(head.sequence == Int64(sent.count) && head.hash == stored.last!.hash)
-        #expect(AuditChain.verify(instance: "gw", events: read, head: (head.sequence, head.hash)) == nil)
         // Field for field what was sent (times as stored, to the millisecond).
         #expect(read.count == sent.count)
         for (back, original) in zip(read, sent) {
