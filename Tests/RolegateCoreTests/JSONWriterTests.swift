@@ -31,6 +31,29 @@ import Testing
         #expect(positions == positions.sorted())
     }
 
+    /// Strings with and without characters to escape, anywhere in them, read back as they were.
+    @Test func stringsReadBackAsWritten() throws {
+        var writer = JSONWriter()
+        writer.string("plain")
+        writer.string("")
+        writer.string("\"quoted\" back\\slash\ttab\r\n\u{1}\u{1f} ünï ☃")
+        #expect(
+            String(decoding: writer.bytes, as: UTF8.self)
+                == #""plain""""\"quoted\" back\\slash\ttab\r\n\u0001\u001f ünï ☃""#)
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [Character] = [
+            "a", "Z", "0", " ", "\"", "\\", "\n", "\r", "\t", "\u{0}", "\u{1b}", "/", "é", "☃", "😀",
+        ]
+        for _ in 0..<500 {
+            let length = Int.random(in: 0...40, using: &generator)
+            let text = String((0..<length).map { _ in alphabet.randomElement(using: &generator)! })
+            var writer = JSONWriter()
+            writer.array([text]) { $0.string($1) }
+            let back = try JSONSerialization.jsonObject(with: Data(writer.bytes)) as? [String]
+            #expect(back == [text], "\(text.debugDescription)")
+        }
+    }
+
     /// A writer emptied for reuse starts from nothing.
     @Test func removeAllStartsAgain() {
         var writer = JSONWriter()
