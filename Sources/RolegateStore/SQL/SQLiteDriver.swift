@@ -67,8 +67,8 @@ final class SQLiteDriver: SQLDriver {
             auditAppender: appendOnly ? SQLiteAuditAppender(path: path, thread: thread) : nil)
         _ = try await driver.raw("PRAGMA busy_timeout = 10000", [])
         // A new file only (an existing one keeps its page size): the audit log's appends on 16 KiB
-        // pages cost ~15% less per row than on SQLite's default 4 KiB (fewer splits, WAL frames and
-        // writes) and take ~15% less space.
+        // pages take ~12% less CPU per row than on SQLite's default 4 KiB (fewer splits, WAL frames
+        // and writes) and ~15% less space.
         _ = try await driver.raw("PRAGMA page_size = \(pageSize)", [])
         _ = try await driver.raw("PRAGMA journal_mode = WAL", [])
         _ = try await driver.raw("PRAGMA synchronous = \(appendOnly ? "NORMAL" : "FULL")", [])
