@@ -177,6 +177,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "RolegateHTTPTests",
+            dependencies: ["RolegateHTTP", "RolegateGateway", "RolegateCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "RolegateProvisionTests",
             dependencies: ["RolegateProvision", "RolegateCore"],
             swiftSettings: strict

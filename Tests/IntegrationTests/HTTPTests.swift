@@ -63,6 +63,14 @@ import Testing
         #expect(events.json["row_count"] as? Int == 2)
         #expect((events.json["rows"] as? [[Any]])?.map { $0[1] as? String } == ["signup", "login"])
         #expect((events.json["columns"] as? [[String: String]])?.map { $0["type"] } == ["int8", "text"])
+        // The text access log: one line per request, with its id.
+        for _ in 0..<100 where !http.gw.server.output.contains("status=200 [RolegateHTTP] http request") {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(
+            http.gw.server.output.contains("info rolegate.http : duration_ms=")
+                && http.gw.server.output.contains(" method=POST path=/v1/query request_id="),
+            "\(http.gw.server.output.suffix(600))")
         // Parameters are typed by PostgreSQL from the statement.
         let typed = try await http.query(
             "reports", "SELECT name FROM analytics.events WHERE id = $1 AND $2::jsonb ? 'k'",
@@ -232,6 +240,21 @@ import Testing
         #expect(ids.allSatisfy { $0.count == 16 && $0.allSatisfy(alphabet.contains) }, "\(ids.prefix(3))")
         let malformed = try await http.call("POST", "/v1/query", token: http.gw.tokens["reports"], body: "{\"sql\": ")
         #expect(malformed.status == 400 && malformed.code == "bad_request")
+        #expect((malformed.json["message"] as? String)?.contains("line 1, column 9: the document ends early") == true)
+        // A misspelt key is refused, not ignored (the statement would run without its parameters).
+        let misspelt = try await http.call(
+            "POST", "/v1/query", token: http.gw.tokens["reports"], body: #"{"sql": "SELECT $1::int", "parmas": [1]}"#)
+        #expect(
+            misspelt.status == 400 && (misspelt.json["message"] as? String)?.contains("unknown key \"parmas\"") == true)
+        // Numbers reach PostgreSQL with every digit; whole numbers written as 1.0 still fit an int.
+        let exact = try await http.query(
+            "reports", "SELECT $1::numeric::text, $2::numeric::text, $3::int",
+            params: "[12345678901234567890123.000000000000000000001, 0.1000000000000000055511151231257827, 4.0]")
+        let digits = (exact.json["rows"] as? [[Any]])?.first
+        #expect(
+            digits?[0] as? String == "12345678901234567890123.000000000000000000001"
+                && digits?[1] as? String == "0.1000000000000000055511151231257827" && digits?[2] as? Int == 4,
+            "\(exact.body)")
         let parameters = try await http.query("reports", "SELECT $1::int + $2::int", params: "[1]")
         #expect(parameters.status == 400 && parameters.json["sqlstate"] as? String == "08P01", "\(parameters.body)")
         // Revoked and expired.

@@ -6,20 +6,6 @@ import RolegateGateway
 
 /// `POST /v1/query` and `POST /v1/batch`: statements as the token's role, in one transaction.
 extension HTTPAPI {
-    struct StatementBody: Decodable {
-        var sql: String
-        var params: [JSONValue]?
-    }
-
-    struct RequestBody: Decodable {
-        var sql: String?
-        var params: [JSONValue]?
-        var statements: [StatementBody]?
-        var database: String?
-        var timeout_ms: Int64?
-        var max_rows: Int?
-    }
-
     func data(_ request: Request, _ context: APIContext, batch: Bool) async -> Response {
         let requestID = context.requestID
         let started = ContinuousClock.now
@@ -28,30 +14,16 @@ extension HTTPAPI {
         case .failure(let problem): return problem.response(requestID: requestID)
         case .success(let found): record = found
         }
-        let parsed: RequestBody
+        let parsed: QueryRequest
         switch await body(request, context, limit: settings.maxBodyBytes) {
         case .failure(let problem): return problem.response(requestID: requestID)
         case .success(let data):
-            do {
-                parsed = try JSONDecoder().decode(RequestBody.self, from: data)
-            } catch {
-                return Problem.badRequest("the body is not valid JSON for this endpoint: \(Self.describe(error))")
-                    .response(requestID: requestID)
+            switch QueryRequest.parse(data, batch: batch) {
+            case .failure(let invalid): return Problem.badRequest(invalid.message).response(requestID: requestID)
+            case .success(let request): parsed = request
             }
         }
-        let statements: [QueryStatement]
-        if batch {
-            guard let list = parsed.statements, !list.isEmpty else {
-                return Problem.badRequest("expected {\"statements\": [{\"sql\": \"…\", \"params\": […]}, …]}")
-                    .response(requestID: requestID)
-            }
-            statements = list.map { QueryStatement(sql: $0.sql, parameters: ($0.params ?? []).map(\.parameterText)) }
-        } else {
-            guard let sql = parsed.sql else {
-                return Problem.badRequest("expected {\"sql\": \"…\", \"params\": […]}").response(requestID: requestID)
-            }
-            statements = [QueryStatement(sql: sql, parameters: (parsed.params ?? []).map(\.parameterText))]
-        }
+        let statements = parsed.statements
         guard let role = policy.role(named: record.role) else {
             return Problem(status: .unauthorized, code: "token_invalid", message: "invalid token")
                 .response(requestID: requestID)
@@ -69,13 +41,13 @@ extension HTTPAPI {
         }
         let usualTimeout = roleTimeout ?? settings.defaultTimeout
         var timeout = usualTimeout
-        if let requested = parsed.timeout_ms {
+        if let requested = parsed.timeoutMilliseconds {
             guard requested > 0 else {
                 return Problem.badRequest("timeout_ms must be positive").response(requestID: requestID)
             }
             timeout = min(timeout, .milliseconds(requested))
         }
-        let maxRows = min(max(parsed.max_rows ?? settings.maxRows, 0), settings.maxRows)
+        let maxRows = min(max(parsed.maxRows ?? settings.maxRows, 0), settings.maxRows)
 
         let outcome: Result<[StatementResult], QueryFailure>
         do {

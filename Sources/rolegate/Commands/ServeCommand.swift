@@ -310,7 +310,7 @@ struct ServeCommand: AsyncParsableCommand {
             if let timeout = file.httpIdleTimeout { settings.idleTimeout = timeout }
             let json = logFormat == "json"
             let logger = Logger(label: "rolegate.http") { label in
-                json ? JSONLogHandler(label: label) as any LogHandler : StreamLogHandler.standardError(label: label)
+                LogLineHandler(label: label, format: json ? .json : .text)
             }
             let api = HTTPAPI(
                 settings: settings, gateway: server, verifier: verifier, store: auditStore ?? store, policy: loaded,

@@ -1,0 +1,57 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import RolegateHTTP
+
+@Suite struct LogLineHandlerTests {
+    struct Refused: Error, CustomStringConvertible {
+        var description: String { "refused" }
+    }
+
+    let time = Date(timeIntervalSince1970: 1_795_000_000.5)
+
+    func event(
+        _ level: Logger.Level, _ message: Logger.Message, error: (any Error)? = nil, _ metadata: Logger.Metadata?
+    )
+        -> LogEvent
+    {
+        LogEvent(
+            level: level, message: message, error: error, metadata: metadata, source: "RolegateHTTP", file: #fileID,
+            function: #function, line: #line)
+    }
+
+    func text(_ handler: LogLineHandler, _ event: LogEvent) -> String {
+        String(decoding: handler.line(event, time: time), as: UTF8.self)
+    }
+
+    /// A text line reads as swift-log's stream handler writes one: time (RFC 3339 UTC), level,
+    /// label, the handler's and the event's metadata sorted by key (the event's winning), the
+    /// source and the message; an error adds its message and type.
+    @Test func textLinesCarryTheMetadataSorted() {
+        var handler = LogLineHandler(label: "rolegate.http", format: .text)
+        handler[metadataKey: "hb.request.id"] = "7"
+        handler[metadataKey: "status"] = "0"
+        let access = event(.info, "http request", ["status": "200", "path": "/v1/query", "duration_ms": "1.25"])
+        #expect(
+            text(handler, access)
+                == "2026-11-18T11:06:40.500Z info rolegate.http : duration_ms=1.25 hb.request.id=7 path=/v1/query status=200 [RolegateHTTP] http request\n"
+        )
+        let failed = event(.error, "store down", error: Refused(), nil)
+        #expect(
+            text(LogLineHandler(label: "x", format: .text), failed)
+                == "2026-11-18T11:06:40.500Z error x : error.message=refused error.type=RolegateHTTPTests.LogLineHandlerTests.Refused [RolegateHTTP] store down\n"
+        )
+    }
+
+    /// A JSON line is one object with sorted keys; the line's own four keys are not replaced by metadata.
+    @Test func jsonLinesAreOneObject() {
+        var handler = LogLineHandler(label: "rolegate.http", format: .json)
+        handler[metadataKey: "request_id"] = "abc"
+        let line = text(handler, event(.warning, "slow \"q\"", ["message": "not this", "status": "504"]))
+        #expect(
+            line
+                == #"{"label":"rolegate.http","level":"warning","message":"slow \"q\"","request_id":"abc","status":"504","ts":"2026-11-18T11:06:40.500Z"}"#
+                + "\n")
+    }
+}
