@@ -332,4 +332,52 @@ extension FaultTests {
         }
         #expect(back, "logins did not resume after the store returned")
     }
+
+    /// `server_connect_timeout`: a server (or a balancer in front of it) that takes the TCP
+    /// connection and never answers fails the login at that bound, not the 10 s default.
+    @Test func aServerThatNeverAnswersFailsTheLoginAtTheConnectTimeout() async throws {
+        let gw = try await GatewayFixture()
+        defer { Task { await gw.stop() } }
+        let script = """
+            import socket, sys
+            s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
+            print(s.getsockname()[1], flush=True)
+            held = []
+            while True: held.append(s.accept())
+            """
+        let listener = try Subprocess.launch(
+            "python3", ["-c", script], output: gw.fixture.directory + "/silent.log")
+        defer { listener.stop(signal: 9) }
+        var silentPort: Int?
+        for _ in 0..<100 where silentPort == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            silentPort = Int(listener.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let port = try #require(silentPort, "the silent listener did not start: \(listener.output)")
+        var env = gw.fixture.environment
+        env["APP_ADMIN_URL"] = gw.fixture.adminURL.replacingOccurrences(
+            of: ":\(gw.fixture.cluster.port)/", with: ":\(port)/")
+        env["ROLEGATE_CONFIG"] = gw.fixture.policyPath
+        let listen = try PostgresCluster.freePort()
+        let server = try Subprocess.launch(
+            RolegateBinary.path,
+            ["serve", "--listen", "127.0.0.1:\(listen)", "--server-connect-timeout", "1s", "--shutdown-grace", "1s"],
+            environment: env, output: gw.fixture.directory + "/serve-silent.log")
+        defer { server.stop(signal: 9) }
+        for _ in 0..<100 where !server.output.contains("listening on") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        var psqlEnv = gw.environment
+        psqlEnv["PGPASSWORD"] = gw.tokens["reports"]
+        let clock = ContinuousClock()
+        let started = clock.now
+        let result = try await Subprocess.runDetached(
+            gw.fixture.cluster.binaries.psql,
+            ["-X", "-h", "127.0.0.1", "-p", "\(listen)", "-U", "reports", "-d", "app", "-c", "SELECT 1"],
+            environment: psqlEnv)
+        let waited = clock.now - started
+        #expect(
+            result.status != 0 && result.stderr.contains("did not complete the login within 1 s"), "\(result.stderr)")
+        #expect(waited < .seconds(6), "the login failed only after \(waited)")
+    }
 }

@@ -313,6 +313,25 @@ import Testing
             "POST", "/admin/v1/tokens/\(issued.json["id"] as? String ?? "")/revoke", token: http.admin,
             body: "{\"reason\": \"test\"}")
         #expect(revoke.status == 200 && revoke.json["state"] as? String == "revoked", "\(revoke.body)")
+        // A misspelt lifetime is refused, not replaced by the default one; so is a body without its service.
+        let misspelt = try await http.call(
+            "POST", "/admin/v1/tokens", token: http.admin, body: #"{"service": "notes", "tll": "5m"}"#)
+        #expect(
+            misspelt.status == 400
+                && misspelt.json["message"] as? String == #"unknown key "tll" (expected service, ttl, note)"#,
+            "\(misspelt.body)")
+        let noService = try await http.call("POST", "/admin/v1/tokens", token: http.admin, body: #"{"ttl": "5m"}"#)
+        #expect(
+            noService.status == 400
+                && (noService.json["message"] as? String)?.hasPrefix("missing key \"service\"") == true,
+            "\(noService.body)")
+        let numeric = try await http.call(
+            "POST", "/admin/v1/tokens", token: http.admin, body: #"{"service": "notes", "ttl": 300}"#)
+        #expect(numeric.json["message"] as? String == #""ttl" must be a string, got a number"#, "\(numeric.body)")
+        let issuedByAPI = try await http.call(
+            "POST", "/admin/v1/services/notes/rotate", token: http.admin,
+            body: #"{"grace": "1m", "ttl": "5m", "note": null}"#)
+        #expect(issuedByAPI.status == 201, "\(issuedByAPI.body)")
         let plan = try await http.call("GET", "/admin/v1/plan", token: http.admin)
         #expect(plan.status == 200 && plan.json["in_sync"] as? Bool == true, "\(plan.body)")
         let audit = try await http.call("GET", "/admin/v1/audit?kind=token&limit=50", token: http.admin)

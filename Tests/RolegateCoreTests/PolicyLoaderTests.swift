@@ -364,6 +364,7 @@ let contractExample = """
                   pool_size: 8
                   server_idle_timeout: 2m
                   server_lifetime: 30m
+                  server_connect_timeout: 3s
                   end_sessions_on_expiry: false
                   shutdown_grace: 30s
                   auth_failure_limit: 5
@@ -380,6 +381,7 @@ let contractExample = """
         #expect(g.clientLoginTimeout == .seconds(5))
         #expect(g.maxClientConnections == 300 && g.maxClientConnectionsPerService == 20 && g.poolSize == 8)
         #expect(g.serverIdleTimeout == .seconds(120) && g.serverLifetime == .seconds(1800))
+        #expect(g.serverConnectTimeout == .seconds(3))
         #expect(g.endSessionsOnExpiry == false && g.shutdownGrace == .seconds(30))
         #expect(g.authFailureLimit == 5 && g.authFailureWindow == .seconds(600) && g.authFailureDelay == .seconds(4))
         #expect(g.httpBodyTimeout == .seconds(10) && g.httpIdleTimeout == .seconds(120))
@@ -399,6 +401,7 @@ let contractExample = """
                   server_lifetim: 1h
                   auth_failure_limit: -1
                   auth_failure_delay: 0s
+                  server_connect_timeout: 0s
                   http_body_timeout: soon
                   store_outage_policy: ignore
                 """)
@@ -410,6 +413,7 @@ let contractExample = """
         #expect(text.contains("did you mean 'server_lifetime'"), "\(text)")
         #expect(text.contains("auth_failure_limit must be 0 (off) or more"), "\(text)")
         #expect(text.contains("auth_failure_delay must be longer than zero"), "\(text)")
+        #expect(text.contains("server_connect_timeout must be longer than zero"), "\(text)")
         #expect(text.contains("gateway.http_body_timeout"), "\(text)")
         #expect(
             text.contains("unknown store_outage_policy 'ignore' (use refuse_logins or end_sessions)"), "\(text)")

@@ -87,7 +87,7 @@ import Testing
             (#"{"statements": {"sql": "SELECT 1"}}"#, true, #""statements" must be an array, got an object"#),
             (
                 #"{"statements": ["SELECT 1"]}"#, true,
-                #"statements[0] must be an object like {"sql": "…"}, got a string"#
+                #"statements[0] must be a JSON object like {"sql": "…"}, got a string"#
             ),
             (
                 #"{"statements": [{"sql": "SELECT 1"}, {"sql": "SELECT 2", "param": []}]}"#, true,

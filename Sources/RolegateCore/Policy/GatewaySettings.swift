@@ -26,6 +26,8 @@ public struct GatewaySettings: Sendable, Equatable {
     public var poolSize: Int?
     public var serverIdleTimeout: Duration?
     public var serverLifetime: Duration?
+    /// A server connection whose connect, login or reset takes longer is given up (default 10s).
+    public var serverConnectTimeout: Duration?
     public var endSessionsOnExpiry: Bool?
     public var shutdownGrace: Duration?
     /// Failed logins per client address per `authFailureWindow` before answers are delayed (0: off).
@@ -51,7 +53,8 @@ public struct GatewaySettings: Sendable, Equatable {
     static let keys: Set<String> = [
         "listen", "http", "tls_cert", "tls_key", "require_tls", "client_auth", "allow_cleartext_on_loopback",
         "client_login_timeout", "max_client_connections", "max_client_connections_per_service", "pool_size",
-        "server_idle_timeout", "server_lifetime", "end_sessions_on_expiry", "shutdown_grace", "auth_failure_limit",
+        "server_idle_timeout", "server_lifetime", "server_connect_timeout", "end_sessions_on_expiry", "shutdown_grace",
+        "auth_failure_limit",
         "auth_failure_window", "auth_failure_delay", "http_body_timeout", "http_idle_timeout",
         "store_outage_policy",
     ]

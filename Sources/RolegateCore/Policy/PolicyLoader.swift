@@ -236,6 +236,7 @@ public enum PolicyLoader {
         settings.clientLoginTimeout = duration("client_login_timeout")
         settings.serverIdleTimeout = duration("server_idle_timeout")
         settings.serverLifetime = duration("server_lifetime")
+        settings.serverConnectTimeout = duration("server_connect_timeout")
         settings.shutdownGrace = f["shutdown_grace"]?.duration(what: "a duration")
         if let field = f["auth_failure_limit"], let number = field.int(what: "auth_failure_limit") {
             if number < 0 { field.fail("auth_failure_limit must be 0 (off) or more") }

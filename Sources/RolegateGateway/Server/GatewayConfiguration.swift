@@ -23,6 +23,10 @@ public struct GatewayConfiguration: Sendable {
     public var serverIdleTimeout: Duration
     /// Upstream connections are not reused after this long.
     public var serverLifetime: Duration
+    /// An upstream connection whose connect, login or reset (`DISCARD ALL`) takes longer is
+    /// given up and its pool slot freed: a server, or a balancer in front of it, that accepts
+    /// the TCP connection and never answers must not hold a slot for ever.
+    public var serverConnectTimeout: Duration = .seconds(10)
     /// Accept cleartext passwords (the token itself) from loopback clients.
     public var allowCleartextOnLoopback: Bool
     /// End a session when its token expires.

@@ -68,7 +68,7 @@ final class GatewayShared: Sendable {
         let pool = UpstreamPool(
             eventLoop: eventLoop, limits: roleCounts, metrics: metrics, lifetime: seconds(configuration.serverLifetime),
             idleTimeout: seconds(configuration.serverIdleTimeout), saltedPasswords: saltedPasswords,
-            tlsContexts: tlsContexts
+            tlsContexts: tlsContexts, answerTimeout: seconds(configuration.serverConnectTimeout)
         ) { [weak self] role, from in self?.closeIdleElsewhere(role: role, except: from) }
         pools.withLockedValue { $0[id] = PoolBox(pool: pool) }
         return pool

@@ -200,10 +200,10 @@ final class UpstreamConnection: @unchecked Sendable {
         channel.close(promise: nil)
     }
 
-    /// How long the server may take to answer a login or a `DISCARD ALL` before the
-    /// connection is given up (and its pool slot freed): a server, or a load balancer in
-    /// front of it, that accepts the TCP connection and then never answers must not hold a
-    /// slot for ever.
+    /// How long the server may take to accept the connection, or to answer a login or a
+    /// `DISCARD ALL`, before the connection is given up (and its pool slot freed): a server,
+    /// or a load balancer in front of it, that accepts the TCP connection and then never
+    /// answers must not hold a slot for ever. The default of `server_connect_timeout`.
     static let answerTimeout: TimeAmount = .seconds(10)
 
     /// Opens a connection and logs in as `key.role` with its derived credential.
@@ -213,7 +213,7 @@ final class UpstreamConnection: @unchecked Sendable {
     ) -> EventLoopFuture<UpstreamConnection> {
         let ready = eventLoop.makePromise(of: UpstreamConnection.self)
         let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(.seconds(10))
+            .connectTimeout(answerTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

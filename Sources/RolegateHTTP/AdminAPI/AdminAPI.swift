@@ -9,45 +9,35 @@ import RolegateTokens
 
 /// `/admin/v1/…`: tokens, the audit log, live sessions and drift, for admin tokens only.
 extension HTTPAPI {
-    struct IssueBody: Decodable {
-        var service: String
-        var ttl: String?
-        var note: String?
-    }
-
-    struct RotateBody: Decodable {
-        var grace: String?
-        var ttl: String?
-        var note: String?
-    }
-
-    struct RevokeBody: Decodable {
-        var reason: String?
-    }
-
     func addAdminRoutes(to router: Router<APIContext>) {
         router.post("/admin/v1/tokens") { request, context in
             await self.admin(request, context) { admin, tokens in
-                let body: IssueBody = try await self.decode(request, context)
+                let shape = #"{"service": "…", "ttl": "1h"?, "note": "…"?}"#
+                let body = try await self.fields(request, context, allowed: ["service", "ttl", "note"], shape: shape)
                 let issued = try await tokens.issue(
-                    service: body.service, ttl: try Self.duration(body.ttl, "ttl"), note: body.note)
+                    service: try body.requiredString("service", shape: shape),
+                    ttl: try Self.duration(body.string("ttl"), "ttl"), note: body.string("note"))
                 return jsonResponse(self.issuedObject(issued), status: .created)
             }
         }
         router.post("/admin/v1/tokens/:id/revoke") { request, context in
             await self.admin(request, context) { _, tokens in
-                let body: RevokeBody = try await self.decode(request, context, allowEmpty: true)
+                let body = try await self.fields(
+                    request, context, allowed: ["reason"], shape: #"{"reason": "…"?}"#, allowEmpty: true)
                 let id = context.parameters.get("id") ?? ""
-                let record = try await tokens.revoke(id: id, reason: body.reason)
+                let record = try await tokens.revoke(id: id, reason: body.string("reason"))
                 return jsonResponse(Self.tokenObject(record))
             }
         }
         router.post("/admin/v1/services/:service/rotate") { request, context in
             await self.admin(request, context) { _, tokens in
-                let body: RotateBody = try await self.decode(request, context, allowEmpty: true)
+                let body = try await self.fields(
+                    request, context, allowed: ["grace", "ttl", "note"],
+                    shape: #"{"grace": "10m"?, "ttl": "1h"?, "note": "…"?}"#, allowEmpty: true)
                 let issued = try await tokens.rotate(
-                    service: context.parameters.get("service") ?? "", grace: try Self.duration(body.grace, "grace"),
-                    ttl: try Self.duration(body.ttl, "ttl"), note: body.note)
+                    service: context.parameters.get("service") ?? "",
+                    grace: try Self.duration(body.string("grace"), "grace"),
+                    ttl: try Self.duration(body.string("ttl"), "ttl"), note: body.string("note"))
                 return jsonResponse(self.issuedObject(issued), status: .created)
             }
         }
@@ -161,6 +151,8 @@ extension HTTPAPI {
         }
         do {
             return try await body(admin, tokens)
+        } catch let invalid as JSONFields.Invalid {
+            return Problem.badRequest(invalid.message).response(requestID: requestID)
         } catch let problem as Problem {
             return problem.response(requestID: requestID)
         } catch let failure as TokenService.Failure {
@@ -181,18 +173,21 @@ extension HTTPAPI {
         }
     }
 
-    private func decode<T: Decodable>(
-        _ request: Request, _ context: APIContext, allowEmpty: Bool = false
-    ) async throws -> T {
+    /// The body's fields, read strictly (``JSONFields``); an empty body is `{}` where `allowEmpty`.
+    private func fields(
+        _ request: Request, _ context: APIContext, allowed: [String], shape: String, allowEmpty: Bool = false
+    ) async throws -> JSONFields {
         let data: Data
         switch await body(request, context, limit: settings.maxBodyBytes) {
         case .failure(let problem): throw problem
         case .success(let bytes): data = bytes
         }
-        do {
-            return try JSONDecoder().decode(T.self, from: data.isEmpty && allowEmpty ? Data("{}".utf8) : data)
-        } catch {
-            throw Problem.badRequest("the body is not valid JSON for this endpoint: \(Self.describe(error))")
+        if data.isEmpty && allowEmpty { return JSONFields(allowed: allowed) }
+        switch JSONFields.document(data).flatMap({ value in
+            Result { () throws(JSONFields.Invalid) in try JSONFields(value, allowed: allowed, shape: shape) }
+        }) {
+        case .success(let fields): return fields
+        case .failure(let invalid): throw Problem.badRequest(invalid.message)
         }
     }
 

@@ -166,16 +166,6 @@ extension HTTPAPI {
         return try? DurationText.parse(normalized)
     }
 
-    static func describe(_ error: any Error) -> String {
-        switch error {
-        case DecodingError.dataCorrupted(let context): context.debugDescription
-        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
-            "\(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)"
-        case DecodingError.keyNotFound(let key, _): "missing key '\(key.stringValue)'"
-        default: "malformed JSON"
-        }
-    }
-
     /// One audit event per statement (channel `http`; the request id is the session).
     func auditStatements(
         _ statements: [QueryStatement], record: TokenRecord, database: String, requestID: String,

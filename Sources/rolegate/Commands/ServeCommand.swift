@@ -58,6 +58,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Most server connections per role, in use and idle (default 50).") var poolSize: Int?
     @Option(help: "Close idle server connections after this long (default 10m).") var serverIdleTimeout: String?
     @Option(help: "Do not reuse a server connection older than this (default 1h).") var serverLifetime: String?
+    @Option(help: "Give up a server connection whose connect, login or reset takes longer (default 10s).")
+    var serverConnectTimeout: String?
     @Flag(inversion: .prefixedNo, help: "End sessions when their token expires (default: yes).")
     var endSessionsOnExpiry: Bool?
     @Option(help: "How long sessions may finish after SIGTERM (default 10s).") var shutdownGrace: String?
@@ -127,6 +129,9 @@ struct ServeCommand: AsyncParsableCommand {
         _ = try parseDuration(shutdownGrace, flag: "--shutdown-grace")
         _ = try parseDuration(serverIdleTimeout, flag: "--server-idle-timeout")
         _ = try parseDuration(serverLifetime, flag: "--server-lifetime")
+        if let timeout = try parseDuration(serverConnectTimeout, flag: "--server-connect-timeout"), timeout <= .zero {
+            throw ValidationError("--server-connect-timeout must be longer than zero")
+        }
         for (flag, value) in [
             ("--max-client-connections", maxClientConnections),
             ("--max-client-connections-per-service", maxClientConnectionsPerService), ("--pool-size", poolSize),
@@ -183,6 +188,9 @@ struct ServeCommand: AsyncParsableCommand {
                 ?? .seconds(3600),
             allowCleartextOnLoopback: allowCleartextOnLoopback ?? file.allowCleartextOnLoopback ?? false,
             endSessionsOnExpiry: endSessionsOnExpiry ?? file.endSessionsOnExpiry ?? true)
+        configuration.serverConnectTimeout =
+            try parseDuration(serverConnectTimeout, flag: "--server-connect-timeout") ?? file.serverConnectTimeout
+            ?? .seconds(10)
         configuration.passwordOverTLS = auth == .password
         configuration.onProblem = { Terminal.note("rolegate: \($0)") }
         let throttleDefaults = LoginThrottleSettings()
