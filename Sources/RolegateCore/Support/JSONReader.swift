@@ -439,9 +439,12 @@ extension JSONValue {
     /// number (it goes as written: exact for `numeric`, correctly rounded for `float8`) and for
     /// one that would have more than 40 digits.
     public static func integralDigits(_ literal: String) -> String? {
-        let utf8 = Array(literal.utf8)
-        guard utf8.contains(where: { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") })
+        guard
+            literal.utf8.contains(where: {
+                $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E")
+            })
         else { return nil }
+        let utf8 = Array(literal.utf8)
         var position = 0
         let negative = utf8.first == UInt8(ascii: "-")
         if negative { position += 1 }
