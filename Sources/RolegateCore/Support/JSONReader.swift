@@ -107,8 +107,7 @@ public enum JSONReader {
             var members: [JSONMember] = []
             skipSpace()
             if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
-                index += 1
-                depth -= 1
+                leave()
                 return .object(members)
             }
             while true {
@@ -137,8 +136,7 @@ public enum JSONReader {
                 case UInt8(ascii: ","):
                     index += 1
                 case UInt8(ascii: "}"):
-                    index += 1
-                    depth -= 1
+                    leave()
                     return .object(members)
                 default:
                     throw failure("expected ',' or '}' after the value of \(quoted(key)), found \(found)")
@@ -151,8 +149,7 @@ public enum JSONReader {
             var elements: [JSONValue] = []
             skipSpace()
             if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
-                index += 1
-                depth -= 1
+                leave()
                 return .array(elements)
             }
             while true {
@@ -167,8 +164,7 @@ public enum JSONReader {
                 case UInt8(ascii: ","):
                     index += 1
                 case UInt8(ascii: "]"):
-                    index += 1
-                    depth -= 1
+                    leave()
                     return .array(elements)
                 default:
                     throw failure("expected ',' or ']' after an array element, found \(found)")
@@ -185,13 +181,19 @@ public enum JSONReader {
             index += 1
         }
 
+        /// Steps over the closing bracket.
+        private mutating func leave() {
+            depth -= 1
+            index += 1
+        }
+
         private mutating func string() throws(Failure) -> String {
             let start = index
             index += 1
             var run = index
-            // Only a string with escapes is copied into a buffer; others are validated in place.
+            // Only a string with escapes is copied into a buffer (every escape adds at least a
+            // byte to it); others are validated in place.
             var unescaped: [UInt8] = []
-            var escaped = false
             while true {
                 guard index < bytes.count else {
                     throw endsEarly("a string that starts at \(Self.position(of: start, in: bytes)) never ends")
@@ -199,7 +201,7 @@ public enum JSONReader {
                 let byte = bytes[index]
                 if byte == UInt8(ascii: "\"") {
                     let text: String?
-                    if escaped {
+                    if !unescaped.isEmpty {
                         unescaped.append(contentsOf: bytes[run..<index])
                         text = String(validating: unescaped, as: UTF8.self)
                     } else {
@@ -213,7 +215,6 @@ public enum JSONReader {
                     return text
                 }
                 if byte == UInt8(ascii: "\\") {
-                    escaped = true
                     unescaped.append(contentsOf: bytes[run..<index])
                     try escape(into: &unescaped)
                     run = index
