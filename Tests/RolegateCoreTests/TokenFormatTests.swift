@@ -8,6 +8,9 @@ import Testing
         for _ in 0..<100 {
             let (id, token) = TokenFormat.generate()
             #expect(token.count == TokenFormat.length)
+            // The token is a SCRAM password: past SHA-256's 64-byte block, libpq hashes it again
+            // in every PBKDF2 round (25–50% more client CPU per connect).
+            #expect(token.utf8.count <= 64)
             #expect(token.hasPrefix("rgt_\(id)_"))
             let parsed = try TokenFormat.parse(token)
             #expect(parsed.id == id)
@@ -44,6 +47,30 @@ import Testing
             chars[30] = chars[30] == "a" ? "b" : "a"
             _ = try TokenFormat.parse(String(chars))
         }
+    }
+
+    /// Tokens issued before the format shrank (80 characters, a 52-character secret) parse,
+    /// with the same checks; no other length does.
+    @Test func tokensOfTheEarlierLengthStillParse() throws {
+        let (id, token) = TokenFormat.generate()
+        let body = TokenFormat.prefix + id + "_" + String(repeating: "q4", count: 26)
+        let earlier = body + TokenFormat.checksumForTests(body)
+        #expect(earlier.count == TokenFormat.earlierLength)
+        #expect(try TokenFormat.parse(earlier) == TokenFormat.Parsed(id: id, token: earlier))
+        var chars = Array(earlier)
+        chars[50] = "z"
+        #expect(throws: TokenFormat.ParseError.badChecksum) { try TokenFormat.parse(String(chars)) }
+        // A new token's body with an earlier-length secret and vice versa: only the checksum differs.
+        let secretStart = TokenFormat.prefix.count + TokenFormat.idLength + 1
+        for length in [63, 65, 79, 81] {
+            let padded = String((token.prefix(secretStart) + String(repeating: "a", count: 80)).prefix(length - 7))
+            #expect(throws: TokenFormat.ParseError.wrongLength) {
+                try TokenFormat.parse(padded + TokenFormat.checksumForTests(padded))
+            }
+        }
+        #expect(
+            TokenFormat.ParseError.wrongLength.description.contains(
+                "64 characters long (80 if issued by an earlier Rolegate)"))
     }
 
     @Test func errorsNeverEchoTheToken() {

@@ -74,6 +74,56 @@ import Testing
         }
     }
 
+    /// A token issued before the format shrank from 80 to 64 characters keeps working (as a
+    /// bearer token and as a rotation's outgoing token beside a new one) until it expires.
+    @Test(arguments: Backend.allCases)
+    func aTokenOfTheEarlierFormatStillVerifies(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let id = TokenFormat.generate().id
+            let body = TokenFormat.prefix + id + "_" + String(repeating: "k7", count: 26)
+            let earlier = body + TokenFormat.checksumForTests(body)
+            #expect(earlier.count == TokenFormat.earlierLength && earlier.count == 80)
+            let salt = try await store.serviceSalt("api", proposed: Array(repeating: 9, count: 16))
+            let now = Date().wholeMilliseconds
+            let record = TokenRecord(
+                id: id, service: "api", role: "writer", issuedAt: now, expiresAt: now.addingTimeInterval(600),
+                issuer: "test", note: nil, secret: TokenSecret(token: earlier, salt: salt))
+            try await store.insertToken(record, exclusive: true, now: now)
+            let verifier = TokenVerifier(store: store, policy: storePolicy)
+            #expect(try await verifier.verify(earlier).get().tokenID == id)
+
+            let new = try await service(store).rotate(service: "api", grace: .seconds(30), ttl: nil, note: nil)
+            #expect(new.token.count == TokenFormat.length)
+            #expect(try await verifier.verify(new.token).get().tokenID == new.record.id)
+            #expect(try await verifier.verify(earlier).get().tokenID == id)
+            // Both answer the service's one SCRAM challenge (one salt, one round count).
+            let candidates = try #require(try await verifier.scramCandidates(service: "api", fresh: true).get())
+            #expect(Set(candidates.map(\.id)) == [id, new.record.id])
+            #expect(Set(candidates.map(\.secret.scram.salt)).count == 1)
+        }
+    }
+
+    /// Wire logins ask memory first (on the event loop): it answers only while the cache is
+    /// current and holds the service, and never for a service it has not loaded.
+    @Test func scramCandidatesComeFromMemoryOnlyWhileCurrent() async throws {
+        try await withStore(.sqlite) { store, _ in
+            let issued = try await service(store).issue(service: "dash", ttl: nil, note: nil)
+            let verifier = TokenVerifier(store: store, policy: storePolicy, maxStaleness: .seconds(60))
+            #expect(verifier.scramCandidatesFromMemory(service: "dash") == nil)  // nothing read yet
+            let loaded = try #require(try await verifier.scramCandidates(service: "dash").get())
+            #expect(loaded.map(\.id) == [issued.record.id])
+            #expect(verifier.scramCandidatesFromMemory(service: "dash") == .success(loaded))
+            #expect(verifier.scramCandidatesFromMemory(service: "api") == nil)  // not loaded
+            #expect(verifier.scramCandidatesFromMemory(service: "nobody") == .success(nil))  // not in the policy
+
+            // Once the cache is older than the staleness bound, the store decides.
+            let strict = TokenVerifier(store: store, policy: storePolicy, maxStaleness: .milliseconds(50))
+            #expect(try await strict.scramCandidates(service: "dash").get()?.count == 1)
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(strict.scramCandidatesFromMemory(service: "dash") == nil)
+        }
+    }
+
     @Test func failsClosedWhenTheStoreIsGone() async throws {
         let location = try Backend.sqlite.freshLocation()
         let store = try await location.open()

@@ -188,8 +188,7 @@ public struct SCRAMClient: Sendable {
 public enum SCRAMNonce {
     /// 24 random bytes, base64: printable, no commas.
     public static func make() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return Data((0..<24).map { _ in UInt8.random(in: .min ... .max, using: &generator) }).base64EncodedString()
+        Data(SecureRandom.bytes(24)).base64EncodedString()
     }
 
     static func isPrintable(_ text: String) -> Bool {

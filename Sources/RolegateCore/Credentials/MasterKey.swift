@@ -27,8 +27,7 @@ public struct MasterKey: Sendable {
     }
 
     public static func generate() -> MasterKey {
-        var generator = SystemRandomNumberGenerator()
-        return MasterKey(bytes: (0..<byteCount).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
+        MasterKey(bytes: SecureRandom.bytes(byteCount))
     }
 
     /// A public, stable name for this key (16 hex digits), recorded in each managed role's

@@ -163,7 +163,7 @@ public struct ServiceSpec: Sendable {
     public static let defaultGrace: Duration = .seconds(300)
     public static let defaultMaxGrace: Duration = .seconds(3600)
     /// PBKDF2 rounds in a token's SCRAM verifier: 4,096 by default, because pgjdbc refuses a
-    /// server that announces fewer. A token's secret is 256 random bits, which no number of
+    /// server that announces fewer. A token's secret is 180 random bits, which no number of
     /// rounds makes harder to guess; the rounds only cost every client CPU at each
     /// connection (libpq ~2.5 ms), so a service whose clients accept fewer (libpq, psycopg,
     /// pgx, node-postgres) may set `scram_iterations` lower.

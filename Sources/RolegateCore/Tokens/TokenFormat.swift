@@ -5,18 +5,24 @@ import Foundation
 /// - `rgt_`: a fixed prefix, so secret scanners can recognise a leaked token.
 /// - `<id>`: 16 characters of lowercase base32 (80 random bits): public, shown by
 ///   `token list`, recorded in the audit log, used to revoke.
-/// - `<secret>`: 52 characters of lowercase base32: 256 bits from the system CSPRNG.
+/// - `<secret>`: 36 characters of lowercase base32: 180 bits from the system CSPRNG.
 /// - `<checksum>`: 7 characters of lowercase base32: the CRC-32 of everything before it,
 ///   so a mistyped or truncated token is rejected without a store lookup.
 ///
-/// The whole token is 80 characters of `[a-z2-7_]`. Only one-way derivatives of it are
-/// ever stored (see ``TokenSecret``).
+/// The whole token is 64 characters of `[a-z2-7_]`, and that is a limit, not a round number:
+/// it is the password of every SCRAM login, and a password longer than SHA-256's 64-byte
+/// block is hashed again in each of PBKDF2's rounds by libpq (it re-keys its HMAC per round),
+/// which made every connect of a libpq client 25–50% more expensive with the earlier
+/// 80-character tokens (52-character secrets, 256 bits). Those still parse and verify.
+/// Only one-way derivatives of a token are ever stored (see ``TokenSecret``).
 public enum TokenFormat {
     public static let prefix = "rgt_"
     public static let idLength = 16
-    public static let secretLength = 52
+    public static let secretLength = 36
     public static let checksumLength = 7
     public static let length = prefix.count + idLength + 1 + secretLength + checksumLength
+    /// Tokens issued before the format shrank to ``length``: a 52-character secret.
+    public static let earlierLength = length + 16
 
     public enum ParseError: Error, Sendable, Equatable, CustomStringConvertible {
         case wrongPrefix
@@ -28,7 +34,8 @@ public enum TokenFormat {
             switch self {
             case .wrongPrefix: "not a Rolegate token (it should start with '\(TokenFormat.prefix)')"
             case .wrongLength:
-                "a Rolegate token is \(TokenFormat.length) characters long; this one is truncated or padded"
+                "a Rolegate token is \(TokenFormat.length) characters long (\(TokenFormat.earlierLength) if issued "
+                    + "by an earlier Rolegate); this one is truncated or padded"
             case .badCharacters: "a Rolegate token holds only a-z, 2-7 and '_'"
             case .badChecksum: "the token's checksum does not match: it was mistyped or altered"
             }
@@ -45,7 +52,8 @@ public enum TokenFormat {
     /// A new token with a fresh id and secret.
     public static func generate() -> (id: String, token: String) {
         let id = Base32.encode(randomBytes(10))
-        let secret = Base32.encode(randomBytes(32))
+        // 23 bytes make 37 digits; the first 36 carry 180 of their bits.
+        let secret = String(Base32.encode(randomBytes(23)).prefix(secretLength))
         let body = prefix + id + "_" + secret
         return (id, body + checksum(body))
     }
@@ -57,14 +65,14 @@ public enum TokenFormat {
         let result = text.withUTF8 { utf8 -> Result<String, ParseError> in
             let prefixBytes = prefix.utf8
             guard utf8.count >= prefixBytes.count, utf8.starts(with: prefixBytes) else { return .failure(.wrongPrefix) }
-            guard utf8.count == length else { return .failure(.wrongLength) }
+            guard utf8.count == length || utf8.count == earlierLength else { return .failure(.wrongLength) }
             let idStart = prefixBytes.count
             let idEnd = idStart + idLength
             guard utf8[idEnd] == UInt8(ascii: "_") else { return .failure(.badCharacters) }
             for index in idStart..<utf8.count where index != idEnd {
                 guard Base32.isDigit(utf8[index]) else { return .failure(.badCharacters) }
             }
-            let bodyLength = length - checksumLength
+            let bodyLength = utf8.count - checksumLength
             let crc = CRC32.checksum(UnsafeBufferPointer(rebasing: utf8[0..<bodyLength]))
             for (offset, shift) in stride(from: 30, through: 0, by: -5).enumerated()
             where utf8[bodyLength + offset] != Base32.alphabet[Int((UInt64(crc) >> UInt64(shift)) & 31)] {
@@ -88,10 +96,7 @@ public enum TokenFormat {
         return digits
     }
 
-    static func randomBytes(_ count: Int) -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-    }
+    static func randomBytes(_ count: Int) -> [UInt8] { SecureRandom.bytes(count) }
 }
 
 /// RFC 4648 base32 with a lowercase alphabet and no padding.

@@ -60,7 +60,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 policy: configuration.policy, tlsAvailable: configuration.tls != nil,
                 requireTLS: configuration.requireTLS, passwordOverTLS: configuration.passwordOverTLS,
                 passwordOnLoopback: configuration.allowCleartextOnLoopback,
-                fromLoopback: context.channel.remoteAddress.map(Self.isLoopback) == true))
+                fromLoopback: context.channel.remoteAddress.map(Self.isLoopback) == true,
+                databaseURLs: shared.databaseURLs))
         shared.metrics.increment("rolegate_connections_total")
         guard shared.registry.clientConnected() else {
             shared.metrics.increment("rolegate_connections_refused_total", ["reason": "too_many_clients"])
@@ -252,6 +253,10 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         case .lookUpTokens(let service, let fresh):
             let decoySalt = shared.decoySalt(for: service)
             let verifier = shared.configuration.verifier
+            // Usually in memory: answered here, without a task and a hop back to this loop.
+            if !fresh, let known = verifier.scramCandidatesFromMemory(service: service) {
+                return event(context) { $0.tokensLoaded(known, decoySalt: decoySalt, nonce: SCRAMNonce.make()) }
+            }
             offLoop(context, { await verifier.scramCandidates(service: service, fresh: fresh) }) {
                 $0.tokensLoaded($1, decoySalt: decoySalt, nonce: SCRAMNonce.make())
             }

@@ -31,6 +31,8 @@ struct ClientSessionMachine {
         var passwordOnLoopback: Bool
         /// The client connects from 127.0.0.0/8, ::1 or a Unix socket.
         var fromLoopback: Bool
+        /// The policy's database URLs, parsed once for all logins (a database missing here is parsed at its login).
+        var databaseURLs: [String: ConnectionURL] = [:]
     }
 
     struct Login: Sendable {
@@ -210,7 +212,7 @@ struct ClientSessionMachine {
         }
         let databaseName = value("database").flatMap { $0.isEmpty ? nil : $0 } ?? service
         guard let database = settings.policy.database(named: databaseName),
-            let url = try? ConnectionURL(parsing: database.url)
+            let url = settings.databaseURLs[database.name] ?? (try? ConnectionURL(parsing: database.url))
         else {
             return refuse("3D000", "database \"\(databaseName)\" does not exist")
         }

@@ -90,11 +90,15 @@ final class SessionRegistry: Sendable {
         state.withLockedValue { s in
             guard s.perService[record.service, default: 0] < maxPerService else { return nil }
             var key: CancelKey
+            var generator = SystemRandomNumberGenerator()
             repeat {
+                // One random word for both halves (one system call, not five).
+                let word = generator.next()
+                let low = UInt32(truncatingIfNeeded: word)
                 key = CancelKey(
                     processID: cancelTag > 0
-                        ? Int32(cancelTag) << 16 | Int32.random(in: 0...0xFFFF) : Int32.random(in: 1...Int32.max),
-                    secret: (0..<4).map { _ in UInt8.random(in: .min ... .max) })
+                        ? Int32(cancelTag) << 16 | Int32(low & 0xFFFF) : Int32(low % UInt32(Int32.max)) + 1,
+                    secret: withUnsafeBytes(of: UInt32(truncatingIfNeeded: word >> 32)) { Array($0) })
             } while s.sessions[key] != nil
             s.sessions[key] = Entry(channel: channel, record: record, status: status)
             s.byToken[record.id, default: []].insert(key)

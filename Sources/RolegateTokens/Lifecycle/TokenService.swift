@@ -169,7 +169,6 @@ public struct TokenService: Sendable {
 extension TokenFormat {
     /// 16 random bytes for a service's SCRAM salt.
     static func randomSalt() -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<16).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        SecureRandom.bytes(16)
     }
 }

@@ -217,6 +217,20 @@ public final class TokenVerifier: Sendable {
         return .success(records.isEmpty ? nil : records)
     }
 
+    /// ``scramCandidates(service:fresh:)`` answered from memory, without suspending: nil when
+    /// that needs the store (the cache is stale or does not hold the service yet). This runs
+    /// on every wire login, on the event loop.
+    public func scramCandidatesFromMemory(service: String) -> Result<[TokenRecord]?, Failure>? {
+        let instant = clock.now
+        let maxStaleness = self.maxStaleness
+        return state.withLock { s -> Result<[TokenRecord]?, Failure>? in
+            guard let last = s.lastRefresh, instant - last <= maxStaleness else { return nil }
+            guard s.bindings[service] != nil else { return .success(nil) }
+            guard let cached = s.byService[service] else { return nil }
+            return .success(cached.isEmpty ? nil : cached)
+        }
+    }
+
     /// Applies the checks that follow a successful proof: the policy still binds the
     /// token's service to its role, it is not revoked, it has not expired.
     public func admit(_ record: TokenRecord, now: Date = Date()) -> Result<Verified, Failure> {
