@@ -156,9 +156,9 @@ import Testing
         defer { silent.close(promise: nil) }
         var key = setup.key
         key.port = try #require(silent.localAddress?.port)
-        let clock = ContinuousClock()
-        let started = clock.now
-        // Raced against 5 s, so that a login waiting for ever fails the test instead of hanging it.
+        // Raced against 5 s, so that a login waiting for ever fails the test (with its own error)
+        // instead of hanging it. No wall-clock check beside it: on a loaded CI machine the 300 ms
+        // answer can take seconds to be delivered, and the error already says which came first.
         let loop = setup.pools[0].eventLoop
         let outcome = loop.makePromise(of: UpstreamConnection.self)
         setup.acquire(on: 0, key: key).cascade(to: outcome)
@@ -168,7 +168,6 @@ import Testing
         let error = await #expect(throws: UpstreamError.self) { try await outcome.futureResult.get() }
         #expect(error?.sqlState == "08006")
         #expect(error?.description == "the server did not complete the login within 300 ms")
-        #expect(clock.now - started < .seconds(5))
         #expect(setup.counts.snapshot[TwoLoops.role] == 0, "the silent server kept its slot")
         let working = try await setup.acquire(on: 1).get()
         setup.release(working, on: 1)
