@@ -60,7 +60,7 @@ import Testing
         var chars = Array(earlier)
         chars[50] = "z"
         #expect(throws: TokenFormat.ParseError.badChecksum) { try TokenFormat.parse(String(chars)) }
-        // A new token's body with an earlier-length secret and vice versa: only the checksum differs.
+        // Well-formed but for their length (valid characters, a matching checksum): refused.
         let secretStart = TokenFormat.prefix.count + TokenFormat.idLength + 1
         for length in [63, 65, 79, 81] {
             let padded = String((token.prefix(secretStart) + String(repeating: "a", count: 80)).prefix(length - 7))
