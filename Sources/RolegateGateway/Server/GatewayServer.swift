@@ -19,7 +19,7 @@ final class GatewayShared: Sendable {
     let tlsContexts: UpstreamTLSContexts
     let loginThrottle: LoginThrottle
     /// Decoy SCRAM salts for unknown services derive from this per-process secret.
-    private let decoySecret: [UInt8] = (0..<32).map { _ in UInt8.random(in: .min ... .max) }
+    private let decoySecret = SecureRandom.bytes(32)
     private let pools = NIOLockedValueBox([ObjectIdentifier: PoolBox]())
     /// Role credentials (an HMAC each) and parsed database URLs, derived once: every login
     /// and every HTTP request needs them.
