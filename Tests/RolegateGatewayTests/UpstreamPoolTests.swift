@@ -55,8 +55,10 @@ import Testing
             self.pools = pools
         }
 
+        /// `waitLimit` is long by default: a queued session waits for other sessions' logins
+        /// to PostgreSQL, which take seconds on a loaded CI machine (10 s ran out there once).
         func acquire(
-            on index: Int, key: UpstreamKey? = nil, waitLimit: TimeAmount = .seconds(10)
+            on index: Int, key: UpstreamKey? = nil, waitLimit: TimeAmount = .seconds(90)
         ) -> EventLoopFuture<UpstreamConnection> {
             let pool = pools[index]
             let key = key ?? self.key
@@ -72,10 +74,24 @@ import Testing
 
         /// Waits until `count` sessions queue for the role.
         func waitForQueue(_ count: Int) async throws {
-            for _ in 0..<500 where counts.waitingSnapshot[Self.role, default: 0] != count {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while counts.waitingSnapshot[Self.role, default: 0] != count, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
             }
             #expect(counts.waitingSnapshot[Self.role, default: 0] == count)
+        }
+
+        /// Waits until loop `index`'s pool holds `count` idle connections (a released one is
+        /// idle once its reset has been answered).
+        func waitForIdle(_ count: Int, on index: Int) async throws {
+            let pool = pools[index]
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try await pool.eventLoop.submit({ pool.value.idleCount }).get() != count,
+                ContinuousClock.now < deadline
+            {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(try await pool.eventLoop.submit({ pool.value.idleCount }).get() == count)
         }
 
         func stop() async {
@@ -139,7 +155,7 @@ import Testing
         #expect(error?.description == "all server connections of role pool_user are busy (cap 1)")
         #expect(setup.counts.waitingSnapshot.isEmpty)
         setup.release(first, on: 0)
-        try await Task.sleep(for: .milliseconds(200))
+        try await setup.waitForIdle(1, on: 0)
         let again = try await setup.acquire(on: 0).get()
         #expect(again === first, "the connection was not kept for reuse")
         setup.release(again, on: 0)
@@ -156,14 +172,14 @@ import Testing
         defer { silent.close(promise: nil) }
         var key = setup.key
         key.port = try #require(silent.localAddress?.port)
-        // Raced against 5 s, so that a login waiting for ever fails the test (with its own error)
+        // Raced against 30 s, so that a login waiting for ever fails the test (with its own error)
         // instead of hanging it. No wall-clock check beside it: on a loaded CI machine the 300 ms
         // answer can take seconds to be delivered, and the error already says which came first.
         let loop = setup.pools[0].eventLoop
         let outcome = loop.makePromise(of: UpstreamConnection.self)
         setup.acquire(on: 0, key: key).cascade(to: outcome)
-        loop.scheduleTask(in: .seconds(5)) {
-            outcome.fail(UpstreamError(description: "still waiting after 5 s", sqlState: "none"))
+        loop.scheduleTask(in: .seconds(30)) {
+            outcome.fail(UpstreamError(description: "still waiting after 30 s", sqlState: "none"))
         }
         let error = await #expect(throws: UpstreamError.self) { try await outcome.futureResult.get() }
         #expect(error?.sqlState == "08006")
@@ -184,7 +200,8 @@ import Testing
         #expect(kill(backend, SIGSTOP) == 0)
         defer { kill(backend, SIGCONT) }
         setup.release(connection, on: 0)
-        for _ in 0..<750 where setup.counts.snapshot[TwoLoops.role] != 0 {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while setup.counts.snapshot[TwoLoops.role] != 0, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(setup.counts.snapshot[TwoLoops.role] == 0, "a reset without an answer kept the slot")

@@ -45,12 +45,15 @@ import Testing
     @Test(arguments: Backend.allCases)
     func bothTokensWorkDuringTheGraceWindow(backend: Backend) async throws {
         try await withStore(backend) { store, _ in
-            let old = try await service(store).issue(service: "api", ttl: nil, note: nil)
-            let new = try await service(store).rotate(service: "api", grace: nil, ttl: nil, note: nil)
+            // Named instants, as above: the service's grace is one minute.
+            let start = Date().wholeMilliseconds
+            let old = try await service(store).issue(service: "api", ttl: nil, note: nil, now: start)
+            let new = try await service(store).rotate(service: "api", grace: nil, ttl: nil, note: nil, now: start)
             let verifier = TokenVerifier(store: store, policy: storePolicy)
-            #expect((try? await verifier.verify(old.token).get()) != nil)
-            #expect((try? await verifier.verify(new.token).get()) != nil)
-            #expect(await verifier.verify(old.token, now: Date().addingTimeInterval(61)) == .failure(.expired))
+            let during = start.addingTimeInterval(59)
+            #expect((try? await verifier.verify(old.token, now: during).get()) != nil)
+            #expect((try? await verifier.verify(new.token, now: during).get()) != nil)
+            #expect(await verifier.verify(old.token, now: start.addingTimeInterval(61)) == .failure(.expired))
         }
     }
 
@@ -90,12 +93,19 @@ import Testing
                 issuer: "test", note: nil, secret: TokenSecret(token: earlier, salt: salt))
             try await store.insertToken(record, exclusive: true, now: now)
             let verifier = TokenVerifier(store: store, policy: storePolicy)
-            #expect(try await verifier.verify(earlier).get().tokenID == id)
+            #expect(try await verifier.verify(earlier, now: now).get().tokenID == id)
 
-            let new = try await service(store).rotate(service: "api", grace: .seconds(30), ttl: nil, note: nil)
+            // The rotation and the checks name their instants: a loaded machine can take longer
+            // than the grace window between two steps of this test.
+            let rotatedAt = now.addingTimeInterval(1)
+            let new = try await service(store).rotate(
+                service: "api", grace: .seconds(30), ttl: nil, note: nil, now: rotatedAt)
+            try await verifier.refresh()  // reads the rotation (the cache still has the 600 s expiry)
+            let duringGrace = rotatedAt.addingTimeInterval(29)
             #expect(new.token.count == TokenFormat.length)
-            #expect(try await verifier.verify(new.token).get().tokenID == new.record.id)
-            #expect(try await verifier.verify(earlier).get().tokenID == id)
+            #expect(try await verifier.verify(new.token, now: duringGrace).get().tokenID == new.record.id)
+            #expect(try await verifier.verify(earlier, now: duringGrace).get().tokenID == id)
+            #expect(await verifier.verify(earlier, now: rotatedAt.addingTimeInterval(31)) == .failure(.expired))
             // Both answer the service's one SCRAM challenge (one salt, one round count).
             let candidates = try #require(try await verifier.scramCandidates(service: "api", fresh: true).get())
             #expect(Set(candidates.map(\.id)) == [id, new.record.id])

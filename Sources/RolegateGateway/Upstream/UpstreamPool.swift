@@ -25,6 +25,9 @@ final class UpstreamPool {
     let starved: @Sendable (_ role: String, _ from: any EventLoop) -> Void
     private var idle: [UpstreamKey: [UpstreamConnection]] = [:]
 
+    /// How many reset connections wait in this pool for a session.
+    var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
+
     init(
         eventLoop: any EventLoop, limits: RoleConnectionCounts, metrics: Metrics, lifetime: TimeAmount,
         idleTimeout: TimeAmount,
