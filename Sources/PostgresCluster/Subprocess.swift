@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -90,12 +91,26 @@ public enum Subprocess {
                 }
             }
         }
+        var stderr = String(decoding: err, as: UTF8.self)
+        let exitCode: Int32
+        if let status = wait(for: pid) {
+            exitCode = status
+        } else {
+            // Someone else reaped it (ECHILD): its exit status is lost. Never report that as success.
+            exitCode = -1
+            stderr += "\n(waitpid \(pid): \(String(cString: strerror(errno))); the exit status is unknown)"
+        }
+        return ProcessResult(status: exitCode, stdout: String(decoding: out, as: UTF8.self), stderr: stderr)
+    }
+
+    /// Reaps `pid` and returns its exit code (128 + the signal when a signal ended it); nil
+    /// when it cannot be waited for (not our child, or already reaped).
+    static func wait(for pid: pid_t) -> Int32? {
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return ProcessResult(
-            status: exitCode, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self)
-        )
+        var result: pid_t
+        repeat { result = waitpid(pid, &status, 0) } while result < 0 && errno == EINTR
+        guard result == pid else { return nil }
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
     /// Spawn attributes that give the child an empty signal mask and default signal
@@ -250,6 +265,10 @@ extension Subprocess {
 public final class RunningProcess: Sendable {
     public let pid: Int32
     public let outputPath: String
+    /// Its exit code once reaped. After that its pid may belong to any new process (pids
+    /// come round within minutes on a busy CI machine with a 32,768 pid_max), so it is never
+    /// signalled or waited for again.
+    private let exitCode = Mutex<Int32?>(nil)
 
     init(pid: Int32, outputPath: String) {
         self.pid = pid
@@ -259,13 +278,18 @@ public final class RunningProcess: Sendable {
     /// What it has printed so far (stdout and stderr together).
     public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
-    /// Sends `signal` (15, SIGTERM, by default) and waits for the exit; returns the exit status.
+    /// Sends `signal` (15, SIGTERM, by default; 0 sends none) and waits for the exit; returns
+    /// the exit status. Once it has exited, later calls return that status and signal nothing.
     @discardableResult
     public func stop(signal: Int32 = 15) -> Int32 {
-        kill(pid, signal)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        exitCode.withLock { code in
+            if let code { return code }
+            // Not reaped yet, so the pid is still this process's (a zombie keeps it).
+            if signal != 0 { kill(pid, signal) }
+            let reaped = Subprocess.wait(for: pid) ?? -1
+            code = reaped
+            return reaped
+        }
     }
 }
 
