@@ -20,6 +20,33 @@ import Testing
         #expect(a.id != b.id && a.token != b.token)
     }
 
+    /// The packed id the verifier's cache is keyed by: the id comes back as written, two ids
+    /// that differ anywhere (either half) make different keys, and only an id's shape packs.
+    @Test func idsPackIntoKeysAndBack() throws {
+        var keys = Set<TokenKey>()
+        for _ in 0..<1000 {
+            let (id, token) = TokenFormat.generate()
+            let key = try #require(TokenKey(id: id))
+            #expect(key.id == id)
+            #expect(try TokenFormat.parse(token).key == key)
+            keys.insert(key)
+        }
+        #expect(keys.count == 1000)
+        let id = TokenFormat.generate().id
+        for index in [0, 7, 8, 15] {
+            var chars = Array(id)
+            chars[index] = chars[index] == "a" ? "b" : "a"
+            #expect(TokenKey(id: String(chars)) != TokenKey(id: id))
+        }
+        for bad in ["", String(id.dropLast()), id + "a", id.uppercased(), String(id.dropLast()) + "1"] {
+            #expect(TokenKey(id: bad) == nil, "\(bad)")
+        }
+        for value in UInt8(0)..<32 { #expect(Base32.digit(value) == Base32.alphabet[Int(value)]) }
+        for byte in UInt8.min...UInt8.max {
+            #expect(Base32.invalid(byte) == (Base32.alphabet.contains(byte) ? 0 : 1), "\(byte)")
+        }
+    }
+
     @Test func everySingleCharacterChangeIsRejectedOffline() throws {
         let (_, token) = TokenFormat.generate()
         let characters = Array(token)

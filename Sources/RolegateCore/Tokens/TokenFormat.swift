@@ -44,9 +44,24 @@ public enum TokenFormat {
 
     /// A token's parts after its format and checksum have been checked.
     public struct Parsed: Sendable, Equatable {
-        public var id: String
+        /// The id, packed: what the verifier looks tokens up by.
+        public var key: TokenKey
         /// The whole token, which is what the hash and the SCRAM verifier are computed over.
         public var token: String
+
+        /// The id as it is written (16 characters of base32).
+        public var id: String { key.id }
+
+        public init(key: TokenKey, token: String) {
+            self.key = key
+            self.token = token
+        }
+
+        /// `id` must be a well-formed id (as ``generate()`` makes).
+        public init(id: String, token: String) {
+            guard let key = TokenKey(id: id) else { preconditionFailure("not a token id") }
+            self.init(key: key, token: token)
+        }
     }
 
     /// A new token with a fresh id and secret.
@@ -62,26 +77,34 @@ public enum TokenFormat {
     public static func parse(_ text: String) throws(ParseError) -> Parsed {
         // One pass over the bytes in place (this runs on every login and HTTP request).
         var text = text
-        let result = text.withUTF8 { utf8 -> Result<String, ParseError> in
-            let prefixBytes = prefix.utf8
-            guard utf8.count >= prefixBytes.count, utf8.starts(with: prefixBytes) else { return .failure(.wrongPrefix) }
+        let result = text.withUTF8 { utf8 -> Result<TokenKey, ParseError> in
+            // ``prefix``, byte by byte.
+            guard utf8.count >= 4, utf8[0] == UInt8(ascii: "r"), utf8[1] == UInt8(ascii: "g"),
+                utf8[2] == UInt8(ascii: "t"), utf8[3] == UInt8(ascii: "_")
+            else { return .failure(.wrongPrefix) }
             guard utf8.count == length || utf8.count == earlierLength else { return .failure(.wrongLength) }
-            let idStart = prefixBytes.count
+            let idStart = 4
             let idEnd = idStart + idLength
             guard utf8[idEnd] == UInt8(ascii: "_") else { return .failure(.badCharacters) }
-            for index in idStart..<utf8.count where index != idEnd {
-                guard Base32.isDigit(utf8[index]) else { return .failure(.badCharacters) }
-            }
+            // Every byte checked, without a branch per byte.
+            var invalid: UInt8 = 0
+            for index in idStart..<idEnd { invalid |= Base32.invalid(utf8[index]) }
+            for index in (idEnd + 1)..<utf8.count { invalid |= Base32.invalid(utf8[index]) }
+            guard invalid == 0 else { return .failure(.badCharacters) }
             let bodyLength = utf8.count - checksumLength
-            let crc = CRC32.checksum(UnsafeBufferPointer(rebasing: utf8[0..<bodyLength]))
-            for (offset, shift) in stride(from: 30, through: 0, by: -5).enumerated()
-            where utf8[bodyLength + offset] != Base32.alphabet[Int((UInt64(crc) >> UInt64(shift)) & 31)] {
-                return .failure(.badChecksum)
+            let crc = UInt64(CRC32.checksum(UnsafeBufferPointer(rebasing: utf8[0..<bodyLength])))
+            // 32 bits as 7 digits, most significant first (see `checksum`).
+            var shift: UInt64 = 30
+            for offset in 0..<checksumLength {
+                guard utf8[bodyLength + offset] == Base32.digit(UInt8(truncatingIfNeeded: crc >> shift) & 31) else {
+                    return .failure(.badChecksum)
+                }
+                shift &-= 5
             }
-            return .success(String(decoding: UnsafeBufferPointer(rebasing: utf8[idStart..<idEnd]), as: UTF8.self))
+            return .success(TokenKey(UnsafeBufferPointer(rebasing: utf8[idStart..<idEnd])))
         }
         switch result {
-        case .success(let id): return Parsed(id: id, token: text)
+        case .success(let key): return Parsed(key: key, token: text)
         case .failure(let error): throw error
         }
     }
@@ -117,6 +140,18 @@ enum Base32 {
         }
         if bits > 0 { output.append(alphabet[Int((buffer << UInt32(5 - bits)) & 31)]) }
         return String(decoding: output, as: UTF8.self)
+    }
+
+    /// The digit for a 5-bit value: `alphabet[value]`, without the table.
+    @inline(__always)
+    static func digit(_ value: UInt8) -> UInt8 {
+        value < 26 ? UInt8(ascii: "a") &+ value : UInt8(ascii: "2") &+ (value &- 26)
+    }
+
+    /// 1 when `byte` is not a digit, else 0 (for checking many bytes without branching).
+    @inline(__always)
+    static func invalid(_ byte: UInt8) -> UInt8 {
+        (byte &- UInt8(ascii: "a") >= 26 ? 1 : 0) & (byte &- UInt8(ascii: "2") >= 6 ? 1 : 0)
     }
 
     static func isDigit(_ byte: UInt8) -> Bool {
@@ -174,4 +209,35 @@ enum CRC32 {
 extension TokenFormat {
     /// The checksum of a token body, for tests that build tokens by hand.
     public static func checksumForTests(_ body: String) -> String { checksum(body) }
+}
+
+/// A token's id packed into two words: its 16 base32 characters are ASCII bytes, 8 to a word.
+/// The verifier's cache is keyed by it, so that checking a token neither allocates a string
+/// for the id (16 bytes is past a small string's 15) nor hashes one.
+public struct TokenKey: Hashable, Sendable {
+    let high: UInt64
+    let low: UInt64
+
+    /// `bytes`: exactly ``TokenFormat/idLength`` bytes.
+    init(_ bytes: UnsafeBufferPointer<UInt8>) {
+        let raw = UnsafeRawBufferPointer(bytes)
+        high = raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+        low = raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+    }
+
+    /// Nil unless `id` is 16 characters of lowercase base32.
+    public init?(id: String) {
+        var id = id
+        let key = id.withUTF8 { utf8 -> TokenKey? in
+            guard utf8.count == TokenFormat.idLength, utf8.allSatisfy(Base32.isDigit) else { return nil }
+            return TokenKey(utf8)
+        }
+        guard let key else { return nil }
+        self = key
+    }
+
+    /// The id as it is written.
+    public var id: String {
+        withUnsafeBytes(of: (high, low)) { String(decoding: $0, as: UTF8.self) }
+    }
 }

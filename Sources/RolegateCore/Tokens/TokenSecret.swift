@@ -26,15 +26,30 @@ public struct TokenSecret: Sendable, Equatable {
         return token.withUTF8 { Array(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
     }
 
-    /// Whether `token` hashes to ``sha256``, comparing in constant time (hashed from the
-    /// string's bytes, compared from the digest's: no arrays on this path).
-    public func matches(_ token: String) -> Bool {
+    /// Whether `token` hashes to ``sha256``, comparing in constant time.
+    public func matches(_ token: String) -> Bool { matches(TokenDigest(token)) }
+
+    /// Whether ``sha256`` is `digest`, compared in constant time (from the digest's own
+    /// bytes: no arrays on this path).
+    public func matches(_ digest: TokenDigest) -> Bool {
+        withUnsafeBytes(of: digest.words) { digest in sha256.withUnsafeBytes { ConstantTime.equals(digest, $0) } }
+    }
+}
+
+/// The SHA-256 of a token, computed once per check (before the verifier takes its lock) and
+/// compared with the stored hash. Held inline, as four words: no allocation.
+public struct TokenDigest: Sendable {
+    let words: (UInt64, UInt64, UInt64, UInt64)
+
+    public init(_ token: String) {
         var token = token
-        return token.withUTF8 { bytes in
+        var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        token.withUTF8 { bytes in
             SHA256.hash(data: UnsafeRawBufferPointer(bytes)).withUnsafeBytes { digest in
-                sha256.withUnsafeBytes { ConstantTime.equals(digest, $0) }
+                withUnsafeMutableBytes(of: &words) { $0.copyMemory(from: digest) }
             }
         }
+        self.words = words
     }
 }
 

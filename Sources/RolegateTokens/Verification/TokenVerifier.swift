@@ -49,13 +49,15 @@ public final class TokenVerifier: Sendable {
         }
         /// Service → role, from the policy: checked on every verification.
         var bindings: [String: String]
-        var cache: [String: TokenRecord] = [:]
+        /// Records by packed id (``TokenKey``): a lookup neither allocates nor hashes a string.
+        var cache: [TokenKey: TokenRecord] = [:]
         /// Ids the store does not have, remembered briefly so a flood of made-up ids
         /// does not become a flood of store queries.
-        var missing: [String: ContinuousClock.Instant] = [:]
+        var missing: [TokenKey: ContinuousClock.Instant] = [:]
         var lastSequence: Int64?
         var lastRefresh: ContinuousClock.Instant?
-        var uses: [String: Date] = [:]
+        /// Last successful verification per token, written to the store by ``refresh()``.
+        var uses: [TokenKey: Date] = [:]
         /// Every token of a service (any state), for SCRAM logins, by service.
         var byService: [String: [TokenRecord]] = [:]
         var changeHandler: (@Sendable ([ChangeEvent]) -> Void)?
@@ -105,7 +107,7 @@ public final class TokenVerifier: Sendable {
             guard await refreshIfStale(at: instant) else { return .failure(.unavailable) }
             step = fromMemory(token, now: now, at: instant, checkingStaleness: false)
         }
-        guard case .lookUp(let id) = step else {
+        guard case .lookUp(let key, let digest) = step else {
             if case .done(let result) = step { return result }
             return .failure(.unavailable)
         }
@@ -114,22 +116,23 @@ public final class TokenVerifier: Sendable {
         let generation = state.withLock { $0.lastSequence }
         let record: TokenRecord?
         do {
-            record = try await store.token(id: id)
+            record = try await store.token(id: key.id)
         } catch {
             return .failure(.unavailable)
         }
-        state.withLock { s in
-            guard s.lastSequence == generation else { return }
-            if let record {
-                s.cache[id] = record
-            } else {
-                if s.missing.count >= Self.missingLimit {
-                    s.missing = s.missing.filter { instant - $0.value < Self.missingTTL }
+        return state.withLock { s in
+            if s.lastSequence == generation {
+                if let record {
+                    s.cache[key] = record
+                } else {
+                    if s.missing.count >= Self.missingLimit {
+                        s.missing = s.missing.filter { instant - $0.value < Self.missingTTL }
+                    }
+                    if s.missing.count < Self.missingLimit { s.missing[key] = instant }
                 }
-                if s.missing.count < Self.missingLimit { s.missing[id] = instant }
             }
+            return Self.finish(record, key: key, digest: digest, now: now, &s)
         }
-        return finish(token, record: record, now: now)
     }
 
     private enum Step {
@@ -137,42 +140,50 @@ public final class TokenVerifier: Sendable {
         /// The cache is older than `maxStaleness`: read the change feed first.
         case refresh
         /// Neither cached nor known to be missing: read the store.
-        case lookUp(id: String)
+        case lookUp(TokenKey, TokenDigest)
     }
 
     /// What a verification can answer from memory, without suspending (this runs on every
-    /// login and HTTP request): one lock for "is the cache current" and the lookup.
+    /// login and HTTP request): the token is parsed and hashed first, then one lock covers
+    /// "is the cache current", the lookup, the comparison, the policy checks and the use record.
     private func fromMemory(
         _ token: String, now: Date, at instant: ContinuousClock.Instant, checkingStaleness: Bool
     ) -> Step {
-        let parsed: TokenFormat.Parsed
+        let key: TokenKey
         do {
-            parsed = try TokenFormat.parse(token)
+            key = try TokenFormat.parse(token).key
         } catch {
             return .done(.failure(.malformed(error)))
         }
+        // Every well-formed token is hashed, known or not: an unknown id costs what a wrong secret does.
+        let digest = TokenDigest(token)
         let maxStaleness = self.maxStaleness
-        let (record, step) = state.withLock { s -> (TokenRecord?, Step?) in
+        return state.withLock { s -> Step in
             if checkingStaleness, s.lastRefresh.map({ instant - $0 > maxStaleness }) ?? true {
-                return (nil, .refresh)
+                return .refresh
             }
-            if let record = s.cache[parsed.id] { return (record, nil) }
-            if let seen = s.missing[parsed.id], instant - seen < Self.missingTTL { return (nil, nil) }
-            return (nil, .lookUp(id: parsed.id))
+            if let record = s.cache[key] { return .done(Self.finish(record, key: key, digest: digest, now: now, &s)) }
+            if let seen = s.missing[key], instant - seen < Self.missingTTL {
+                return .done(Self.finish(nil, key: key, digest: digest, now: now, &s))
+            }
+            return .lookUp(key, digest)
         }
-        if let step { return step }
-        return .done(finish(token, record: record, now: now))
     }
 
-    /// The secret comparison and the policy checks, once the record (or its absence) is known.
-    private func finish(_ token: String, record: TokenRecord?, now: Date) -> Result<Verified, Failure> {
+    /// The secret comparison, the policy checks and the use record, once the record (or its
+    /// absence) is known. Called with the lock held.
+    private static func finish(
+        _ record: TokenRecord?, key: TokenKey, digest: TokenDigest, now: Date, _ s: inout State
+    ) -> Result<Verified, Failure> {
         guard let record else {
-            // Same work as a wrong secret, so "no such id" and "wrong secret" look alike.
-            _ = Self.decoy.matches(token)
+            // Same comparison as a wrong secret, so "no such id" and "wrong secret" look alike.
+            _ = decoy.matches(digest)
             return .failure(.unknown)
         }
-        guard record.secret.matches(token) else { return .failure(.unknown) }
-        return admit(record, now: now)
+        guard record.secret.matches(digest) else { return .failure(.unknown) }
+        if let failure = check(record, bindings: s.bindings, now: now) { return .failure(failure) }
+        s.uses[key] = now
+        return .success(Verified(record: record))
     }
 
     /// What an unknown id's token is compared against: no token hashes to all zeros.
@@ -237,7 +248,7 @@ public final class TokenVerifier: Sendable {
         // One lock for the policy check and the use record (this runs on every login).
         let failure = state.withLock { s -> Failure? in
             if let failure = Self.check(record, bindings: s.bindings, now: now) { return failure }
-            s.uses[record.id] = now
+            if let key = TokenKey(id: record.id) { s.uses[key] = now }
             return nil
         }
         if let failure { return .failure(failure) }
@@ -246,13 +257,14 @@ public final class TokenVerifier: Sendable {
 
     /// Whether the token with this id is still usable (for sessions that follow their token).
     public func isStillValid(_ record: TokenRecord, now: Date = Date()) async -> Failure? {
-        if let cached = state.withLock({ $0.cache[record.id] }) {
+        let key = TokenKey(id: record.id)
+        if let cached = state.withLock({ s in key.flatMap { s.cache[$0] } }) {
             if case .failure(let failure) = admitWithoutUse(cached, now: now) { return failure }
             return nil
         }
         do {
             guard let fresh = try await store.token(id: record.id) else { return .unknown }
-            state.withLock { $0.cache[record.id] = fresh }
+            if let key { state.withLock { $0.cache[key] = fresh } }
             if case .failure(let failure) = admitWithoutUse(fresh, now: now) { return failure }
             return nil
         } catch {
@@ -285,8 +297,10 @@ public final class TokenVerifier: Sendable {
                 guard let last = changes.last else { break }
                 state.withLock { s in
                     for change in changes {
-                        s.cache.removeValue(forKey: change.tokenID)
-                        s.missing.removeValue(forKey: change.tokenID)
+                        if let key = TokenKey(id: change.tokenID) {
+                            s.cache.removeValue(forKey: key)
+                            s.missing.removeValue(forKey: key)
+                        }
                         s.byService.removeValue(forKey: change.service)
                     }
                     s.lastSequence = last.sequence
@@ -301,11 +315,13 @@ public final class TokenVerifier: Sendable {
             state.withLock { $0.lastSequence = latest }
         }
         state.withLock { $0.lastRefresh = started }
-        let uses = state.withLock { s -> [String: Date] in
+        let uses = state.withLock { s -> [TokenKey: Date] in
             defer { s.uses = [:] }
             return s.uses
         }
-        if !uses.isEmpty { try? await store.recordUse(uses) }
+        if !uses.isEmpty {
+            try? await store.recordUse(Dictionary(uniqueKeysWithValues: uses.map { ($0.key.id, $0.value) }))
+        }
     }
 
     /// Follows the change feed until the task is cancelled.
