@@ -326,10 +326,12 @@ server_tls_sslmode = disable
         if not os.path.exists(binary):
             self.notes.append(f"{binary} is missing (swift build --product VerifyBench): token verification skipped")
             return
-        r = json.loads(sh([binary, str(iterations)]).stdout.strip().splitlines()[-1])
+        r = json.loads(sh([binary, str(iterations), "10"]).stdout.strip().splitlines()[-1])
         same = r["unknown_id_per_s"] / r["wrong_secret_per_s"]
         self.others.append(
-            f"Token verification on one core: {r['cached_valid_per_s']:,.0f}/s for a cached valid token, "
+            f"Token verification on one core (medians of {r['rounds']:.0f} interleaved rounds): "
+            f"{r['cached_valid_per_s']:,.0f}/s for a cached valid token "
+            f"(rounds {r['cached_valid_lowest_round_per_s']:,.0f}–{r['cached_valid_highest_round_per_s']:,.0f}), "
             f"{r['unknown_id_per_s']:,.0f}/s for an unknown id, {r['wrong_secret_per_s']:,.0f}/s for a wrong secret "
             f"(unknown id / wrong secret = {same:.2f}×: one answer, the same work), "
             f"{r['uncached_lookup_per_s']:,.0f}/s uncached (a store read each).")
