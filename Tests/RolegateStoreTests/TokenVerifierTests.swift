@@ -113,6 +113,33 @@ import Testing
         }
     }
 
+    /// Every successful check is a use; the next refresh writes each token's latest one to the
+    /// store (bearer checks from the cache and SCRAM logins' `admit` alike). Failed checks are not uses.
+    @Test(arguments: Backend.allCases)
+    func theLatestUseOfEachTokenReachesTheStore(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let dash = try await service(store).issue(service: "dash", ttl: nil, note: nil)
+            let api = try await service(store).issue(service: "api", ttl: nil, note: nil)
+            let verifier = TokenVerifier(store: store, policy: storePolicy)
+            let start = Date().wholeMilliseconds
+            #expect((try? await verifier.verify(dash.token, now: start).get()) != nil)  // read from the store
+            #expect((try? await verifier.verify(dash.token, now: start.addingTimeInterval(2)).get()) != nil)
+            #expect(
+                await verifier.verify(forge(id: dash.record.id), now: start.addingTimeInterval(3)) == .failure(.unknown)
+            )
+            #expect((try? verifier.admit(api.record, now: start.addingTimeInterval(4)).get()) != nil)
+            try await verifier.refresh()
+            #expect(try await store.token(id: dash.record.id)?.lastUsedAt == start.addingTimeInterval(2))
+            #expect(try await store.token(id: api.record.id)?.lastUsedAt == start.addingTimeInterval(4))
+
+            // Uses after a refresh are written by the next one, and only they.
+            #expect((try? await verifier.verify(dash.token, now: start.addingTimeInterval(5)).get()) != nil)
+            try await verifier.refresh()
+            #expect(try await store.token(id: dash.record.id)?.lastUsedAt == start.addingTimeInterval(5))
+            #expect(try await store.token(id: api.record.id)?.lastUsedAt == start.addingTimeInterval(4))
+        }
+    }
+
     /// Wire logins ask memory first (on the event loop): it answers only while the cache is
     /// current and holds the service, and never for a service it has not loaded.
     @Test func scramCandidatesComeFromMemoryOnlyWhileCurrent() async throws {

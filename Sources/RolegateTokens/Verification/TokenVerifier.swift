@@ -43,20 +43,39 @@ public final class TokenVerifier: Sendable {
         public var tokenID: String { record.id }
     }
 
+    /// A cached record and what the checks of it leave behind, changed only under the lock.
+    private final class CachedToken {
+        let record: TokenRecord
+        /// Its last successful check since the last ``refresh()`` wrote uses out.
+        var lastUse: Date?
+        /// The policy generation whose service → role binding this record was found to match.
+        var boundIn = -1
+
+        init(_ record: TokenRecord) { self.record = record }
+    }
+
     private struct State {
         var policy: Policy {
-            didSet { bindings = Self.bindings(policy) }
+            didSet {
+                bindings = Self.bindings(policy)
+                policyGeneration += 1
+            }
         }
-        /// Service → role, from the policy: checked on every verification.
+        /// Service → role, from the policy: checked on every verification (once per cached
+        /// record and policy generation on the cache's path).
         var bindings: [String: String]
+        var policyGeneration = 0
         /// Records by packed id (``TokenKey``): a lookup neither allocates nor hashes a string.
-        var cache: [TokenKey: TokenRecord] = [:]
+        var cache: [TokenKey: CachedToken] = [:]
+        /// Cached records checked since the last refresh (their ``CachedToken/lastUse`` is set).
+        var used: [CachedToken] = []
         /// Ids the store does not have, remembered briefly so a flood of made-up ids
         /// does not become a flood of store queries.
         var missing: [TokenKey: ContinuousClock.Instant] = [:]
         var lastSequence: Int64?
         var lastRefresh: ContinuousClock.Instant?
-        /// Last successful verification per token, written to the store by ``refresh()``.
+        /// Last successful check of tokens outside the cache (SCRAM logins, ``admit(_:now:)``),
+        /// written to the store by ``refresh()`` with the cache's.
         var uses: [TokenKey: Date] = [:]
         /// Every token of a service (any state), for SCRAM logins, by service.
         var byService: [String: [TokenRecord]] = [:]
@@ -123,7 +142,9 @@ public final class TokenVerifier: Sendable {
         return state.withLock { s in
             if s.lastSequence == generation {
                 if let record {
-                    s.cache[key] = record
+                    let entry = CachedToken(record)
+                    s.cache[key] = entry
+                    return Self.finish(entry, digest: digest, now: now, &s)
                 } else {
                     if s.missing.count >= Self.missingLimit {
                         s.missing = s.missing.filter { instant - $0.value < Self.missingTTL }
@@ -131,7 +152,7 @@ public final class TokenVerifier: Sendable {
                     if s.missing.count < Self.missingLimit { s.missing[key] = instant }
                 }
             }
-            return Self.finish(record, key: key, digest: digest, now: now, &s)
+            return Self.finish(record.map(CachedToken.init), digest: digest, now: now, &s)
         }
     }
 
@@ -162,9 +183,9 @@ public final class TokenVerifier: Sendable {
             if checkingStaleness, s.lastRefresh.map({ instant - $0 > maxStaleness }) ?? true {
                 return .refresh
             }
-            if let record = s.cache[key] { return .done(Self.finish(record, key: key, digest: digest, now: now, &s)) }
+            if let entry = s.cache[key] { return .done(Self.finish(entry, digest: digest, now: now, &s)) }
             if let seen = s.missing[key], instant - seen < Self.missingTTL {
-                return .done(Self.finish(nil, key: key, digest: digest, now: now, &s))
+                return .done(Self.finish(nil, digest: digest, now: now, &s))
             }
             return .lookUp(key, digest)
         }
@@ -173,16 +194,22 @@ public final class TokenVerifier: Sendable {
     /// The secret comparison, the policy checks and the use record, once the record (or its
     /// absence) is known. Called with the lock held.
     private static func finish(
-        _ record: TokenRecord?, key: TokenKey, digest: TokenDigest, now: Date, _ s: inout State
+        _ entry: CachedToken?, digest: TokenDigest, now: Date, _ s: inout State
     ) -> Result<Verified, Failure> {
-        guard let record else {
+        guard let entry else {
             // Same comparison as a wrong secret, so "no such id" and "wrong secret" look alike.
             _ = decoy.matches(digest)
             return .failure(.unknown)
         }
+        let record = entry.record
         guard record.secret.matches(digest) else { return .failure(.unknown) }
-        if let failure = check(record, bindings: s.bindings, now: now) { return .failure(failure) }
-        s.uses[key] = now
+        if entry.boundIn != s.policyGeneration {
+            guard s.bindings[record.service] == record.role else { return .failure(.serviceUnknown) }
+            entry.boundIn = s.policyGeneration
+        }
+        if let failure = checkState(record, now: now) { return .failure(failure) }
+        if entry.lastUse == nil { s.used.append(entry) }
+        entry.lastUse = now
         return .success(Verified(record: record))
     }
 
@@ -258,13 +285,13 @@ public final class TokenVerifier: Sendable {
     /// Whether the token with this id is still usable (for sessions that follow their token).
     public func isStillValid(_ record: TokenRecord, now: Date = Date()) async -> Failure? {
         let key = TokenKey(id: record.id)
-        if let cached = state.withLock({ s in key.flatMap { s.cache[$0] } }) {
+        if let cached = state.withLock({ s in key.flatMap { s.cache[$0]?.record } }) {
             if case .failure(let failure) = admitWithoutUse(cached, now: now) { return failure }
             return nil
         }
         do {
             guard let fresh = try await store.token(id: record.id) else { return .unknown }
-            if let key { state.withLock { $0.cache[key] = fresh } }
+            if let key { state.withLock { $0.cache[key] = CachedToken(fresh) } }
             if case .failure(let failure) = admitWithoutUse(fresh, now: now) { return failure }
             return nil
         } catch {
@@ -280,6 +307,11 @@ public final class TokenVerifier: Sendable {
     /// The policy still binds the token's service to its role; not revoked; not expired.
     private static func check(_ record: TokenRecord, bindings: [String: String], now: Date) -> Failure? {
         guard bindings[record.service] == record.role else { return .serviceUnknown }
+        return checkState(record, now: now)
+    }
+
+    /// Not revoked; not expired.
+    private static func checkState(_ record: TokenRecord, now: Date) -> Failure? {
         if record.revokedAt != nil { return .revoked }
         if record.expiresAt <= now { return .expired }
         return nil
@@ -315,13 +347,17 @@ public final class TokenVerifier: Sendable {
             state.withLock { $0.lastSequence = latest }
         }
         state.withLock { $0.lastRefresh = started }
-        let uses = state.withLock { s -> [TokenKey: Date] in
-            defer { s.uses = [:] }
-            return s.uses
+        let uses = state.withLock { s -> [String: Date] in
+            var uses = Dictionary(uniqueKeysWithValues: s.uses.map { ($0.key.id, $0.value) })
+            for entry in s.used {
+                if let last = entry.lastUse { uses[entry.record.id] = max(last, uses[entry.record.id] ?? last) }
+                entry.lastUse = nil
+            }
+            s.uses = [:]
+            s.used = []
+            return uses
         }
-        if !uses.isEmpty {
-            try? await store.recordUse(Dictionary(uniqueKeysWithValues: uses.map { ($0.key.id, $0.value) }))
-        }
+        if !uses.isEmpty { try? await store.recordUse(uses) }
     }
 
     /// Follows the change feed until the task is cancelled.
