@@ -57,9 +57,9 @@ public enum TokenFormat {
             self.token = token
         }
 
-        /// `id` must be a well-formed id (as ``generate()`` makes).
-        public init(id: String, token: String) {
-            guard let key = TokenKey(id: id) else { preconditionFailure("not a token id") }
+        /// Nil unless `id` is a well-formed id (as ``generate()`` makes).
+        public init?(id: String, token: String) {
+            guard let key = TokenKey(id: id) else { return nil }
             self.init(key: key, token: token)
         }
     }
