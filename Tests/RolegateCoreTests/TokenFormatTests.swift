@@ -47,6 +47,15 @@ import Testing
         }
     }
 
+    /// What is stored and compared is SHA-256 of the token's bytes (a stored hash from any
+    /// earlier version keeps matching).
+    @Test func theStoredHashIsSHA256() {
+        let abc = TokenSecret.hash("abc").map { String(format: "%02x", $0) }.joined()
+        #expect(abc == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        let secret = TokenSecret(token: "abc", salt: Array(repeating: 1, count: 16), iterations: 1)
+        #expect(secret.matches("abc") && !secret.matches("abd"))
+    }
+
     @Test func everySingleCharacterChangeIsRejectedOffline() throws {
         let (_, token) = TokenFormat.generate()
         let characters = Array(token)

@@ -154,9 +154,7 @@ enum Base32 {
         (byte &- UInt8(ascii: "a") >= 26 ? 1 : 0) & (byte &- UInt8(ascii: "2") >= 6 ? 1 : 0)
     }
 
-    static func isDigit(_ byte: UInt8) -> Bool {
-        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "2")...UInt8(ascii: "7")).contains(byte)
-    }
+    static func isDigit(_ byte: UInt8) -> Bool { invalid(byte) == 0 }
 }
 
 /// CRC-32 (IEEE 802.3), as zlib computes it.

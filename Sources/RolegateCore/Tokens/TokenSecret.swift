@@ -21,9 +21,7 @@ public struct TokenSecret: Sendable, Equatable {
     }
 
     public static func hash(_ token: String) -> [UInt8] {
-        var token = token
-        // Hashed from the string's own bytes: no copy into an array first.
-        return token.withUTF8 { Array(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
+        withUnsafeBytes(of: TokenDigest(token).words) { Array($0) }
     }
 
     /// Whether `token` hashes to ``sha256``, comparing in constant time.

@@ -76,7 +76,7 @@ public final class TokenVerifier: Sendable {
         var lastRefresh: ContinuousClock.Instant?
         /// Last successful check of tokens outside the cache (SCRAM logins, ``admit(_:now:)``),
         /// written to the store by ``refresh()`` with the cache's.
-        var uses: [TokenKey: Date] = [:]
+        var uses: [String: Date] = [:]
         /// Every token of a service (any state), for SCRAM logins, by service.
         var byService: [String: [TokenRecord]] = [:]
         var changeHandler: (@Sendable ([ChangeEvent]) -> Void)?
@@ -140,11 +140,11 @@ public final class TokenVerifier: Sendable {
             return .failure(.unavailable)
         }
         return state.withLock { s in
+            // Made under the lock: a cached entry is state the lock owns.
+            let entry = record.map(CachedToken.init)
             if s.lastSequence == generation {
-                if let record {
-                    let entry = CachedToken(record)
+                if let entry {
                     s.cache[key] = entry
-                    return Self.finish(entry, digest: digest, now: now, &s)
                 } else {
                     if s.missing.count >= Self.missingLimit {
                         s.missing = s.missing.filter { instant - $0.value < Self.missingTTL }
@@ -152,7 +152,7 @@ public final class TokenVerifier: Sendable {
                     if s.missing.count < Self.missingLimit { s.missing[key] = instant }
                 }
             }
-            return Self.finish(record.map(CachedToken.init), digest: digest, now: now, &s)
+            return Self.finish(entry, digest: digest, now: now, &s)
         }
     }
 
@@ -275,7 +275,7 @@ public final class TokenVerifier: Sendable {
         // One lock for the policy check and the use record (this runs on every login).
         let failure = state.withLock { s -> Failure? in
             if let failure = Self.check(record, bindings: s.bindings, now: now) { return failure }
-            if let key = TokenKey(id: record.id) { s.uses[key] = now }
+            s.uses[record.id] = now
             return nil
         }
         if let failure { return .failure(failure) }
@@ -348,7 +348,7 @@ public final class TokenVerifier: Sendable {
         }
         state.withLock { $0.lastRefresh = started }
         let uses = state.withLock { s -> [String: Date] in
-            var uses = Dictionary(uniqueKeysWithValues: s.uses.map { ($0.key.id, $0.value) })
+            var uses = s.uses
             for entry in s.used {
                 if let last = entry.lastUse { uses[entry.record.id] = max(last, uses[entry.record.id] ?? last) }
                 entry.lastUse = nil
