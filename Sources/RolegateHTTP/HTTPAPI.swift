@@ -1,7 +1,9 @@
 import Foundation
 import HTTPTypes
 public import Hummingbird
+import HummingbirdCore
 public import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 public import RolegateAudit
 public import RolegateCore
@@ -42,6 +44,8 @@ public struct HTTPAPI: Sendable {
     let masterKey: MasterKey
     let audit: AuditWriter?
     let logger: Logger
+    /// Each service's `http` statement counters, looked up once.
+    let statementCounters = StatementCounters()
 
     public init(
         settings: Settings, gateway: GatewayServer, verifier: TokenVerifier, store: any Store, policy: Policy,
@@ -59,16 +63,22 @@ public struct HTTPAPI: Sendable {
 
     var metrics: Metrics { gateway.metrics }
 
+    /// The `Server` header of every answer.
+    static let serverName = "rolegate"
+
     /// The Hummingbird application; run it (it is a `Service`) and cancel it to stop.
     public func application(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
         let router = Router(context: APIContext.self)
         router.add(middleware: RequestMiddleware(metrics: metrics, logger: logger))
         addRoutes(to: router)
         let idle = TimeAmount.nanoseconds(Int64(settings.idleTimeout.timeInterval * 1e9))
+        let api = self
         return Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: idle)),
-            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "rolegate"),
+            server: HTTPServerBuilder { responder in
+                APIServerChannel(responder: responder, idleTimeout: idle, api: api)
+            },
+            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: Self.serverName),
             onServerRunning: { channel in onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }
@@ -82,8 +92,7 @@ public struct HTTPAPI: Sendable {
         router.get("/openapi.yaml") { _, _ in
             textResponse(OpenAPIDocument.yaml, contentType: "application/yaml; charset=utf-8")
         }
-        router.post("/v1/query") { request, context in await self.data(request, context, batch: false) }
-        router.post("/v1/batch") { request, context in await self.data(request, context, batch: true) }
+        // POST /v1/query and /v1/batch never reach the router: see DataRequestHandler.
         addAdminRoutes(to: router)
     }
 
@@ -138,54 +147,19 @@ public struct HTTPAPI: Sendable {
 
     // MARK: - Authentication
 
-    /// The bearer token's record, or the 401/403/503 problem.
+    /// The bearer token's record, or the 401/403/503 problem (a wrong token's answer waits
+    /// out the failed-login throttle).
     func authenticate(_ request: Request, admin: Bool, context: APIContext) async -> Result<TokenRecord, Problem> {
-        let requestID = context.requestID
-        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
-            return .failure(
-                Problem(
-                    status: .unauthorized, code: "token_invalid", message: "missing 'Authorization: Bearer <token>'"))
+        guard let token = Self.bearerToken(request.headers[.authorization]) else { return .failure(Self.missingToken) }
+        let result: Result<TokenVerifier.Verified, TokenVerifier.Failure>
+        if let known = verifier.verifyFromMemory(token) {
+            result = known
+        } else {
+            result = await verifier.verify(token)
         }
-        // Spaces and tabs around the token are not part of it (trimmed here on every request,
-        // without Foundation's character sets).
-        let bytes = Array(header.utf8.dropFirst("bearer ".count))
-        var start = 0
-        var end = bytes.count
-        while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
-        while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
-        let token = String(decoding: bytes[start..<end], as: UTF8.self)
-        let problem: Problem
-        switch await verifier.verify(token) {
-        case .success(let verified):
-            let isAdmin = policy.service(named: verified.service)?.admin == true
-            if admin, !isAdmin {
-                problem = Problem(
-                    status: .forbidden, code: "not_admin",
-                    message: "this is a data token; the admin API needs a token of an admin service")
-            } else if !admin, isAdmin {
-                problem = Problem(
-                    status: .forbidden, code: "admin_token",
-                    message: "this is an admin token: it never reaches a database; use a data service's token")
-            } else {
-                return .success(verified.record)
-            }
-        case .failure(.expired):
-            problem = Problem(status: .unauthorized, code: "token_expired", message: "token expired")
-        case .failure(.revoked):
-            problem = Problem(status: .unauthorized, code: "token_revoked", message: "token revoked")
-        case .failure(.unavailable):
-            problem = Problem(
-                status: .serviceUnavailable, code: "store_unavailable",
-                message: "the token store is unavailable; try again")
-        case .failure:
-            // Unknown, wrong, malformed: one answer for all.
-            problem = Problem(status: .unauthorized, code: "token_invalid", message: "invalid token")
-        }
-        metrics.increment("rolegate_auth_failures_total", ["channel": "http", "code": problem.code])
-        audit?.record(
-            AuditEvent(
-                kind: .auth, action: "refused", sessionID: requestID, client: context.clientAddress, sqlState: nil,
-                detail: ["channel": "http", "reason": problem.message, "code": problem.code]))
+        let outcome = checked(result, admin: admin)
+        guard case .failure(let problem) = outcome else { return outcome }
+        recordRefusal(problem, requestID: context.requestID, clientAddress: context.clientAddress)
         // A wrong token counts against the client's address; past the limit, the answer waits.
         if problem.code == "token_invalid", let address = context.clientAddress {
             let throttle = gateway.loginThrottle
@@ -193,7 +167,74 @@ public struct HTTPAPI: Sendable {
                 audit?.record(throttle.crossedLimitEvent(address: address, failures: failures, channel: "http"))
             }
         }
-        return .failure(problem)
+        return outcome
+    }
+
+    static let missingToken = Problem(
+        status: .unauthorized, code: "token_invalid", message: "missing 'Authorization: Bearer <token>'")
+
+    /// The token of an `Authorization: Bearer <token>` value; nil when the header is missing
+    /// or names another scheme. Spaces and tabs around the token are not part of it (trimmed
+    /// without Foundation's character sets: this runs on every request).
+    static func bearerToken(_ header: String?) -> String? {
+        guard let header else { return nil }
+        let bytes = Array(header.utf8)
+        let scheme = "bearer ".utf8
+        guard bytes.count >= scheme.count,
+            zip(bytes, scheme).allSatisfy({ (0x41...0x5A).contains($0) ? $0 | 0x20 == $1 : $0 == $1 })
+        else { return nil }
+        var start = scheme.count
+        var end = bytes.count
+        while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+        while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+        return String(decoding: bytes[start..<end], as: UTF8.self)
+    }
+
+    /// A verification's answer as the API gives it: the record, or the 401/403/503 problem.
+    /// Data and admin tokens stay apart (`admin`: the route needs an admin token).
+    func checked(
+        _ result: Result<TokenVerifier.Verified, TokenVerifier.Failure>, admin: Bool
+    ) -> Result<
+        TokenRecord, Problem
+    > {
+        switch result {
+        case .success(let verified):
+            let isAdmin = policy.service(named: verified.service)?.admin == true
+            if admin, !isAdmin {
+                return .failure(
+                    Problem(
+                        status: .forbidden, code: "not_admin",
+                        message: "this is a data token; the admin API needs a token of an admin service"))
+            } else if !admin, isAdmin {
+                return .failure(
+                    Problem(
+                        status: .forbidden, code: "admin_token",
+                        message: "this is an admin token: it never reaches a database; use a data service's token"))
+            }
+            return .success(verified.record)
+        case .failure(.expired):
+            return .failure(Problem(status: .unauthorized, code: "token_expired", message: "token expired"))
+        case .failure(.revoked):
+            return .failure(Problem(status: .unauthorized, code: "token_revoked", message: "token revoked"))
+        case .failure(.unavailable):
+            return .failure(
+                Problem(
+                    status: .serviceUnavailable, code: "store_unavailable",
+                    message: "the token store is unavailable; try again"))
+        case .failure:
+            // Unknown, wrong, malformed: one answer for all.
+            return .failure(Problem(status: .unauthorized, code: "token_invalid", message: "invalid token"))
+        }
+    }
+
+    /// Counts and audits a refused token. (The throttle is the caller's: a task waits out its
+    /// delay, an event loop schedules the answer.)
+    func recordRefusal(_ problem: Problem, requestID: String, clientAddress: String?) {
+        metrics.increment("rolegate_auth_failures_total", ["channel": "http", "code": problem.code])
+        audit?.record(
+            AuditEvent(
+                kind: .auth, action: "refused", sessionID: requestID, client: clientAddress, sqlState: nil,
+                detail: ["channel": "http", "reason": problem.message, "code": problem.code]))
     }
 
     /// The body, refused with 413 past the limit without reading it whole, and with 408
@@ -240,6 +281,23 @@ public struct HTTPAPI: Sendable {
     }
 }
 
+/// `rolegate_statements_total` and `rolegate_statement_errors_total` of the data API, per
+/// service: a labelled lookup per statement cost more than the counting.
+final class StatementCounters: Sendable {
+    private let counters = NIOLockedValueBox([String: (statements: Counter, errors: Counter)]())
+
+    func of(_ service: String, in metrics: Metrics) -> (statements: Counter, errors: Counter) {
+        if let known = counters.withLockedValue({ $0[service] }) { return known }
+        let labels = ["service": service, "channel": "http"]
+        let made = (
+            metrics.counter("rolegate_statements_total", labels),
+            metrics.counter("rolegate_statement_errors_total", labels)
+        )
+        counters.withLockedValue { $0[service] = made }
+        return made
+    }
+}
+
 /// Request ids, access logs and request metrics for every route.
 struct RequestMiddleware: RouterMiddleware {
     typealias Context = APIContext
@@ -252,10 +310,7 @@ struct RequestMiddleware: RouterMiddleware {
         -> Response
     {
         let started = ContinuousClock.now
-        let incoming = request.headers[HTTPField.Name("X-Request-Id")!]
-        let requestID =
-            incoming.flatMap { $0.count <= 64 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" } ? $0 : nil }
-            ?? RequestID.make()
+        let requestID = RequestID.accepting(request.headers[RequestID.header])
         var context = context
         context.requestID = requestID
         var response: Response
@@ -270,23 +325,42 @@ struct RequestMiddleware: RouterMiddleware {
             response = Problem(status: .internalServerError, code: "internal", message: "internal error")
                 .response(requestID: requestID)
         }
-        response.headers[HTTPField.Name("X-Request-Id")!] = requestID
+        response.headers[RequestID.header] = requestID
         // The rest of a body refused unread (too large, too slow) must not be taken for the next request.
         if response.status == .contentTooLarge || response.status == .requestTimeout {
             response.headers[.connection] = "close"
         }
+        Self.log(
+            requestID: requestID, method: request.method, path: request.uri.path,
+            route: context.endpointPath ?? "unmatched", status: response.status, started: started, metrics: metrics,
+            logger: logger)
+        return response
+    }
+
+    /// The access log line and the request metrics of one answered request.
+    static func log(
+        requestID: String, method: HTTPRequest.Method, path: String, route: String, status: HTTPResponse.Status,
+        started: ContinuousClock.Instant, metrics: Metrics, logger: Logger
+    ) {
         let elapsed = ContinuousClock.now - started
-        let route = context.endpointPath ?? "unmatched"
-        metrics.increment("rolegate_http_requests_total", ["route": route, "status": String(response.status.code)])
+        metrics.increment("rolegate_http_requests_total", ["route": route, "status": String(status.code)])
         metrics.observe("rolegate_http_request_duration_seconds", ["route": route], seconds: elapsed.timeInterval)
+        accessLog(
+            requestID: requestID, method: method.rawValue, path: path, status: status, elapsed: elapsed, logger: logger)
+    }
+
+    /// The access log line of one answered request.
+    static func accessLog(
+        requestID: String, method: String, path: String, status: HTTPResponse.Status, elapsed: Duration,
+        logger: Logger
+    ) {
         logger.info(
             "http request",
             metadata: [
-                "request_id": .string(requestID), "method": .string(request.method.rawValue),
-                "path": .string(request.uri.path), "status": .stringConvertible(response.status.code),
+                "request_id": .string(requestID), "method": .string(method), "path": .string(path),
+                "status": .stringConvertible(status.code),
                 "duration_ms": .stringConvertible((elapsed.timeInterval * 1000 * 1000).rounded() / 1000),
             ])
-        return response
     }
 }
 
@@ -297,19 +371,33 @@ struct RequestMiddleware: RouterMiddleware {
 enum RequestID {
     private static let prefix = RandomID.make(length: 3)
     private static let counter = Atomic<UInt64>(UInt64.random(in: .min ... .max))
+    static let header = HTTPField.Name("X-Request-Id")!
+
+    /// The client's `X-Request-Id` when it is a plain token (letters, digits, `-`; at most
+    /// 64), so it can go into logs as it is; a new id otherwise.
+    static func accepting(_ incoming: String?) -> String {
+        incoming.flatMap { $0.count <= 64 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" } ? $0 : nil }
+            ?? make()
+    }
 
     static func make() -> String {
         var z = counter.add(1, ordering: .relaxed).newValue
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         z ^= z >> 31
-        var text = prefix
-        text.reserveCapacity(16)
-        for _ in 0..<13 {
-            text.unicodeScalars.append(Unicode.Scalar(RandomID.alphabet[Int(z & 31)]))
-            z >>= 5
+        return String(unsafeUninitializedCapacity: 16) { bytes in
+            var at = 0
+            for byte in prefix.utf8 {
+                bytes[at] = byte
+                at += 1
+            }
+            for _ in 0..<13 {
+                bytes[at] = RandomID.alphabet[Int(z & 31)]
+                z >>= 5
+                at += 1
+            }
+            return at
         }
-        return text
     }
 }
 

@@ -23,9 +23,16 @@ import Testing
         let port: Int
         let admin: String
 
-        init() async throws {
+        convenience init() async throws {
             let port = try PostgresCluster.freePort()
-            gw = try await GatewayFixture(policy: HTTPTests.policy, serveArguments: ["--http", "127.0.0.1:\(port)"])
+            let gw = try await GatewayFixture(
+                policy: HTTPTests.policy, serveArguments: ["--http", "127.0.0.1:\(port)"])
+            try await self.init(gw: gw, port: port)
+        }
+
+        /// A gateway started with `--http 127.0.0.1:<port>`.
+        init(gw: GatewayFixture, port: Int) async throws {
+            self.gw = gw
             self.port = port
             admin = try gw.fixture.expectRolegate(["token", "issue", "ops"]).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -389,5 +396,77 @@ import Testing
             checked += 1
         }
         #expect(checked >= 13)
+    }
+
+    /// Pipelined and kept-alive requests on one connection, the data API (answered on the
+    /// event loop) mixed with the router's routes: each answer whole, once, in request order.
+    /// Connections without a request in progress close after `http_idle_timeout`; a slow
+    /// request is not cut by it.
+    @Test func requestsOnOneConnectionAreAnsweredInOrder() async throws {
+        let port = try PostgresCluster.freePort()
+        let policy =
+            HTTPTests.policy + """
+
+                gateway:
+                  http_idle_timeout: 2s
+                """
+        let gw = try await GatewayFixture(policy: policy, serveArguments: ["--http", "127.0.0.1:\(port)"])
+        defer { Task { await gw.stop() } }
+        let http = try await HTTP(gw: gw, port: port)
+        var env = http.gw.environment
+        env["TOKEN"] = http.gw.tokens["reports"]
+        let result = try await Subprocess.runDetached(
+            "python3", [SecurityTests.client("http_pipelining.py"), "127.0.0.1", "\(http.port)", "2"],
+            environment: env)
+        #expect(
+            result.status == 0 && result.stdout.contains("http pipelining: all"),
+            "exit \(result.status): \(result.stdout)\n\(result.stderr)\ngateway: \(http.gw.server.output.suffix(1500))")
+        #expect(!http.gw.server.output.contains(http.gw.tokens["reports"]!))
+    }
+
+    /// Guessing tokens on the data API: past the limit the answers wait, the client's own
+    /// valid requests from the same address do not, and the audit log says so.
+    @Test func wrongTokensOnTheDataAPIAreThrottled() async throws {
+        let port = try PostgresCluster.freePort()
+        let policy =
+            HTTPTests.policy + """
+
+                gateway:
+                  auth_failure_limit: 2
+                  auth_failure_window: 1m
+                  auth_failure_delay: 6s
+                """
+        let gw = try await GatewayFixture(policy: policy, serveArguments: ["--http", "127.0.0.1:\(port)"])
+        defer { Task { await gw.stop() } }
+        let http = try await HTTP(gw: gw, port: port)
+        let clock = ContinuousClock()
+        for _ in 0..<2 {
+            let started = clock.now
+            let wrong = try await http.query("reports", "SELECT 1", token: "rgt_guess")
+            #expect(wrong.status == 401 && wrong.code == "token_invalid", "\(wrong.body)")
+            #expect(clock.now - started < .seconds(4), "answered late before the limit")
+        }
+        let started = clock.now
+        let delayed = Task { try await http.query("reports", "SELECT 1", token: "rgt_guess") }
+        // Meanwhile the service's real token is answered at once from the same address.
+        try await Task.sleep(for: .milliseconds(300))
+        let good = try await http.query("reports", "SELECT 'still in' AS s")
+        #expect(good.status == 200 && (good.json["rows"] as? [[String]]) == [["still in"]], "\(good.body)")
+        #expect(clock.now - started < .seconds(5), "a valid token waited behind someone else's failures")
+        let third = try await delayed.value
+        #expect(third.status == 401 && third.code == "token_invalid", "\(third.body)")
+        #expect(clock.now - started >= .seconds(6), "the failure past the limit was answered at once")
+
+        var events: [[String: Any]] = []
+        let deadline = clock.now + .seconds(20)
+        repeat {
+            events = try AuditTests.events(gw, ["--kind", "auth"])
+            if events.contains(where: { $0["action"] as? String == "throttled" }) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        } while clock.now < deadline
+        let throttled = events.filter { $0["action"] as? String == "throttled" }
+        #expect(throttled.count == 1, "\(events)")
+        #expect((throttled.first?["detail"] as? [String: String])?["channel"] == "http", "\(throttled)")
+        #expect(events.filter { $0["action"] as? String == "refused" }.count >= 3, "\(events)")
     }
 }

@@ -85,6 +85,14 @@ import Testing
         let messages = x.messages()
         #expect(messages.last == Frontend.query("DISCARD ALL"))
         #expect(messages.map { Character(Unicode.Scalar($0.type)) } == ["P", "B", "D", "E", "S", "Q"])
+        // Byte for byte: unnamed portal and statement, no parameter formats (text), one
+        // parameter of length 1, no result formats (text); and nothing else in the pipeline.
+        var bind = ByteBuffer(bytes: [0, 0, 0, 0, 0, 1, 0, 0, 0, 1])
+        bind.writeString("7")
+        bind.writeInteger(Int16(0))
+        #expect(messages[1] == WireMessage(type: "B", body: bind))
+        #expect(messages[4] == WireMessage(type: "S", body: ByteBuffer()))
+        #expect(x.pipeline().readableBytes == messages.reduce(0) { $0 + 5 + $1.body.readableBytes })
         #expect(QueryExchange.timeoutParameter(milliseconds: 5000) == StartupParameter("statement_timeout", "5000"))
         #expect(QueryExchange.timeoutParameter(milliseconds: 0).value == "1")
         #expect(QueryExchange.timeoutParameter(milliseconds: 1 << 40).value == "2147483647")

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import RolegateCore
 import RolegateGateway
 import Testing
@@ -7,7 +8,7 @@ import Testing
 
 @Suite struct QueryRequestTests {
     func parse(_ body: String, batch: Bool = false) -> Result<QueryRequest, QueryRequest.Invalid> {
-        QueryRequest.parse(Data(body.utf8), batch: batch)
+        QueryRequest.parse(ByteBuffer(string: body), batch: batch)
     }
 
     func message(_ body: String, batch: Bool = false) -> String? {

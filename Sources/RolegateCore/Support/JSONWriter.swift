@@ -83,6 +83,7 @@ public struct JSONWriter {
     }
 
     /// `[item, item, …]`, each written by `element`.
+    @inlinable
     public mutating func array<S: Sequence>(_ items: S, _ element: (inout JSONWriter, S.Element) -> Void) {
         raw("[")
         var first = true

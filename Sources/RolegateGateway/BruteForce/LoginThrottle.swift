@@ -1,5 +1,5 @@
 import NIOConcurrencyHelpers
-import NIOCore
+public import NIOCore
 public import RolegateCore
 
 /// Slows down guessing: once one client address has failed to authenticate `limit` times
@@ -126,6 +126,24 @@ public final class LoginThrottle: Sendable {
                 "channel": channel, "failures": String(failures), "window": DurationText.format(settings.window),
                 "delay": DurationText.format(settings.delay),
             ])
+    }
+
+    /// For callers on an event loop (the data API): records a failure and says how long its
+    /// answer must wait (nil: answer now; otherwise call ``delayedAnswerSent(address:)``
+    /// once it went out) and, for the failure that crossed the limit, the failures in the window.
+    public func recordFailure(address: String) -> (delay: TimeAmount?, crossedLimitAt: Int?) {
+        let outcome = failed(address: address)
+        let delay: TimeAmount? =
+            switch outcome.verdict {
+            case .answerNow: nil
+            case .delay(let amount): amount
+            }
+        return (delay, outcome.crossedLimit ? outcome.failuresInWindow : nil)
+    }
+
+    /// A delayed answer (see ``recordFailure(address:)``) went out.
+    public func answerSent(address: String) {
+        delayedAnswerSent(address: address)
     }
 
     /// For the HTTP API: records a failure and waits out its delay before returning.

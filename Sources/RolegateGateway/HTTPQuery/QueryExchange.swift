@@ -144,9 +144,10 @@ struct QueryExchange {
     /// What `statement_timeout` accepts: 1 ms (0 would mean none) to 2^31 - 1 ms.
     static func clamp(_ milliseconds: Int64) -> Int64 { min(max(1, milliseconds), Int64(Int32.max)) }
 
-    /// The whole pipeline.
-    func messages() -> [WireMessage] {
-        var out: [WireMessage] = []
+    /// The whole pipeline, encoded into one buffer: one write, no buffer per message.
+    func pipeline() -> ByteBuffer {
+        var out = ByteBuffer()
+        out.reserveCapacity(128 + statements.reduce(0) { $0 + $1.sql.utf8.count + 8 * $1.parameters.count })
         if block { Self.appendExecution("BEGIN", to: &out) }
         if ownTimeout {
             Self.appendExecution(
@@ -158,52 +159,65 @@ struct QueryExchange {
                 statement.sql, parameters: statement.parameters, describe: true,
                 maxRows: Int32(clamping: maxRows + 1), to: &out)
         }
-        out.append(Backend.message("S") { _ in })
-        if block { out.append(Frontend.query("COMMIT")) }
-        out.append(Frontend.query(UpstreamConnection.resetQuery))
+        Self.append("S", to: &out) { _ in }
+        if block { Self.append("Q", to: &out) { $0.writeNullTerminatedString("COMMIT") } }
+        Self.append("Q", to: &out) { $0.writeNullTerminatedString(UpstreamConnection.resetQuery) }
         return out
+    }
+
+    /// The pipeline's messages one by one, as the server reads them.
+    func messages() -> [WireMessage] {
+        var buffer = pipeline()
+        var out: [WireMessage] = []
+        while let message = try? WireFraming.message(from: &buffer) { out.append(message) }
+        return out
+    }
+
+    /// One message: type, length, then the body `write` appends.
+    private static func append(_ type: Character, to out: inout ByteBuffer, _ write: (inout ByteBuffer) -> Void) {
+        out.writeInteger(type.asciiValue!)
+        let lengthAt = out.writerIndex
+        out.writeInteger(Int32(0))
+        write(&out)
+        out.setInteger(Int32(out.writerIndex - lengthAt), at: lengthAt)
     }
 
     /// Parse, Bind (text values, nil for NULL; text results), Describe when the rows'
     /// columns are wanted, and Execute (`maxRows` 0: all) of the unnamed statement.
     private static func appendExecution(
         _ sql: String, parameters: [String?] = [], describe: Bool = false, maxRows: Int32 = 0,
-        to out: inout [WireMessage]
+        to out: inout ByteBuffer
     ) {
-        out.append(
-            Backend.message("P") {
-                $0.writeNullTerminatedString("")
-                $0.writeNullTerminatedString(sql)
-                $0.writeInteger(Int16(0))  // no parameter types: PostgreSQL infers them
-            })
-        out.append(
-            Backend.message("B") {
-                $0.writeNullTerminatedString("")
-                $0.writeNullTerminatedString("")
-                $0.writeInteger(Int16(0))  // all parameters in text format
-                $0.writeInteger(Int16(parameters.count))
-                for value in parameters {
-                    if let value {
-                        $0.writeInteger(Int32(value.utf8.count))
-                        $0.writeString(value)
-                    } else {
-                        $0.writeInteger(Int32(-1))
-                    }
-                }
-                $0.writeInteger(Int16(0))  // all results in text format
-            })
-        if describe {
-            out.append(
-                Backend.message("D") {
-                    $0.writeInteger(UInt8(ascii: "P"))
-                    $0.writeNullTerminatedString("")
-                })
+        append("P", to: &out) {
+            $0.writeNullTerminatedString("")
+            $0.writeNullTerminatedString(sql)
+            $0.writeInteger(Int16(0))  // no parameter types: PostgreSQL infers them
         }
-        out.append(
-            Backend.message("E") {
+        append("B", to: &out) {
+            $0.writeNullTerminatedString("")
+            $0.writeNullTerminatedString("")
+            $0.writeInteger(Int16(0))  // all parameters in text format
+            $0.writeInteger(Int16(parameters.count))
+            for value in parameters {
+                if let value {
+                    $0.writeInteger(Int32(value.utf8.count))
+                    $0.writeString(value)
+                } else {
+                    $0.writeInteger(Int32(-1))
+                }
+            }
+            $0.writeInteger(Int16(0))  // all results in text format
+        }
+        if describe {
+            append("D", to: &out) {
+                $0.writeInteger(UInt8(ascii: "P"))
                 $0.writeNullTerminatedString("")
-                $0.writeInteger(maxRows)
-            })
+            }
+        }
+        append("E", to: &out) {
+            $0.writeNullTerminatedString("")
+            $0.writeInteger(maxRows)
+        }
     }
 
     var isDone: Bool { phase == .done }

@@ -1,5 +1,5 @@
 import Foundation
-import NIOCore
+public import NIOCore
 import PostgresWire
 public import RolegateCore
 
@@ -22,18 +22,25 @@ public enum QueryRunError: Error, Sendable, Equatable, CustomStringConvertible {
 
 extension GatewayServer {
     /// Runs `statements` in one transaction as `token`'s role on `database`, over a pooled
-    /// server connection (the same pools, caps and reset as wire sessions).
+    /// server connection (the same pools, caps and reset as wire sessions). The future fails
+    /// with a ``QueryRunError`` when the statements could not be run at all.
     ///
     /// `usualTimeout` is the statement timeout most requests of this role run with: the
     /// server connection starts with it, so only a request asking another one (`statementTimeout`)
     /// sends a `set_config` for it. (Not the request's own: that would make a connection per value.)
+    ///
+    /// Called on one of the gateway's event loops (the HTTP API's connections share them, see
+    /// GatewayConfiguration.eventLoopGroup), the request never changes threads and the
+    /// future completes on that loop.
     public func run(
         _ statements: [QueryStatement], token: TokenRecord, database: DatabaseSpec, statementTimeout: Duration,
         usualTimeout: Duration? = nil, maxRows: Int, maxBytes: Int
-    ) async throws(QueryRunError) -> Result<[StatementResult], QueryFailure> {
+    ) -> EventLoopFuture<Result<[StatementResult], QueryFailure>> {
         let shared = self.shared
+        let loop = group.any()
         guard let url = shared.databaseURLs[database.name] ?? (try? ConnectionURL(parsing: database.url)) else {
-            throw .upstreamUnavailable("database \(database.name) has an invalid URL")
+            return loop.makeFailedFuture(
+                QueryRunError.upstreamUnavailable("database \(database.name) has an invalid URL"))
         }
         let milliseconds = Int64(statementTimeout.timeInterval * 1000)
         let usualMilliseconds = usualTimeout.map { Int64($0.timeInterval * 1000) } ?? milliseconds
@@ -51,11 +58,8 @@ extension GatewayServer {
         let exchange = QueryExchange(
             statements: statements, maxRows: maxRows, maxBytes: maxBytes, timeoutMilliseconds: milliseconds,
             usualTimeoutMilliseconds: usualMilliseconds)
-        if let refusal = exchange.refusal { return .failure(refusal) }
-        // The caller's own loop when it runs on one of the gateway's (see
-        // GatewayConfiguration.eventLoopGroup): the request then never changes threads.
-        let loop = group.any()
-        let promise = loop.makePromise(of: QueryExchange.self)
+        if let refusal = exchange.refusal { return loop.makeSucceededFuture(.failure(refusal)) }
+        let promise = loop.makePromise(of: Result<[StatementResult], QueryFailure>.self)
         let start: @Sendable () -> Void = {
             let pool = shared.pool(for: loop)
             pool.acquire(
@@ -64,7 +68,7 @@ extension GatewayServer {
             .assumeIsolated().whenComplete { result in
                 switch result {
                 case .failure(let error):
-                    promise.fail(error)
+                    promise.fail(QueryRunError(error))
                 case .success(let connection):
                     let sink = QuerySink(exchange: exchange, connection: connection, pool: pool, promise: promise)
                     connection.sink = sink
@@ -73,27 +77,25 @@ extension GatewayServer {
                     sink.deadline = loop.assumeIsolated().scheduleTask(
                         in: .milliseconds(milliseconds + 2000)
                     ) { [weak sink] in sink?.timedOut(shared: shared) }
-                    for message in exchange.messages() {
-                        connection.write(message.encoded())
-                    }
+                    connection.write(exchange.pipeline())
                     connection.flush()
                 }
             }
         }
         if loop.inEventLoop { start() } else { loop.execute(start) }
-        let finished: QueryExchange
-        do {
-            finished = try await promise.futureResult.get()
-        } catch let error as QueryRunError {
-            throw error
-        } catch let error as UpstreamError {
-            if error.sqlState == "53300" { throw .busy(error.description) }
-            throw .upstreamUnavailable(error.description)
-        } catch {
-            throw .upstreamUnavailable("\(error)")
+        return promise.futureResult
+    }
+}
+
+extension QueryRunError {
+    /// Why a server connection could not be had or kept, as the HTTP API reports it.
+    init(_ error: any Error) {
+        switch error {
+        case let error as QueryRunError: self = error
+        case let error as UpstreamError where error.sqlState == "53300": self = .busy(error.description)
+        case let error as UpstreamError: self = .upstreamUnavailable(error.description)
+        default: self = .upstreamUnavailable("\(error)")
         }
-        if let failure = finished.failure { return .failure(failure) }
-        return .success(finished.results)
     }
 }
 
@@ -102,7 +104,7 @@ private final class QuerySink: UpstreamSink {
     var exchange: QueryExchange
     let connection: UpstreamConnection
     let pool: UpstreamPool
-    let promise: EventLoopPromise<QueryExchange>
+    let promise: EventLoopPromise<Result<[StatementResult], QueryFailure>>
     var deadline: Scheduled<Void>?
     /// Keeps itself alive while attached (the connection holds its sink weakly).
     var retain: QuerySink?
@@ -110,7 +112,7 @@ private final class QuerySink: UpstreamSink {
 
     init(
         exchange: QueryExchange, connection: UpstreamConnection, pool: UpstreamPool,
-        promise: EventLoopPromise<QueryExchange>
+        promise: EventLoopPromise<Result<[StatementResult], QueryFailure>>
     ) {
         self.exchange = exchange
         self.connection = connection
@@ -128,7 +130,9 @@ private final class QuerySink: UpstreamSink {
             return finish(
                 .failure(QueryRunError.upstreamUnavailable("the server sent a malformed message")), reuse: false)
         }
-        if exchange.isDone { finish(.success(exchange), reuse: true) }
+        if exchange.isDone {
+            finish(.success(exchange.failure.map { .failure($0) } ?? .success(exchange.results)), reuse: true)
+        }
     }
 
     func upstreamFlush(_ connection: UpstreamConnection) {}
@@ -144,7 +148,7 @@ private final class QuerySink: UpstreamSink {
         finish(.failure(QueryRunError.timeout), reuse: false)
     }
 
-    private func finish(_ result: Result<QueryExchange, any Error>, reuse: Bool) {
+    private func finish(_ result: Result<Result<[StatementResult], QueryFailure>, QueryRunError>, reuse: Bool) {
         guard !finished else { return }
         finished = true
         deadline?.cancel()
@@ -154,6 +158,9 @@ private final class QuerySink: UpstreamSink {
         } else {
             connection.close()
         }
-        promise.completeWith(result)
+        switch result {
+        case .success(let outcome): promise.succeed(outcome)
+        case .failure(let error): promise.fail(error)
+        }
     }
 }

@@ -11,6 +11,26 @@ public final class Counter: Sendable {
     }
 }
 
+/// One latency histogram series, for hot paths: look it up once, then observe under its
+/// own lock instead of a labelled lookup per event.
+public final class Histogram: Sendable {
+    struct Values {
+        var buckets = Array(repeating: 0, count: Metrics.latencyBuckets.count)
+        var count = 0
+        var sum = 0.0
+    }
+
+    let values = Mutex(Values())
+
+    public func observe(seconds: Double) {
+        values.withLock { v in
+            for (index, bound) in Metrics.latencyBuckets.enumerated() where seconds <= bound { v.buckets[index] += 1 }
+            v.count += 1
+            v.sum += seconds
+        }
+    }
+}
+
 /// Counters and histograms for `/metrics`, rendered in Prometheus' text format. Cheap to
 /// update from any thread (one lock, no allocation for an existing series).
 public final class Metrics: Sendable {
@@ -22,6 +42,7 @@ public final class Metrics: Sendable {
     private struct State {
         var counters: [Series: Double] = [:]
         var atomicCounters: [Series: Counter] = [:]
+        var lockedHistograms: [Series: Histogram] = [:]
         var histograms: [Series: [Double]] = [:]
         var histogramSums: [Series: (count: Int, sum: Double)] = [:]
     }
@@ -60,6 +81,17 @@ public final class Metrics: Sendable {
         }
     }
 
+    /// The histogram of this series, created on first use.
+    public func histogram(_ name: String, _ labels: [String: String] = [:]) -> Histogram {
+        let series = Self.series(name, labels)
+        return state.withLockedValue { s in
+            if let existing = s.lockedHistograms[series] { return existing }
+            let histogram = Histogram()
+            s.lockedHistograms[series] = histogram
+            return histogram
+        }
+    }
+
     public func increment(_ name: String, _ labels: [String: String] = [:], by amount: Double = 1) {
         let series = Self.series(name, labels)
         state.withLockedValue { $0.counters[series, default: 0] += amount }
@@ -84,6 +116,14 @@ public final class Metrics: Sendable {
         var snapshot = state.withLockedValue { $0 }
         for (series, counter) in snapshot.atomicCounters {
             snapshot.counters[series, default: 0] += Double(counter.value.load(ordering: .relaxed))
+        }
+        for (series, histogram) in snapshot.lockedHistograms {
+            let values = histogram.values.withLock { $0 }
+            var buckets = snapshot.histograms[series] ?? Array(repeating: 0.0, count: Self.latencyBuckets.count)
+            for index in buckets.indices { buckets[index] += Double(values.buckets[index]) }
+            snapshot.histograms[series] = buckets
+            snapshot.histogramSums[series, default: (0, 0)].count += values.count
+            snapshot.histogramSums[series, default: (0, 0)].sum += values.sum
         }
         var out = ""
         var described: Set<String> = []

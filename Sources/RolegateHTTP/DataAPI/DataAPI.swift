@@ -1,39 +1,41 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOCore
 import RolegateCore
 import RolegateGateway
 
 /// `POST /v1/query` and `POST /v1/batch`: statements as the token's role, in one transaction.
+/// Served on the connection's event loop by ``DataRequestHandler`` (see HTTP/DataRequestHandler.swift);
+/// these are the steps it takes once the token is known and the body is whole.
 extension HTTPAPI {
-    func data(_ request: Request, _ context: APIContext, batch: Bool) async -> Response {
-        let requestID = context.requestID
-        let started = ContinuousClock.now
-        let record: TokenRecord
-        switch await authenticate(request, admin: false, context: context) {
-        case .failure(let problem): return problem.response(requestID: requestID)
-        case .success(let found): record = found
-        }
+    /// A data request ready to run: its statements, as whom, where, and what bounds them.
+    struct DataCall {
+        var statements: [QueryStatement]
+        var record: TokenRecord
+        var database: DatabaseSpec
+        var timeout: Duration
+        var usualTimeout: Duration
+        var maxRows: Int
+        var batch: Bool
+    }
+
+    /// Reads the body and checks it against the token's role: the call, or the 400/404 problem.
+    func dataCall(_ body: ByteBuffer, record: TokenRecord, batch: Bool) -> Result<DataCall, Problem> {
         let parsed: QueryRequest
-        switch await body(request, context, limit: settings.maxBodyBytes) {
-        case .failure(let problem): return problem.response(requestID: requestID)
-        case .success(let data):
-            switch QueryRequest.parse(data, batch: batch) {
-            case .failure(let invalid): return Problem.badRequest(invalid.message).response(requestID: requestID)
-            case .success(let request): parsed = request
-            }
+        switch QueryRequest.parse(body, batch: batch) {
+        case .failure(let invalid): return .failure(Problem.badRequest(invalid.message))
+        case .success(let request): parsed = request
         }
-        let statements = parsed.statements
         guard let role = policy.role(named: record.role) else {
-            return Problem(status: .unauthorized, code: "token_invalid", message: "invalid token")
-                .response(requestID: requestID)
+            return .failure(Problem(status: .unauthorized, code: "token_invalid", message: "invalid token"))
         }
         let databaseName = parsed.database ?? role.database
         guard databaseName == role.database, let database = policy.database(named: databaseName) else {
-            return Problem(
-                status: .notFound, code: "database_unknown",
-                message: "role \(role.name) lives in database \(role.database), not \(databaseName)"
-            ).response(requestID: requestID)
+            return .failure(
+                Problem(
+                    status: .notFound, code: "database_unknown",
+                    message: "role \(role.name) lives in database \(role.database), not \(databaseName)"))
         }
         // The role's statement_timeout caps the request's.
         let roleTimeout = role.settings.first { $0.name == "statement_timeout" }.flatMap {
@@ -42,63 +44,74 @@ extension HTTPAPI {
         let usualTimeout = roleTimeout ?? settings.defaultTimeout
         var timeout = usualTimeout
         if let requested = parsed.timeoutMilliseconds {
-            guard requested > 0 else {
-                return Problem.badRequest("timeout_ms must be positive").response(requestID: requestID)
-            }
+            guard requested > 0 else { return .failure(Problem.badRequest("timeout_ms must be positive")) }
             timeout = min(timeout, .milliseconds(requested))
         }
-        let maxRows = min(max(parsed.maxRows ?? settings.maxRows, 0), settings.maxRows)
+        return .success(
+            DataCall(
+                statements: parsed.statements, record: record, database: database, timeout: timeout,
+                usualTimeout: usualTimeout, maxRows: min(max(parsed.maxRows ?? settings.maxRows, 0), settings.maxRows),
+                batch: batch))
+    }
 
-        let outcome: Result<[StatementResult], QueryFailure>
-        do {
-            outcome = try await gateway.run(
-                statements, token: record, database: database, statementTimeout: timeout, usualTimeout: usualTimeout,
-                maxRows: maxRows,
-                maxBytes: settings.maxResultBytes)
-        } catch {
+    /// Runs the call over a pooled server connection and audits each statement. The future
+    /// never fails (a refusal is an answer too) and completes on the caller's loop when
+    /// that is one of the gateway's.
+    func run(
+        _ call: DataCall, requestID: String, started: ContinuousClock.Instant
+    ) -> EventLoopFuture<(status: HTTPResponse.Status, body: ByteBuffer)> {
+        let record = call.record
+        let statements = call.statements
+        let database = call.database.name
+        return gateway.run(
+            statements, token: record, database: call.database, statementTimeout: call.timeout,
+            usualTimeout: call.usualTimeout, maxRows: call.maxRows, maxBytes: settings.maxResultBytes
+        ).map { outcome -> (status: HTTPResponse.Status, body: ByteBuffer) in
+            switch outcome {
+            case .failure(let failure):
+                self.auditStatements(
+                    statements, record: record, database: database, requestID: requestID, started: started
+                ) { index in
+                    index == failure.statementIndex || failure.statementIndex == nil
+                        ? ("error", failure.sqlState, nil) : ("rolled back", nil, nil)
+                }
+                let problem = Self.problem(failure)
+                return (problem.status, problem.body(requestID: requestID))
+            case .success(let results):
+                self.auditStatements(
+                    statements, record: record, database: database, requestID: requestID, started: started
+                ) { index in
+                    ("ok", nil, results.indices.contains(index) ? results[index] : nil)
+                }
+                var out = JSONWriter(capacity: 512)
+                if call.batch {
+                    out.raw("{")
+                    out.key("results")
+                    out.array(results) { out, result in Self.write(result, to: &out) }
+                    out.raw("}")
+                } else if let result = results.first {
+                    Self.write(result, to: &out)
+                } else {
+                    out.raw("{}")
+                }
+                out.raw("\n")
+                return (.ok, ByteBuffer(bytes: out.bytes))
+            }
+        }.recover { error in
             let problem: Problem
-            switch error {
+            switch error as? QueryRunError ?? .upstreamUnavailable("\(error)") {
             case .timeout:
-                problem = Problem(status: .gatewayTimeout, code: "timeout", message: error.description)
+                problem = Problem(status: .gatewayTimeout, code: "timeout", message: QueryRunError.timeout.description)
             case .busy(let message):
                 problem = Problem(status: .serviceUnavailable, code: "upstream_busy", message: message)
             case .upstreamUnavailable(let message):
                 problem = Problem(status: .serviceUnavailable, code: "upstream_unavailable", message: message)
             }
-            auditStatements(statements, record: record, database: database.name, requestID: requestID, started: started)
+            self.auditStatements(statements, record: record, database: database, requestID: requestID, started: started)
             { _ in
                 ("error", problem.code, nil)
             }
-            return problem.response(requestID: requestID)
-        }
-        switch outcome {
-        case .failure(let failure):
-            auditStatements(statements, record: record, database: database.name, requestID: requestID, started: started)
-            { index in
-                index == failure.statementIndex || failure.statementIndex == nil
-                    ? ("error", failure.sqlState, nil) : ("rolled back", nil, nil)
-            }
-            return Self.problem(failure).response(requestID: requestID)
-        case .success(let results):
-            auditStatements(statements, record: record, database: database.name, requestID: requestID, started: started)
-            { index in
-                ("ok", nil, results.indices.contains(index) ? results[index] : nil)
-            }
-            var out = JSONWriter(capacity: 512)
-            if batch {
-                out.raw("{")
-                out.key("results")
-                out.array(results) { out, result in Self.write(result, to: &out) }
-                out.raw("}")
-            } else if let result = results.first {
-                Self.write(result, to: &out)
-            } else {
-                out.raw("{}")
-            }
-            out.raw("\n")
-            return Response(
-                status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: out.bytes)))
+            return (problem.status, problem.body(requestID: requestID))
         }
     }
 
@@ -173,12 +186,11 @@ extension HTTPAPI {
         outcome: (Int) -> (action: String, sqlState: String?, result: StatementResult?)
     ) {
         let micros = Int64((ContinuousClock.now - started).timeInterval * 1_000_000)
+        let counters = statementCounters.of(record.service, in: metrics)
         for (index, statement) in statements.enumerated() {
             let (action, state, result) = outcome(index)
-            metrics.increment("rolegate_statements_total", ["service": record.service, "channel": "http"])
-            if action == "error" {
-                metrics.increment("rolegate_statement_errors_total", ["service": record.service, "channel": "http"])
-            }
+            counters.statements.add()
+            if action == "error" { counters.errors.add() }
             var detail = ["channel": "http"]
             if let command = result?.command { detail["command"] = command }
             if result?.truncated == true { detail["truncated"] = "yes" }

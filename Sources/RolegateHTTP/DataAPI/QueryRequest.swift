@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import RolegateCore
 import RolegateGateway
 
@@ -19,7 +20,7 @@ struct QueryRequest {
 
     /// Reads the body's bytes: malformed JSON and a body of the wrong shape both come back as
     /// one message for a `400`.
-    static func parse(_ body: Data, batch: Bool) -> Result<QueryRequest, Invalid> {
+    static func parse(_ body: ByteBuffer, batch: Bool) -> Result<QueryRequest, Invalid> {
         JSONFields.document(body).flatMap { value in
             Result { () throws(Invalid) in try QueryRequest(value, batch: batch) }
         }

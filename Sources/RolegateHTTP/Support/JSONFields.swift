@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import RolegateCore
 
 /// A request body's object read strictly: an unknown or repeated key, or a value of the wrong
@@ -17,9 +18,17 @@ struct JSONFields {
 
     /// Reads `body` as one JSON document.
     static func document(_ body: Data) -> Result<JSONValue, Invalid> {
-        body.withUnsafeBytes { bytes in
-            Result { () throws(JSONReader.Failure) -> JSONValue in try JSONReader.read(bytes) }
-        }.mapError { Invalid(message: "the body is not valid JSON: \($0)") }
+        body.withUnsafeBytes { document(bytes: $0) }
+    }
+
+    /// Reads `body`'s readable bytes as one JSON document, in place.
+    static func document(_ body: ByteBuffer) -> Result<JSONValue, Invalid> {
+        body.withUnsafeReadableBytes { document(bytes: $0) }
+    }
+
+    private static func document(bytes: UnsafeRawBufferPointer) -> Result<JSONValue, Invalid> {
+        Result { () throws(JSONReader.Failure) -> JSONValue in try JSONReader.read(bytes) }
+            .mapError { Invalid(message: "the body is not valid JSON: \($0)") }
     }
 
     /// The fields of `value`, which must be an object like `shape` (named when it is not).

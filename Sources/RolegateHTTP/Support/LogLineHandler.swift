@@ -38,19 +38,36 @@ public struct LogLineHandler: LogHandler {
 
     /// The line for `event` at `time`, newline included.
     func line(_ event: LogEvent, time: Date) -> [UInt8] {
-        var merged = event.metadata.map { metadata.merging($0, uniquingKeysWith: { $1 }) } ?? metadata
+        // The handler's own metadata is usually empty: no merged copy then.
+        var merged =
+            metadata.isEmpty
+            ? event.metadata ?? [:] : event.metadata.map { metadata.merging($0, uniquingKeysWith: { $1 }) } ?? metadata
         if let error = event.error {
             merged["error.message"] = "\(error)"
             merged["error.type"] = "\(String(reflecting: type(of: error)))"
         }
         switch format {
         case .text:
-            var text = "\(time.rfc3339Milliseconds) \(event.level) \(label) :"
+            var out: [UInt8] = []
+            out.reserveCapacity(192)
+            out += time.rfc3339Milliseconds.utf8
+            out.append(UInt8(ascii: " "))
+            out += event.level.rawValue.utf8
+            out.append(UInt8(ascii: " "))
+            out += label.utf8
+            out += " :".utf8
             for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
-                text += " \(key)=\(value)"
+                out.append(UInt8(ascii: " "))
+                out += key.utf8
+                out.append(UInt8(ascii: "="))
+                if case .string(let text) = value { out += text.utf8 } else { out += value.description.utf8 }
             }
-            text += " [\(event.source)] \(event.message)\n"
-            return Array(text.utf8)
+            out += " [".utf8
+            out += event.source.utf8
+            out += "] ".utf8
+            out += event.message.description.utf8
+            out.append(UInt8(ascii: "\n"))
+            return out
         case .json:
             var fields = merged.mapValues { "\($0)" }
             // These four are the line's own: metadata of the same name does not replace them.

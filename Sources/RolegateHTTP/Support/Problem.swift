@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOCore
 
 /// An error response: a JSON problem body with a stable `code`, never a stack trace or a secret.
 struct Problem: Error {
@@ -27,11 +28,18 @@ struct Problem: Error {
     }
 
     func response(requestID: String) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: body(requestID: requestID)))
+    }
+
+    /// The JSON body (keys sorted, a newline at the end).
+    func body(requestID: String) -> ByteBuffer {
         var body: [String: Any] = [
             "code": code, "message": message, "status": Int(status.code), "request_id": requestID,
         ]
         for (key, value) in extra { body[key] = value.json }
-        return jsonResponse(body, status: status)
+        return ByteBuffer(string: jsonText(body) + "\n")
     }
 }
 

@@ -156,6 +156,16 @@ public final class TokenVerifier: Sendable {
         }
     }
 
+    /// ``verify(_:now:)`` when memory can answer (the cache is current and knows the token,
+    /// or knows it is missing), without suspending; nil when the answer needs the store. For
+    /// callers on an event loop, which then fall back to `verify`.
+    public func verifyFromMemory(_ token: String, now: Date = Date()) -> Result<Verified, Failure>? {
+        if case .done(let result) = fromMemory(token, now: now, at: clock.now, checkingStaleness: true) {
+            return result
+        }
+        return nil
+    }
+
     private enum Step {
         case done(Result<Verified, Failure>)
         /// The cache is older than `maxStaleness`: read the change feed first.
