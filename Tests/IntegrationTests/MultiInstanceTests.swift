@@ -110,7 +110,7 @@ extension HeavyTests {
             }
             #expect(Set(listed.compactMap { $0["instance"] as? String }) == ["gw-a", "gw-b", "gw-c"], "\(listed)")
 
-            // Revoke through A: the sessions on A, B and C end within a second.
+            // Revoke through A: the sessions on A, B and C end.
             let reportsID = try TokenFormat.parse(tokens["reports"]!).id
             let clock = ContinuousClock()
             let revokedAt = clock.now
@@ -121,17 +121,39 @@ extension HeavyTests {
                 let ended = try await sleeper.value
                 #expect(ended.status != 0 && ended.stderr.contains("revoked"), "\(ended.stderr)")
             }
-            let elapsed = clock.now - revokedAt
             print(
-                "revocation through gw-a ended the sessions on gw-a, gw-b and gw-c within \(elapsed) (the revoke request itself took \(answeredAfter))"
+                "revocation through gw-a: this test saw the sessions on gw-a, gw-b and gw-c end within \(clock.now - revokedAt) (the revoke request itself took \(answeredAfter))"
             )
-            // Measured alone this is ~40 ms; the bound leaves room for CI running every suite at once
-            // on two cores (the 1 s target is for a machine not also running 30 other test suites;
-            // 5 s was once exceeded there). bench/ measures the latency itself (p99 ~115 ms).
+            // How fast, on the gateways' own clocks: the revocation and each session's end as
+            // the instances recorded them in the shared audit log. Timed from this test process,
+            // a CI machine running every suite at once added this process's own waiting: the
+            // revoke request once took 9.8 s to come back although the gateway answered in 49 ms.
+            // Measured alone this is ~40 ms; bench/ measures the latency itself (p99 ~115 ms).
+            let parseTime = ISO8601DateFormatter()
+            parseTime.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            var revocation: Date?
+            var ends: [(instance: String, at: Date)] = []
+            let deadline = clock.now + .seconds(60)
+            repeat {
+                let events = try AuditTests.events(gw, ["--token", reportsID])
+                revocation = events.first { $0["kind"] as? String == "token" && $0["action"] as? String == "revoked" }
+                    .flatMap { ($0["at"] as? String).flatMap(parseTime.date(from:)) }
+                ends = events.compactMap { event in
+                    guard event["kind"] as? String == "session", event["action"] as? String == "end",
+                        (event["detail"] as? [String: String])?["reason"] == "token revoked",
+                        let at = (event["at"] as? String).flatMap(parseTime.date(from:))
+                    else { return nil }
+                    return (event["instance"] as? String ?? "", at)
+                }
+                if revocation != nil, ends.count >= 3 { break }
+                try await Task.sleep(for: .milliseconds(200))
+            } while clock.now < deadline
+            #expect(Set(ends.map(\.instance)) == ["gw-a", "gw-b", "gw-c"], "\(ends)")
+            let lag = try #require(revocation).distance(to: ends.map(\.at).max() ?? .distantFuture)
             #expect(
-                elapsed < .seconds(10),
+                lag < 5,
                 """
-                the last session ended \(elapsed) after the revocation (the revoke answered after \(answeredAfter)); \
+                the last session ended \(lag) s after the revocation (gateways' clocks); \
                 logs: \(instances.map { "\($0.id): \($0.process.output.suffix(1500))" }.joined(separator: "\n"))
                 """)
 
