@@ -151,7 +151,7 @@ public struct HTTPAPI: Sendable {
     /// out the failed-login throttle).
     func authenticate(_ request: Request, admin: Bool, context: APIContext) async -> Result<TokenRecord, Problem> {
         guard let token = Self.bearerToken(request.headers[.authorization]) else { return .failure(Self.missingToken) }
-        let result: Result<TokenVerifier.Verified, TokenVerifier.Failure>
+        let result: Verification
         if let known = verifier.verifyFromMemory(token) {
             result = known
         } else {
@@ -169,6 +169,9 @@ public struct HTTPAPI: Sendable {
         }
         return outcome
     }
+
+    /// What the verifier answered for a token.
+    typealias Verification = Result<TokenVerifier.Verified, TokenVerifier.Failure>
 
     static let missingToken = Problem(
         status: .unauthorized, code: "token_invalid", message: "missing 'Authorization: Bearer <token>'")
@@ -192,11 +195,7 @@ public struct HTTPAPI: Sendable {
 
     /// A verification's answer as the API gives it: the record, or the 401/403/503 problem.
     /// Data and admin tokens stay apart (`admin`: the route needs an admin token).
-    func checked(
-        _ result: Result<TokenVerifier.Verified, TokenVerifier.Failure>, admin: Bool
-    ) -> Result<
-        TokenRecord, Problem
-    > {
+    func checked(_ result: Verification, admin: Bool) -> Result<TokenRecord, Problem> {
         switch result {
         case .success(let verified):
             let isAdmin = policy.service(named: verified.service)?.admin == true

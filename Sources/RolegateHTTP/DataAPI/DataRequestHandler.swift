@@ -182,7 +182,7 @@ final class DataRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
     }
 
-    private func tokenChecked(_ result: Result<TokenVerifier.Verified, TokenVerifier.Failure>) {
+    private func tokenChecked(_ result: HTTPAPI.Verification) {
         switch api.checked(result, admin: false) {
         case .success(let record):
             current?.record = record
