@@ -114,7 +114,8 @@ public final class LoginThrottle: Sendable {
         state.withLockedValue { $0.failed(address: address, now: .now()) }
     }
 
-    func delayedAnswerSent(address: String) {
+    /// A delayed answer (see ``recordFailure(address:)``) went out.
+    public func delayedAnswerSent(address: String) {
         state.withLockedValue { $0.delayedAnswerSent(address: address) }
     }
 
@@ -129,8 +130,9 @@ public final class LoginThrottle: Sendable {
     }
 
     /// For callers on an event loop (the data API): records a failure and says how long its
-    /// answer must wait (nil: answer now; otherwise call ``delayedAnswerSent(address:)``
-    /// once it went out) and, for the failure that crossed the limit, the failures in the window.
+    /// answer must wait (nil: answer now; otherwise call ``delayedAnswerSent(address:)`` once
+    /// it went out, even when the client left) and, for the failure that crossed the limit,
+    /// the failures in the window.
     public func recordFailure(address: String) -> (delay: TimeAmount?, crossedLimitAt: Int?) {
         let outcome = failed(address: address)
         let delay: TimeAmount? =
@@ -139,11 +141,6 @@ public final class LoginThrottle: Sendable {
             case .delay(let amount): amount
             }
         return (delay, outcome.crossedLimit ? outcome.failuresInWindow : nil)
-    }
-
-    /// A delayed answer (see ``recordFailure(address:)``) went out.
-    public func answerSent(address: String) {
-        delayedAnswerSent(address: address)
     }
 
     /// For the HTTP API: records a failure and waits out its delay before returning.

@@ -211,7 +211,7 @@ final class DataRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         let number = current.number
         context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [weak self] in
             // Given back even when the client left meanwhile (and this handler with it).
-            throttle.answerSent(address: address)
+            throttle.delayedAnswerSent(address: address)
             guard let self, self.current?.number == number else { return }
             self.respond(problem)
         }
