@@ -342,8 +342,7 @@ struct RequestMiddleware: RouterMiddleware {
         started: ContinuousClock.Instant, metrics: Metrics, logger: Logger
     ) {
         let elapsed = ContinuousClock.now - started
-        metrics.increment("rolegate_http_requests_total", ["route": route, "status": String(status.code)])
-        metrics.observe("rolegate_http_request_duration_seconds", ["route": route], seconds: elapsed.timeInterval)
+        RequestMetrics(metrics, route: route, status: status).observe(elapsed: elapsed)
         accessLog(
             requestID: requestID, method: method.rawValue, path: path, status: status, elapsed: elapsed, logger: logger)
     }
@@ -360,6 +359,23 @@ struct RequestMiddleware: RouterMiddleware {
                 "status": .stringConvertible(status.code),
                 "duration_ms": .stringConvertible((elapsed.timeInterval * 1000 * 1000).rounded() / 1000),
             ])
+    }
+}
+
+/// The request counter and latency histogram of one route and status (kept per connection
+/// by the data API, looked up per request by the router's middleware).
+struct RequestMetrics {
+    let requests: Counter
+    let duration: Histogram
+
+    init(_ metrics: Metrics, route: String, status: HTTPResponse.Status) {
+        requests = metrics.counter("rolegate_http_requests_total", ["route": route, "status": String(status.code)])
+        duration = metrics.histogram("rolegate_http_request_duration_seconds", ["route": route])
+    }
+
+    func observe(elapsed: Duration) {
+        requests.add()
+        duration.observe(seconds: elapsed.timeInterval)
     }
 }
 

@@ -146,11 +146,11 @@ public final class LoginThrottle: Sendable {
     /// For the HTTP API: records a failure and waits out its delay before returning.
     /// Returns the number of failures in the window when this one crossed the limit.
     public func failedAndWait(address: String) async -> Int? {
-        let outcome = failed(address: address)
-        if case .delay(let amount) = outcome.verdict {
-            try? await Task.sleep(nanoseconds: UInt64(max(0, amount.nanoseconds)))
+        let (delay, crossedLimitAt) = recordFailure(address: address)
+        if let delay {
+            try? await Task.sleep(nanoseconds: UInt64(max(0, delay.nanoseconds)))
             delayedAnswerSent(address: address)
         }
-        return outcome.crossedLimit ? outcome.failuresInWindow : nil
+        return crossedLimitAt
     }
 }

@@ -42,9 +42,7 @@ public final class Metrics: Sendable {
     private struct State {
         var counters: [Series: Double] = [:]
         var atomicCounters: [Series: Counter] = [:]
-        var lockedHistograms: [Series: Histogram] = [:]
-        var histograms: [Series: [Double]] = [:]
-        var histogramSums: [Series: (count: Int, sum: Double)] = [:]
+        var histograms: [Series: Histogram] = [:]
     }
 
     public static let latencyBuckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -85,9 +83,9 @@ public final class Metrics: Sendable {
     public func histogram(_ name: String, _ labels: [String: String] = [:]) -> Histogram {
         let series = Self.series(name, labels)
         return state.withLockedValue { s in
-            if let existing = s.lockedHistograms[series] { return existing }
+            if let existing = s.histograms[series] { return existing }
             let histogram = Histogram()
-            s.lockedHistograms[series] = histogram
+            s.histograms[series] = histogram
             return histogram
         }
     }
@@ -98,17 +96,7 @@ public final class Metrics: Sendable {
     }
 
     public func observe(_ name: String, _ labels: [String: String] = [:], seconds: Double) {
-        let series = Self.series(name, labels)
-        state.withLockedValue { s in
-            // In place: reading the buckets out and storing them back would copy them every time.
-            let empty = Array(repeating: 0.0, count: Self.latencyBuckets.count)
-            for (index, bound) in Self.latencyBuckets.enumerated() where seconds <= bound {
-                s.histograms[series, default: empty][index] += 1
-            }
-            if s.histograms[series] == nil { s.histograms[series] = empty }
-            s.histogramSums[series, default: (0, 0)].count += 1
-            s.histogramSums[series, default: (0, 0)].sum += seconds
-        }
+        histogram(name, labels).observe(seconds: seconds)
     }
 
     /// The text exposition: counters and histograms kept here, then `gauges` (name, labels, value).
@@ -116,14 +104,6 @@ public final class Metrics: Sendable {
         var snapshot = state.withLockedValue { $0 }
         for (series, counter) in snapshot.atomicCounters {
             snapshot.counters[series, default: 0] += Double(counter.value.load(ordering: .relaxed))
-        }
-        for (series, histogram) in snapshot.lockedHistograms {
-            let values = histogram.values.withLock { $0 }
-            var buckets = snapshot.histograms[series] ?? Array(repeating: 0.0, count: Self.latencyBuckets.count)
-            for index in buckets.indices { buckets[index] += Double(values.buckets[index]) }
-            snapshot.histograms[series] = buckets
-            snapshot.histogramSums[series, default: (0, 0)].count += values.count
-            snapshot.histogramSums[series, default: (0, 0)].sum += values.sum
         }
         var out = ""
         var described: Set<String> = []
@@ -139,15 +119,15 @@ public final class Metrics: Sendable {
             header(series.name, "counter")
             line(series.name, series.labels, value)
         }
-        for (series, buckets) in snapshot.histograms.sorted(by: { "\($0.key)" < "\($1.key)" }) {
+        for (series, histogram) in snapshot.histograms.sorted(by: { "\($0.key)" < "\($1.key)" }) {
+            let values = histogram.values.withLock { $0 }
             header(series.name, "histogram")
             for (index, bound) in Self.latencyBuckets.enumerated() {
-                line(series.name + "_bucket", series.labels + ["le=\"\(bound)\""], buckets[index])
+                line(series.name + "_bucket", series.labels + ["le=\"\(bound)\""], Double(values.buckets[index]))
             }
-            let totals = snapshot.histogramSums[series] ?? (0, 0)
-            line(series.name + "_bucket", series.labels + ["le=\"+Inf\""], Double(totals.count))
-            line(series.name + "_sum", series.labels, totals.sum)
-            line(series.name + "_count", series.labels, Double(totals.count))
+            line(series.name + "_bucket", series.labels + ["le=\"+Inf\""], Double(values.count))
+            line(series.name + "_sum", series.labels, values.sum)
+            line(series.name + "_count", series.labels, Double(values.count))
         }
         for (name, labels, value) in gauges {
             header(name, "gauge")

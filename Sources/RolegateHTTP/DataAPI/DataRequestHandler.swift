@@ -61,12 +61,12 @@ final class DataRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        bodyTimer?.cancel()
+        stopBodyTimer()
         self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        bodyTimer?.cancel()
+        stopBodyTimer()
         self.context = nil
         context.fireChannelInactive()
     }
@@ -308,22 +308,10 @@ final class DataRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func requestMetrics(route: String, status: HTTPResponse.Status) -> RequestMetrics {
         let key = "\(route) \(status.code)"
         if let known = metricsCache[key] { return known }
-        let made = RequestMetrics(
-            requests: api.metrics.counter(
-                "rolegate_http_requests_total", ["route": route, "status": String(status.code)]),
-            duration: api.metrics.histogram("rolegate_http_request_duration_seconds", ["route": route]))
+        let made = RequestMetrics(api.metrics, route: route, status: status)
         metricsCache[key] = made
         return made
     }
 
-    private struct RequestMetrics {
-        let requests: Counter
-        let duration: Histogram
-
-        func observe(elapsed: Duration) {
-            requests.add()
-            duration.observe(seconds: elapsed.timeInterval)
-        }
-    }
     private var metricsCache: [String: RequestMetrics] = [:]
 }
