@@ -11,12 +11,16 @@ public import RolegateGateway
 import RolegateProvision
 public import RolegateStore
 public import RolegateTokens
+import ServiceLifecycle
 import Synchronization
 
 /// The HTTP API of `rolegate serve`: the data API (`/v1/query`, `/v1/batch`) with the same
 /// tokens, roles and audit as the wire gateway; the admin API (`/admin/v1/…`) for admin
 /// tokens; and `/healthz`, `/readyz`, `/metrics`, `/openapi.yaml`.
-public struct HTTPAPI: Sendable {
+///
+/// A class: every request's callbacks hold it, and a struct of this size was copied (a
+/// dozen references retained) into each of them.
+public final class HTTPAPI: Sendable {
     public struct Settings: Sendable {
         public var host = "127.0.0.1"
         public var port = 8080
@@ -67,6 +71,11 @@ public struct HTTPAPI: Sendable {
     static let serverName = "rolegate"
 
     /// The Hummingbird application; run it (it is a `Service`) and cancel it to stop.
+    /// Serves the API until ``HTTPServing/shutdown(grace:)``.
+    public func serve(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) -> HTTPServing {
+        HTTPServing(application(onRunning: onRunning), logger: logger)
+    }
+
     public func application(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
         let router = Router(context: APIContext.self)
         router.add(middleware: RequestMiddleware(metrics: metrics, logger: logger))
@@ -357,8 +366,53 @@ struct RequestMiddleware: RouterMiddleware {
             metadata: [
                 "request_id": .string(requestID), "method": .string(method), "path": .string(path),
                 "status": .stringConvertible(status.code),
-                "duration_ms": .stringConvertible((elapsed.timeInterval * 1000 * 1000).rounded() / 1000),
+                "duration_ms": .string(millisecondsText(elapsed)),
             ])
+    }
+}
+
+/// A duration in milliseconds to the microsecond, as the shortest decimal that reads back
+/// the same (`1.5`, `0.042`, `12.0`): what `Double.description` writes for it, without
+/// formatting a floating-point number on every request.
+func millisecondsText(_ elapsed: Duration) -> String {
+    let (seconds, attoseconds) = elapsed.components
+    let micros = max(0, seconds * 1_000_000 + (attoseconds + 500_000_000_000) / 1_000_000_000_000)
+    var fraction = Int(micros % 1000)
+    var text = String(micros / 1000) + "."
+    guard fraction > 0 else { return text + "0" }
+    var width = 3
+    while fraction % 10 == 0 {
+        fraction /= 10
+        width -= 1
+    }
+    let digits = String(fraction)
+    text += String(repeating: "0", count: width - digits.count) + digits
+    return text
+}
+
+/// The HTTP API while it serves.
+public final class HTTPServing: Sendable {
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    init(_ application: some ApplicationProtocol, logger: Logger) {
+        let group = ServiceGroup(configuration: .init(services: [application], logger: logger))
+        self.group = group
+        task = Task { try await group.run() }
+    }
+
+    /// Stops accepting connections. A connection between requests closes at once; a request
+    /// in progress gets its answer (saying `Connection: close`) within `grace`, after which
+    /// what is left is cut. (Cancelling the server instead cut every request at once.)
+    public func shutdown(grace: Duration) async {
+        await group.triggerGracefulShutdown()
+        let task = self.task
+        let cut = Task {
+            try await Task.sleep(for: grace)
+            task.cancel()
+        }
+        _ = await task.result
+        cut.cancel()
     }
 }
 

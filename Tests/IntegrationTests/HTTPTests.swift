@@ -424,6 +424,30 @@ import Testing
         #expect(!http.gw.server.output.contains(http.gw.tokens["reports"]!))
     }
 
+    /// SIGTERM: a connection between requests closes at once, a request in progress is
+    /// answered (`Connection: close`) and its connection closed after it.
+    @Test func shutdownAnswersTheRequestInProgressAndClosesTheRest() async throws {
+        let port = try PostgresCluster.freePort()
+        // A grace long enough for the 2 s request on a loaded machine (the fixture's last flag wins).
+        let gw = try await GatewayFixture(
+            policy: HTTPTests.policy, serveArguments: ["--http", "127.0.0.1:\(port)", "--shutdown-grace", "30s"])
+        defer { Task { await gw.stop() } }
+        let http = try await HTTP(gw: gw, port: port)
+        var env = http.gw.environment
+        env["TOKEN"] = http.gw.tokens["reports"]
+        let result = try await Subprocess.runDetached(
+            "python3",
+            [
+                SecurityTests.client("http_pipelining.py"), "127.0.0.1", "\(http.port)", "--shutdown",
+                "\(gw.server.pid)",
+            ],
+            environment: env)
+        #expect(
+            result.status == 0 && result.stdout.contains("http pipelining: all"),
+            "exit \(result.status): \(result.stdout)\n\(result.stderr)\ngateway: \(http.gw.server.output.suffix(1500))")
+        #expect(gw.server.stop(signal: 0) == 0, "\(gw.server.output.suffix(1500))")
+    }
+
     /// Guessing tokens on the data API: past the limit the answers wait, the client's own
     /// valid requests from the same address do not, and the audit log says so.
     @Test func wrongTokensOnTheDataAPIAreThrottled() async throws {

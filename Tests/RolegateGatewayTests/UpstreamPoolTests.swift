@@ -170,8 +170,9 @@ import Testing
         defer { Task { await setup.stop() } }
         let silent = try await ServerBootstrap(group: setup.group).bind(host: "127.0.0.1", port: 0).get()
         defer { silent.close(promise: nil) }
-        var key = setup.key
-        key.port = try #require(silent.localAddress?.port)
+        let key = UpstreamKey(
+            host: "127.0.0.1", port: try #require(silent.localAddress?.port), socketPath: nil, database: "postgres",
+            role: TwoLoops.role, tls: UpstreamTLS(mode: .disable), parameters: [])
         // Raced against 30 s, so that a login waiting for ever fails the test (with its own error)
         // instead of hanging it. No wall-clock check beside it: on a loaded CI machine the 300 ms
         // answer can take seconds to be delivered, and the error already says which came first.

@@ -54,4 +54,19 @@ import Testing
                 == #"{"label":"rolegate.http","level":"warning","message":"slow \"q\"","request_id":"abc","status":"504","ts":"2026-11-18T11:06:40.500Z"}"#
                 + "\n")
     }
+
+    /// The access line's `duration_ms` reads as the microsecond-rounded milliseconds did when
+    /// they were a `Double` (`1.5`, `0.042`, `12.0`), without formatting one per request.
+    @Test func durationsAreMillisecondsToTheMicrosecond() {
+        #expect(millisecondsText(.microseconds(1500)) == "1.5")
+        #expect(millisecondsText(.microseconds(42)) == "0.042")
+        #expect(millisecondsText(.milliseconds(12)) == "12.0")
+        #expect(millisecondsText(.nanoseconds(1_234_567)) == "1.235")
+        #expect(millisecondsText(.nanoseconds(400)) == "0.0")
+        for _ in 0..<2000 {
+            let elapsed = Duration.nanoseconds(Int64.random(in: 0...90_000_000_000))
+            let asDouble = ((elapsed.timeInterval * 1000 * 1000).rounded() / 1000).description
+            #expect(millisecondsText(elapsed) == asDouble, "\(elapsed)")
+        }
+    }
 }

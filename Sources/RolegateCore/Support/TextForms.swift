@@ -64,10 +64,15 @@ extension Date {
         guard gmtime_r(&seconds, &fields) != nil else { return "\(milliseconds)ms" }
         var out: [UInt8] = []
         out.reserveCapacity(24)
+        // Written digit by digit (every log line has a time: a String per field showed in profiles).
         func digits(_ value: Int, _ width: Int) {
-            var text = Array(String(value).utf8)
-            while text.count < width { text.insert(UInt8(ascii: "0"), at: 0) }
-            out.append(contentsOf: text)
+            var scale = 1
+            for _ in 1..<width { scale *= 10 }
+            guard value >= 0, value < scale * 10 else { return out.append(contentsOf: String(value).utf8) }
+            while scale > 0 {
+                out.append(UInt8(ascii: "0") + UInt8(value / scale % 10))
+                scale /= 10
+            }
         }
         digits(Int(fields.tm_year) + 1900, 4)
         out.append(UInt8(ascii: "-"))

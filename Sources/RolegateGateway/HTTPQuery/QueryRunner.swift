@@ -1,5 +1,5 @@
 import Foundation
-public import NIOCore
+import NIOCore
 import PostgresWire
 public import RolegateCore
 
@@ -20,30 +20,45 @@ public enum QueryRunError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// What an HTTP request's statements came to: PostgreSQL's results or refusal, or why they
+/// could not be run at all.
+public typealias QueryOutcome = Result<Result<[StatementResult], QueryFailure>, QueryRunError>
+
+/// Where a token's requests run on one database: the pooled server connections' key (role,
+/// server, startup parameters), the role's credential and its cap. Derived from the token,
+/// the database and the usual timeout alone, so an HTTP connection makes it once and reuses
+/// it for its next requests with the same token (see ``matches(token:database:usualTimeout:)``).
+public struct QueryTarget: Sendable {
+    let key: UpstreamKey
+    let password: String
+    let cap: Int
+    let usualMilliseconds: Int64
+    let tokenID: String
+    let role: String
+    let database: String
+
+    /// Made for this token, role, database and usual timeout.
+    public func matches(token: TokenRecord, database: DatabaseSpec, usualTimeout: Duration) -> Bool {
+        tokenID == token.id && role == token.role && self.database == database.name
+            && usualMilliseconds == Self.milliseconds(usualTimeout)
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 { Int64(duration.timeInterval * 1000) }
+}
+
 extension GatewayServer {
-    /// Runs `statements` in one transaction as `token`'s role on `database`, over a pooled
-    /// server connection (the same pools, caps and reset as wire sessions). The future fails
-    /// with a ``QueryRunError`` when the statements could not be run at all.
+    /// Where `token`'s requests on `database` run when they ask no timeout of their own.
     ///
     /// `usualTimeout` is the statement timeout most requests of this role run with: the
-    /// server connection starts with it, so only a request asking another one (`statementTimeout`)
-    /// sends a `set_config` for it. (Not the request's own: that would make a connection per value.)
-    ///
-    /// Called on one of the gateway's event loops (the HTTP API's connections share them, see
-    /// GatewayConfiguration.eventLoopGroup), the request never changes threads and the
-    /// future completes on that loop.
-    public func run(
-        _ statements: [QueryStatement], token: TokenRecord, database: DatabaseSpec, statementTimeout: Duration,
-        usualTimeout: Duration? = nil, maxRows: Int, maxBytes: Int
-    ) -> EventLoopFuture<Result<[StatementResult], QueryFailure>> {
-        let shared = self.shared
-        let loop = group.any()
+    /// server connection starts with it, so only a request asking another one sends a
+    /// `set_config` for it. (Not the request's own: that would make a connection per value.)
+    public func queryTarget(
+        token: TokenRecord, database: DatabaseSpec, usualTimeout: Duration
+    ) -> Result<QueryTarget, QueryRunError> {
         guard let url = shared.databaseURLs[database.name] ?? (try? ConnectionURL(parsing: database.url)) else {
-            return loop.makeFailedFuture(
-                QueryRunError.upstreamUnavailable("database \(database.name) has an invalid URL"))
+            return .failure(.upstreamUnavailable("database \(database.name) has an invalid URL"))
         }
-        let milliseconds = Int64(statementTimeout.timeInterval * 1000)
-        let usualMilliseconds = usualTimeout.map { Int64($0.timeInterval * 1000) } ?? milliseconds
+        let usualMilliseconds = QueryTarget.milliseconds(usualTimeout)
         let key = UpstreamKey(
             url: url, role: token.role,
             parameters: [
@@ -53,37 +68,57 @@ extension GatewayServer {
                 StartupParameter("client_encoding", "UTF8"), StartupParameter("DateStyle", "ISO, YMD"),
                 StartupParameter("TimeZone", "UTC"), StartupParameter("extra_float_digits", "3"),
             ])
-        let password = shared.rolePassword(token.role)
-        let cap = shared.serverConnectionCap(role: token.role)
+        return .success(
+            QueryTarget(
+                key: key, password: shared.rolePassword(token.role), cap: shared.serverConnectionCap(role: token.role),
+                usualMilliseconds: usualMilliseconds, tokenID: token.id, role: token.role, database: database.name))
+    }
+
+    /// Runs `statements` in one transaction on `target` (as its token's role), over a pooled
+    /// server connection (the same pools, caps and reset as wire sessions), and calls
+    /// `completion` once with the outcome.
+    ///
+    /// Called on one of the gateway's event loops (the HTTP API's connections share them, see
+    /// GatewayConfiguration.eventLoopGroup), the request never changes threads: `completion`
+    /// runs on the calling loop, often before this returns. Called elsewhere, it runs on a
+    /// loop of the gateway's.
+    public func run(
+        _ statements: [QueryStatement], target: QueryTarget, statementTimeout: Duration, maxRows: Int, maxBytes: Int,
+        completion: @escaping (QueryOutcome) -> Void
+    ) {
+        let shared = self.shared
+        let loop = group.any()
+        let milliseconds = QueryTarget.milliseconds(statementTimeout)
         let exchange = QueryExchange(
             statements: statements, maxRows: maxRows, maxBytes: maxBytes, timeoutMilliseconds: milliseconds,
-            usualTimeoutMilliseconds: usualMilliseconds)
-        if let refusal = exchange.refusal { return loop.makeSucceededFuture(.failure(refusal)) }
-        let promise = loop.makePromise(of: Result<[StatementResult], QueryFailure>.self)
+            usualTimeoutMilliseconds: target.usualMilliseconds)
+        if let refusal = exchange.refusal { return completion(.success(.failure(refusal))) }
+        // The completion is the caller's: it stays on `loop`, which runs everything below.
+        nonisolated(unsafe) let completion = completion
         let start: @Sendable () -> Void = {
             let pool = shared.pool(for: loop)
-            pool.acquire(
-                key: key, password: password, cap: cap, waitLimit: .seconds(10)
-            )
-            .assumeIsolated().whenComplete { result in
-                switch result {
-                case .failure(let error):
-                    promise.fail(QueryRunError(error))
-                case .success(let connection):
-                    let sink = QuerySink(exchange: exchange, connection: connection, pool: pool, promise: promise)
-                    connection.sink = sink
-                    sink.retain = sink
-                    // Past the statement timeout (plus a margin) the server is told to cancel.
-                    sink.deadline = loop.assumeIsolated().scheduleTask(
-                        in: .milliseconds(milliseconds + 2000)
-                    ) { [weak sink] in sink?.timedOut(shared: shared) }
-                    connection.write(exchange.pipeline())
-                    connection.flush()
+            let send = { (connection: UpstreamConnection) in
+                let sink = QuerySink(exchange: exchange, connection: connection, pool: pool, completion: completion)
+                connection.sink = sink
+                sink.retain = sink
+                // Past the statement timeout (plus a margin) the server is told to cancel.
+                sink.deadline = loop.assumeIsolated().scheduleTask(in: .milliseconds(milliseconds + 2000)) {
+                    [weak sink] in sink?.timedOut(shared: shared)
                 }
+                connection.write(exchange.pipeline())
+                connection.flush()
             }
+            // Usually an idle connection is at hand; else one is opened or waited for.
+            if let idle = pool.takeIdle(key: target.key) { return send(idle) }
+            pool.acquire(key: target.key, password: target.password, cap: target.cap, waitLimit: .seconds(10))
+                .assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .failure(let error): completion(.failure(QueryRunError(error)))
+                    case .success(let connection): send(connection)
+                    }
+                }
         }
         if loop.inEventLoop { start() } else { loop.execute(start) }
-        return promise.futureResult
     }
 }
 
@@ -104,7 +139,7 @@ private final class QuerySink: UpstreamSink {
     var exchange: QueryExchange
     let connection: UpstreamConnection
     let pool: UpstreamPool
-    let promise: EventLoopPromise<Result<[StatementResult], QueryFailure>>
+    let completion: (QueryOutcome) -> Void
     var deadline: Scheduled<Void>?
     /// Keeps itself alive while attached (the connection holds its sink weakly).
     var retain: QuerySink?
@@ -112,12 +147,12 @@ private final class QuerySink: UpstreamSink {
 
     init(
         exchange: QueryExchange, connection: UpstreamConnection, pool: UpstreamPool,
-        promise: EventLoopPromise<Result<[StatementResult], QueryFailure>>
+        completion: @escaping (QueryOutcome) -> Void
     ) {
         self.exchange = exchange
         self.connection = connection
         self.pool = pool
-        self.promise = promise
+        self.completion = completion
     }
 
     func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?) {
@@ -128,7 +163,7 @@ private final class QuerySink: UpstreamSink {
             }
         } catch {
             return finish(
-                .failure(QueryRunError.upstreamUnavailable("the server sent a malformed message")), reuse: false)
+                .failure(.upstreamUnavailable("the server sent a malformed message")), reuse: false)
         }
         if exchange.isDone {
             finish(.success(exchange.failure.map { .failure($0) } ?? .success(exchange.results)), reuse: true)
@@ -148,7 +183,7 @@ private final class QuerySink: UpstreamSink {
         finish(.failure(QueryRunError.timeout), reuse: false)
     }
 
-    private func finish(_ result: Result<Result<[StatementResult], QueryFailure>, QueryRunError>, reuse: Bool) {
+    private func finish(_ result: QueryOutcome, reuse: Bool) {
         guard !finished else { return }
         finished = true
         deadline?.cancel()
@@ -158,9 +193,6 @@ private final class QuerySink: UpstreamSink {
         } else {
             connection.close()
         }
-        switch result {
-        case .success(let outcome): promise.succeed(outcome)
-        case .failure(let error): promise.fail(error)
-        }
+        completion(result)
     }
 }

@@ -54,15 +54,7 @@ final class UpstreamPool {
     )
         -> EventLoopFuture<UpstreamConnection>
     {
-        eventLoop.preconditionInEventLoop()
-        let now = NIODeadline.now()
-        while var list = idle[key], let connection = list.popLast() {
-            idle[key] = list.isEmpty ? nil : list
-            if connection.isOpen, now - connection.createdAt < lifetime {
-                return eventLoop.makeSucceededFuture(connection)
-            }
-            connection.close()
-        }
+        if let connection = takeIdle(key: key) { return eventLoop.makeSucceededFuture(connection) }
         let promise = eventLoop.makePromise(of: UpstreamConnection.self)
         let pool = NIOLoopBound(self, eventLoop: eventLoop)
         let waiter = RoleConnectionCounts.Waiter(eventLoop: eventLoop, key: key, cap: cap, promise: promise) {
@@ -88,6 +80,19 @@ final class UpstreamPool {
         }
         promise.futureResult.whenComplete { _ in timeout.cancel() }
         return promise.futureResult
+    }
+
+    /// An idle connection for `key`, if one is open and young enough (older ones are closed on the way).
+    func takeIdle(key: UpstreamKey) -> UpstreamConnection? {
+        eventLoop.preconditionInEventLoop()
+        let now = NIODeadline.now()
+        // Popped in place: a copy of the list would be copied again to pop from it.
+        while let connection = idle[key]?.popLast() {
+            if idle[key]!.isEmpty { idle[key] = nil }
+            if connection.isOpen, now - connection.createdAt < lifetime { return connection }
+            connection.close()
+        }
+        return nil
     }
 
     /// Opens a connection on a slot already reserved; the slot is freed when it closes.

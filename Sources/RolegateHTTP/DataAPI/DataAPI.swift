@@ -5,6 +5,12 @@ import NIOCore
 import RolegateCore
 import RolegateGateway
 
+/// The last ``QueryTarget`` an HTTP connection's data requests used (one per connection,
+/// used on its event loop).
+final class QueryTargetCache {
+    var last: QueryTarget?
+}
+
 /// `POST /v1/query` and `POST /v1/batch`: statements as the token's role, in one transaction.
 /// Served on the connection's event loop by ``DataRequestHandler`` (see HTTP/DataRequestHandler.swift);
 /// these are the steps it takes once the token is known and the body is whole.
@@ -54,21 +60,45 @@ extension HTTPAPI {
                 batch: batch))
     }
 
-    /// Runs the call over a pooled server connection and audits each statement. The future
-    /// never fails (a refusal is an answer too) and completes on the caller's loop when
-    /// that is one of the gateway's.
+    /// Runs the call over a pooled server connection, audits each statement and calls
+    /// `completion` once with the answer (a refusal is an answer too). On one of the
+    /// gateway's loops (the usual case), `completion` runs on it, often before this returns.
+    ///
+    /// `targets` holds the connection's last ``QueryTarget``: a request with the same token
+    /// (and database and usual timeout) as the one before reuses it.
     func run(
-        _ call: DataCall, requestID: String, started: ContinuousClock.Instant
-    ) -> EventLoopFuture<(status: HTTPResponse.Status, body: ByteBuffer)> {
+        _ call: DataCall, requestID: String, started: ContinuousClock.Instant, targets: QueryTargetCache,
+        completion: @escaping (_ status: HTTPResponse.Status, _ body: ByteBuffer) -> Void
+    ) {
         let record = call.record
         let statements = call.statements
         let database = call.database.name
-        return gateway.run(
-            statements, token: record, database: call.database, statementTimeout: call.timeout,
-            usualTimeout: call.usualTimeout, maxRows: call.maxRows, maxBytes: settings.maxResultBytes
-        ).map { outcome -> (status: HTTPResponse.Status, body: ByteBuffer) in
+        let target: QueryTarget
+        if let last = targets.last,
+            last.matches(token: record, database: call.database, usualTimeout: call.usualTimeout)
+        {
+            target = last
+        } else {
+            switch gateway.queryTarget(token: record, database: call.database, usualTimeout: call.usualTimeout) {
+            case .failure(let error):
+                let problem = refused(
+                    error, statements, record: record, database: database, requestID: requestID, started: started)
+                return completion(problem.status, problem.body(requestID: requestID))
+            case .success(let made):
+                targets.last = made
+                target = made
+            }
+        }
+        gateway.run(
+            statements, target: target, statementTimeout: call.timeout, maxRows: call.maxRows,
+            maxBytes: settings.maxResultBytes
+        ) { outcome in
             switch outcome {
-            case .failure(let failure):
+            case .failure(let error):
+                let problem = self.refused(
+                    error, statements, record: record, database: database, requestID: requestID, started: started)
+                completion(problem.status, problem.body(requestID: requestID))
+            case .success(.failure(let failure)):
                 self.auditStatements(
                     statements, record: record, database: database, requestID: requestID, started: started
                 ) { index in
@@ -76,8 +106,8 @@ extension HTTPAPI {
                         ? ("error", failure.sqlState, nil) : ("rolled back", nil, nil)
                 }
                 let problem = Self.problem(failure)
-                return (problem.status, problem.body(requestID: requestID))
-            case .success(let results):
+                completion(problem.status, problem.body(requestID: requestID))
+            case .success(.success(let results)):
                 self.auditStatements(
                     statements, record: record, database: database, requestID: requestID, started: started
                 ) { index in
@@ -95,24 +125,29 @@ extension HTTPAPI {
                     out.raw("{}")
                 }
                 out.raw("\n")
-                return (.ok, ByteBuffer(bytes: out.bytes))
+                completion(.ok, ByteBuffer(bytes: out.bytes))
             }
-        }.recover { error in
-            let problem: Problem
-            switch error as? QueryRunError ?? .upstreamUnavailable("\(error)") {
-            case .timeout:
-                problem = Problem(status: .gatewayTimeout, code: "timeout", message: QueryRunError.timeout.description)
-            case .busy(let message):
-                problem = Problem(status: .serviceUnavailable, code: "upstream_busy", message: message)
-            case .upstreamUnavailable(let message):
-                problem = Problem(status: .serviceUnavailable, code: "upstream_unavailable", message: message)
-            }
-            self.auditStatements(statements, record: record, database: database, requestID: requestID, started: started)
-            { _ in
-                ("error", problem.code, nil)
-            }
-            return (problem.status, problem.body(requestID: requestID))
         }
+    }
+
+    /// The problem for statements that could not be run at all, each audited as an error.
+    private func refused(
+        _ error: QueryRunError, _ statements: [QueryStatement], record: TokenRecord, database: String,
+        requestID: String, started: ContinuousClock.Instant
+    ) -> Problem {
+        let problem: Problem
+        switch error {
+        case .timeout:
+            problem = Problem(status: .gatewayTimeout, code: "timeout", message: QueryRunError.timeout.description)
+        case .busy(let message):
+            problem = Problem(status: .serviceUnavailable, code: "upstream_busy", message: message)
+        case .upstreamUnavailable(let message):
+            problem = Problem(status: .serviceUnavailable, code: "upstream_unavailable", message: message)
+        }
+        auditStatements(statements, record: record, database: database, requestID: requestID, started: started) { _ in
+            ("error", problem.code, nil)
+        }
+        return problem
     }
 
     /// One statement's result as JSON: columns (name, type), the command tag, the row count,

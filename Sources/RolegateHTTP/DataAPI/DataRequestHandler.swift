@@ -248,17 +248,29 @@ final class DataRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(problem)
         case .success(let call):
             let number = current.number
-            api.run(call, requestID: current.requestID, started: current.started)
-                .hop(to: context.eventLoop).assumeIsolated().whenSuccess { [weak self] answer in
-                    guard let self, self.current?.number == number else { return }
-                    // First: writing the answer's end lets the next pipelined request in, at once.
-                    self.machine.answered()
-                    self.respond(status: answer.status, body: answer.body)
+            let loop = context.eventLoop
+            let handler = NIOLoopBound(self, eventLoop: loop)
+            api.run(call, requestID: current.requestID, started: current.started, targets: targets) {
+                status, body in
+                // On this connection's loop unless the gateway serves on loops of its own.
+                if loop.inEventLoop {
+                    handler.value.answer(number, status: status, body: body)
+                } else {
+                    loop.execute { handler.value.answer(number, status: status, body: body) }
                 }
+            }
         }
     }
 
     // MARK: - Answers
+
+    /// The statements' answer, unless request `number` was answered otherwise meanwhile.
+    private func answer(_ number: Int, status: HTTPResponse.Status, body: ByteBuffer) {
+        guard current?.number == number else { return }
+        // First: writing the answer's end lets the next pipelined request in, at once.
+        machine.answered()
+        respond(status: status, body: body)
+    }
 
     private func respond(_ problem: Problem, extraHeaders: [(String, String)] = [], close: Bool = false) {
         guard let current else { return }
@@ -314,4 +326,6 @@ final class DataRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private var metricsCache: [String: RequestMetrics] = [:]
+    /// Where this connection's data requests ran last (made again when the token changes).
+    private let targets = QueryTargetCache()
 }

@@ -5,7 +5,7 @@ import NIOCore
 /// whole, and what a refusal does to the rest of the request. Pure, so these rules are tested
 /// without a channel; ``DataRequestHandler`` performs the actions.
 ///
-/// One request at a time: NIO's pipelining handler holds the next request back until the
+/// One request at a time: ``HTTPRequestSequencer`` holds the next request back until the
 /// answer to this one is written.
 struct DataRequestMachine {
     enum Endpoint: Equatable, Sendable {

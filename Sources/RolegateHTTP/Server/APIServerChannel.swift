@@ -7,7 +7,7 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 
-/// Each HTTP/1.1 connection of the API: NIO's HTTP/1 codec with its pipelining assistance
+/// Each HTTP/1.1 connection of the API: NIO's HTTP/1 codec, our ``HTTPRequestSequencer``
 /// (answers go out in the order of their requests, whoever answers them; at shutdown idle
 /// connections close at once and busy ones after their answer), the idle timeout, the data
 /// API's ``DataRequestHandler``, then Hummingbird's conversion to HTTP types and its router
@@ -28,8 +28,9 @@ struct APIServerChannel: HTTPChannelHandler {
             limits.maxHeaderListSize = 80 * 1024
             limits.maxHeaderFieldCount = 1000
             try operations.configureHTTPServerPipeline(
-                withPipeliningAssistance: true, withErrorHandling: false, withOutboundHeaderValidation: false,
+                withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
                 withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+            try operations.addHandler(HTTPRequestSequencer())
             try operations.addHandler(IdleConnectionHandler(timeout: idleTimeout))
             try operations.addHandler(DataRequestHandler(api: api))
             try operations.addHandler(HTTP1ToHTTPServerCodec(secure: false))

@@ -4,8 +4,8 @@ import NIOHTTP1
 /// Closes a connection that has had no request in progress for `timeout`: from its start,
 /// and from the end of each answer until the next request begins. A request that takes
 /// longer (a slow statement) is never cut by it. It sees every request, the data API's and
-/// the router's alike, so it sits before both; shutting down (quiescing) is left to NIO's
-/// pipelining handler, which closes idle connections at once and busy ones after their answer.
+/// the router's alike, so it sits before both; shutting down (quiescing) is left to
+/// ``HTTPRequestSequencer``, which closes idle connections at once and busy ones after their answer.
 final class IdleConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart

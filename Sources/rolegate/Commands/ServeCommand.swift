@@ -309,7 +309,7 @@ struct ServeCommand: AsyncParsableCommand {
         let peerTask = configuration.peers.map { peers in
             Task { await peers.run(store: store) { Terminal.note("rolegate: \($0)") } }
         }
-        var httpTask: Task<Void, any Error>?
+        var httpServing: HTTPServing?
         if let httpText = http ?? file.http, let (httpHost, httpPort) = HostPort.parse(httpText) {
             var settings = HTTPAPI.Settings()
             settings.host = httpHost
@@ -323,8 +323,7 @@ struct ServeCommand: AsyncParsableCommand {
             let api = HTTPAPI(
                 settings: settings, gateway: server, verifier: verifier, store: auditStore ?? store, policy: loaded,
                 masterKey: key, audit: auditWriter, logger: logger)
-            let application = api.application { port in Terminal.note("rolegate: HTTP API on \(httpHost):\(port)") }
-            httpTask = Task { try await application.run() }
+            httpServing = api.serve { port in Terminal.note("rolegate: HTTP API on \(httpHost):\(port)") }
         }
         let retention = loaded.audit.retention
         let pruner = auditStore.map { auditStore in
@@ -345,9 +344,10 @@ struct ServeCommand: AsyncParsableCommand {
         }
         await waitForSignal(parentExit: exitWithParent)
         Terminal.note("rolegate: shutting down (sessions have \(DurationText.format(grace)) to finish)")
-        httpTask?.cancel()
-        _ = await httpTask?.result
+        // HTTP requests in progress and wire sessions finish side by side, within the same grace.
+        async let httpStopped: Void? = httpServing?.shutdown(grace: grace)
         await server.shutdown(grace: grace)
+        _ = await httpStopped
         peerTask?.cancel()
         _ = await peerTask?.value
         pruner?.cancel()

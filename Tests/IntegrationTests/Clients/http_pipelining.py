@@ -6,10 +6,15 @@ With IDLE_SECONDS (the gateway's http_idle_timeout), also: a connection without 
 is closed after it, one whose request runs longer is not, and requests closer together
 than it keep a connection open.
 
-Usage: http_pipelining.py HOST PORT [IDLE_SECONDS]   (a data token of the `reports` service in TOKEN)
+With --shutdown PID instead: the gateway (PID) is sent SIGTERM while one connection waits
+between requests and another has a request running: the waiting one closes at once, the
+running request is answered (saying `Connection: close`), then its connection closes too.
+
+Usage: http_pipelining.py HOST PORT [IDLE_SECONDS | --shutdown PID]   (a data token of the `reports` service in TOKEN)
 """
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -75,6 +80,33 @@ class Reader:
 def rows(body):
     return json.loads(body)["rows"]
 
+
+if len(sys.argv) > 4 and sys.argv[3] == "--shutdown":
+    waiting = socket.create_connection((host, port), timeout=30)
+    waiting_reader = Reader(waiting)
+    waiting.sendall(request("POST", "/v1/query", {"sql": "SELECT 1 AS n"}, "before"))
+    answer = waiting_reader.response()
+    check(answer is not None and answer[0] == 200, f"the first request failed: {answer}")
+    busy = socket.create_connection((host, port), timeout=30)
+    busy.sendall(request("POST", "/v1/query", {"sql": "SELECT pg_sleep(2)::text AS slept, 7 AS n"}, "running"))
+    time.sleep(0.5)
+    os.kill(int(sys.argv[4]), signal.SIGTERM)
+    # The waiting connection closes without waiting for the running request.
+    started = time.monotonic()
+    check(waiting_reader.response() is None, "a connection between requests got an answer after SIGTERM")
+    closed_after = time.monotonic() - started
+    answer = Reader(busy).response()
+    answered_after = time.monotonic() - started
+    check(answer is not None, "the running request was not answered at shutdown")
+    status, headers, body = answer
+    check(status == 200 and rows(body) == [["", 7]], f"the running request: {status} {body[:300]!r}")
+    check(headers.get("connection") == "close", f"the last answer does not say it closes: {headers}")
+    check(closed_after < answered_after, f"the waiting connection closed after {closed_after:.2f} s, "
+          f"not before the running request's answer ({answered_after:.2f} s)")
+    check(busy.recv(1) == b"", "the connection stayed open after its last answer")
+    passed += ["a waiting connection closes at shutdown", "the running request is answered, then closed"]
+    print("http pipelining: all " + str(len(passed)) + " checks passed")
+    sys.exit(0)
 
 sock = socket.create_connection((host, port), timeout=30)
 sock.sendall(
