@@ -73,7 +73,12 @@ public final class HTTPAPI: Sendable {
     /// The Hummingbird application; run it (it is a `Service`) and cancel it to stop.
     /// Serves the API until ``HTTPServing/shutdown(grace:)``.
     public func serve(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) -> HTTPServing {
-        HTTPServing(application(onRunning: onRunning), logger: logger)
+        let (events, sink) = AsyncStream.makeStream(of: Result<Int, any Error>.self)
+        let application = application { port in
+            onRunning(port)
+            sink.yield(.success(port))
+        }
+        return HTTPServing(application, logger: logger, events: events, sink: sink)
     }
 
     public func application(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
@@ -394,11 +399,35 @@ func millisecondsText(_ elapsed: Duration) -> String {
 public final class HTTPServing: Sendable {
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
+    /// The server's port once it listens, or why it stopped before.
+    private let events: AsyncStream<Result<Int, any Error>>
 
-    init(_ application: some ApplicationProtocol, logger: Logger) {
+    init(
+        _ application: some ApplicationProtocol, logger: Logger, events: AsyncStream<Result<Int, any Error>>,
+        sink: AsyncStream<Result<Int, any Error>>.Continuation
+    ) {
         let group = ServiceGroup(configuration: .init(services: [application], logger: logger))
         self.group = group
-        task = Task { try await group.run() }
+        self.events = events
+        task = Task {
+            do {
+                try await group.run()
+                sink.yield(.failure(NotServing(description: "the server stopped")))
+            } catch {
+                sink.yield(.failure(error))
+            }
+        }
+    }
+
+    struct NotServing: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The port it listens on, once it does; throws why it could not (the address is in use,
+    /// say). Called once, at start.
+    public func started() async throws -> Int {
+        for await event in events { return try event.get() }
+        throw NotServing(description: "the server stopped")
     }
 
     /// Stops accepting connections. A connection between requests closes at once; a request

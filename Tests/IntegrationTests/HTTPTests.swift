@@ -424,6 +424,39 @@ import Testing
         #expect(!http.gw.server.output.contains(http.gw.tokens["reports"]!))
     }
 
+    /// An HTTP address that cannot be bound (another process has it) stops `serve` at once,
+    /// naming the address, instead of serving the wire gateway without the HTTP API.
+    @Test func anHTTPAddressInUseStopsServe() async throws {
+        let port = try PostgresCluster.freePort()
+        let gw = try await GatewayFixture(policy: HTTPTests.policy, serveArguments: ["--http", "127.0.0.1:\(port)"])
+        defer { Task { await gw.stop() } }
+        _ = try await HTTP(gw: gw, port: port)
+        var env = gw.fixture.environment
+        env["ROLEGATE_CONFIG"] = gw.fixture.policyPath
+        let second = try Subprocess.launch(
+            RolegateBinary.path,
+            ["serve", "--listen", "127.0.0.1:\(try PostgresCluster.freePort())", "--http", "127.0.0.1:\(port)"],
+            environment: env, output: gw.fixture.directory + "/second.log")
+        var waited = 0
+        while !second.output.contains("cannot serve the HTTP API"), waited < 600 {
+            waited += 1
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(second.output.contains("cannot serve the HTTP API on 127.0.0.1:\(port)"), "\(second.output)")
+        #expect(!second.output.contains("HTTP API on 127.0.0.1:\(port)\n"), "\(second.output)")
+        // It exits on its own with an error (a SIGKILL here would report 128 + 9).
+        for _ in 0..<100 {
+            if let line = try? String(contentsOfFile: "/proc/\(second.pid)/stat", encoding: .utf8),
+                line.split(separator: " ").dropFirst(2).first == "Z"
+            {
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let status = second.stop(signal: 9)
+        #expect(status != 0 && status != 128 + 9 && status != -1, "exit status \(status): \(second.output)")
+    }
+
     /// SIGTERM: a connection between requests closes at once, a request in progress is
     /// answered (`Connection: close`) and its connection closed after it.
     @Test func shutdownAnswersTheRequestInProgressAndClosesTheRest() async throws {

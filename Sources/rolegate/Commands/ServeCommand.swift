@@ -305,10 +305,6 @@ struct ServeCommand: AsyncParsableCommand {
                 + (configuration.peers.map { " (cancel tag \($0.me.cancelTag), \($0.others.count) peers)" } ?? "")
                 + " listening on \(address.ipAddress ?? host):\(address.port ?? port) (store \(store.location))"
                 + (auditWriter.map { "; audit chain \($0.instance)" } ?? "; audit off"))
-        let writerTask = auditWriter.map { writer in Task { await writer.run() } }
-        let peerTask = configuration.peers.map { peers in
-            Task { await peers.run(store: store) { Terminal.note("rolegate: \($0)") } }
-        }
         var httpServing: HTTPServing?
         if let httpText = http ?? file.http, let (httpHost, httpPort) = HostPort.parse(httpText) {
             var settings = HTTPAPI.Settings()
@@ -323,7 +319,21 @@ struct ServeCommand: AsyncParsableCommand {
             let api = HTTPAPI(
                 settings: settings, gateway: server, verifier: verifier, store: auditStore ?? store, policy: loaded,
                 masterKey: key, audit: auditWriter, logger: logger)
-            httpServing = api.serve { port in Terminal.note("rolegate: HTTP API on \(httpHost):\(port)") }
+            let serving = api.serve { port in Terminal.note("rolegate: HTTP API on \(httpHost):\(port)") }
+            do {
+                _ = try await serving.started()
+            } catch {
+                // Serving the wire gateway without the HTTP API it was asked for would go unnoticed.
+                await serving.shutdown(grace: .zero)
+                await server.shutdown(grace: .zero)
+                await closeStores()
+                throw CLIError("cannot serve the HTTP API on \(httpText): \(error)")
+            }
+            httpServing = serving
+        }
+        let writerTask = auditWriter.map { writer in Task { await writer.run() } }
+        let peerTask = configuration.peers.map { peers in
+            Task { await peers.run(store: store) { Terminal.note("rolegate: \($0)") } }
         }
         let retention = loaded.audit.retention
         let pruner = auditStore.map { auditStore in
