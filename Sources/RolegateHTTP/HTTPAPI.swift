@@ -70,7 +70,6 @@ public final class HTTPAPI: Sendable {
     /// The `Server` header of every answer.
     static let serverName = "rolegate"
 
-    /// The Hummingbird application; run it (it is a `Service`) and cancel it to stop.
     /// Serves the API until ``HTTPServing/shutdown(grace:)``.
     public func serve(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) -> HTTPServing {
         let (events, sink) = AsyncStream.makeStream(of: Result<Int, any Error>.self)
@@ -81,7 +80,8 @@ public final class HTTPAPI: Sendable {
         return HTTPServing(application, logger: logger, events: events, sink: sink)
     }
 
-    public func application(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
+    /// The Hummingbird application (a `Service`): ``serve(onRunning:)`` runs it with a graceful shutdown.
+    func application(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
         let router = Router(context: APIContext.self)
         router.add(middleware: RequestMiddleware(metrics: metrics, logger: logger))
         addRoutes(to: router)
