@@ -110,7 +110,7 @@ extension GatewayServer {
             }
             // Usually an idle connection is at hand; else one is opened or waited for.
             if let idle = pool.takeIdle(key: target.key) { return send(idle) }
-            pool.acquire(key: target.key, password: target.password, cap: target.cap, waitLimit: .seconds(10))
+            pool.acquireNew(key: target.key, password: target.password, cap: target.cap, waitLimit: .seconds(10))
                 .assumeIsolated().whenComplete { result in
                     switch result {
                     case .failure(let error): completion(.failure(QueryRunError(error)))

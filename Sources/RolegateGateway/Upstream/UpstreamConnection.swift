@@ -49,11 +49,6 @@ struct UpstreamKey: Hashable, Sendable {
     }
 
     func hash(into hasher: inout Hasher) { hasher.combine(fieldsHash) }
-
-    static func == (a: UpstreamKey, b: UpstreamKey) -> Bool {
-        a.fieldsHash == b.fieldsHash && a.host == b.host && a.port == b.port && a.socketPath == b.socketPath
-            && a.database == b.database && a.role == b.role && a.tls == b.tls && a.parameters == b.parameters
-    }
 }
 
 extension UpstreamKey {

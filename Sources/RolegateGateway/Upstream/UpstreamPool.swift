@@ -55,6 +55,16 @@ final class UpstreamPool {
         -> EventLoopFuture<UpstreamConnection>
     {
         if let connection = takeIdle(key: key) { return eventLoop.makeSucceededFuture(connection) }
+        return acquireNew(key: key, password: password, cap: cap, waitLimit: waitLimit)
+    }
+
+    /// A new connection for `key` while the role is under its cap, or one handed over (or a
+    /// slot freed) while waiting in the role's queue: ``acquire(key:password:cap:waitLimit:)``
+    /// once no idle connection fits.
+    func acquireNew(
+        key: UpstreamKey, password: String, cap: Int, waitLimit: TimeAmount
+    ) -> EventLoopFuture<UpstreamConnection> {
+        eventLoop.preconditionInEventLoop()
         let promise = eventLoop.makePromise(of: UpstreamConnection.self)
         let pool = NIOLoopBound(self, eventLoop: eventLoop)
         let waiter = RoleConnectionCounts.Waiter(eventLoop: eventLoop, key: key, cap: cap, promise: promise) {
