@@ -178,16 +178,35 @@ public final class PostgresCluster: @unchecked Sendable {
     /// (unaligned, tuples only). Throws with PostgreSQL's message on any error.
     @discardableResult
     public func psql(_ sql: String, database: String = "postgres", user: String? = nil) throws -> String {
-        let result = try Subprocess.run(
-            binaries.psql,
+        let (arguments, environment) = psqlInvocation(database: database, user: user)
+        return try psqlOutput(Subprocess.run(binaries.psql, arguments, environment: environment, stdin: sql))
+    }
+
+    /// `psql`, waited for on a thread of its own: for async code that polls the server
+    /// (a blocking wait on Swift's cooperative pool can starve the rest of the process).
+    public func psqlDetached(
+        _ sql: String, database: String = "postgres", user: String? = nil
+    ) async throws
+        -> String
+    {
+        let (arguments, environment) = psqlInvocation(database: database, user: user)
+        return try psqlOutput(
+            await Subprocess.runDetached(binaries.psql, arguments, environment: environment, stdin: sql))
+    }
+
+    private func psqlInvocation(database: String, user: String?) -> ([String], [String: String]) {
+        (
             [
                 "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", socketDirectory, "-p", "\(port)",
                 "-U", user ?? superuser, "-d", database, "-f", "-",
             ],
-            environment: [
+            [
                 "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10",
-            ],
-            stdin: sql)
+            ]
+        )
+    }
+
+    private func psqlOutput(_ result: ProcessResult) throws -> String {
         guard result.succeeded else {
             throw Failure(description: "psql failed (\(result.status)): \(result.stderr)")
         }

@@ -94,19 +94,18 @@ import Testing
     }
 
     @Test func sigtermLetsSessionsFinishThenEndsTheRest() async throws {
-        let gw = try await GatewayFixture(serveArguments: ["--shutdown-grace", "2s"])
+        let gw = try await GatewayFixture(serveArguments: ["--shutdown-grace", "4s"])
         defer { Task { await gw.stop() } }
-        async let short = gw.psql("reports", "SELECT pg_sleep(1.5), 'finished'")
-        async let long = gw.psql("reports", "SELECT pg_sleep(30)")
-        // Both are running before the signal (a loaded machine can take a while to start psql).
-        let running =
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'events_reader' AND state = 'active' "
-            + "AND query LIKE 'SELECT pg_sleep(%'"
-        var tries = 0
-        while try gw.fixture.sql(running) != "2", tries < 100 {
-            tries += 1
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        // Both queries must be running when the signal comes, however slowly a loaded machine
+        // starts psql: the long one first, the short one once the long one runs, and the
+        // signal only once both are seen running together. (With both started at once and a
+        // bounded wait, a late start could let the short one finish first, the wait give up,
+        // and the "long" one end on its own in the grace.)
+        async let long = gw.psql("reports", "SELECT pg_sleep(120)")
+        try await Self.waitForActive(gw, ["SELECT pg_sleep(120)"])
+        async let short = gw.psql("reports", "SELECT pg_sleep(2.5), 'finished'")
+        try await Self.waitForActive(gw, ["SELECT pg_sleep(120)", "SELECT pg_sleep(2.5), 'finished'"])
+        let signalled = ContinuousClock.now
         kill(gw.server.pid, SIGTERM)
         try await Task.sleep(for: .milliseconds(100))
         // New clients are no longer accepted.
@@ -116,13 +115,25 @@ import Testing
         let finished = try await short
         #expect(finished.status == 0, "\(finished.stderr)")
         #expect(finished.stdout.contains("finished"))
-        // The one that would run for 30 s is ended at the deadline, with the reason.
-        let started = ContinuousClock.now
+        // The one that would run for two minutes is ended at the deadline, with the reason.
         let ended = try await long
         #expect(ended.status != 0)
         #expect(ended.stderr.contains("the gateway is shutting down"), "\(ended.stderr)")
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - signalled < .seconds(30), "not ended at the 4 s grace")
         // And the gateway exits cleanly.
         #expect(gw.server.stop(signal: 0) == 0, "\(gw.server.output)")
+    }
+
+    /// Waits (up to a minute) until each of `queries` runs in a session of the gateway's role.
+    static func waitForActive(_ gw: GatewayFixture, _ queries: [String]) async throws {
+        let list = queries.map { "'" + $0.replacingOccurrences(of: "'", with: "''") + "'" }.joined(separator: ", ")
+        let sql =
+            "SELECT count(DISTINCT query) FROM pg_stat_activity WHERE usename = 'events_reader' "
+            + "AND state = 'active' AND query IN (\(list))"
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await gw.fixture.cluster.psqlDetached(sql, database: "app") != "\(queries.count)" {
+            try #require(ContinuousClock.now < deadline, "not all running after a minute: \(queries)")
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 }

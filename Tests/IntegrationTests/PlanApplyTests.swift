@@ -300,12 +300,13 @@ let contractPrivileges: Set<String> = [
         // An open session of the role being dropped is ended after the commit.
         try fixture.sql("GRANT pg_signal_backend TO rolegate_admin")
         let session = Task.detached { try fixture.sqlAsRole("billing_writer", "SELECT pg_sleep(60)") }
-        var waited = 0
-        while try fixture.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'billing_writer'") != "1",
-            waited < 100
+        // It must be running before the apply (a loaded machine can take a while to start psql).
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await fixture.cluster.psqlDetached(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'billing_writer'", database: "app") != "1"
         {
+            try #require(ContinuousClock.now < deadline, "the billing_writer session did not start in a minute")
             try await Task.sleep(for: .milliseconds(100))
-            waited += 1
         }
         let dropped = try fixture.expectRolegate(["apply", "--yes", "--reassign-owned-to", "rolegate_admin"])
         #expect(dropped.stdout.contains("Ended 1 session(s) of dropped roles."), "\(dropped.stdout)")
