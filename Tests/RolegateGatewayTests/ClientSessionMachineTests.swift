@@ -125,11 +125,12 @@ import Testing
             refusal(refused) == ErrorFields.fatal("28P01", "password authentication failed for user \"billing-api\""))
     }
 
-    @Test func revokedExpiredAndFullAreRefusedWithTheirReasons() throws {
+    @Test func revokedExpiredFullAndShuttingDownAreRefusedWithTheirReasons() throws {
         for (refusalReason, code, text) in [
             (Machine.AdmissionRefusal.revoked, "28000", "token revoked"),
             (.expired, "28000", "token expired"),
             (.serviceFull, "53300", "too many connections for service \"billing-api\""),
+            (.shuttingDown, "57P03", "the gateway is shutting down"),
         ] {
             var m = machine()
             _ = try scramUpToProof(&m, password: token, candidates: [record()])

@@ -7,6 +7,7 @@ import PostgresWire
 import RolegateCore
 import RolegateStore
 import RolegateTokens
+import Synchronization
 
 /// What every session of one gateway shares.
 final class GatewayShared: Sendable {
@@ -18,6 +19,9 @@ final class GatewayShared: Sendable {
     let metrics: Metrics
     let tlsContexts: UpstreamTLSContexts
     let loginThrottle: LoginThrottle
+    /// Set when shutdown begins: a login that completes after it is refused, so no session
+    /// starts that the shutdown would not end.
+    let shuttingDown = Atomic<Bool>(false)
     /// Decoy SCRAM salts for unknown services derive from this per-process secret.
     private let decoySecret = SecureRandom.bytes(32)
     private let pools = NIOLockedValueBox([ObjectIdentifier: PoolBox]())
@@ -225,6 +229,7 @@ public final class GatewayServer: Sendable {
 
     /// Stops accepting, gives sessions up to `grace` to finish, then closes them.
     public func shutdown(grace: Duration = .seconds(10)) async {
+        shared.shuttingDown.store(true, ordering: .sequentiallyConsistent)
         let listener = channel.withLockedValue { $0 }
         try? await listener?.close()
         let deadline = ContinuousClock.now + grace

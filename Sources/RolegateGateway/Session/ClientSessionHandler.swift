@@ -346,6 +346,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         case .success: break
         }
         if shared.configuration.policy.service(named: record.service)?.admin == true { return .adminToken }
+        // Checked before registering: the shutdown sets it before it looks for sessions to end.
+        if shared.shuttingDown.load(ordering: .sequentiallyConsistent) { return .shuttingDown }
         let status = SessionStatus(
             id: audit.id, client: clientAddress(context), database: machine?.login?.database.name ?? "")
         guard let key = shared.registry.register(channel: context.channel, record: record, status: status) else {

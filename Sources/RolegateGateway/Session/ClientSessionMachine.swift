@@ -105,6 +105,8 @@ struct ClientSessionMachine {
         case serviceFull
         /// The token is an admin token: HTTP admin API only, never a database.
         case adminToken
+        /// The gateway began shutting down during the login.
+        case shuttingDown
     }
 
     private(set) var state = State.awaitingStartup
@@ -355,6 +357,7 @@ struct ClientSessionMachine {
                 "28000",
                 "service \"\(login.service)\" holds admin tokens: they work on the HTTP admin API only, never on a database"
             )
+        case .shuttingDown?: return refuse("57P03", "the gateway is shutting down")
         case nil: break
         }
         state = .connecting(login, record)

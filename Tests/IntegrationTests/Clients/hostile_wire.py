@@ -5,11 +5,14 @@ forged, and a client that stops reading its results does not grow the gateway's 
 Exits non-zero on the first failure.
 
 Usage: hostile_wire.py HOST PORT SERVICE GATEWAY_PID   (the service's token in PGPASSWORD)
+       hostile_wire.py HOST PORT SERVICE GATEWAY_PID --login-during-shutdown
+         (only: a login whose last step comes after SIGTERM is refused by name; stops the gateway)
 """
 import base64
 import hashlib
 import hmac
 import os
+import signal
 import socket
 import struct
 import sys
@@ -170,6 +173,22 @@ def send_cancel(key):
     check(s.recv(1) == b"", "a cancel request was answered instead of closed")
     s.close()
 
+
+if sys.argv[5:] == ["--login-during-shutdown"]:
+    # An idle session holds the shutdown in its grace; another login sends its proof only
+    # after the signal. It must be refused by name, not admitted into a shutting-down gateway.
+    held, _, _ = scram_login()
+
+    def prove_after_the_signal(final, attrs):
+        os.kill(gateway_pid, signal.SIGTERM)
+        time.sleep(1)
+        return final
+
+    s, _, _ = scram_login(tamper=prove_after_the_signal)
+    expect_error(s, "57P03", "a login completed after SIGTERM", "shutting down")
+    expect_error(held, "57P01", "an idle session at the end of the grace", "shutting down")
+    print("login during shutdown: refused by name; " + ", ".join(passed))
+    sys.exit(0)
 
 # --- Framing of the startup packet -------------------------------------------------------
 for what, raw in [
