@@ -262,6 +262,10 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             }
         case .verifyPassword(let token):
             let verifier = shared.configuration.verifier
+            // Usually answered from memory, here; the store only when memory cannot.
+            if let known = verifier.verifyFromMemory(token) {
+                return event(context) { $0.passwordVerified(known) }
+            }
             offLoop(context, { await verifier.verify(token) }) { $0.passwordVerified($1) }
         case .admit(let record):
             event(context) { $0.admission(self.admit(record, context)) }

@@ -37,21 +37,37 @@ public final class TokenVerifier: Sendable {
     }
 
     public struct Verified: Sendable, Equatable {
-        public var record: TokenRecord
-        public var service: String { record.service }
-        public var role: String { record.role }
-        public var tokenID: String { record.id }
+        /// The record, shared with the cache entry it was checked against: a verification
+        /// from memory hands on one reference, not a copy of the record (a dozen retains and
+        /// a few hundred bytes moved through each layer of results).
+        private let box: RecordBox
+
+        init(_ box: RecordBox) { self.box = box }
+        init(record: TokenRecord) { self.box = RecordBox(record) }
+
+        public var record: TokenRecord { box.record }
+        public var service: String { box.record.service }
+        public var role: String { box.record.role }
+        public var tokenID: String { box.record.id }
+
+        public static func == (a: Verified, b: Verified) -> Bool { a.box === b.box || a.box.record == b.box.record }
+    }
+
+    final class RecordBox: Sendable {
+        let record: TokenRecord
+        init(_ record: TokenRecord) { self.record = record }
     }
 
     /// A cached record and what the checks of it leave behind, changed only under the lock.
     private final class CachedToken {
-        let record: TokenRecord
+        let box: RecordBox
+        var record: TokenRecord { box.record }
         /// Its last successful check since the last ``refresh()`` wrote uses out.
         var lastUse: Date?
         /// The policy generation whose service → role binding this record was found to match.
         var boundIn = -1
 
-        init(_ record: TokenRecord) { self.record = record }
+        init(_ record: TokenRecord) { self.box = RecordBox(record) }
     }
 
     private struct State {
@@ -211,16 +227,16 @@ public final class TokenVerifier: Sendable {
             _ = decoy.matches(digest)
             return .failure(.unknown)
         }
-        let record = entry.record
-        guard record.secret.matches(digest) else { return .failure(.unknown) }
+        let box = entry.box
+        guard box.record.secret.matches(digest) else { return .failure(.unknown) }
         if entry.boundIn != s.policyGeneration {
-            guard s.bindings[record.service] == record.role else { return .failure(.serviceUnknown) }
+            guard s.bindings[box.record.service] == box.record.role else { return .failure(.serviceUnknown) }
             entry.boundIn = s.policyGeneration
         }
-        if let failure = checkState(record, now: now) { return .failure(failure) }
+        if let failure = checkState(box.record, now: now) { return .failure(failure) }
         if entry.lastUse == nil { s.used.append(entry) }
         entry.lastUse = now
-        return .success(Verified(record: record))
+        return .success(Verified(box))
     }
 
     /// What an unknown id's token is compared against: no token hashes to all zeros.
