@@ -293,6 +293,7 @@ final class DataRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         ])
         headers.add(contentsOf: extraHeaders)
         let closing = close || current.closeAfter || closeAfterAnswer
+        // (An HTTP/1.0 answer's `Connection: keep-alive` is the sequencer's, as for every route.)
         if closing { headers.add(name: "Connection", value: "close") }
         let head = HTTPResponseHead(
             version: current.version,

@@ -5,6 +5,7 @@ import NIOHTTP1
 /// order, whoever answers (the data API or the router), as HTTP/1.1 pipelining requires;
 /// the rules are ``RequestSequence``'s. At shutdown (`ChannelShouldQuiesceEvent`) an idle
 /// connection closes at once and a busy one after its answer, which says `Connection: close`.
+/// An answer to an HTTP/1.0 request that asked to keep the connection says `Connection: keep-alive`.
 final class HTTPRequestSequencer: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -19,11 +20,20 @@ final class HTTPRequestSequencer: ChannelDuplexHandler, RemovableChannelHandler 
     }
 
     private var sequence = RequestSequence<Waiting>()
+    /// Requests that arrived and answers that went out, counted to pair them (they are in
+    /// order), and which requests were HTTP/1.0 asking to keep the connection: their answers
+    /// must say `Connection: keep-alive` or the client closes it (HTTP/1.1's default is to keep).
+    private var arrived = 0
+    private var answered = 0
+    private var keepAliveHTTP10: [Int] = []
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let kind: RequestSequence<Waiting>.Kind
         switch unwrapInboundIn(data) {
-        case .head: kind = .head
+        case .head(let head):
+            kind = .head
+            arrived += 1
+            if head.version == .http1_0, head.isKeepAlive { keepAliveHTTP10.append(arrived) }
         case .body: kind = .body
         case .end: kind = .end
         }
@@ -56,8 +66,18 @@ final class HTTPRequestSequencer: ChannelDuplexHandler, RemovableChannelHandler 
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case .head(var head) where sequence.quiescing:
-            head.headers.replaceOrAdd(name: "connection", value: "close")
+        case .head(var head):
+            answered += 1
+            if sequence.quiescing {
+                head.headers.replaceOrAdd(name: "connection", value: "close")
+            } else if keepAliveHTTP10.first == answered {
+                keepAliveHTTP10.removeFirst()
+                if !head.headers.contains(name: "connection") {
+                    head.headers.add(name: "Connection", value: "keep-alive")
+                }
+            } else {
+                return context.write(data, promise: promise)
+            }
             context.write(wrapOutboundOut(.head(head)), promise: promise)
         case .end:
             sequence.responseEnded()

@@ -1,6 +1,7 @@
 """Several HTTP requests on one connection, sent in one write (pipelined) and one after
 another (keep-alive), mixing the data API (answered on the event loop) with the router's
-routes: every answer must come back whole, once, in the order of its request.
+routes: every answer must come back whole, once, in the order of its request. HTTP/1.0
+connections stay open when asked to (the answers say `Connection: keep-alive`), else close.
 
 With IDLE_SECONDS (the gateway's http_idle_timeout), also: a connection without a request
 is closed after it, one whose request runs longer is not, and requests closer together
@@ -26,8 +27,8 @@ host, port = sys.argv[1], int(sys.argv[2])
 token = os.environ["TOKEN"]
 
 
-def request(method, path, body=None, request_id=None, headers=(), bearer=None, chunked=False):
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+def request(method, path, body=None, request_id=None, headers=(), bearer=None, chunked=False, version="1.1"):
+    lines = [f"{method} {path} HTTP/{version}", f"Host: {host}"]
     if bearer is not False:
         lines.append(f"Authorization: Bearer {bearer or token}")
     if request_id:
@@ -169,6 +170,25 @@ for i in range(200):
     check(status == 200 and headers.get("x-request-id") == f"k{i}" and rows(body) == [[i]],
           f"keep-alive {i}: {status} {headers.get('x-request-id')} {body[:200]!r}")
 passed.append("200 requests on one kept-alive connection")
+sock.close()
+
+# HTTP/1.0: a connection stays open only when the request asks for it and the answer says so.
+sock = socket.create_connection((host, port), timeout=30)
+reader = Reader(sock)
+for i, (path, body) in enumerate([("/v1/query", {"sql": "SELECT 6 AS n"}), ("/healthz", None),
+                                  ("/v1/query", {"sql": "SELECT 7 AS n"})]):
+    sock.sendall(request("POST" if body else "GET", path, body, f"old{i}", headers=["Connection: keep-alive"],
+                         bearer=False if body is None else None, version="1.0"))
+    answer = reader.response()
+    check(answer is not None and answer[0] == 200, f"HTTP/1.0 keep-alive {path}: {answer}")
+    check(answer[1].get("connection", "").lower() == "keep-alive",
+          f"HTTP/1.0 keep-alive {path}: the answer does not say keep-alive: {answer[1]}")
+    passed.append(f"HTTP/1.0 keep-alive {path}")
+sock.sendall(request("POST", "/v1/query", {"sql": "SELECT 8 AS n"}, "old-last", version="1.0"))
+answer = reader.response()
+check(answer is not None and answer[0] == 200 and rows(answer[2]) == [[8]], f"HTTP/1.0 without keep-alive: {answer}")
+check(reader.response() is None and not reader.more(), "an HTTP/1.0 connection without keep-alive stayed open")
+passed.append("HTTP/1.0 without keep-alive closes")
 sock.close()
 if len(sys.argv) > 3:
     idle = float(sys.argv[3])
