@@ -455,6 +455,15 @@ import Testing
         }
         let status = second.stop(signal: 9)
         #expect(status != 0 && status != 128 + 9 && status != -1, "exit status \(status): \(second.output)")
+        // And it left no row in the peer table (peers would dial it until the row aged out).
+        let instances = try await Subprocess.runDetached(
+            "python3",
+            [
+                "-c",
+                "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM rolegate_instances').fetchone()[0])",
+                gw.fixture.directory + "/.rolegate/state.db",
+            ])
+        #expect(instances.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "\(instances)")
     }
 
     /// SIGTERM: a connection between requests closes at once, a request in progress is

@@ -227,6 +227,12 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         configuration.instanceID = identity
+        let registered = configuration.peers?.me.id
+        /// A serve that stops before it serves leaves no row behind in the peer table (its
+        /// peers would keep dialing it until the row aged out).
+        func leavePeers() async {
+            if let registered { try? await store.removeInstance(id: registered) }
+        }
         configuration.endSessionsOnStoreOutage = file.storeOutagePolicy == .endSessions
         // The audit log writes through its own store connection, so a slow audit batch never
         // delays the token change feed the verifier depends on.
@@ -237,6 +243,7 @@ struct ServeCommand: AsyncParsableCommand {
             do {
                 opened = try await storeOptions.open(policy: loaded, policyPath: policy.path, forAudit: true)
             } catch {
+                await leavePeers()
                 await store.close()
                 throw error
             }
@@ -252,8 +259,10 @@ struct ServeCommand: AsyncParsableCommand {
             configuration.auditParameters = loaded.audit.parameters
         }
         let openedAuditStore = auditStore
-        /// Both store connections, on every way out (SQLite connections must be closed explicitly).
+        /// Both store connections, on every way out before serving (SQLite connections must be
+        /// closed explicitly), after leaving the peer table.
         func closeStores() async {
+            await leavePeers()
             await openedAuditStore?.close()
             await store.close()
         }
