@@ -131,7 +131,7 @@ public final class AuditWriter: Sendable {
             }
             lastWrite = .now
             do {
-                _ = try await store.appendAudit(batch, instance: instance)
+                try await store.recordAudit(batch, instance: instance)
                 let recovered = state.withLock { s -> Bool in
                     s.inFlight = 0
                     backlog.subtract(batch.count, ordering: .relaxed)

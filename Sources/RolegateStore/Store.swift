@@ -59,6 +59,10 @@ public protocol Store: Sendable {
     /// chain's head; returns them linked (sequence, previous hash, hash).
     func appendAudit(_ events: [AuditEvent], instance: String) async throws(StoreError) -> [AuditEvent]
 
+    /// ``appendAudit(_:instance:)`` for a caller that does not need the linked events back
+    /// (the audit writer): the store may skip making them.
+    func recordAudit(_ events: [AuditEvent], instance: String) async throws(StoreError)
+
     func auditEvents(_ query: AuditQuery) async throws(StoreError) -> [AuditEvent]
 
     /// Every chain's head: the sequence and hash of its last append.

@@ -225,9 +225,15 @@ import Testing
         stored += try await reader.appendAudit(events(2, from: sent.count), instance: "gw")
         sent += events(2, from: sent.count)
         #expect(stored.map(\.sequence) == Array(1...Int64(sent.count)))
+        // The audit writer's path stores the same without handing the linked events back.
+        let recorded = events(50, from: sent.count)
+        try await writer.recordAudit(recorded, instance: "gw")
+        sent += recorded
+        stored += AuditChain.link(recorded, instance: "gw", after: (stored.last!.sequence, stored.last!.hash))
 
         let (read, head) = try await verifiedChain(reader)
         #expect(head.sequence == Int64(sent.count) && head.hash == stored.last!.hash)
+        #expect(read.map(\.hash) == stored.map(\.hash))
         // Field for field what was sent (times as stored, to the millisecond).
         #expect(read.count == sent.count)
         for (back, original) in zip(read, sent) {

@@ -70,13 +70,15 @@ protocol SQLDriver: Sendable {
 
     /// Links and appends audit events in one transaction by a path of the driver's own (SQLite's
     /// audit connection: ``SQLiteAuditAppender``); nil when the driver has none and the portable
-    /// path over ``SQLExecutor`` applies.
-    func appendAudit(_ events: [AuditEvent], instance: String) async throws -> [AuditEvent]?
+    /// path over ``SQLExecutor`` applies. The linked events come back only when `returningLinked`.
+    func appendAudit(_ events: [AuditEvent], instance: String, returningLinked: Bool) async throws -> [AuditEvent]?
 }
 
 extension SQLDriver {
     func changeSignals() -> AsyncStream<Void>? { nil }
-    func appendAudit(_ events: [AuditEvent], instance: String) async throws -> [AuditEvent]? { nil }
+    func appendAudit(_ events: [AuditEvent], instance: String, returningLinked: Bool) async throws -> [AuditEvent]? {
+        nil
+    }
 }
 
 extension SQLDriver {

@@ -8,9 +8,21 @@ extension SQLStore {
         """
 
     func appendAudit(_ events: [AuditEvent], instance: String) async throws(StoreError) -> [AuditEvent] {
+        try await appendAudit(events, instance: instance, returningLinked: true)
+    }
+
+    func recordAudit(_ events: [AuditEvent], instance: String) async throws(StoreError) {
+        _ = try await appendAudit(events, instance: instance, returningLinked: false)
+    }
+
+    private func appendAudit(
+        _ events: [AuditEvent], instance: String, returningLinked: Bool
+    ) async throws(StoreError) -> [AuditEvent] {
         guard !events.isEmpty else { return [] }
         do {
-            if let linked = try await driver.appendAudit(events, instance: instance) { return linked }
+            if let linked = try await driver.appendAudit(events, instance: instance, returningLinked: returningLinked) {
+                return linked
+            }
         } catch {
             throw StoreError.failed(Self.describe(error))
         }

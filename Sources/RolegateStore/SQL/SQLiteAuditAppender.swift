@@ -36,9 +36,12 @@ final class SQLiteAuditAppender: @unchecked Sendable {
         var description: String
     }
 
-    /// Links `events` after the chain's head and appends them in one transaction.
-    func append(_ events: [AuditEvent], instance: String) async throws -> [AuditEvent] {
-        try await thread.runIfActive { try self.appendNow(events, instance: instance) }
+    /// Links `events` after the chain's head and appends them in one transaction; returns
+    /// them linked when `returningLinked` (the audit writer does not need them back).
+    func append(_ events: [AuditEvent], instance: String, returningLinked: Bool) async throws -> [AuditEvent] {
+        try await thread.runIfActive {
+            try self.appendNow(events, instance: instance, returningLinked: returningLinked)
+        }
     }
 
     func close() async {
@@ -47,25 +50,28 @@ final class SQLiteAuditAppender: @unchecked Sendable {
 
     // MARK: - On the store's thread
 
-    private func appendNow(_ events: [AuditEvent], instance: String) throws -> [AuditEvent] {
+    private func appendNow(_ events: [AuditEvent], instance: String, returningLinked: Bool) throws -> [AuditEvent] {
         guard !events.isEmpty else { return [] }
         let db = try connection()
         try execute("BEGIN IMMEDIATE", db)
         do {
             let head = try chainHead(instance: instance, db)
-            let linked = AuditChain.link(events, instance: instance, after: head)
+            // The events are staged as they are, with their chain fields beside them: no copies.
+            let positions = AuditChain.positions(events, instance: instance, after: head)
             // Staged in a local (the buffers are swapped, not copied): a stored property's every
             // access is checked for exclusivity at run time.
             var staged = StagedTexts(capacity: 0)
             swap(&staged, &self.staged)
             defer { swap(&staged, &self.staged) }
             var start = 0
-            while start < linked.count {
-                let rows = Self.chunkSizes.first { $0 <= linked.count - start }!
+            while start < events.count {
+                let rows = Self.chunkSizes.first { $0 <= events.count - start }!
                 let statement = try insert(rows: rows, db)
                 staged.removeAll()
                 for row in 0..<rows {
-                    staged.stage(linked[start + row], firstIndex: Int32(row * SQLStore.auditColumnCount + 1), statement)
+                    staged.stage(
+                        events[start + row], at: positions[start + row], instance: instance,
+                        firstIndex: Int32(row * SQLStore.auditColumnCount + 1), statement)
                 }
                 try staged.texts.bytes.withUnsafeBufferPointer { buffer in
                     // An empty buffer may have no address, and a NULL pointer would bind SQL NULL.
@@ -81,7 +87,7 @@ final class SQLiteAuditAppender: @unchecked Sendable {
                 }
                 start += rows
             }
-            let last = linked.last!
+            let last = positions.last!
             let moveHead = try prepared(
                 """
                 INSERT INTO rolegate_audit_chains (instance, last_sequence, last_hash, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -91,10 +97,10 @@ final class SQLiteAuditAppender: @unchecked Sendable {
             Self.bind(text: instance, 1, moveHead)
             sqlite_nio_sqlite3_bind_int64(moveHead, 2, last.sequence)
             Self.bind(text: last.hash, 3, moveHead)
-            sqlite_nio_sqlite3_bind_int64(moveHead, 4, last.at.millisecondsSince1970)
+            sqlite_nio_sqlite3_bind_int64(moveHead, 4, last.atMilliseconds)
             try run(moveHead, db)
             try execute("COMMIT", db)
-            return linked
+            return returningLinked ? AuditChain.link(events, instance: instance, at: positions) : []
         } catch {
             _ = sqlite_nio_sqlite3_exec(db, "ROLLBACK", nil, nil, nil)
             // A statement may have gone stale (a schema change by another process): prepare afresh.
@@ -236,10 +242,13 @@ private struct StagedTexts {
 
     /// Binds `e`'s numbers and NULLs, and copies its texts into ``texts`` to be bound once the
     /// whole INSERT's texts are there (the buffer may move while it grows).
-    mutating func stage(_ e: AuditEvent, firstIndex i: Int32, _ statement: OpaquePointer) {
-        stage(text: e.instance, i, statement)
-        sqlite_nio_sqlite3_bind_int64(statement, i + 1, e.sequence)
-        sqlite_nio_sqlite3_bind_int64(statement, i + 2, e.at.millisecondsSince1970)
+    mutating func stage(
+        _ e: AuditEvent, at position: AuditChain.Position, instance: String, firstIndex i: Int32,
+        _ statement: OpaquePointer
+    ) {
+        stage(text: instance, i, statement)
+        sqlite_nio_sqlite3_bind_int64(statement, i + 1, position.sequence)
+        sqlite_nio_sqlite3_bind_int64(statement, i + 2, position.atMilliseconds)
         stage(text: e.kind.rawValue, i + 3, statement)
         stage(text: e.action, i + 4, statement)
         stage(text: e.service, i + 5, statement)
@@ -256,8 +265,8 @@ private struct StagedTexts {
         let offset = texts.bytes.count
         texts.object(e.detail)
         parameters.append((i + 15, offset, texts.bytes.count - offset))
-        stage(text: e.previousHash, i + 16, statement)
-        stage(text: e.hash, i + 17, statement)
+        stage(text: position.previousHash, i + 16, statement)
+        stage(text: position.hash, i + 17, statement)
     }
 
     mutating func stage(text: String?, _ index: Int32, _ statement: OpaquePointer) {

@@ -136,9 +136,11 @@ final class SQLiteDriver: SQLDriver {
     }
 
     /// The audit writer's group commit through ``auditAppender``; nil when this connection has none.
-    func appendAudit(_ events: [AuditEvent], instance: String) async throws -> [AuditEvent]? {
+    func appendAudit(_ events: [AuditEvent], instance: String, returningLinked: Bool) async throws -> [AuditEvent]? {
         guard let auditAppender else { return nil }
-        return try await gate.withGate { try await auditAppender.append(events, instance: instance) }
+        return try await gate.withGate {
+            try await auditAppender.append(events, instance: instance, returningLinked: returningLinked)
+        }
     }
 
     func close() async {
