@@ -159,7 +159,7 @@ let package = Package(
         // The wire fuzz target: libFuzzer under fuzz/run.sh, a corpus replay otherwise.
         .executableTarget(
             name: "WireFuzz",
-            dependencies: ["RolegateGateway"],
+            dependencies: ["RolegateCore", "RolegateGateway"],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -1,4 +1,5 @@
 import Foundation
+import RolegateCore
 import RolegateGateway
 
 // The wire fuzz target. Built with `fuzz/run.sh` (-sanitize=fuzzer -DFUZZING) it is a
@@ -93,16 +94,6 @@ import RolegateGateway
         }
     }
 
-    /// SplitMix64: reproducible runs from a seed.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
+    /// Reproducible runs from a seed.
+    typealias SeededGenerator = SplitMix64
 #endif
