@@ -271,8 +271,8 @@ public enum AuditChain {
     }
 
     /// Where ``link(_:instance:after:)`` puts each event in the chain, without copying the
-    /// events: for a writer that only stores them (each copy retains a dozen strings, and
-    /// its release and the copy's own were a third of the SQLite audit writer's time).
+    /// events: for a writer that only stores them (a linked copy of a batch retains a dozen
+    /// strings per event and is released again after the commit).
     public static func positions(
         _ events: [AuditEvent], instance: String, after head: (sequence: Int64, hash: String)?
     ) -> [Position] {

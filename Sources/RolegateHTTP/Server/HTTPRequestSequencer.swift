@@ -67,6 +67,8 @@ final class HTTPRequestSequencer: ChannelDuplexHandler, RemovableChannelHandler 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(var head):
+            // An informational answer (`100 Continue`) comes before the request's own.
+            guard head.status.code >= 200 else { return context.write(data, promise: promise) }
             answered += 1
             if sequence.quiescing {
                 head.headers.replaceOrAdd(name: "connection", value: "close")
