@@ -479,10 +479,7 @@ enum RequestID {
     }
 
     static func make() -> String {
-        var z = counter.add(1, ordering: .relaxed).newValue
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
+        var z = SplitMix64.mix(counter.add(1, ordering: .relaxed).newValue)
         return String(unsafeUninitializedCapacity: 16) { bytes in
             var at = 0
             for byte in prefix.utf8 {
