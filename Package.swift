@@ -98,7 +98,10 @@ let package = Package(
         // revocation and cancel routing.
         .target(
             name: "RolegateAudit",
-            dependencies: ["RolegateCore", "RolegateStore"],
+            dependencies: [
+                "RolegateCore", "RolegateStore", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .target(

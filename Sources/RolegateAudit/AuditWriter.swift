@@ -1,4 +1,6 @@
 import Foundation
+public import NIOCore
+import NIOPosix
 public import RolegateCore
 public import RolegateStore
 import Synchronization
@@ -29,7 +31,11 @@ public final class AuditWriter: Sendable {
         var written = 0
         var failing: String?
         var stopping = false
+        /// The writer, while it waits for ``wakeAt`` events to be queued (or its timer).
         var wake: CheckedContinuation<Void, Never>?
+        var wakeAt = 1
+        /// Tells the timer of one wait from that of a later one.
+        var waitNumber = 0
     }
 
     /// Group commit: at most one transaction per window, carrying every event of it. Longer
@@ -39,13 +45,14 @@ public final class AuditWriter: Sendable {
     static let gatherDelay: Duration = .milliseconds(100)
     /// A backlog this large is written at once, without waiting out the window.
     static let fullBatch = 20_000
-    static let gatherStep: Duration = .milliseconds(10)
 
     public let store: any Store
     public let instance: String
     public let capacity: Int
     public let failurePolicy: FailurePolicy
     private let problem: @Sendable (String) -> Void
+    /// Where the writer's timers run (see ``LoopSleep``).
+    private let timers: any EventLoop
     private let state = Mutex(State())
     /// Events queued or being written (`queue.count + inFlight`), kept beside the lock so the
     /// check every statement makes under `on_failure: block` (``accepting``) takes no lock.
@@ -54,15 +61,18 @@ public final class AuditWriter: Sendable {
     /// - Parameters:
     ///   - instance: this writer's chain; one per gateway instance (or CLI host).
     ///   - problem: told (rate-limited by state changes) when writes fail, recover, or events are dropped.
+    ///   - timers: the event loop whose timer ends each gather window.
     public init(
         store: any Store, instance: String, capacity: Int = 100_000,
-        failurePolicy: FailurePolicy = .block, problem: @escaping @Sendable (String) -> Void = { _ in }
+        failurePolicy: FailurePolicy = .block, problem: @escaping @Sendable (String) -> Void = { _ in },
+        timers: (any EventLoop)? = nil
     ) {
         self.store = store
         self.instance = instance
         self.capacity = capacity
         self.failurePolicy = failurePolicy
         self.problem = problem
+        self.timers = timers ?? MultiThreadedEventLoopGroup.singleton.any()
     }
 
     /// Queues `event`. Returns false when the queue is full: under `block` the caller must
@@ -77,7 +87,8 @@ public final class AuditWriter: Sendable {
             }
             s.queue.append(event)
             backlog.add(1, ordering: .relaxed)
-            let wake = s.wake
+            // The writer is woken once, when the backlog it waits for is there.
+            guard s.queue.count >= s.wakeAt, let wake = s.wake else { return (true, nil, nil) }
             s.wake = nil
             return (true, wake, nil)
         }
@@ -108,14 +119,9 @@ public final class AuditWriter: Sendable {
         // while the window runs), at most `fullBatch`.
         let writeAt = min(Self.fullBatch, max(1, capacity / 2))
         while true {
-            // Wait out the window in short steps, so a growing backlog cuts it short.
-            while true {
-                let (queued, stopping) = state.withLock { ($0.queue.count, $0.stopping) }
-                let windowEnd = lastWrite + Self.gatherDelay
-                let windowOpen = windowEnd > .now
-                guard !stopping, queued > 0, queued < writeAt, windowOpen else { break }
-                try? await Task.sleep(until: min(windowEnd, .now + Self.gatherStep), clock: .continuous)
-            }
+            // Wait out the window; `record` cuts it short when the backlog reaches `writeAt`.
+            let windowLeft = lastWrite + Self.gatherDelay - .now
+            if windowLeft > .zero { await waitForEvents(count: writeAt, atMost: windowLeft) }
             // Take everything queued by swapping the array: O(1) under the lock, so event loops
             // recording events never wait behind a copy.
             let batch = state.withLock { s -> [AuditEvent] in
@@ -126,7 +132,7 @@ public final class AuditWriter: Sendable {
             }
             if batch.isEmpty {
                 if state.withLock({ $0.stopping }) { return }
-                await waitForEvents()
+                await waitForEvents(count: 1, atMost: nil)
                 continue
             }
             lastWrite = .now
@@ -151,20 +157,35 @@ public final class AuditWriter: Sendable {
                 }
                 if first { problem("cannot write the audit log (will retry; \(batch.count)+ events queued): \(error)") }
                 if state.withLock({ $0.stopping }) { return }
-                try? await Task.sleep(for: backoff)
+                await LoopSleep.sleep(for: backoff, on: timers)
                 backoff = min(backoff * 2, .seconds(5))
             }
         }
     }
 
-    private func waitForEvents() async {
+    /// Returns once `count` events are queued, `limit` has passed (nil: no limit), or
+    /// ``shutdown()`` was called. One wake-up, by `record` or by a timer on the event loop:
+    /// no polling.
+    private func waitForEvents(count: Int, atMost limit: Duration?) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumeNow = state.withLock { s -> Bool in
-                if !s.queue.isEmpty || s.stopping { return true }
+            let number = state.withLock { s -> Int? in
+                if s.queue.count >= count || s.stopping { return nil }
+                s.waitNumber += 1
                 s.wake = continuation
-                return false
+                s.wakeAt = count
+                return s.waitNumber
             }
-            if resumeNow { continuation.resume() }
+            guard let number else { return continuation.resume() }
+            guard let limit else { return }
+            timers.scheduleTask(in: LoopSleep.timeAmount(limit)) {
+                // Still the same wait (not one `record` ended before and a later one began)?
+                let wake = self.state.withLock { s -> CheckedContinuation<Void, Never>? in
+                    guard s.waitNumber == number, let wake = s.wake else { return nil }
+                    s.wake = nil
+                    return wake
+                }
+                wake?.resume()
+            }
         }
     }
 
@@ -179,7 +200,7 @@ public final class AuditWriter: Sendable {
         wake?.resume()
         let end = ContinuousClock.now + deadline
         while ContinuousClock.now < end, state.withLock({ $0.queue.count + $0.inFlight > 0 && $0.failing == nil }) {
-            try? await Task.sleep(for: .milliseconds(20))
+            await LoopSleep.sleep(for: .milliseconds(20), on: timers)
         }
         return state.withLock { $0.queue.count }
     }

@@ -7,10 +7,23 @@ struct TestRandom: RandomNumberGenerator {
     let seed: UInt64
     private var generator: SplitMix64
 
-    init() {
-        var system = SystemRandomNumberGenerator()
-        let given = ProcessInfo.processInfo.environment["ROLEGATE_TEST_SEED"].flatMap { UInt64($0) }
-        self.init(seed: given ?? system.next())
+    /// Throws when `ROLEGATE_TEST_SEED` is set but is not a seed: a replay that quietly ran
+    /// with other numbers would pass or fail for reasons of its own.
+    init() throws {
+        guard let text = ProcessInfo.processInfo.environment["ROLEGATE_TEST_SEED"] else {
+            var system = SystemRandomNumberGenerator()
+            self.init(seed: system.next())
+            return
+        }
+        guard let given = UInt64(text) else { throw NotASeed(text: text) }
+        self.init(seed: given)
+    }
+
+    struct NotASeed: Error, CustomStringConvertible {
+        var text: String
+        var description: String {
+            "ROLEGATE_TEST_SEED=\(text) is not a seed: use the number a failed run printed (0 to 18446744073709551615)"
+        }
     }
 
     init(seed: UInt64) {

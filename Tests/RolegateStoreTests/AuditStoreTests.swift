@@ -79,6 +79,26 @@ import Testing
         }
     }
 
+    /// After each group commit the writer sleeps on an event loop's timer for the rest of its
+    /// window, and only a backlog of half the queue wakes it early: a few events must still be
+    /// written when the timer ends the window (with the timer broken, round 2 never is).
+    @Test func aSmallBacklogIsWrittenWhenTheWindowEnds() async throws {
+        try await withStore(.sqlite) { store, _ in
+            let writer = AuditWriter(store: store, instance: "gw", capacity: 1000)
+            let task = Task { await writer.run() }
+            for round in 1...3 {
+                for i in 0..<3 { #expect(writer.record(statement(round * 10 + i))) }
+                let deadline = ContinuousClock.now + .seconds(60)
+                while writer.writtenCount < round * 3, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                #expect(writer.writtenCount == round * 3, "round \(round)")
+            }
+            #expect(await writer.shutdown() == 0)
+            await task.value
+        }
+    }
+
     /// Under `on_failure: block`, statements are let through again once the queue has drained:
     /// `accepting` follows what was written, batch after batch.
     @Test func aDrainedQueueAcceptsAgain() async throws {

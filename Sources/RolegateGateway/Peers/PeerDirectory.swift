@@ -52,7 +52,7 @@ public final class PeerDirectory: Sendable {
     public func run(store: any Store, problem: @escaping @Sendable (String) -> Void) async {
         var failing = false
         while !Task.isCancelled {
-            try? await Task.sleep(for: Self.heartbeat)
+            await LoopSleep.sleep(for: Self.heartbeat)
             if Task.isCancelled { break }
             do {
                 try await store.instanceHeartbeat(id: me.id, now: Date())

@@ -193,7 +193,7 @@ public final class GatewayServer: Sendable {
         let sweeper = Task {
             var expiredRecorded: Set<String> = []
             while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(250))
+                await LoopSleep.sleep(for: .milliseconds(250))
                 let now = Date()
                 // store_outage_policy: end_sessions: nothing runs on tokens that cannot be checked.
                 // (A slow feed read is not an outage: three staleness bounds without one is.)

@@ -417,7 +417,7 @@ public final class TokenVerifier: Sendable {
                     )
                 }
             }
-            try? await Task.sleep(for: interval)
+            await LoopSleep.sleep(for: interval)
         }
     }
 
