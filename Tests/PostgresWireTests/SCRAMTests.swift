@@ -83,6 +83,18 @@ import Testing
                 try s.receiveClientFinal(Array(message.utf8), candidates: [verifier])
             }
         }
+        // Bytes that are not UTF-8 are refused by name; UTF-8 beyond ASCII (allowed in an
+        // extension) gets as far as the proof, which no longer covers what was sent.
+        let proofAt = proper.range(of: ",p=")!.lowerBound
+        let bytesCases: [([UInt8], SCRAMError)] = [
+            (Array(proper.utf8) + [0xFF], .malformed("not UTF-8")),
+            (Array((proper[..<proofAt] + ",x=\u{E9}" + proper[proofAt...]).utf8), .proofRejected),
+        ]
+        for (message, expected) in bytesCases {
+            var s = freshServer()
+            _ = try s.receiveClientFirst(client.clientFirst())
+            #expect(throws: expected) { try s.receiveClientFinal(message, candidates: [verifier]) }
+        }
         // The untouched message is accepted, once: a replay on the same exchange is out of order.
         var s = freshServer()
         _ = try s.receiveClientFirst(client.clientFirst())
