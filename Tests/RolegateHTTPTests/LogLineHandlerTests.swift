@@ -63,8 +63,14 @@ import Testing
         #expect(millisecondsText(.milliseconds(12)) == "12.0")
         #expect(millisecondsText(.nanoseconds(1_234_567)) == "1.235")
         #expect(millisecondsText(.nanoseconds(400)) == "0.0")
+        // A half microsecond rounds up; the `Double` reference below cannot say so reliably
+        // (53,072,587,500 ns became 53072.587 through it), so those points are checked here.
+        #expect(millisecondsText(.nanoseconds(53_072_587_500)) == "53072.588")
+        #expect(millisecondsText(.nanoseconds(1_500)) == "0.002")
         for _ in 0..<2000 {
-            let elapsed = Duration.nanoseconds(Int64.random(in: 0...90_000_000_000))
+            var nanoseconds = Int64.random(in: 0...90_000_000_000)
+            if nanoseconds % 1000 == 500 { nanoseconds += 1 }
+            let elapsed = Duration.nanoseconds(nanoseconds)
             let asDouble = ((elapsed.timeInterval * 1000 * 1000).rounded() / 1000).description
             #expect(millisecondsText(elapsed) == asDouble, "\(elapsed)")
         }
