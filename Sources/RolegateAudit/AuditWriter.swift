@@ -177,7 +177,7 @@ public final class AuditWriter: Sendable {
             }
             guard let number else { return continuation.resume() }
             guard let limit else { return }
-            timers.scheduleTask(in: LoopSleep.timeAmount(limit)) {
+            timers.scheduleTask(in: TimeAmount(limit)) {
                 // Still the same wait (not one `record` ended before and a later one began)?
                 let wake = self.state.withLock { s -> CheckedContinuation<Void, Never>? in
                     guard s.waitNumber == number, let wake = s.wake else { return nil }

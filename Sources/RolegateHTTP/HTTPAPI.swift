@@ -85,7 +85,7 @@ public final class HTTPAPI: Sendable {
         let router = Router(context: APIContext.self)
         router.add(middleware: RequestMiddleware(metrics: metrics, logger: logger))
         addRoutes(to: router)
-        let idle = TimeAmount.nanoseconds(Int64(settings.idleTimeout.timeInterval * 1e9))
+        let idle = TimeAmount(settings.idleTimeout)
         let api = self
         return Application(
             router: router,
@@ -277,7 +277,7 @@ public final class HTTPAPI: Sendable {
                     Problem.badRequest("the request body could not be read: it ended early or was malformed"))
             }
         }
-        let timer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.timeInterval * 1e9))) {
+        let timer = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
             reading.cancel()
         }
         let result = await withTaskCancellationHandler {

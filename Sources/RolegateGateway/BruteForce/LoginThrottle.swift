@@ -61,7 +61,7 @@ struct LoginThrottleState {
         self.capacity = capacity
     }
 
-    private var window: TimeAmount { .nanoseconds(Int64(settings.window.timeInterval * 1e9)) }
+    private var window: TimeAmount { TimeAmount(settings.window) }
 
     mutating func failed(address: String, now: NIODeadline) -> Outcome {
         guard settings.limit > 0 else { return Outcome(verdict: .answerNow, crossedLimit: false, failuresInWindow: 0) }
@@ -75,7 +75,7 @@ struct LoginThrottleState {
         var verdict = Verdict.answerNow
         if entry.failures > settings.limit, entry.delayed < settings.maxDelayedPerAddress {
             entry.delayed += 1
-            verdict = .delay(.nanoseconds(Int64(settings.delay.timeInterval * 1e9)))
+            verdict = .delay(TimeAmount(settings.delay))
         }
         if entries[address] == nil, entries.count >= capacity { evict(now: now) }
         entries[address] = entry

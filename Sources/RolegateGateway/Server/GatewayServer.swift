@@ -68,11 +68,11 @@ final class GatewayShared: Sendable {
         eventLoop.preconditionInEventLoop()
         let id = ObjectIdentifier(eventLoop)
         if let box = pools.withLockedValue({ $0[id] }) { return box.pool }
-        let seconds = { (d: Duration) in TimeAmount.nanoseconds(Int64(d.timeInterval * 1e9)) }
         let pool = UpstreamPool(
-            eventLoop: eventLoop, limits: roleCounts, metrics: metrics, lifetime: seconds(configuration.serverLifetime),
-            idleTimeout: seconds(configuration.serverIdleTimeout), saltedPasswords: saltedPasswords,
-            tlsContexts: tlsContexts, answerTimeout: seconds(configuration.serverConnectTimeout)
+            eventLoop: eventLoop, limits: roleCounts, metrics: metrics,
+            lifetime: TimeAmount(configuration.serverLifetime),
+            idleTimeout: TimeAmount(configuration.serverIdleTimeout), saltedPasswords: saltedPasswords,
+            tlsContexts: tlsContexts, answerTimeout: TimeAmount(configuration.serverConnectTimeout)
         ) { [weak self] role, from in self?.closeIdleElsewhere(role: role, except: from) }
         pools.withLockedValue { $0[id] = PoolBox(pool: pool) }
         return pool

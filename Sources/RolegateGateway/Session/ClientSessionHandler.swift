@@ -71,7 +71,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         counted = true
         let timeout = configuration.clientLoginTimeout
         loginTimeout = context.eventLoop.assumeIsolated().scheduleTask(
-            in: .nanoseconds(Int64(timeout.timeInterval * 1e9))
+            in: TimeAmount(timeout)
         ) { [weak self] in
             guard let self, let context = self.context else { return }
             self.event(context) { $0.loginTimedOut(after: timeout) }

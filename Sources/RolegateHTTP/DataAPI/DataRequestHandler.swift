@@ -156,7 +156,7 @@ final class DataRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let context else { return }
         let number = requests
         bodyTimer = context.eventLoop.assumeIsolated().scheduleTask(
-            in: .nanoseconds(Int64(api.settings.bodyTimeout.timeInterval * 1e9))
+            in: TimeAmount(api.settings.bodyTimeout)
         ) { [weak self] in
             guard let self, self.current?.number == number else { return }
             self.bodyTimer = nil

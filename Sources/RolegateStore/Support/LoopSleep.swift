@@ -16,17 +16,11 @@ public enum LoopSleep {
     /// the task is cancelled: callers check `Task.isCancelled` as they did after `try? await Task.sleep`.
     public static func sleep(for duration: Duration, on loop: (any EventLoop)? = nil) async {
         let loop = loop ?? MultiThreadedEventLoopGroup.singleton.any()
-        let scheduled = loop.scheduleTask(in: timeAmount(duration)) {}
+        let scheduled = loop.scheduleTask(in: TimeAmount(duration)) {}
         await withTaskCancellationHandler {
             _ = try? await scheduled.futureResult.get()
         } onCancel: {
             scheduled.cancel()
         }
-    }
-
-    /// `duration` for NIO's timers (negative as zero).
-    public static func timeAmount(_ duration: Duration) -> TimeAmount {
-        let (seconds, attoseconds) = duration.components
-        return .nanoseconds(max(0, seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000))
     }
 }
