@@ -231,7 +231,7 @@ extension FaultTests {
     /// restart (a pool slot lost in the outage would leave clients waiting forever).
     @Test func postgresStopsForTenSecondsUnderLoadAndServiceResumes() async throws {
         let gw = try await GatewayFixture(serveArguments: ["--pool-size", "3", "--client-login-timeout", "30s"])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let ready = gw.fixture.directory + "/server-back"
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["reports"]
@@ -268,7 +268,7 @@ extension FaultTests {
         let httpPort = try PostgresCluster.freePort()
         let gw = try await GatewayFixture(
             policy: gatewayPolicy + "\nstore: \"\(storeURL)\"\n", serveArguments: ["--http", "127.0.0.1:\(httpPort)"])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -315,7 +315,7 @@ extension FaultTests {
         defer { storeCluster.stop() }
         let policy = gatewayPolicy + "\nstore: \"\(storeURL)\"\ngateway:\n  store_outage_policy: end_sessions\n"
         let gw = try await GatewayFixture(policy: policy)
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let open = Task { try await gw.psql("reports", "SELECT pg_sleep(20)") }
         try await Task.sleep(for: .seconds(1))
         let clock = ContinuousClock()
@@ -337,7 +337,7 @@ extension FaultTests {
     /// connection and never answers fails the login at that bound, not the 10 s default.
     @Test func aServerThatNeverAnswersFailsTheLoginAtTheConnectTimeout() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let script = """
             import socket, sys
             s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)

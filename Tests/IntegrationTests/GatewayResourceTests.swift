@@ -32,7 +32,7 @@ import Testing
 
     @Test func memoryStaysFlatOver10000ConnectCycles() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let script = gw.fixture.directory + "/one.sql"
         try "SELECT count(*) FROM analytics.events;\n".write(toFile: script, atomically: true, encoding: .utf8)
         // Warm up: pools, caches and allocator arenas reach their working size.
@@ -65,7 +65,7 @@ import Testing
 
     @Test func hundredsOfMegabytesStreamThroughWithoutBufferingThem() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let before = try #require(Self.residentKiB(gw.server.pid))
         // ~300 MB of COPY data and ~100 MB of rows, written to a pipe the client drains.
         var env = gw.environment
@@ -94,24 +94,32 @@ import Testing
     }
 
     @Test func sigtermLetsSessionsFinishThenEndsTheRest() async throws {
-        let gw = try await GatewayFixture(serveArguments: ["--shutdown-grace", "4s"])
-        defer { Task { await gw.stop() } }
+        let gw = try await GatewayFixture(serveArguments: ["--shutdown-grace", "10s"])
+        defer { withExtendedLifetime(gw) {} }
         // Both queries must be running when the signal comes, however slowly a loaded machine
-        // starts psql: the long one first, the short one once the long one runs, and the
-        // signal only once both are seen running together. (With both started at once and a
-        // bounded wait, a late start could let the short one finish first, the wait give up,
-        // and the "long" one end on its own in the grace.)
+        // starts psql: the long one first, then the "short" one, which waits for an advisory
+        // lock the test holds, so it runs until the test lets it finish. (A short sleep could
+        // end between two polls of a loaded machine, and the wait never saw both running.)
+        let holding = "SELECT pg_sleep(600), 4242 AS holder"
+        async let holder = gw.fixture.cluster.psqlDetached(
+            "SELECT pg_advisory_lock(4242);\n\(holding);", database: "app")
+        try await Self.waitForActive(gw, [holding], user: gw.fixture.cluster.superuser)
         async let long = gw.psql("reports", "SELECT pg_sleep(120)")
         try await Self.waitForActive(gw, ["SELECT pg_sleep(120)"])
-        async let short = gw.psql("reports", "SELECT pg_sleep(2.5), 'finished'")
-        try await Self.waitForActive(gw, ["SELECT pg_sleep(120)", "SELECT pg_sleep(2.5), 'finished'"])
+        async let short = gw.psql("reports", "SELECT pg_advisory_lock(4242), 'finished'")
+        try await Self.waitForActive(gw, ["SELECT pg_sleep(120)", "SELECT pg_advisory_lock(4242), 'finished'"])
         let signalled = ContinuousClock.now
         kill(gw.server.pid, SIGTERM)
         try await Task.sleep(for: .milliseconds(100))
         // New clients are no longer accepted.
         let late = try await gw.psql("reports", "SELECT 1")
         #expect(late.status != 0)
-        // The session in the middle of a short query finishes it.
+        // The session in the middle of a query finishes it: the lock is let go now.
+        let released = try await gw.fixture.cluster.psqlDetached(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE rtrim(query, ';') = '\(holding)'",
+            database: "app")
+        #expect(released == "t", "the lock's holder was not found: \(released)")
+        _ = try? await holder
         let finished = try await short
         #expect(finished.status == 0, "\(finished.stderr)")
         #expect(finished.stdout.contains("finished"))
@@ -119,7 +127,7 @@ import Testing
         let ended = try await long
         #expect(ended.status != 0)
         #expect(ended.stderr.contains("the gateway is shutting down"), "\(ended.stderr)")
-        #expect(ContinuousClock.now - signalled < .seconds(30), "not ended at the 4 s grace")
+        #expect(ContinuousClock.now - signalled < .seconds(40), "not ended at the 10 s grace")
         // And the gateway exits cleanly.
         #expect(gw.server.stop(signal: 0) == 0, "\(gw.server.output)")
     }
@@ -130,7 +138,7 @@ import Testing
         let gw = try await GatewayFixture(serveArguments: [
             "--shutdown-grace", "4s", "--client-login-timeout", "20s",
         ])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["reports"]
         let result = try await Subprocess.runDetached(
@@ -146,11 +154,13 @@ import Testing
     }
 
     /// Waits (up to a minute) until each of `queries` runs in a session of the gateway's role.
-    static func waitForActive(_ gw: GatewayFixture, _ queries: [String]) async throws {
+    static func waitForActive(
+        _ gw: GatewayFixture, _ queries: [String], user: String = "events_reader"
+    ) async throws {
         let list = queries.map { "'" + $0.replacingOccurrences(of: "'", with: "''") + "'" }.joined(separator: ", ")
         let sql =
-            "SELECT count(DISTINCT query) FROM pg_stat_activity WHERE usename = 'events_reader' "
-            + "AND state = 'active' AND query IN (\(list))"
+            "SELECT count(DISTINCT rtrim(query, ';')) FROM pg_stat_activity WHERE usename = '\(user)' "
+            + "AND state = 'active' AND rtrim(query, ';') IN (\(list))"
         let deadline = ContinuousClock.now + .seconds(60)
         while try await gw.fixture.cluster.psqlDetached(sql, database: "app") != "\(queries.count)" {
             try #require(ContinuousClock.now < deadline, "not all running after a minute: \(queries)")

@@ -9,7 +9,7 @@ import Testing
 @Suite(.serialized) struct GatewayTests {
     @Test func eachServiceWorksAsItsRoleAndNothingMore() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         #expect(
             try await gw.value("reports", "SELECT current_user || ',' || session_user") == "events_reader,events_reader"
         )
@@ -38,7 +38,7 @@ import Testing
 
     @Test func roleEscapesGiveNothing() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         for sql in [
             "SET ROLE invoice_writer", "SET ROLE rolegate_admin", "SET ROLE postgres",
             "SET SESSION AUTHORIZATION postgres", "SELECT set_config('role', 'invoice_writer', false)",
@@ -55,7 +55,7 @@ import Testing
 
     @Test func refusalsUseTheRightSQLStates() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let backendsBefore = try gw.fixture.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'events_reader'")
 
         let (_, stranger) = TokenFormat.generate()
@@ -89,7 +89,7 @@ import Testing
 
     @Test func pgbenchInAllThreeProtocolsWithoutFailures() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let script = gw.fixture.directory + "/select.sql"
         try "\\set id random(1, 2)\nSELECT name FROM analytics.events WHERE id = :id;\n".write(
             toFile: script, atomically: true, encoding: .utf8)
@@ -112,7 +112,7 @@ import Testing
     @Test func pooledServerConnectionsAreCleanForTheNextClient() async throws {
         // One event loop, so one pool: every later session can reuse what an earlier one left.
         let gw = try await GatewayFixture(serveArguments: ["--threads", "1"])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let dirty =
             "SET work_mem = '77MB'; CREATE TEMP TABLE scratch (x int); PREPARE leak AS SELECT 1; "
             + "SELECT pg_advisory_lock(42); LISTEN somewhere; SELECT pg_backend_pid()"
@@ -154,7 +154,7 @@ import Testing
 
     @Test func copyInAndOutAndNotifyPassThrough() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["notes"]
         let rows = (1...500).map { "\($0)\tline \($0)" }.joined(separator: "\n") + "\n"
@@ -187,7 +187,7 @@ import Testing
             of: "  notes_rw:\n", with: "  notes_rw:\n    connection_limit: 1\n")
         #expect(policy != gatewayPolicy)
         let gw = try await GatewayFixture(policy: policy)
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let holder = Task { try await gw.psql("notes", "SELECT pg_sleep(7)") }
         try await waitForBackend(gw, role: "notes_rw", state: "active")
         // The second client waits for the only server connection, then gives up at the login timeout (2 s).
@@ -219,7 +219,7 @@ import Testing
                   require_tls: true
                   client_auth: password
                 """)
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let verified = try await gw.psql(
             "reports", "\\conninfo", database: "dbname=app sslmode=verify-full sslrootcert=\(keys)/cert.pem")
         #expect(verified.status == 0, "\(verified.stderr)")
@@ -263,7 +263,7 @@ import Testing
             "java or /usr/share/java/postgresql.jar is missing: apt-get install libpostgresql-jdbc-java"))
     func jdbcClient() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("Clients/JdbcClient.java").path
         var env = gw.environment
@@ -295,7 +295,7 @@ import Testing
         let gw = try await GatewayFixture(policy: policy) { fixture in
             try fixture.cluster.enableTLS(certificate: "\(keys)/server.crt", key: "\(keys)/server.key")
         }
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         #expect(try await gw.value("reports", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == "t")
 
         // The same policy trusting another CA: the login fails with the reason, not a hang.
@@ -338,7 +338,7 @@ import Testing
             "psycopg 3 is not installed: pip install 'psycopg[binary]'"))
     func psycopgClient() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("Clients/psycopg_client.py").path
         var env = gw.environment
@@ -353,7 +353,7 @@ import Testing
     /// serves again when it is back, without a restart (pooled connections that died are dropped).
     @Test func survivesAPostgresOutage() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         #expect(try await gw.value("reports", "SELECT 1") == "1")  // leaves a pooled connection
         try gw.fixture.cluster.stopServer()
         let during = try await gw.psql("reports", "SELECT 1")
@@ -367,7 +367,7 @@ import Testing
 
     @Test func revocationEndsOpenSessionsAtOnce() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let session = Task { try await gw.psql("reports", "SELECT pg_sleep(30)") }
         try await waitForBackend(gw, role: "events_reader", state: "active")
         let clock = ContinuousClock()
@@ -385,7 +385,7 @@ import Testing
 
     @Test func anExpiringTokenEndsItsSessions() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         try gw.fixture.expectRolegate(["token", "revoke", "--service", "notes", "--reason", "replaced by a short one"])
         let short = try gw.fixture.expectRolegate(["token", "issue", "notes", "--ttl", "3s"]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -401,7 +401,7 @@ import Testing
 
     @Test func cancelRequestsReachTheRightServer() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["reports"]
         // psql sends a CancelRequest with the key the gateway gave it when interrupted.

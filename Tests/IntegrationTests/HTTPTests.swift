@@ -64,7 +64,7 @@ import Testing
 
     @Test func queriesRunAsEachServicesRoleAndNothingMore() async throws {
         let http = try await HTTP()
-        defer { Task { await http.gw.stop() } }
+        defer { withExtendedLifetime(http) {} }
         let events = try await http.query("reports", "SELECT id, name FROM analytics.events ORDER BY id")
         #expect(events.status == 200, "\(events.body)")
         #expect(events.json["row_count"] as? Int == 2)
@@ -201,7 +201,7 @@ import Testing
         let port = try PostgresCluster.freePort()
         let gw = try await GatewayFixture(
             policy: HTTPTests.policy, serveArguments: ["--http", "127.0.0.1:\(port)", "--log-format", "json"])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -231,7 +231,7 @@ import Testing
 
     @Test func refusalsHaveStableCodes() async throws {
         let http = try await HTTP()
-        defer { Task { await http.gw.stop() } }
+        defer { withExtendedLifetime(http) {} }
         let wrong = try await http.query("reports", "SELECT 1", token: "rgt_wrong")
         #expect(wrong.status == 401 && wrong.code == "token_invalid")
         let missing = try await http.call("POST", "/v1/query", token: nil, body: "{}")
@@ -294,7 +294,7 @@ import Testing
 
     @Test func adminAPIEndsSessionsAndManagesTokens() async throws {
         let http = try await HTTP()
-        defer { Task { await http.gw.stop() } }
+        defer { withExtendedLifetime(http) {} }
         let session = Task { try await http.gw.psql("reports", "SELECT pg_sleep(30)") }
         var id: String?
         for _ in 0..<100 where id == nil {
@@ -347,7 +347,7 @@ import Testing
 
     @Test func metricsParseAndMoveAndEveryDocumentedPathAnswers() async throws {
         let http = try await HTTP()
-        defer { Task { await http.gw.stop() } }
+        defer { withExtendedLifetime(http) {} }
         func statementsCounter() async throws -> Double {
             let metrics = try await http.call("GET", "/metrics", token: nil)
             let parsed = try await Subprocess.runDetached(
@@ -411,7 +411,7 @@ import Testing
                   http_idle_timeout: 2s
                 """
         let gw = try await GatewayFixture(policy: policy, serveArguments: ["--http", "127.0.0.1:\(port)"])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let http = try await HTTP(gw: gw, port: port)
         var env = http.gw.environment
         env["TOKEN"] = http.gw.tokens["reports"]
@@ -429,7 +429,7 @@ import Testing
     @Test func anHTTPAddressInUseStopsServe() async throws {
         let port = try PostgresCluster.freePort()
         let gw = try await GatewayFixture(policy: HTTPTests.policy, serveArguments: ["--http", "127.0.0.1:\(port)"])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         _ = try await HTTP(gw: gw, port: port)
         var env = gw.fixture.environment
         env["ROLEGATE_CONFIG"] = gw.fixture.policyPath
@@ -473,7 +473,7 @@ import Testing
         // A grace long enough for the 2 s request on a loaded machine (the fixture's last flag wins).
         let gw = try await GatewayFixture(
             policy: HTTPTests.policy, serveArguments: ["--http", "127.0.0.1:\(port)", "--shutdown-grace", "30s"])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let http = try await HTTP(gw: gw, port: port)
         var env = http.gw.environment
         env["TOKEN"] = http.gw.tokens["reports"]
@@ -503,7 +503,7 @@ import Testing
                   auth_failure_delay: 6s
                 """
         let gw = try await GatewayFixture(policy: policy, serveArguments: ["--http", "127.0.0.1:\(port)"])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let http = try await HTTP(gw: gw, port: port)
         let clock = ContinuousClock()
         for _ in 0..<2 {

@@ -24,7 +24,7 @@ extension HeavyTests {
                 fixture.cluster.maxConnections = 1100
                 try fixture.cluster.startServer()
             }
-            defer { Task { await gw.stop() } }
+            defer { withExtendedLifetime(gw) {} }
             var env = gw.environment
             for (service, token) in gw.tokens { env["TOKEN_\(service.uppercased())"] = token }
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

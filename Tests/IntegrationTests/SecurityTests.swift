@@ -13,7 +13,7 @@ import Testing
 
     @Test func escalationAttemptsAsAReadOnlyServiceFailAndAreAudited() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let attempts = [
             "SET ROLE invoice_writer", "SET ROLE rolegate_admin", "SET ROLE postgres", "SET ROLE pg_read_server_files",
             "SET SESSION AUTHORIZATION invoice_writer", "SET SESSION AUTHORIZATION rolegate_admin",
@@ -77,7 +77,7 @@ import Testing
     /// it as drift and `apply` puts the credential back.
     @Test func aPasswordChangedThroughTheGatewayIsDriftAndApplyRestoresIt() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         #expect(try await gw.psql("reports", "ALTER ROLE events_reader PASSWORD 'chosen-by-the-service'").status == 0)
         let check = try gw.fixture.rolegate(["plan", "--check"])
         #expect(check.status != 0, "plan --check missed the changed password: \(check.stdout)")
@@ -91,7 +91,7 @@ import Testing
 
     @Test func hostileWireInputGetsCleanErrorsAndTheGatewayKeepsServing() async throws {
         let gw = try await GatewayFixture()
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["reports"]
         let result = try await Subprocess.runDetached(
@@ -118,7 +118,7 @@ import Testing
         // The delay is long and the bounds around it loose, so that a loaded CI machine (where a
         // psql login can take seconds) still tells a delayed answer from a prompt one.
         let gw = try await GatewayFixture(policy: policy)
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         let clock = ContinuousClock()
         for _ in 0..<3 {
             let started = clock.now
@@ -162,7 +162,7 @@ extension SecurityTests {
                   http_body_timeout: 3s
                 """
         let gw = try await GatewayFixture(policy: policy, serveArguments: ["--http", "127.0.0.1:\(httpPort)"])
-        defer { Task { await gw.stop() } }
+        defer { withExtendedLifetime(gw) {} }
         for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
             try await Task.sleep(for: .milliseconds(50))
         }

@@ -77,6 +77,10 @@ final class GatewayFixture: @unchecked Sendable {
         server.stop()
     }
 
+    /// Tests end with `defer { withExtendedLifetime(gw) {} }`: the fixture lives to the end of the
+    /// test and this deinit tears it down (then ``Fixture``'s: the cluster and the folder) before the
+    /// test returns. A `Task` that stopped it after the test could outlive the run's last test, and
+    /// that test's folder stayed in the temporary directory.
     deinit { server.stop(signal: 9) }
     var environment: [String: String] { ["PATH": fixture.environment["PATH"]!, "PGCONNECT_TIMEOUT": "10"] }
 
