@@ -2,7 +2,7 @@
 """Rolegate benchmark harness: direct PostgreSQL vs pgbouncer vs the Rolegate gateway, side by
 side on one machine, in one run, interleaved so drift hits all three alike.
 
-    bench/run.sh            # the full run (about 25–30 minutes on 2 cores); writes bench/RESULTS.md
+    bench/run.sh            # the full run (about 30 minutes on 2 cores); writes bench/RESULTS.md
     bench/run.sh --quick    # a few seconds per case: proves the harness works (CI smoke test)
     bench/run.sh --only audit,http --seconds 5 --rounds 1   # some groups, for working on one number
 
@@ -211,6 +211,16 @@ server_tls_sslmode = disable
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         self.pgbouncer = self.launch(as_postgres([binary, conf]), "pgbouncer.out")
         self.wait_for(f"{pgb}/pgbouncer.log", "process up")
+
+    def start_bare_relay(self):
+        """The yardstick of the audit cases: bench/relay/bare_relay.swift, a single-threaded epoll
+        byte relay with nothing else (no framing, auth or pool); clients log in to PostgreSQL through it."""
+        relay = f"{ROOT}/bench/relay"
+        binary = f"{self.dir}/bare-relay"
+        sh(["swiftc", "-O", "-import-objc-header", f"{relay}/shim.h", f"{relay}/bare_relay.swift", "-o", binary])
+        self.relay_port = free_port()
+        self.launch([binary, str(self.relay_port), str(self.pg_port)], "bare-relay.out")
+        self.wait_for(f"{self.dir}/bare-relay.out", "bare-relay: 127.0.0.1")
 
     def launch(self, args, log, env=None):
         out = open(f"{self.dir}/{log}", "w")
@@ -442,6 +452,10 @@ server_tls_sslmode = disable
         for case in audit:
             lines.append(f"| {case}: audit on / off | {self.ratio(case, 'rolegate', 'rolegate-noaudit')} | |")
             lines.append(f"| {case}: Rolegate without statement audit | {self.ratio(case, 'rolegate-noaudit', 'pgbouncer')} | |")
+            if any(r[1] == "bare-relay" for r in self.results if r[0] == case):
+                lines.append(f"| {case}: bare relay (no framing, auth or pool) | {self.ratio(case, 'bare-relay', 'pgbouncer')} | |")
+                lines.append(f"| {case}: Rolegate without statement audit / bare relay | "
+                             f"{self.ratio(case, 'rolegate-noaudit', 'bare-relay')} | |")
         if any(r[1] == "rolegate-http" for r in self.results):
             per_round = [h / w for h, w in zip(self.rounds[("/v1/query PK lookup, 16", "rolegate-http")],
                                                self.rounds[("wire PK lookup, 16", "rolegate")]) if w]
@@ -479,6 +493,8 @@ def main():
         bench.start_postgres()
         bench.start_rolegate()
         bench.start_pgbouncer()
+        if "audit" in only:
+            bench.start_bare_relay()
         clients = [16] if args.quick else [1, 16, 64]
         for mode in ["simple", "extended", "prepared"]:
             if mode not in only:
@@ -497,12 +513,14 @@ def main():
                           tls=True)
             bench.compare("TLS -S -C (connect each), 16", ["-S", "-C", "-c", "16", "-j", "2"], seconds, rounds,
                           tls=True)
-        # pgbouncer too: its ratio to Rolegate without statement audit (the other cases run Rolegate's default, audit on).
-        noaudit = {"rolegate": bench.targets()["rolegate"],
-                   "rolegate-noaudit": ("bench", bench.token, bench.gw_noaudit_port),
-                   "pgbouncer": bench.targets()["pgbouncer"]}
+        # pgbouncer too: its ratio to Rolegate without statement audit (the other cases run Rolegate's
+        # default, audit on); and the bare relay, what relaying alone costs on this machine.
         if "audit" in only:
-            for mode in ["simple", "prepared"]:
+            noaudit = {"rolegate": bench.targets()["rolegate"],
+                       "rolegate-noaudit": ("bench", bench.token, bench.gw_noaudit_port),
+                       "pgbouncer": bench.targets()["pgbouncer"],
+                       "bare-relay": ("bench_admin", "benchadmin", bench.relay_port)}
+            for mode in ["simple", "extended", "prepared"]:
                 bench.compare(f"audit -S -M {mode}, 16", ["-S", "-M", mode, "-c", "16", "-j", "2"], seconds, rounds,
                               noaudit)
         if "http" in only:
