@@ -37,6 +37,8 @@ guard arguments.count == 3, let listenPort = UInt16(arguments[1]), let upstreamP
     exit(2)
 }
 
+// A peer that went away is a failed write (EPIPE) that closes the pair, not a signal that ends the relay.
+signal(SIGPIPE, SIG_IGN)
 let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
 setOption(listener, SOL_SOCKET, SO_REUSEADDR)
 guard withSocketAddress(listenPort, { bind(listener, $0, $1) }) == 0 else { fail("bind") }
