@@ -519,7 +519,8 @@ def main():
             noaudit = {"rolegate": bench.targets()["rolegate"],
                        "rolegate-noaudit": ("bench", bench.token, bench.gw_noaudit_port),
                        "pgbouncer": bench.targets()["pgbouncer"],
-                       "bare-relay": ("bench_admin", "benchadmin", bench.relay_port)}
+                       # Transparent: its clients log in to PostgreSQL as the direct target does.
+                       "bare-relay": (*bench.targets()["direct"][:2], bench.relay_port)}
             for mode in ["simple", "extended", "prepared"]:
                 bench.compare(f"audit -S -M {mode}, 16", ["-S", "-M", mode, "-c", "16", "-j", "2"], seconds, rounds,
                               noaudit)
