@@ -226,6 +226,62 @@ extension FaultTests {
 }
 
 extension FaultTests {
+    /// The audit writer stalls (another process holds the store's write lock) until the queue
+    /// is full, then catches up within the two seconds a held-back statement waits. Every
+    /// statement must then run: the one held back is sent on from a timer, not from a read,
+    /// and was once left unflushed, so its client (and the server connection) waited forever.
+    @Test func aStatementHeldBackByAFullAuditQueueRunsOnceThereIsRoom() async throws {
+        let httpPort = try PostgresCluster.freePort()
+        let policy =
+            gatewayPolicy + """
+
+                audit:
+                  on_failure: block
+                  queue_size: 100
+                """
+        let gw = try await GatewayFixture(policy: policy, serveArguments: ["--http", "127.0.0.1:\(httpPort)"])
+        defer { withExtendedLifetime(gw) {} }
+        for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let clients = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients")
+        let staller = try Subprocess.launch(
+            "python3",
+            [
+                clients.appendingPathComponent("audit_stall.py").path, gw.fixture.directory + "/.rolegate/state.db",
+                "http://127.0.0.1:\(httpPort)/metrics", "100",
+            ], output: gw.fixture.directory + "/stall.log")
+        defer { staller.stop() }
+        for _ in 0..<200 where !staller.output.contains("locked") {
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(staller.output.contains("locked"), "the store's write lock was not taken: \(staller.output)")
+
+        let script = gw.fixture.directory + "/many.sql"
+        try String(repeating: "SELECT 'held back, then run';\n", count: 300).write(
+            toFile: script, atomically: true, encoding: .utf8)
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["reports"]
+        let run = try await Subprocess.runDetached(
+            "timeout",
+            [
+                "20", gw.fixture.cluster.binaries.psql, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                "-p", "\(gw.port)", "-U", "reports", "-d", "app", "-f", script,
+            ], environment: env)
+        let stalled = staller.stop(signal: 0)
+        #expect(stalled == 0, "the audit queue never filled: \(staller.output)")
+        #expect(run.status == 0, "psql exit \(run.status) (124: it hung): \(run.stderr)")
+        let ran = run.stdout.components(separatedBy: "held back, then run").count - 1
+        #expect(ran == 300, "\(ran) of 300 statements ran")
+        try await Task.sleep(for: .milliseconds(300))
+        let audited = try AuditTests.events(gw, ["--kind", "statement"])
+            .filter { ($0["sql"] as? String) == "SELECT 'held back, then run';" }.count
+        #expect(audited == 300, "\(audited) of 300 statements audited")
+        #expect(try gw.fixture.rolegate(["audit", "verify"]).status == 0)
+    }
+}
+
+extension FaultTests {
     /// PostgreSQL stops for 10 s while 8 clients share a pool of 3 server connections, then
     /// returns: clean errors meanwhile, no crash, and every client through again without a
     /// restart (a pool slot lost in the outage would leave clients waiting forever).

@@ -184,6 +184,15 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         }
     }
 
+    /// Carries on with buffered input outside a read (a timer, a finished lookup, a pooled
+    /// connection that arrived later). No `channelReadComplete` follows to flush what the
+    /// relay wrote to the server, so this flushes it: a statement held back while the audit
+    /// queue was full would otherwise sit unsent, and its client wait forever.
+    private func processOutsideRead(_ context: ChannelHandlerContext) {
+        process(context)
+        if machine?.isRelaying == true { upstream?.flush() }
+    }
+
     private func decodeStartup(_ buffer: inout ByteBuffer, _ context: ChannelHandlerContext) {
         // A TLS handshake record instead of a length: direct TLS (sslnegotiation=direct).
         if buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == 0x16 {
@@ -288,7 +297,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             for message in messages { write(message, context) }
             context.flush()
             paused = false
-            process(context)
+            processOutsideRead(context)
         case .cancel(let key):
             shared.routeCancel(key, on: context.eventLoop)
             context.close(promise: nil)
@@ -335,7 +344,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             guard let context = self.context else { return }
             self.paused = false
             self.event(context) { then(&$0, result) }
-            self.process(context)
+            self.processOutsideRead(context)
         }
     }
 
@@ -442,7 +451,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) { [weak self] in
                     guard let self, let context = self.context else { return }
                     self.paused = false
-                    self.process(context)
+                    self.processOutsideRead(context)
                 }
                 return
             }
