@@ -11,10 +11,13 @@ import Synchronization
 /// instance's hash chain.
 ///
 /// When the store cannot keep up or is down, the queue fills. With ``FailurePolicy/block``
-/// ``record(_:)`` then refuses the event and the caller refuses the work it describes; with
-/// ``FailurePolicy/continue`` the event is dropped and counted. Events are never dropped
-/// once accepted: a failed batch stays at the front of the queue and is retried, and
-/// ``shutdown()`` writes everything still queued.
+/// callers check ``accepting`` before new work (a session, a statement) and refuse it once
+/// the queue holds `capacity` events; what already happened (a statement that was running,
+/// a session's end, a refused login) is still queued, up to ``hardLimit``, so that no work
+/// admitted under `block` goes unaudited. With ``FailurePolicy/continue`` events beyond
+/// `capacity` are dropped and counted. Events are never dropped once accepted: a failed
+/// batch stays at the front of the queue and is retried, and ``shutdown()`` writes
+/// everything still queued.
 public final class AuditWriter: Sendable {
     public enum FailurePolicy: String, Sendable, CaseIterable {
         /// Refuse new work while events cannot be written and the queue is full (the default).
@@ -75,12 +78,19 @@ public final class AuditWriter: Sendable {
         self.timers = timers ?? MultiThreadedEventLoopGroup.singleton.any()
     }
 
-    /// Queues `event`. Returns false when the queue is full: under `block` the caller must
-    /// refuse what the event describes; under `continue` the event was dropped and counted.
+    /// Under `block`, how many events the queue holds at most: `capacity` for new work, as
+    /// much again for events of work admitted before the queue filled (with many sessions
+    /// pipelining statements, a backlog of those can build up). Beyond it events are dropped
+    /// and counted, so a store that stays down cannot exhaust memory.
+    public var hardLimit: Int { failurePolicy == .block ? 2 * capacity : capacity }
+
+    /// Queues `event`, the record of something that happened. Returns false when it was
+    /// dropped (counted): under `continue` once `capacity` events wait, under `block` only
+    /// past ``hardLimit``. Under `block`, check ``accepting`` before starting new work.
     @discardableResult
     public func record(_ event: AuditEvent) -> Bool {
         let (accepted, wake, droppedNow) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?, Int?) in
-            guard s.queue.count + s.inFlight < capacity else {
+            guard s.queue.count + s.inFlight < hardLimit else {
                 s.dropped += 1
                 // Report the first drop and every 1000th, not each one.
                 return (false, nil, s.dropped == 1 || s.dropped % 1000 == 0 ? s.dropped : nil)
@@ -96,13 +106,13 @@ public final class AuditWriter: Sendable {
         if let droppedNow {
             problem(
                 failurePolicy == .block
-                    ? "audit queue full (\(capacity) events): refusing new statements until the store catches up (\(droppedNow) refused so far)"
+                    ? "audit queue over its limit (\(hardLimit) events, twice queue_size): \(droppedNow) events of work already done dropped so far"
                     : "audit queue full (\(capacity) events): \(droppedNow) events dropped so far")
         }
-        return accepted || failurePolicy == .continue
+        return accepted
     }
 
-    /// Whether new work can be audited right now (false only when the queue is full).
+    /// Whether new work can be audited right now (false once `capacity` events wait).
     public var accepting: Bool { backlog.load(ordering: .relaxed) < capacity }
 
     public var droppedCount: Int { state.withLock { $0.dropped } }

@@ -68,9 +68,10 @@ public protocol Store: Sendable {
     /// Every chain's head: the sequence and hash of its last append.
     func auditHeads() async throws(StoreError) -> [AuditChainHead]
 
-    /// Deletes `instance`'s events older than `before` and appends a checkpoint event
-    /// recording the hash at the cut; returns how many were deleted.
-    func pruneAudit(instance: String, before: Date, now: Date) async throws(StoreError) -> Int
+    /// Deletes `instance`'s oldest events older than `before`, at most `limit` of them, and
+    /// appends a checkpoint event recording the hash at the cut, in one transaction; returns
+    /// how many were deleted (`limit` when more may be left).
+    func pruneAudit(instance: String, before: Date, now: Date, limit: Int) async throws(StoreError) -> Int
 
     // MARK: Gateway instances
 

@@ -227,10 +227,12 @@ extension FaultTests {
 
 extension FaultTests {
     /// The audit writer stalls (another process holds the store's write lock) until the queue
-    /// is full, then catches up within the two seconds a held-back statement waits. Every
-    /// statement must then run: the one held back is sent on from a timer, not from a read,
-    /// and was once left unflushed, so its client (and the server connection) waited forever.
-    @Test func aStatementHeldBackByAFullAuditQueueRunsOnceThereIsRoom() async throws {
+    /// is full, then catches up within the two seconds a held-back statement waits. Meanwhile
+    /// the HTTP API refuses statements (503 `audit_unavailable`) rather than run them unaudited.
+    /// Every wire statement must then run and be audited: the ones held back are sent on from a
+    /// timer, not a read, and were once left unflushed (their clients waited forever), and the
+    /// events of statements that were running when the queue filled were once dropped.
+    @Test func statementsHeldBackByAFullAuditQueueRunOnceThereIsRoomAndAllAreAudited() async throws {
         let httpPort = try PostgresCluster.freePort()
         let policy =
             gatewayPolicy + """
@@ -244,39 +246,29 @@ extension FaultTests {
         for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
             try await Task.sleep(for: .milliseconds(50))
         }
-        let clients = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients")
-        let staller = try Subprocess.launch(
-            "python3",
-            [
-                clients.appendingPathComponent("audit_stall.py").path, gw.fixture.directory + "/.rolegate/state.db",
-                "http://127.0.0.1:\(httpPort)/metrics", "100",
-            ], output: gw.fixture.directory + "/stall.log")
-        defer { staller.stop() }
-        for _ in 0..<200 where !staller.output.contains("locked") {
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        #expect(staller.output.contains("locked"), "the store's write lock was not taken: \(staller.output)")
-
-        let script = gw.fixture.directory + "/many.sql"
-        try String(repeating: "SELECT 'held back, then run';\n", count: 300).write(
-            toFile: script, atomically: true, encoding: .utf8)
+        // Eight sessions, connected before the stall, so that some statements are running when
+        // the queue fills; the script holds the store's write lock until it is full.
+        let (sessions, perSession) = (8, 100)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Clients/audit_stall.py").path
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["reports"]
         let run = try await Subprocess.runDetached(
             "timeout",
             [
-                "20", gw.fixture.cluster.binaries.psql, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-                "-p", "\(gw.port)", "-U", "reports", "-d", "app", "-f", script,
+                "60", "python3", script, "127.0.0.1", "\(gw.port)", "reports", "\(sessions)", "\(perSession)",
+                gw.fixture.directory + "/.rolegate/state.db", "http://127.0.0.1:\(httpPort)", "100",
             ], environment: env)
-        let stalled = staller.stop(signal: 0)
-        #expect(stalled == 0, "the audit queue never filled: \(staller.output)")
-        #expect(run.status == 0, "psql exit \(run.status) (124: it hung): \(run.stderr)")
-        let ran = run.stdout.components(separatedBy: "held back, then run").count - 1
-        #expect(ran == 300, "\(ran) of 300 statements ran")
+        let output = run.stdout + run.stderr
+        #expect(run.status == 0, "exit \(run.status) (124: a session hung): \(output)")
+        #expect(output.contains("ran \(sessions * perSession) of \(sessions * perSession)"), "\(output)")
+        #expect(output.contains("query while full: 503 audit_unavailable"), "\(output)")
         try await Task.sleep(for: .milliseconds(300))
         let audited = try AuditTests.events(gw, ["--kind", "statement"])
-            .filter { ($0["sql"] as? String) == "SELECT 'held back, then run';" }.count
-        #expect(audited == 300, "\(audited) of 300 statements audited")
+            .filter { ($0["sql"] as? String) == "SELECT 'held back, then run'" }.count
+        #expect(audited == sessions * perSession, "\(audited) of \(sessions * perSession) statements audited")
+        let metrics = try await Subprocess.runDetached("curl", ["-s", "http://127.0.0.1:\(httpPort)/metrics"]).stdout
+        #expect(metrics.contains("rolegate_audit_events_dropped_total 0\n"), "\(metrics)")
         #expect(try gw.fixture.rolegate(["audit", "verify"]).status == 0)
     }
 }

@@ -54,7 +54,8 @@ import Testing
             _ = try await store.appendAudit((0..<10).map { statement($0, at: old) }, instance: "gw")
             _ = try await store.appendAudit((10..<15).map { statement($0) }, instance: "gw")
             #expect(
-                try await store.pruneAudit(instance: "gw", before: Date().addingTimeInterval(-3600), now: Date()) == 10)
+                try await store.pruneAudit(
+                    instance: "gw", before: Date().addingTimeInterval(-3600), now: Date(), limit: 100) == 10)
             var query = AuditQuery()
             query.instance = "gw"
             query.order = .chain
@@ -63,6 +64,38 @@ import Testing
             #expect(kept.last?.kind == .checkpoint && kept.last?.sequence == 16)
             let head = try await store.auditHeads()[0]
             #expect(AuditChain.verify(instance: "gw", events: kept, head: (head.sequence, head.hash)) == nil)
+        }
+    }
+
+    /// Retention deletes in slices, oldest first, each leaving its own checkpoint; the chain
+    /// verifies after every slice, and events newer than the cut-off are never touched.
+    @Test(arguments: Backend.allCases)
+    func retentionInSlicesLeavesAVerifiableChainAfterEach(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let old = Date().addingTimeInterval(-7200)
+            _ = try await store.appendAudit((0..<10).map { statement($0, at: old) }, instance: "gw")
+            _ = try await store.appendAudit((10..<15).map { statement($0) }, instance: "gw")
+            var query = AuditQuery()
+            query.instance = "gw"
+            query.order = .chain
+            var deleted: [Int] = []
+            var firstKept: [Int64] = []
+            while deleted.last != 0 {
+                deleted.append(
+                    try await store.pruneAudit(
+                        instance: "gw", before: Date().addingTimeInterval(-3600), now: Date(), limit: 4))
+                let kept = try await store.auditEvents(query)
+                firstKept.append(kept.first?.sequence ?? 0)
+                let head = try await store.auditHeads()[0]
+                #expect(
+                    AuditChain.verify(instance: "gw", events: kept, head: (head.sequence, head.hash)) == nil,
+                    "after slice \(deleted.count)")
+            }
+            #expect(deleted == [4, 4, 2, 0])
+            #expect(firstKept == [5, 9, 11, 11])
+            let kept = try await store.auditEvents(query)
+            #expect(kept.filter { $0.kind == .checkpoint }.count == 3)
+            #expect(kept.filter { $0.kind == .statement }.count == 5)
         }
     }
 
@@ -121,19 +154,27 @@ import Testing
         }
     }
 
-    @Test func aFullQueueRefusesUnderBlockAndCountsDropsUnderContinue() async throws {
+    /// Under `block`, a full queue stops new work (`accepting`) but still keeps the events of
+    /// work already under way, up to twice its size; under `continue` it drops and counts.
+    @Test func aFullQueueRefusesNewWorkUnderBlockAndCountsDropsUnderContinue() async throws {
         let location = try Backend.sqlite.freshLocation()
         let store = try await location.open()
         await store.close()  // every append now fails
         let blocking = AuditWriter(store: store, instance: "gw", capacity: 100, failurePolicy: .block)
         let task = Task { await blocking.run() }
-        for i in 0..<100 { #expect(blocking.record(statement(i))) }
-        #expect(!blocking.record(statement(100)))
+        for i in 0..<99 { #expect(blocking.record(statement(i))) }
+        #expect(blocking.accepting)
+        #expect(blocking.record(statement(99)))
         #expect(!blocking.accepting)
+        // Statements that were running when the queue filled are still recorded...
+        for i in 100..<200 { #expect(blocking.record(statement(i))) }
+        // ...up to the hard limit, past which events are dropped and counted.
+        #expect(!blocking.record(statement(200)))
+        #expect(blocking.droppedCount == 1 && blocking.queuedCount == 200)
         let continuing = AuditWriter(store: store, instance: "gw", capacity: 100, failurePolicy: .continue)
-        for i in 0..<150 { #expect(continuing.record(statement(i))) }
+        for i in 0..<150 { #expect(continuing.record(statement(i)) == (i < 100)) }
         #expect(continuing.droppedCount == 50)
-        #expect(await blocking.shutdown(waiting: .milliseconds(500)) == 100)
+        #expect(await blocking.shutdown(waiting: .milliseconds(500)) == 200)
         await task.value
     }
 }

@@ -118,8 +118,8 @@ import Testing
         }
     }
 
-    /// Every successful check is a use; the next refresh writes each token's latest one to the
-    /// store (bearer checks from the cache and SCRAM logins' `admit` alike). Failed checks are not uses.
+    /// Every successful check is a use; the next ``TokenVerifier/writeUses()`` writes each token's
+    /// latest one to the store (bearer checks from the cache and SCRAM logins' `admit` alike). Failed checks are not uses.
     @Test(arguments: Backend.allCases)
     func theLatestUseOfEachTokenReachesTheStore(backend: Backend) async throws {
         try await withStore(backend) { store, _ in
@@ -133,13 +133,16 @@ import Testing
                 await verifier.verify(forge(id: dash.record.id), now: start.addingTimeInterval(3)) == .failure(.unknown)
             )
             #expect((try? verifier.admit(api.record, now: start.addingTimeInterval(4)).get()) != nil)
+            // Reading the feed writes nothing; writing the uses does.
             try await verifier.refresh()
+            #expect(try await store.token(id: dash.record.id)?.lastUsedAt == nil)
+            await verifier.writeUses()
             #expect(try await store.token(id: dash.record.id)?.lastUsedAt == start.addingTimeInterval(2))
             #expect(try await store.token(id: api.record.id)?.lastUsedAt == start.addingTimeInterval(4))
 
-            // Uses after a refresh are written by the next one, and only they.
+            // Uses after a write are written by the next one, and only they.
             #expect((try? await verifier.verify(dash.token, now: start.addingTimeInterval(5)).get()) != nil)
-            try await verifier.refresh()
+            await verifier.writeUses()
             #expect(try await store.token(id: dash.record.id)?.lastUsedAt == start.addingTimeInterval(5))
             #expect(try await store.token(id: api.record.id)?.lastUsedAt == start.addingTimeInterval(4))
         }

@@ -131,18 +131,22 @@ extension ClientSessionHandler {
             audit.tracker = StatementTracker(captureParameters: shared.configuration.auditParameters)
             upstream?.observesStatements = true
         }
+        // Under `on_failure: block`, a full queue admits no new session.
+        guard auditAccepting else {
+            audit.started = nil
+            return false
+        }
         let client = clientAddress(context)
-        let allowed = writer.record(
+        writer.record(
             AuditEvent(
                 kind: .auth, action: "allowed", service: login.service, tokenID: token.id, role: token.role,
                 database: login.database.name, sessionID: audit.id, client: client, detail: authDetail()))
-        let started = writer.record(
+        writer.record(
             AuditEvent(
                 kind: .session, action: "start", service: login.service, tokenID: token.id, role: token.role,
                 database: login.database.name, sessionID: audit.id, client: client,
                 detail: ["backend_pid": String(audit.backendPID), "tls": machine.encrypted ? "yes" : "no"]))
-        if !(allowed && started) { audit.started = nil }
-        return allowed && started
+        return true
     }
 
     func auditSessionEnd() {

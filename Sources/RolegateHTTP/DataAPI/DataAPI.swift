@@ -73,6 +73,13 @@ extension HTTPAPI {
         let record = call.record
         let statements = call.statements
         let database = call.database.name
+        // Under `on_failure: block`, nothing runs that the audit log could not record.
+        if let audit, audit.failurePolicy == .block, !audit.accepting {
+            let problem = Problem(
+                status: .serviceUnavailable, code: "audit_unavailable",
+                message: "the audit log cannot be written right now, so statements are refused; try again later")
+            return completion(problem.status, problem.body(requestID: requestID))
+        }
         let target: QueryTarget
         if let last = targets.last,
             last.matches(token: record, database: call.database, usualTimeout: call.usualTimeout)

@@ -63,6 +63,10 @@ protocol SQLDriver: Sendable {
         transaction: Bool, serialized: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T
     ) async throws -> T
 
+    /// Runs `body`, which only reads, where no writer can hold it up: a write waiting for
+    /// another process's lock must not delay reading the token feed or a token.
+    func read<T: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T
+
     func close() async
 
     /// Signals of committed changes from other processes, when the backend has them.
@@ -76,6 +80,10 @@ protocol SQLDriver: Sendable {
 
 extension SQLDriver {
     func changeSignals() -> AsyncStream<Void>? { nil }
+    /// A pool of connections (PostgreSQL) reads on any of them.
+    func read<T: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+        try await run(transaction: false, serialized: true, body)
+    }
     func appendAudit(_ events: [AuditEvent], instance: String, returningLinked: Bool) async throws -> [AuditEvent]? {
         nil
     }

@@ -37,7 +37,7 @@ extension SQLStore {
     }
 
     func auditEvents(_ query: AuditQuery) async throws(StoreError) -> [AuditEvent] {
-        try await run(transaction: false) { db in
+        try await read { db in
             var conditions: [String] = []
             var binds: [SQLValue] = []
             func add(_ condition: String, _ value: SQLValue) {
@@ -74,7 +74,7 @@ extension SQLStore {
     }
 
     func auditHeads() async throws(StoreError) -> [AuditChainHead] {
-        try await run(transaction: false) { db in
+        try await read { db in
             try await db.query(
                 "SELECT instance, last_sequence, last_hash, updated_at FROM rolegate_audit_chains ORDER BY instance", []
             ).compactMap { row in
@@ -86,16 +86,22 @@ extension SQLStore {
         }
     }
 
-    func pruneAudit(instance: String, before cutoff: Date, now: Date) async throws(StoreError) -> Int {
+    func pruneAudit(instance: String, before cutoff: Date, now: Date, limit: Int) async throws(StoreError) -> Int {
         let dialect = driver.dialect
         return try await run(transaction: true, serialized: false) { db in
             let head = try await Self.lockHead(instance: instance, dialect: dialect, db)
-            // The newest event before the cut-off; events are appended in time order per chain.
-            guard
-                let last = try await db.query(
+            // Events are appended in time order per chain, so those before the cut-off are its
+            // oldest: the cut is the `limit`-th of them, or the newest when there are fewer.
+            let slice = try await db.query(
+                "SELECT sequence, hash FROM rolegate_audit WHERE instance = $1 AND at < $2 ORDER BY sequence LIMIT 1 OFFSET $3",
+                [.text(instance), SQLValue(cutoff), .int(Int64(max(limit, 1) - 1))])
+            let newest = {
+                try await db.query(
                     "SELECT sequence, hash FROM rolegate_audit WHERE instance = $1 AND at < $2 ORDER BY sequence DESC LIMIT 1",
-                    [.text(instance), SQLValue(cutoff)]
-                ).first, let through = last[0].int, let hash = last[1].text
+                    [.text(instance), SQLValue(cutoff)])
+            }
+            guard let last = try await slice.isEmpty ? newest().first : slice.first,
+                let through = last[0].int, let hash = last[1].text
             else { return 0 }
             let deleted =
                 try await db.query(

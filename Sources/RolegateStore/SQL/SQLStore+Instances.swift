@@ -52,7 +52,7 @@ extension SQLStore {
     }
 
     func instances() async throws(StoreError) -> [GatewayInstance] {
-        try await run(transaction: false) { db in
+        try await read { db in
             let rows = try await db.query(
                 """
                 SELECT instance, cancel_tag, wire_address, http_address, started_at, seen_at

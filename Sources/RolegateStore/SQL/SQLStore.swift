@@ -144,11 +144,11 @@ final class SQLStore: Store {
     }
 
     func token(id: String) async throws(StoreError) -> TokenRecord? {
-        try await run(transaction: false) { db in try await Self.fetch(id: id, db) }
+        try await read { db in try await Self.fetch(id: id, db) }
     }
 
     func tokens(service: String?) async throws(StoreError) -> [TokenRecord] {
-        try await run(transaction: false) { db in
+        try await read { db in
             let rows =
                 if let service {
                     try await db.query(
@@ -176,7 +176,7 @@ final class SQLStore: Store {
     }
 
     func changes(after sequence: Int64, limit: Int) async throws(StoreError) -> [ChangeEvent] {
-        try await run(transaction: false) { db in
+        try await read { db in
             let rows = try await db.query(
                 "SELECT seq, at, kind, token_id, service FROM rolegate_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
                 [.int(sequence), .int(Int64(limit))])
@@ -190,7 +190,7 @@ final class SQLStore: Store {
     }
 
     func latestChange() async throws(StoreError) -> Int64 {
-        try await run(transaction: false) { db in
+        try await read { db in
             try await db.query("SELECT COALESCE(MAX(seq), 0) FROM rolegate_changes", []).first?.first?.int ?? 0
         }
     }
@@ -281,6 +281,17 @@ final class SQLStore: Store {
     {
         do {
             return try await driver.run(transaction: transaction, serialized: serialized, body)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError.failed(Self.describe(error))
+        }
+    }
+
+    /// ``run(transaction:serialized:_:)`` for a `body` that only reads (see ``SQLDriver/read(_:)``).
+    func read<T: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> T) async throws(StoreError) -> T {
+        do {
+            return try await driver.read(body)
         } catch let error as StoreError {
             throw error
         } catch {

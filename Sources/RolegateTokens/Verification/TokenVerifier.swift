@@ -344,7 +344,9 @@ public final class TokenVerifier: Sendable {
     }
 
     /// Reads the change feed once: evicts what changed and records when it last succeeded.
-    /// Also writes out batched last-used times.
+    /// Only reads: last-used times are written by ``writeUses()``, so that a store whose
+    /// writers wait (another process holding SQLite's write lock, a PostgreSQL row lock)
+    /// never delays a revocation or holds up a verification that needs the feed.
     public func refresh() async throws(StoreError) {
         let started = clock.now
         let since = state.withLock { $0.lastSequence }
@@ -373,6 +375,11 @@ public final class TokenVerifier: Sendable {
             state.withLock { $0.lastSequence = latest }
         }
         state.withLock { $0.lastRefresh = started }
+    }
+
+    /// Writes each token's latest successful check since the last call to the store. Uses that
+    /// cannot be written are kept for the next call.
+    public func writeUses() async {
         let uses = state.withLock { s -> [String: Date] in
             var uses = s.uses
             for entry in s.used {
@@ -383,7 +390,14 @@ public final class TokenVerifier: Sendable {
             s.used = []
             return uses
         }
-        if !uses.isEmpty { try? await store.recordUse(uses) }
+        guard !uses.isEmpty else { return }
+        do {
+            try await store.recordUse(uses)
+        } catch {
+            state.withLock { s in
+                for (id, use) in uses { s.uses[id] = max(use, s.uses[id] ?? use) }
+            }
+        }
     }
 
     /// Follows the change feed until the task is cancelled.
@@ -397,8 +411,18 @@ public final class TokenVerifier: Sendable {
                 for await _ in signals { try? await self.refresh() }
             }
         }
-        defer { listener?.cancel() }
         let interval = pollInterval ?? (listener == nil ? .milliseconds(100) : .milliseconds(200))
+        // Last-used times on a loop of their own: a write that waits must not stop the feed.
+        let usesWriter = Task {
+            while !Task.isCancelled {
+                await LoopSleep.sleep(for: interval)
+                await self.writeUses()
+            }
+        }
+        defer {
+            listener?.cancel()
+            usesWriter.cancel()
+        }
         var failingSince: ContinuousClock.Instant?
         while !Task.isCancelled {
             do {
@@ -419,6 +443,8 @@ public final class TokenVerifier: Sendable {
             }
             await LoopSleep.sleep(for: interval)
         }
+        // Stopping: the uses since the last write, too.
+        await writeUses()
     }
 
     /// Whether the change feed was read within ``maxStaleness`` (logins are accepted).

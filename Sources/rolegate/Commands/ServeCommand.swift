@@ -12,6 +12,9 @@ import RolegateStore
 import RolegateTokens
 
 struct ServeCommand: AsyncParsableCommand {
+    /// Audit events deleted per retention transaction (a few hundred milliseconds of SQLite's write lock).
+    static let pruneSlice = 50_000
+
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Run the PostgreSQL wire gateway: clients log in with user=<service>, password=<token>.",
@@ -352,7 +355,16 @@ struct ServeCommand: AsyncParsableCommand {
                     do {
                         for head in try await auditStore.auditHeads() {
                             let cutoff = Date().addingTimeInterval(-retention.timeInterval)
-                            _ = try await auditStore.pruneAudit(instance: head.instance, before: cutoff, now: Date())
+                            // In slices, each its own short transaction with its own checkpoint: one
+                            // DELETE of an hour's events would hold the store's write lock (and with it
+                            // audit appends and every other writer) for as long as it ran.
+                            while !Task.isCancelled,
+                                try await auditStore.pruneAudit(
+                                    instance: head.instance, before: cutoff, now: Date(), limit: Self.pruneSlice)
+                                    == Self.pruneSlice
+                            {
+                                try? await Task.sleep(for: .milliseconds(50))
+                            }
                         }
                     } catch {
                         Terminal.note("rolegate: audit retention: \(error)")
