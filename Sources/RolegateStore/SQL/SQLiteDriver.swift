@@ -58,7 +58,7 @@ final class SQLiteDriver: SQLDriver {
             if fd >= 0 { Glibc.close(fd) }
         }
         let (connection, thread) = try await connect(path: path)
-        let reader: (connection: SQLiteConnection, thread: NIOThreadPool)
+        var opened: (connection: SQLiteConnection, thread: NIOThreadPool)?
         do {
             // Settings that make the file (its page size, WAL mode) come first, on the main connection.
             _ = try await raw("PRAGMA busy_timeout = 10000", [], on: connection)
@@ -69,18 +69,21 @@ final class SQLiteDriver: SQLDriver {
             _ = try await raw("PRAGMA journal_mode = WAL", [], on: connection)
             _ = try await raw("PRAGMA synchronous = \(appendOnly ? "NORMAL" : "FULL")", [], on: connection)
             _ = try await raw("PRAGMA foreign_keys = ON", [], on: connection)
-            reader = try await connect(path: path)
+            let reader = try await connect(path: path)
+            opened = reader
             _ = try await raw("PRAGMA busy_timeout = 10000", [], on: reader.connection)
             // Anything but a read on it fails loudly instead of taking the write lock.
             _ = try await raw("PRAGMA query_only = ON", [], on: reader.connection)
+            return SQLiteDriver(
+                connection: connection, thread: thread,
+                auditAppender: appendOnly ? SQLiteAuditAppender(path: path, thread: thread) : nil, reader: reader)
         } catch {
-            try? await connection.close()
-            try? await thread.shutdownGracefully()
+            for (connection, thread) in [(connection, thread)] + (opened.map { [$0] } ?? []) {
+                try? await connection.close()
+                try? await thread.shutdownGracefully()
+            }
             throw error
         }
-        return SQLiteDriver(
-            connection: connection, thread: thread,
-            auditAppender: appendOnly ? SQLiteAuditAppender(path: path, thread: thread) : nil, reader: reader)
     }
 
     /// A connection to `path` on a thread of its own.
