@@ -115,6 +115,13 @@ public final class AuditWriter: Sendable {
     /// Whether new work can be audited right now (false once `capacity` events wait).
     public var accepting: Bool { backlog.load(ordering: .relaxed) < capacity }
 
+    /// Whether new work may start: always under `continue`, under `block` while ``accepting``.
+    public var admitsNewWork: Bool { failurePolicy != .block || accepting }
+
+    /// Why a statement is refused while the queue is full under `block` (wire and HTTP alike).
+    public static let statementsRefused =
+        "the audit log cannot be written right now, so statements are refused; try again later"
+
     public var droppedCount: Int { state.withLock { $0.dropped } }
     public var writtenCount: Int { state.withLock { $0.written } }
     public var queuedCount: Int { state.withLock { $0.queue.count + $0.inFlight } }

@@ -67,10 +67,7 @@ extension ClientSessionHandler {
     var auditWriter: AuditWriter? { shared.configuration.audit }
 
     /// Under `on_failure: block`, whether new statements may run (the audit queue has room).
-    var auditAccepting: Bool {
-        guard let writer = auditWriter, writer.failurePolicy == .block else { return true }
-        return writer.accepting
-    }
+    var auditAccepting: Bool { auditWriter?.admitsNewWork ?? true }
 
     func clientAddress(_ context: ChannelHandlerContext) -> String? {
         guard let address = context.channel.remoteAddress else { return nil }
@@ -124,17 +121,17 @@ extension ClientSessionHandler {
         guard let writer = auditWriter, let machine, let token = machine.provenToken, let login = machine.login else {
             return true
         }
+        // Under `on_failure: block`, a full queue admits no new session.
+        guard writer.admitsNewWork else {
+            audit.started = nil
+            return false
+        }
         audit.backendPID = upstream?.processID ?? 0
         audit.who = SessionAudit.Identity(
             service: login.service, tokenID: token.id, role: token.role, database: login.database.name)
         if shared.configuration.auditStatements {
             audit.tracker = StatementTracker(captureParameters: shared.configuration.auditParameters)
             upstream?.observesStatements = true
-        }
-        // Under `on_failure: block`, a full queue admits no new session.
-        guard auditAccepting else {
-            audit.started = nil
-            return false
         }
         let client = clientAddress(context)
         writer.record(

@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import PostgresWire
+import RolegateAudit
 import RolegateCore
 import RolegateTokens
 
@@ -458,7 +459,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             buffer.clear()
             audit.endReason = "error: audit log unavailable"
             return event(context) {
-                $0.end("53000", "the audit log cannot be written right now, so statements are refused; try again later")
+                $0.end("53000", AuditWriter.statementsRefused)
             }
         }
         if terminate {

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import RolegateAudit
 import RolegateCore
 import RolegateGateway
 
@@ -74,10 +75,9 @@ extension HTTPAPI {
         let statements = call.statements
         let database = call.database.name
         // Under `on_failure: block`, nothing runs that the audit log could not record.
-        if let audit, audit.failurePolicy == .block, !audit.accepting {
+        if audit?.admitsNewWork == false {
             let problem = Problem(
-                status: .serviceUnavailable, code: "audit_unavailable",
-                message: "the audit log cannot be written right now, so statements are refused; try again later")
+                status: .serviceUnavailable, code: "audit_unavailable", message: AuditWriter.statementsRefused)
             return completion(problem.status, problem.body(requestID: requestID))
         }
         let target: QueryTarget

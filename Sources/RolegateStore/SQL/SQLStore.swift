@@ -279,19 +279,18 @@ final class SQLStore: Store {
     )
         async throws(StoreError) -> T
     {
-        do {
-            return try await driver.run(transaction: transaction, serialized: serialized, body)
-        } catch let error as StoreError {
-            throw error
-        } catch {
-            throw StoreError.failed(Self.describe(error))
-        }
+        try await storeErrors { try await driver.run(transaction: transaction, serialized: serialized, body) }
     }
 
     /// ``run(transaction:serialized:_:)`` for a `body` that only reads (see ``SQLDriver/read(_:)``).
     func read<T: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> T) async throws(StoreError) -> T {
+        try await storeErrors { try await driver.read(body) }
+    }
+
+    /// Runs `operation`, turning any error it throws into a ``StoreError``.
+    private func storeErrors<T>(_ operation: () async throws -> T) async throws(StoreError) -> T {
         do {
-            return try await driver.read(body)
+            return try await operation()
         } catch let error as StoreError {
             throw error
         } catch {

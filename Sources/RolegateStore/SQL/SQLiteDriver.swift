@@ -78,7 +78,7 @@ final class SQLiteDriver: SQLDriver {
                 connection: connection, thread: thread,
                 auditAppender: appendOnly ? SQLiteAuditAppender(path: path, thread: thread) : nil, reader: reader)
         } catch {
-            for (connection, thread) in [(connection, thread)] + (opened.map { [$0] } ?? []) {
+            for (connection, thread) in [opened, (connection, thread)].compactMap({ $0 }) {
                 try? await connection.close()
                 try? await thread.shutdownGracefully()
             }
@@ -108,7 +108,7 @@ final class SQLiteDriver: SQLDriver {
         transaction: Bool, serialized: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T
     ) async throws -> T {
         try await gate.withGate {
-            let executor = Executor(driver: self)
+            let executor = Executor(connection: connection)
             guard transaction else { return try await body(executor) }
             _ = try await raw("BEGIN IMMEDIATE", [])
             do {
@@ -129,9 +129,6 @@ final class SQLiteDriver: SQLDriver {
 
     struct Executor: SQLExecutor {
         let connection: SQLiteConnection
-
-        init(driver: SQLiteDriver) { connection = driver.connection }
-        init(connection: SQLiteConnection) { self.connection = connection }
 
         func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
             try await SQLiteDriver.raw(Self.sqlitePlaceholders(sql), binds, on: connection)
