@@ -159,6 +159,12 @@ let package = Package(
             dependencies: ["RolegateCore", "RolegateStore", "RolegateTokens"],
             swiftSettings: strict
         ),
+        // Statement audit's cost per statement, for bench/run.py.
+        .executableTarget(
+            name: "AuditBench",
+            dependencies: ["RolegateAudit", "RolegateGateway", "RolegateStore"],
+            swiftSettings: strict
+        ),
         // The wire fuzz target: libFuzzer under fuzz/run.sh, a corpus replay otherwise.
         .executableTarget(
             name: "WireFuzz",

@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 if [ -z "${ROLEGATE:-}" ]; then
     swift build -c release --product rolegate
     swift build -c release --product VerifyBench
+    swift build -c release --product AuditBench
 fi
 exec python3 bench/run.py "$@"

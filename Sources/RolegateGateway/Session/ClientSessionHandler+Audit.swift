@@ -172,21 +172,31 @@ extension ClientSessionHandler {
         audit.tracker!.server(type: type, body: body, now: now) { statement in
             statements?.add()
             if statement.sqlState != nil { errors?.add() }
-            var detail = self.statementDetail.detail(command: statement.command, prepared: statement.preparedName)
-            if let parameters = statement.parameters {
-                detail["parameters"] =
-                    String(
-                        decoding: (try? JSONSerialization.data(withJSONObject: parameters)) ?? Data("[]".utf8),
-                        as: UTF8.self)
-            }
             writer.record(
-                AuditEvent(
-                    kind: .statement,
-                    action: !statement.executed ? "skipped" : statement.sqlState == nil ? "ok" : "error",
-                    service: who.service, tokenID: who.tokenID, role: who.role,
-                    database: who.database, sessionID: sessionID, sql: statement.sql,
-                    sqlState: statement.sqlState, rows: statement.rows,
-                    durationMicros: Int64((statement.finishedAt &- statement.startedAt) / 1000), detail: detail))
+                SessionAudit.statementEvent(statement, who: who, sessionID: sessionID, detail: &self.statementDetail))
         }
+    }
+}
+
+extension SessionAudit {
+    /// The audit event of a finished statement: the session handler's, and what
+    /// ``StatementAuditBench`` measures.
+    static func statementEvent(
+        _ statement: StatementTracker.Statement, who: Identity, sessionID: String, detail cache: inout StatementDetail
+    ) -> AuditEvent {
+        var detail = cache.detail(command: statement.command, prepared: statement.preparedName)
+        if let parameters = statement.parameters {
+            detail["parameters"] =
+                String(
+                    decoding: (try? JSONSerialization.data(withJSONObject: parameters)) ?? Data("[]".utf8),
+                    as: UTF8.self)
+        }
+        return AuditEvent(
+            kind: .statement,
+            action: !statement.executed ? "skipped" : statement.sqlState == nil ? "ok" : "error",
+            service: who.service, tokenID: who.tokenID, role: who.role,
+            database: who.database, sessionID: sessionID, sql: statement.sql,
+            sqlState: statement.sqlState, rows: statement.rows,
+            durationMicros: Int64((statement.finishedAt &- statement.startedAt) / 1000), detail: detail)
     }
 }

@@ -1,0 +1,119 @@
+import Foundation
+import NIOCore
+public import RolegateAudit
+public import RolegateCore
+public import RolegateStore
+
+/// What statement audit costs per statement, apart from sockets and from the machine's other
+/// processes, for `Sources/AuditBench` (run by bench/run.py). It runs the gateway's own code:
+/// the ``StatementTracker`` following one `pgbench -S -M prepared` transaction's messages,
+/// ``SessionAudit/statementEvent(_:who:sessionID:detail:)`` and ``AuditWriter/record(_:)`` on
+/// the event loop's side; ``Store/recordAudit(_:instance:)`` in group commits on the writer's.
+public enum StatementAuditBench {
+    /// CPU time of the calling thread per statement, in nanoseconds, for `count` statements
+    /// sent in bursts of `burst` every 10 ms (a gateway's pace, so the writer, when `writer` is
+    /// given and running, takes windows of the size it takes under load, not one huge backlog).
+    /// Without `writer` only the tracker runs: its share of the cost.
+    public static func eventLoopSide(statements count: Int, burst: Int, recordingTo writer: AuditWriter?) -> Double {
+        var tracker = StatementTracker(captureParameters: false)
+        let messages = PreparedTransaction()
+        tracker.client(type: UInt8(ascii: "P"), body: messages.parse, now: 0)
+        let who = SessionAudit.Identity(
+            service: "bench", tokenID: "r0a1b2c3d4e5f6g7", role: "bench_reader", database: "bench")
+        let sessionID = SessionAudit.newID()
+        var detail = StatementDetail()
+        var finished = 0
+        var cpu: UInt64 = 0
+        var sent = 0
+        while sent < count {
+            let started = threadCPU()
+            for _ in 0..<min(burst, count - sent) {
+                // One clock reading per read, as the relay does.
+                let now = NIODeadline.now().uptimeNanoseconds
+                tracker.client(type: UInt8(ascii: "B"), body: messages.bind, now: now)
+                tracker.client(type: UInt8(ascii: "E"), body: messages.execute, now: now)
+                tracker.client(type: UInt8(ascii: "S"), body: messages.sync, now: now)
+                let answered = NIODeadline.now().uptimeNanoseconds
+                tracker.server(type: UInt8(ascii: "C"), body: messages.complete, now: answered) { statement in
+                    finished += 1
+                    guard let writer else { return }
+                    writer.record(
+                        SessionAudit.statementEvent(statement, who: who, sessionID: sessionID, detail: &detail))
+                }
+                tracker.server(type: UInt8(ascii: "Z"), body: messages.ready, now: answered) { _ in }
+            }
+            cpu += threadCPU() - started
+            sent += min(burst, count - sent)
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        precondition(finished == count, "the tracker finished \(finished) of \(count) statements")
+        return Double(cpu) / Double(count)
+    }
+
+    /// The events `eventLoopSide` records, for ``writerSide(events:batch:store:instance:)``.
+    public static func statementEvents(_ count: Int) -> [AuditEvent] {
+        var tracker = StatementTracker(captureParameters: false)
+        let messages = PreparedTransaction()
+        tracker.client(type: UInt8(ascii: "P"), body: messages.parse, now: 0)
+        let who = SessionAudit.Identity(
+            service: "bench", tokenID: "r0a1b2c3d4e5f6g7", role: "bench_reader", database: "bench")
+        let sessionID = SessionAudit.newID()
+        var detail = StatementDetail()
+        var events: [AuditEvent] = []
+        events.reserveCapacity(count)
+        for i in 0..<count {
+            let now = UInt64(i) * 80_000
+            tracker.client(type: UInt8(ascii: "B"), body: messages.bind, now: now)
+            tracker.client(type: UInt8(ascii: "E"), body: messages.execute, now: now)
+            tracker.client(type: UInt8(ascii: "S"), body: messages.sync, now: now)
+            tracker.server(type: UInt8(ascii: "C"), body: messages.complete, now: now + 40_000) { statement in
+                events.append(SessionAudit.statementEvent(statement, who: who, sessionID: sessionID, detail: &detail))
+            }
+            tracker.server(type: UInt8(ascii: "Z"), body: messages.ready, now: now + 40_000) { _ in }
+        }
+        return events
+    }
+
+    /// The process's CPU time (user and system) per event, in nanoseconds, to append `events`
+    /// to `store` in group commits of `batch` (the audit writer's transactions).
+    public static func writerSide(
+        events: [AuditEvent], batch: Int, store: any Store, instance: String
+    ) async throws
+        -> Double
+    {
+        let started = processCPU()
+        var start = 0
+        while start < events.count {
+            let end = min(events.count, start + batch)
+            try await store.recordAudit(Array(events[start..<end]), instance: instance)
+            start = end
+        }
+        return Double(processCPU() - started) / Double(events.count)
+    }
+
+    /// The messages of one transaction of `pgbench -S -M prepared` (its statement parsed once).
+    private struct PreparedTransaction {
+        let parse = ByteBuffer(
+            bytes: Array("P0_1\0SELECT abalance FROM pgbench_accounts WHERE aid = $1;\0".utf8) + [0, 0])
+        /// Portal "", statement P0_1, no format codes, one text parameter, no result formats.
+        let bind = ByteBuffer(bytes: Array("\0P0_1\0".utf8) + [0, 0, 0, 1, 0, 0, 0, 5] + Array("42817".utf8) + [0, 0])
+        /// Portal "", no row limit.
+        let execute = ByteBuffer(bytes: [0, 0, 0, 0, 0])
+        let sync = ByteBuffer()
+        let complete = ByteBuffer(bytes: Array("SELECT 1\0".utf8))
+        let ready = ByteBuffer(bytes: [UInt8(ascii: "I")])
+    }
+
+    private static func threadCPU() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    private static func processCPU() -> UInt64 {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func nanos(_ t: timeval) -> UInt64 { UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_usec) * 1000 }
+        return nanos(usage.ru_utime) + nanos(usage.ru_stime)
+    }
+}
