@@ -15,13 +15,7 @@ public enum StatementAuditBench {
     /// given and running, takes windows of the size it takes under load, not one huge backlog).
     /// Without `writer` only the tracker runs: its share of the cost.
     public static func eventLoopSide(statements count: Int, burst: Int, recordingTo writer: AuditWriter?) -> Double {
-        var tracker = StatementTracker(captureParameters: false)
-        let messages = PreparedTransaction()
-        tracker.client(type: UInt8(ascii: "P"), body: messages.parse, now: 0)
-        let who = SessionAudit.Identity(
-            service: "bench", tokenID: "r0a1b2c3d4e5f6g7", role: "bench_reader", database: "bench")
-        let sessionID = SessionAudit.newID()
-        var detail = StatementDetail()
+        var session = Session()
         var finished = 0
         var cpu: UInt64 = 0
         var sent = 0
@@ -29,18 +23,12 @@ public enum StatementAuditBench {
             let started = threadCPU()
             for _ in 0..<min(burst, count - sent) {
                 // One clock reading per read, as the relay does.
-                let now = NIODeadline.now().uptimeNanoseconds
-                tracker.client(type: UInt8(ascii: "B"), body: messages.bind, now: now)
-                tracker.client(type: UInt8(ascii: "E"), body: messages.execute, now: now)
-                tracker.client(type: UInt8(ascii: "S"), body: messages.sync, now: now)
-                let answered = NIODeadline.now().uptimeNanoseconds
-                tracker.server(type: UInt8(ascii: "C"), body: messages.complete, now: answered) { statement in
+                session.transaction(sent: NIODeadline.now().uptimeNanoseconds) {
+                    NIODeadline.now().uptimeNanoseconds
+                } finished: { event in
                     finished += 1
-                    guard let writer else { return }
-                    writer.record(
-                        SessionAudit.statementEvent(statement, who: who, sessionID: sessionID, detail: &detail))
+                    if let writer { writer.record(event()) }
                 }
-                tracker.server(type: UInt8(ascii: "Z"), body: messages.ready, now: answered) { _ in }
             }
             cpu += threadCPU() - started
             sent += min(burst, count - sent)
@@ -52,30 +40,22 @@ public enum StatementAuditBench {
 
     /// The events `eventLoopSide` records, for ``writerSide(events:batch:store:instance:)``.
     public static func statementEvents(_ count: Int) -> [AuditEvent] {
-        var tracker = StatementTracker(captureParameters: false)
-        let messages = PreparedTransaction()
-        tracker.client(type: UInt8(ascii: "P"), body: messages.parse, now: 0)
-        let who = SessionAudit.Identity(
-            service: "bench", tokenID: "r0a1b2c3d4e5f6g7", role: "bench_reader", database: "bench")
-        let sessionID = SessionAudit.newID()
-        var detail = StatementDetail()
+        var session = Session()
         var events: [AuditEvent] = []
         events.reserveCapacity(count)
         for i in 0..<count {
-            let now = UInt64(i) * 80_000
-            tracker.client(type: UInt8(ascii: "B"), body: messages.bind, now: now)
-            tracker.client(type: UInt8(ascii: "E"), body: messages.execute, now: now)
-            tracker.client(type: UInt8(ascii: "S"), body: messages.sync, now: now)
-            tracker.server(type: UInt8(ascii: "C"), body: messages.complete, now: now + 40_000) { statement in
-                events.append(SessionAudit.statementEvent(statement, who: who, sessionID: sessionID, detail: &detail))
+            let sent = UInt64(i) * 80_000
+            session.transaction(sent: sent) {
+                sent + 40_000
+            } finished: {
+                events.append($0())
             }
-            tracker.server(type: UInt8(ascii: "Z"), body: messages.ready, now: now + 40_000) { _ in }
         }
         return events
     }
 
-    /// The process's CPU time (user and system) per event, in nanoseconds, to append `events`
-    /// to `store` in group commits of `batch` (the audit writer's transactions).
+    /// The writer's side: the process's CPU time (user and system) per event, in nanoseconds,
+    /// to append `events` to `store` in group commits of `batch` (the audit writer's transactions).
     public static func writerSide(
         events: [AuditEvent], batch: Int, store: any Store, instance: String
     ) async throws
@@ -89,6 +69,43 @@ public enum StatementAuditBench {
             start = end
         }
         return Double(processCPU() - started) / Double(events.count)
+    }
+
+    /// One audited session running `pgbench -S -M prepared`'s transaction again and again.
+    private struct Session {
+        var tracker = StatementTracker(captureParameters: false)
+        let messages = PreparedTransaction()
+        /// What the session handler (a class) keeps for its statement events.
+        final class Handler {
+            let who = SessionAudit.Identity(
+                service: "bench", tokenID: "r0a1b2c3d4e5f6g7", role: "bench_reader", database: "bench")
+            let sessionID = SessionAudit.newID()
+            var statementDetail = StatementDetail()
+        }
+        let handler = Handler()
+
+        init() {
+            tracker.client(type: UInt8(ascii: "P"), body: messages.parse, now: 0)
+        }
+
+        /// The client's Bind, Execute and Sync at `sent`, the server's CommandComplete and
+        /// ReadyForQuery at `answered()`; `finished` is given the statement's event to build.
+        mutating func transaction(
+            sent: UInt64, answered: () -> UInt64, finished: (() -> AuditEvent) -> Void
+        ) {
+            tracker.client(type: UInt8(ascii: "B"), body: messages.bind, now: sent)
+            tracker.client(type: UInt8(ascii: "E"), body: messages.execute, now: sent)
+            tracker.client(type: UInt8(ascii: "S"), body: messages.sync, now: sent)
+            let now = answered()
+            let handler = handler
+            tracker.server(type: UInt8(ascii: "C"), body: messages.complete, now: now) { statement in
+                finished {
+                    SessionAudit.statementEvent(
+                        statement, who: handler.who, sessionID: handler.sessionID, detail: &handler.statementDetail)
+                }
+            }
+            tracker.server(type: UInt8(ascii: "Z"), body: messages.ready, now: now) { _ in }
+        }
     }
 
     /// The messages of one transaction of `pgbench -S -M prepared` (its statement parsed once).
