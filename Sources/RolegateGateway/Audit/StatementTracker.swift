@@ -121,6 +121,16 @@ struct StatementTracker {
 
     // MARK: - What the server answers
 
+    /// Whether a server message can end a statement (CommandComplete, ErrorResponse,
+    /// ReadyForQuery, EmptyQueryResponse, PortalSuspended): the only ones ``server(type:body:now:finished:)``
+    /// needs to see.
+    static func endsStatement(_ type: UInt8) -> Bool {
+        switch type {
+        case UInt8(ascii: "C"), UInt8(ascii: "E"), UInt8(ascii: "Z"), UInt8(ascii: "I"), UInt8(ascii: "s"): true
+        default: false
+        }
+    }
+
     /// Returns the statements this message finished.
     mutating func server(type: UInt8, body: ByteBuffer, now: UInt64) -> [Statement] {
         var finished: [Statement] = []

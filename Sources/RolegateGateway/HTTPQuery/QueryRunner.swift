@@ -155,7 +155,8 @@ private final class QuerySink: UpstreamSink {
         self.completion = completion
     }
 
-    func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?) {
+    func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?, statementsEnded: UInt64?)
+    {
         do {
             _ = try WireFraming.scanMessages(bytes) { type, body, length in
                 exchange.receive(type: type, body: bytes.getSlice(at: body, length: length)!)
@@ -171,7 +172,6 @@ private final class QuerySink: UpstreamSink {
     }
 
     func upstreamFlush(_ connection: UpstreamConnection) {}
-    func upstreamStatementMessage(type: UInt8, body: ByteBuffer, now: UInt64) {}
 
     func upstreamClosed(_ connection: UpstreamConnection) {
         finish(.failure(QueryRunError.upstreamUnavailable("the server connection was lost")), reuse: false)

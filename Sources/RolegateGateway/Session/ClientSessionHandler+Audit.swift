@@ -13,6 +13,9 @@ struct SessionAudit {
     var bytesOut = 0
     /// Why the session ended, when the gateway knows (otherwise the client went away).
     var endReason: String?
+    /// Server messages forwarded to the client whose statements the tracker has yet to follow,
+    /// and when they were read (see ``ClientSessionHandler/upstream(_:forward:status:statementsEnded:)``).
+    var unfollowedAnswers: (messages: ByteBuffer, now: UInt64)?
     var backendPID: Int32 = 0
     /// Since when the next statement waits for room in a full audit queue.
     var waitingSince: NIODeadline?
@@ -147,6 +150,7 @@ extension ClientSessionHandler {
     }
 
     func auditSessionEnd() {
+        followAnswers()
         guard let writer = auditWriter, let started = audit.started, let machine, let token = machine.provenToken
         else { return }
         audit.started = nil
@@ -163,9 +167,30 @@ extension ClientSessionHandler {
                 ]))
     }
 
+    /// The client's messages, once forwarded, to the statement tracker.
+    func followClientMessages(_ messages: ByteBuffer, now: UInt64) {
+        // The bytes were framed and checked against the limits before they were forwarded.
+        _ = try? WireFraming.scanMessages(messages, limits: shared.limits) { type, body, length in
+            audit.tracker?.client(type: type, body: messages.getSlice(at: body, length: length)!, now: now)
+            return true
+        }
+    }
+
+    /// Follows the statements that ``SessionAudit/unfollowedAnswers`` end, once.
+    func followAnswers() {
+        guard let (messages, now) = audit.unfollowedAnswers else { return }
+        audit.unfollowedAnswers = nil
+        _ = try? WireFraming.scanMessages(messages) { type, body, length in
+            if StatementTracker.endsStatement(type) {
+                statementMessage(type: type, body: messages.getSlice(at: body, length: length)!, now: now)
+            }
+            return true
+        }
+    }
+
     /// Runs for every statement: it reads only what the session copied at its start
     /// (``SessionAudit/who``), never the session machine.
-    func upstreamStatementMessage(type: UInt8, body: ByteBuffer, now: UInt64) {
+    private func statementMessage(type: UInt8, body: ByteBuffer, now: UInt64) {
         guard audit.tracker != nil, let writer = auditWriter, let who = audit.who else { return }
         // Read before the tracker is mutated: the closure runs inside that access to `audit`.
         let (statements, errors, sessionID) = (audit.statements, audit.statementErrors, audit.id)

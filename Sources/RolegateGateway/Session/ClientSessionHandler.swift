@@ -35,6 +35,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     var audit = SessionAudit()
     /// The last statement event's detail, reused while statements repeat (see ClientSessionHandler+Audit.swift).
     var statementDetail = StatementDetail()
+    /// Whether server answers were written to the client since ``upstreamFlush(_:)`` last flushed.
+    private var answersUnflushed = false
     /// Shown by the admin API's session list.
     var sessionStatus: SessionStatus?
 
@@ -414,17 +416,13 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         var terminate = false
         var refusedForAudit = false
         let complete: Int
+        let tracking = audit.tracker != nil
         do {
-            let tracking = audit.tracker != nil
-            let now = tracking ? NIODeadline.now().uptimeNanoseconds : 0
-            complete = try WireFraming.scanMessages(buffer, limits: shared.limits) { type, body, length in
+            complete = try WireFraming.scanMessages(buffer, limits: shared.limits) { type, _, _ in
                 terminate = type == UInt8(ascii: "X")
-                if tracking, !terminate {
-                    if type == UInt8(ascii: "Q") || type == UInt8(ascii: "E"), !auditAccepting {
-                        refusedForAudit = true
-                        return false
-                    }
-                    audit.tracker!.client(type: type, body: buffer.getSlice(at: body, length: length)!, now: now)
+                if tracking, type == UInt8(ascii: "Q") || type == UInt8(ascii: "E"), !auditAccepting {
+                    refusedForAudit = true
+                    return false
                 }
                 return !terminate
             }
@@ -434,12 +432,20 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             return event(context) { $0.malformedInput(error) }
         }
         if !refusedForAudit { audit.waitingSince = nil }
-        if let sql = audit.tracker?.lastSQL, let status = sessionStatus, status.statement != sql {
-            status.statement = sql
-        }
         if complete > 0 {
             audit.bytesIn += complete
-            upstream.write(buffer.readSlice(length: complete)!)
+            let messages = buffer.readSlice(length: complete)!
+            upstream.write(messages)
+            if tracking {
+                // The statements go to the server first: following them for the audit log is then
+                // off the client's wait (their answers are read on this loop, after this returns).
+                let now = NIODeadline.now().uptimeNanoseconds
+                upstream.flush()
+                followClientMessages(messages, now: now)
+            }
+        }
+        if let sql = audit.tracker?.lastSQL, let status = sessionStatus, status.statement != sql {
+            status.statement = sql
         }
         if refusedForAudit {
             upstream.flush()
@@ -471,17 +477,35 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         }
     }
 
-    func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?) {
-        guard let context, machine?.isRelaying == true else { return }
-        audit.bytesOut += bytes.readableBytes
-        context.write(wrapOutboundOut(bytes), promise: nil)
-        if !context.channel.isWritable {
-            _ = connection.channel.setOption(ChannelOptions.autoRead, value: false)
+    func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?, statementsEnded: UInt64?)
+    {
+        let forwarding = machine?.isRelaying == true ? context : nil
+        if let context = forwarding {
+            audit.bytesOut += bytes.readableBytes
+            answersUnflushed = true
+            context.write(wrapOutboundOut(bytes), promise: nil)
+            if !context.channel.isWritable {
+                _ = connection.channel.setOption(ChannelOptions.autoRead, value: false)
+            }
         }
+        guard let statementsEnded else { return }
+        // The answer goes to the client first: following its statements for the audit log is
+        // then off the client's wait. Held in `audit` meanwhile, so that a session ending inside
+        // the flush (the client gone) records them before its end.
+        audit.unfollowedAnswers = (bytes, statementsEnded)
+        if let context = forwarding { upstreamFlush(context) }
+        followAnswers()
     }
 
     func upstreamFlush(_ connection: UpstreamConnection) {
-        context?.flush()
+        if let context { upstreamFlush(context) }
+    }
+
+    /// Sends the server's answers forwarded since the last flush, if any.
+    private func upstreamFlush(_ context: ChannelHandlerContext) {
+        guard answersUnflushed else { return }
+        answersUnflushed = false
+        context.flush()
     }
 
     func upstreamClosed(_ connection: UpstreamConnection) {

@@ -147,14 +147,12 @@ extension String {
 /// Receives what the upstream server sends while a client session is attached.
 protocol UpstreamSink: AnyObject {
     /// Complete protocol messages, to forward as they are. `status` is the transaction status
-    /// of the last ReadyForQuery among them, if any.
-    func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?)
+    /// of the last ReadyForQuery among them, if any. `statementsEnded`: while
+    /// ``UpstreamConnection/observesStatements`` is set (statement audit) and `bytes` hold
+    /// messages that end a statement (``StatementTracker/endsStatement(_:)``), when the read that
+    /// brought them was handled (``NIODeadline`` uptime nanoseconds); nil otherwise.
+    func upstream(_ connection: UpstreamConnection, forward bytes: ByteBuffer, status: UInt8?, statementsEnded: UInt64?)
     func upstreamFlush(_ connection: UpstreamConnection)
-    /// Messages that end a statement (CommandComplete, ErrorResponse, ReadyForQuery,
-    /// EmptyQueryResponse, PortalSuspended), before they are forwarded; only while
-    /// ``UpstreamConnection/observesStatements`` is set (statement audit). `now`: when the read
-    /// that brought it was handled (``NIODeadline`` uptime nanoseconds).
-    func upstreamStatementMessage(type: UInt8, body: ByteBuffer, now: UInt64)
     func upstreamClosed(_ connection: UpstreamConnection)
 }
 
@@ -195,10 +193,20 @@ final class UpstreamConnection: @unchecked Sendable {
     /// Sends bytes from the client as they are.
     func write(_ bytes: ByteBuffer) {
         busy = true
+        unflushed = true
         channel.write(bytes, promise: nil)
     }
 
-    func flush() { channel.flush() }
+    /// Sends what ``write(_:)`` queued; nothing to do when it has been sent already (with
+    /// statement audit a session flushes its statements before following them).
+    func flush() {
+        guard unflushed else { return }
+        unflushed = false
+        channel.flush()
+    }
+
+    /// Whether ``write(_:)`` queued bytes since the last ``flush()``.
+    private var unflushed = false
 
     /// What makes a used session like a new one for the next client.
     static let resetQuery = "DISCARD ALL"
@@ -416,17 +424,13 @@ private final class UpstreamHandler: ChannelInboundHandler {
     /// Forwards every complete message in one slice, without copying them.
     private func relay(_ buffer: inout ByteBuffer, to sink: any UpstreamSink, context: ChannelHandlerContext) {
         var status: UInt8?
+        var endsStatements = false
         let complete: Int
         do {
             let observe = connection.observesStatements
-            // One clock reading per read: its messages arrived together.
-            let now = observe ? NIODeadline.now().uptimeNanoseconds : 0
             complete = try WireFraming.scanMessages(buffer) { type, body, length in
                 if type == UInt8(ascii: "Z"), length == 1 { status = buffer.getInteger(at: body, as: UInt8.self) }
-                if observe, Self.endsStatement(type) {
-                    sink.upstreamStatementMessage(
-                        type: type, body: buffer.getSlice(at: body, length: length)!, now: now)
-                }
+                if observe, !endsStatements { endsStatements = StatementTracker.endsStatement(type) }
                 return true
             }
         } catch {
@@ -439,14 +443,10 @@ private final class UpstreamHandler: ChannelInboundHandler {
             connection.status = status
             connection.busy = false
         }
-        sink.upstream(connection, forward: slice, status: status)
-    }
-
-    static func endsStatement(_ type: UInt8) -> Bool {
-        switch type {
-        case UInt8(ascii: "C"), UInt8(ascii: "E"), UInt8(ascii: "Z"), UInt8(ascii: "I"), UInt8(ascii: "s"): true
-        default: false
-        }
+        // One clock reading per read: its messages arrived together.
+        sink.upstream(
+            connection, forward: slice, status: status,
+            statementsEnded: endsStatements ? NIODeadline.now().uptimeNanoseconds : nil)
     }
 
     private func handleControl(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
