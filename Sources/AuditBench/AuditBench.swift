@@ -41,7 +41,13 @@ struct AuditBench {
                     StatementAuditBench.eventLoopSide(statements: statements, burst: 500, recordingTo: writer)
                 })
             // The gateway's writer drains what was queued first: its work is not measured here.
-            while writer.queuedCount > 0 { try await Task.sleep(for: .milliseconds(10)) }
+            while writer.queuedCount > 0 {
+                if let failure = writer.failure {
+                    FileHandle.standardError.write(Data("the audit writer cannot write: \(failure)\n".utf8))
+                    exit(1)
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
             writing.append(
                 try await StatementAuditBench.writerSide(
                     events: events, batch: 1_500, store: store, instance: "bench-writer"))
