@@ -181,7 +181,9 @@ let tokenPolicy = """
         // The CLI process has committed the revocation when it exits.
         try fixture.expectRolegate(["token", "revoke", verified.tokenID, "--reason", "incident"] + store)
         let seen = try await awaitRevocation(of: token, by: verifier, committed: ContinuousClock().now)
+        // Stopped before the store closes, as `serve` stops: its last write of uses comes first.
         poller.cancel()
+        await poller.value
         await opened.close()
         #expect(seen.violation == nil, "\(seen.violation ?? "")")
     }

@@ -35,6 +35,32 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
 
 /// The contract every store fulfils, run against SQLite and PostgreSQL alike.
 @Suite struct StoreContractTests {
+    /// A store refuses work once closed: a task still running at shutdown (the token verifier's
+    /// last write of uses) gets an error, where the PostgreSQL store used to reconnect and leave
+    /// a connection nobody closed.
+    @Test(arguments: Backend.allCases)
+    func aClosedStoreRefusesWorkInsteadOfReconnecting(backend: Backend) async throws {
+        let location = try backend.freshLocation()
+        let store = try await location.open()
+        let issued = try await service(store).issue(service: "dash", ttl: nil, note: nil)
+        await store.close()
+        await #expect(throws: StoreError.self) { _ = try await store.token(id: issued.record.id) }
+        await #expect(throws: StoreError.self) { try await store.recordUse([issued.record.id: Date()]) }
+        if case .postgres(let url) = location {
+            // A closed connection's server process may take a moment to leave pg_stat_activity.
+            let database = String(url.split(separator: "/").last!.split(separator: "?").first!)
+            var left = ""
+            for _ in 0..<50 {
+                left = try Backend.cluster.get().psql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '\(database)' AND application_name = 'rolegate-store'"
+                ).trimmingCharacters(in: .whitespacesAndNewlines)
+                if left == "0" { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(left == "0", "store connections left open after close: \(left)")
+        }
+    }
+
     @Test(arguments: Backend.allCases)
     func migratesAndReopens(backend: Backend) async throws {
         let location = try backend.freshLocation()

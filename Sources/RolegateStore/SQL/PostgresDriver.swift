@@ -31,12 +31,17 @@ final class PostgresDriver: SQLDriver {
         return driver
     }
 
-    /// The open connection, reconnecting after a failure.
+    /// The open connection, reconnecting after a failure; never once ``close()`` was called
+    /// (a task still running at shutdown, such as the token verifier's last write of uses,
+    /// gets an error instead of a connection nobody closes).
     private func connection() async throws -> PostgresConnection {
-        if let existing = await state.connection, !existing.isClosed { return existing }
+        if let existing = try await state.open(), !existing.isClosed { return existing }
         let configuration = try PostgresConnect.configuration(for: url, applicationName: "rolegate-store")
         let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
-        await state.set(connection)
+        guard await state.set(connection) else {
+            try? await connection.close()
+            throw ConnectionBox.Closed()
+        }
         return connection
     }
 
@@ -95,7 +100,7 @@ final class PostgresDriver: SQLDriver {
     }
 
     func close() async {
-        try? await state.connection?.close()
+        try? await state.close()?.close()
     }
 
     /// A signal each time a change is committed (`NOTIFY rolegate_changes`), on a connection
@@ -130,6 +135,30 @@ final class PostgresDriver: SQLDriver {
 }
 
 private actor ConnectionBox {
-    var connection: PostgresConnection?
-    func set(_ connection: PostgresConnection) { self.connection = connection }
+    private var connection: PostgresConnection?
+    private var closed = false
+
+    struct Closed: Error, CustomStringConvertible {
+        var description: String { "the store connection was closed" }
+    }
+
+    /// The connection, if any; throws once the driver was closed.
+    func open() throws(Closed) -> PostgresConnection? {
+        guard !closed else { throw Closed() }
+        return connection
+    }
+
+    /// Keeps a new connection; false when the driver was closed while it connected.
+    func set(_ connection: PostgresConnection) -> Bool {
+        guard !closed else { return false }
+        self.connection = connection
+        return true
+    }
+
+    /// Marks the driver closed; returns the connection to close.
+    func close() -> PostgresConnection? {
+        closed = true
+        defer { connection = nil }
+        return connection
+    }
 }
