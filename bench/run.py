@@ -330,13 +330,20 @@ server_tls_sslmode = disable
         self.others.append(f"Revocation to session end over {count} revocations: p50 {p50:.0f} ms, p99 {p99:.0f} ms.")
         print(f"  revoke → session end ({count}x): p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
 
-    def token_verification(self, iterations):
-        """Token verifications per second on one core (the VerifyBench target next to the binary)."""
-        binary = os.path.join(os.path.dirname(self.rolegate), "VerifyBench")
+    def micro_benchmark(self, product, arguments, what):
+        """Runs a micro-benchmark target built next to the gateway binary; its last line of output is one
+        JSON object. None (and a note) when it was not built."""
+        binary = os.path.join(os.path.dirname(self.rolegate), product)
         if not os.path.exists(binary):
-            self.notes.append(f"{binary} is missing (swift build --product VerifyBench): token verification skipped")
+            self.notes.append(f"{binary} is missing (swift build --product {product}): {what} skipped")
+            return None
+        return json.loads(sh([binary] + [str(a) for a in arguments]).stdout.strip().splitlines()[-1])
+
+    def token_verification(self, iterations):
+        """Token verifications per second on one core (VerifyBench)."""
+        r = self.micro_benchmark("VerifyBench", [iterations, 10], "token verification")
+        if r is None:
             return
-        r = json.loads(sh([binary, str(iterations), "10"]).stdout.strip().splitlines()[-1])
         same = r["unknown_id_per_s"] / r["wrong_secret_per_s"]
         self.others.append(
             f"Token verification on one core (medians of {r['rounds']:.0f} interleaved rounds): "
@@ -348,12 +355,10 @@ server_tls_sslmode = disable
         print(f"  token verification: {r}", flush=True)
 
     def audit_cost(self, statements):
-        """Statement audit's cost per statement apart from sockets (the AuditBench target next to the binary)."""
-        binary = os.path.join(os.path.dirname(self.rolegate), "AuditBench")
-        if not os.path.exists(binary):
-            self.notes.append(f"{binary} is missing (swift build --product AuditBench): audit cost skipped")
+        """Statement audit's cost per statement apart from sockets (AuditBench)."""
+        r = self.micro_benchmark("AuditBench", [statements, 5], "audit cost")
+        if r is None:
             return
-        r = json.loads(sh([binary, str(statements), "5"]).stdout.strip().splitlines()[-1])
         self.others.append(
             f"Statement audit per statement, apart from sockets (AuditBench, medians of {r['rounds']:.0f} rounds, "
             f"`-M prepared` messages): on the event loop {r['event_loop_ns'] / 1000:.1f} µs of CPU "

@@ -20,8 +20,9 @@ public enum StatementAuditBench {
         var cpu: UInt64 = 0
         var sent = 0
         while sent < count {
+            let inBurst = min(burst, count - sent)
             let started = threadCPU()
-            for _ in 0..<min(burst, count - sent) {
+            for _ in 0..<inBurst {
                 // One clock reading per read, as the relay does.
                 session.transaction(sent: NIODeadline.now().uptimeNanoseconds) {
                     NIODeadline.now().uptimeNanoseconds
@@ -31,7 +32,7 @@ public enum StatementAuditBench {
                 }
             }
             cpu += threadCPU() - started
-            sent += min(burst, count - sent)
+            sent += inBurst
             Thread.sleep(forTimeInterval: 0.01)
         }
         precondition(finished == count, "the tracker finished \(finished) of \(count) statements")
