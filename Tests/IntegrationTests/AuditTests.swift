@@ -1,6 +1,7 @@
 import Foundation
 import PostgresCluster
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 /// The audit log end to end: a scripted run through the gateway, read back with
@@ -23,7 +24,7 @@ import Testing
 
     static func sqlite(_ gw: GatewayFixture, _ sql: String) throws {
         try Subprocess.check(
-            "python3",
+            TestClients.python,
             [
                 "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
                 gw.fixture.directory + "/.rolegate/state.db", sql,

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresCluster
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 /// Faults: processes killed mid-write, a full disk under the audit log. Nothing a command
@@ -233,6 +234,7 @@ extension FaultTests {
     /// timer, not a read, and were once left unflushed (their clients waited forever), and the
     /// events of statements that were running when the queue filled were once dropped.
     @Test func statementsHeldBackByAFullAuditQueueRunOnceThereIsRoomAndAllAreAudited() async throws {
+        try requirePythonModule("psycopg")
         let httpPort = try PostgresCluster.freePort()
         let policy =
             gatewayPolicy + """
@@ -256,7 +258,7 @@ extension FaultTests {
         let run = try await Subprocess.runDetached(
             "timeout",
             [
-                "60", "python3", script, "127.0.0.1", "\(gw.port)", "reports", "\(sessions)", "\(perSession)",
+                "60", TestClients.python, script, "127.0.0.1", "\(gw.port)", "reports", "\(sessions)", "\(perSession)",
                 gw.fixture.directory + "/.rolegate/state.db", "http://127.0.0.1:\(httpPort)", "100",
             ], environment: env)
         let output = run.stdout + run.stderr
@@ -278,6 +280,7 @@ extension FaultTests {
     /// returns: clean errors meanwhile, no crash, and every client through again without a
     /// restart (a pool slot lost in the outage would leave clients waiting forever).
     @Test func postgresStopsForTenSecondsUnderLoadAndServiceResumes() async throws {
+        try requirePythonModule("psycopg")
         let gw = try await GatewayFixture(serveArguments: ["--pool-size", "3", "--client-login-timeout", "30s"])
         defer { withExtendedLifetime(gw) {} }
         let ready = gw.fixture.directory + "/server-back"
@@ -287,7 +290,7 @@ extension FaultTests {
             .appendingPathComponent("Clients/outage_client.py").path
         let load = Task {
             try await Subprocess.runDetached(
-                "python3", [script, "127.0.0.1", "\(gw.port)", "reports", "8", "25", ready], environment: env)
+                TestClients.python, [script, "127.0.0.1", "\(gw.port)", "reports", "8", "25", ready], environment: env)
         }
         try await Task.sleep(for: .seconds(2))
         try gw.fixture.cluster.stopServer()
@@ -394,7 +397,7 @@ extension FaultTests {
             while True: held.append(s.accept())
             """
         let listener = try Subprocess.launch(
-            "python3", ["-c", script], output: gw.fixture.directory + "/silent.log")
+            TestClients.python, ["-c", script], output: gw.fixture.directory + "/silent.log")
         defer { listener.stop(signal: 9) }
         var silentPort: Int?
         for _ in 0..<100 where silentPort == nil {

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresCluster
+import RolegateTestSupport
 import Testing
 
 /// The gateway's resources over time: memory across many connections and huge results,
@@ -142,7 +143,7 @@ import Testing
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["reports"]
         let result = try await Subprocess.runDetached(
-            "python3",
+            TestClients.python,
             [
                 SecurityTests.client("hostile_wire.py"), "127.0.0.1", "\(gw.port)", "reports", "\(gw.server.pid)",
                 "--login-during-shutdown",

@@ -231,7 +231,7 @@ import Testing
 
         // PostgreSQL 17's direct TLS (no SSLRequest): a ClientHello first, with ALPN "postgresql".
         let direct = try await Subprocess.runDetached(
-            "python3",
+            TestClients.python,
             [
                 "-c",
                 """
@@ -254,14 +254,14 @@ import Testing
             direct.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "RE", "\(direct.stdout)\(direct.stderr)")
     }
 
-    /// pgjdbc (the driver of every JVM client and most GUIs). Skipped where Java or the driver
-    /// is missing (Debian: `apt-get install libpostgresql-jdbc-java`); .ci/run installs the driver.
-    @Test(
-        .enabled(
-            if: Subprocess.which("java") != nil
-                && FileManager.default.fileExists(atPath: "/usr/share/java/postgresql.jar"),
-            "java or /usr/share/java/postgresql.jar is missing: apt-get install libpostgresql-jdbc-java"))
+    /// pgjdbc (the driver of every JVM client and most GUIs). Fails where Java or the driver is
+    /// missing (./test.sh installs them); skipped only on request, with ROLEGATE_SKIP_JDBC=1.
+    @Test(.disabled(if: TestClients.skipJDBC, "ROLEGATE_SKIP_JDBC=1 was set"))
     func jdbcClient() async throws {
+        try #require(
+            Subprocess.which("java") != nil && FileManager.default.fileExists(atPath: TestClients.jdbcDriver),
+            "java or \(TestClients.jdbcDriver) is missing: run ./test.sh, or apt-get install -y default-jre-headless libpostgresql-jdbc-java (ROLEGATE_SKIP_JDBC=1 skips this test)"
+        )
         let gw = try await GatewayFixture()
         defer { withExtendedLifetime(gw) {} }
         let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -269,7 +269,7 @@ import Testing
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["notes"]
         let result = try await Subprocess.runDetached(
-            "java", ["-cp", "/usr/share/java/postgresql.jar", source, "127.0.0.1", "\(gw.port)", "notes", "app"],
+            "java", ["-cp", TestClients.jdbcDriver, source, "127.0.0.1", "\(gw.port)", "notes", "app"],
             environment: env)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("jdbc: all checks passed"))
@@ -331,12 +331,8 @@ import Testing
     }
 
     /// psycopg 3: COPY both ways, a server-side cursor, pipeline mode, conn.cancel(), a wrong token.
-    /// Skipped where psycopg is not installed (`pip install 'psycopg[binary]'`); .ci/run installs it.
-    @Test(
-        .enabled(
-            if: (try? Subprocess.run("python3", ["-c", "import psycopg"]))?.succeeded == true,
-            "psycopg 3 is not installed: pip install 'psycopg[binary]'"))
-    func psycopgClient() async throws {
+    @Test func psycopgClient() async throws {
+        try requirePythonModule("psycopg")
         let gw = try await GatewayFixture()
         defer { withExtendedLifetime(gw) {} }
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -344,7 +340,7 @@ import Testing
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["notes"]
         let result = try await Subprocess.runDetached(
-            "python3", [script, "127.0.0.1", "\(gw.port)", "notes", "app"], environment: env)
+            TestClients.python, [script, "127.0.0.1", "\(gw.port)", "notes", "app"], environment: env)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("psycopg: all checks passed"))
     }

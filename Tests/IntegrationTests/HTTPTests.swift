@@ -1,6 +1,7 @@
 import Foundation
 import PostgresCluster
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 /// The HTTP API with curl, against a gateway whose policy has an admin service.
@@ -346,12 +347,14 @@ import Testing
     }
 
     @Test func metricsParseAndMoveAndEveryDocumentedPathAnswers() async throws {
+
+        try requirePythonModule("prometheus_client")
         let http = try await HTTP()
         defer { withExtendedLifetime(http) {} }
         func statementsCounter() async throws -> Double {
             let metrics = try await http.call("GET", "/metrics", token: nil)
             let parsed = try await Subprocess.runDetached(
-                "python3",
+                TestClients.python,
                 [
                     "-c",
                     """
@@ -416,7 +419,7 @@ import Testing
         var env = http.gw.environment
         env["TOKEN"] = http.gw.tokens["reports"]
         let result = try await Subprocess.runDetached(
-            "python3", [SecurityTests.client("http_pipelining.py"), "127.0.0.1", "\(http.port)", "2"],
+            TestClients.python, [SecurityTests.client("http_pipelining.py"), "127.0.0.1", "\(http.port)", "2"],
             environment: env)
         #expect(
             result.status == 0 && result.stdout.contains("http pipelining: all"),
@@ -457,7 +460,7 @@ import Testing
         #expect(status != 0 && status != 128 + 9 && status != -1, "exit status \(status): \(second.output)")
         // And it left no row in the peer table (peers would dial it until the row aged out).
         let instances = try await Subprocess.runDetached(
-            "python3",
+            TestClients.python,
             [
                 "-c",
                 "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM rolegate_instances').fetchone()[0])",
@@ -478,7 +481,7 @@ import Testing
         var env = http.gw.environment
         env["TOKEN"] = http.gw.tokens["reports"]
         let result = try await Subprocess.runDetached(
-            "python3",
+            TestClients.python,
             [
                 SecurityTests.client("http_pipelining.py"), "127.0.0.1", "\(http.port)", "--shutdown",
                 "\(gw.server.pid)",

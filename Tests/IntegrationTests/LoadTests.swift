@@ -1,5 +1,6 @@
 import Foundation
 import PostgresCluster
+import RolegateTestSupport
 import Testing
 
 /// Suites that load the whole machine (1,000 clients) or time events across processes (three
@@ -12,6 +13,7 @@ extension HeavyTests {
     /// (`ROLEGATE_LOAD_SECONDS=60 swift test --filter LoadTests` for the longer run).
     @Suite(.serialized) struct LoadTests {
         @Test func aThousandConcurrentClientsAcrossThreeServicesWithoutAnUnexpectedError() async throws {
+            try requirePythonModule("psycopg")
             let seconds = ProcessInfo.processInfo.environment["ROLEGATE_LOAD_SECONDS"] ?? "5"
             let gw = try await GatewayFixture(
                 serveArguments: [
@@ -30,7 +32,8 @@ extension HeavyTests {
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
                 .appendingPathComponent("Clients/load_client.py").path
             let result = try await Subprocess.runDetached(
-                "python3", [script, "127.0.0.1", "\(gw.port)", "1000", seconds, "\(gw.server.pid)"], environment: env)
+                TestClients.python, [script, "127.0.0.1", "\(gw.port)", "1000", seconds, "\(gw.server.pid)"],
+                environment: env)
             print(result.stdout.split(separator: "\n").first { $0.hasPrefix("load:") } ?? "")
             #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
             #expect(result.stdout.contains("load: all checks passed"), "\(result.stdout)")

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresCluster
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 extension HeavyTests {
@@ -21,6 +22,8 @@ extension HeavyTests {
         }
 
         @Test func threeInstancesShareRevocationCancelAndSessionsAndSurviveLosingOne() async throws {
+
+            try requirePythonModule("psycopg")
             let storeDatabase = "rolegate_state"
             var storeURL = ""
             let policyWithStore = { (url: String) in HTTPTests.policy + "\nstore: \"\(url)\"\n" }
@@ -65,7 +68,8 @@ extension HeavyTests {
 
             let balancerPort = try PostgresCluster.freePort()
             let balancer = try Subprocess.launch(
-                "python3", [Self.client("round_robin.py"), "\(balancerPort)"] + instances.map { "\($0.port)" },
+                TestClients.python,
+                [Self.client("round_robin.py"), "\(balancerPort)"] + instances.map { "\($0.port)" },
                 output: gw.fixture.directory + "/balancer.log")
             defer { balancer.stop(signal: 9) }
             for _ in 0..<100 where !balancer.output.contains("ready") { try await Task.sleep(for: .milliseconds(50)) }
@@ -209,7 +213,8 @@ extension HeavyTests {
             writerEnv["PGPASSWORD"] = tokens["notes"]
             let writer = Task {
                 try await Subprocess.runDetached(
-                    "python3", [Self.client("acknowledged_writer.py"), "127.0.0.1", "\(balancerPort)", "6", "100000"],
+                    TestClients.python,
+                    [Self.client("acknowledged_writer.py"), "127.0.0.1", "\(balancerPort)", "6", "100000"],
                     environment: writerEnv)
             }
             try await Task.sleep(for: .seconds(2))

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresCluster
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 /// Attempts to get past the gateway: privilege escalation as a read-only service, hostile
@@ -95,7 +96,8 @@ import Testing
         var env = gw.environment
         env["PGPASSWORD"] = gw.tokens["reports"]
         let result = try await Subprocess.runDetached(
-            "python3", [Self.client("hostile_wire.py"), "127.0.0.1", "\(gw.port)", "reports", "\(gw.server.pid)"],
+            TestClients.python,
+            [Self.client("hostile_wire.py"), "127.0.0.1", "\(gw.port)", "reports", "\(gw.server.pid)"],
             environment: env)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("hostile wire: all"), "\(result.stdout)")
@@ -172,7 +174,7 @@ extension SecurityTests {
         env["ADMIN_TOKEN"] = try gw.fixture.expectRolegate(["token", "issue", "ops"]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let result = try await Subprocess.runDetached(
-            "python3", [Self.client("hostile_http.py"), "127.0.0.1", "\(httpPort)", "3"], environment: env)
+            TestClients.python, [Self.client("hostile_http.py"), "127.0.0.1", "\(httpPort)", "3"], environment: env)
         #expect(
             result.status == 0,
             "exit \(result.status): \(result.stdout)\n\(result.stderr)\ngateway: \(gw.server.output.suffix(2000))")

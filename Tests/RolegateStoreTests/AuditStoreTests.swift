@@ -3,6 +3,7 @@ import PostgresCluster
 import RolegateAudit
 import RolegateCore
 import RolegateStore
+import RolegateTestSupport
 import Testing
 
 /// The audit part of the store contract, and the writer that feeds it.
@@ -201,7 +202,7 @@ import Testing
     @Test func newStoresUseLargePagesAndOldOnesKeepTheirs() async throws {
         func pageSize(_ path: String) throws -> String {
             try Subprocess.check(
-                "python3",
+                TestClients.python,
                 [
                     "-c",
                     "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA page_size').fetchone()[0])",
@@ -220,7 +221,7 @@ import Testing
         try FileManager.default.createDirectory(
             atPath: (oldPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try Subprocess.check(
-            "python3",
+            TestClients.python,
             [
                 "-c",
                 "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA page_size=4096'); c.execute('CREATE TABLE older (x)'); c.commit()",

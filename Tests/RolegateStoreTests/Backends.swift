@@ -2,6 +2,7 @@ import Foundation
 import PostgresCluster
 import RolegateCore
 import RolegateStore
+import RolegateTestSupport
 import Testing
 
 /// The two store backends the contract suite runs against. PostgreSQL stores live in
@@ -57,7 +58,7 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
         switch location {
         case .sqlite(let path):
             try Subprocess.check(
-                "python3",
+                TestClients.python,
                 [
                     "-c",
                     "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",

@@ -64,12 +64,19 @@ public struct DatabaseSpec: Sendable {
     /// Roles whose future objects `future: true` grants cover (`ALTER DEFAULT PRIVILEGES
     /// FOR ROLE ...`). Empty means: the admin user of `url`.
     public var futureOwners: [String]
+    /// How the gateway may log in to this server as a managed role (`upstream_auth:`, else the
+    /// URL's `require_auth`, else SCRAM-SHA-256 only).
+    public var upstreamAuth: UpstreamAuthMethods
     public var location: SourceLocation?
 
-    public init(name: String, url: String, futureOwners: [String] = [], location: SourceLocation? = nil) {
+    public init(
+        name: String, url: String, futureOwners: [String] = [], upstreamAuth: UpstreamAuthMethods? = nil,
+        location: SourceLocation? = nil
+    ) {
         self.name = name
         self.url = url
         self.futureOwners = futureOwners
+        self.upstreamAuth = upstreamAuth ?? (try? ConnectionURL(parsing: url))?.requireAuth ?? .standard
         self.location = location
     }
 

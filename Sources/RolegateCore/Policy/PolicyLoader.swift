@@ -92,7 +92,7 @@ public enum PolicyLoader {
     static let topKeys: Set<String> = [
         "version", "databases", "roles", "services", "master_key_file", "store", "gateway", "audit",
     ]
-    static let databaseKeys: Set<String> = ["url", "future_owners", "description"]
+    static let databaseKeys: Set<String> = ["url", "future_owners", "description", "upstream_auth"]
     static let roleKeys: Set<String> = [
         "database", "description", "connection_limit", "settings", "grants", "member_of", "shared", "adopt",
     ]
@@ -291,7 +291,27 @@ public enum PolicyLoader {
                 owners = list
             }
             _ = f["description"]?.string(what: "a description")
-            result.append(DatabaseSpec(name: name, url: url, futureOwners: owners, location: spec.location))
+            var upstreamAuth: UpstreamAuthMethods?
+            if let authValue = f["upstream_auth"],
+                let list = authValue.stringList(what: "authentication methods (scram-sha-256, md5, password, none)")
+            {
+                do {
+                    let methods = try UpstreamAuthMethods(
+                        names: list.flatMap { $0.split(separator: ",").map(String.init) })
+                    let fromURL = (try? ConnectionURL(parsing: url))?.requireAuth
+                    if let fromURL, fromURL != methods {
+                        authValue.fail(
+                            "upstream_auth [\(methods)] contradicts the URL's require_auth=\(fromURL): keep one of them"
+                        )
+                    }
+                    upstreamAuth = methods
+                } catch {
+                    authValue.fail("upstream_auth: \(error.description)")
+                }
+            }
+            result.append(
+                DatabaseSpec(
+                    name: name, url: url, futureOwners: owners, upstreamAuth: upstreamAuth, location: spec.location))
         }
         return result
     }

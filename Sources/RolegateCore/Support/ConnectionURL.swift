@@ -20,13 +20,15 @@ public struct ConnectionURL: Sendable, Equatable {
     public var applicationName: String?
     /// `sslrootcert`: CA certificates (PEM) to verify the server with; the system's roots when nil.
     public var sslRootCert: String?
+    /// `require_auth` (libpq's spelling): how the gateway may log in to this server; nil when unset.
+    public var requireAuth: UpstreamAuthMethods?
 
     public struct ParseError: Error, Equatable, CustomStringConvertible {
         public let description: String
     }
 
     static let knownParameters: Set<String> = [
-        "sslmode", "sslrootcert", "host", "port", "application_name", "connect_timeout",
+        "sslmode", "sslrootcert", "host", "port", "application_name", "connect_timeout", "require_auth",
     ]
 
     public init(parsing text: String) throws(ParseError) {
@@ -73,6 +75,12 @@ public struct ConnectionURL: Sendable, Equatable {
                 break
             case "sslrootcert":
                 sslRootCert = value.isEmpty ? nil : value
+            case "require_auth":
+                do {
+                    requireAuth = try UpstreamAuthMethods(names: value.split(separator: ",").map(String.init))
+                } catch {
+                    throw ParseError(description: "require_auth: \(error.description)")
+                }
             default:
                 throw ParseError(
                     description:

@@ -60,7 +60,7 @@ extension GatewayServer {
         }
         let usualMilliseconds = QueryTarget.milliseconds(usualTimeout)
         let key = UpstreamKey(
-            url: url, role: token.role,
+            url: url, role: token.role, auth: database.upstreamAuth,
             parameters: [
                 QueryExchange.timeoutParameter(milliseconds: usualMilliseconds),
                 // Stable text forms for the JSON mapping: ISO dates in UTC, exact floats, UTF-8.

@@ -108,6 +108,10 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
         if var buffered = pending {
+            // Released first, so the append grows a buffer nobody else holds (amortized, in
+            // place) instead of copying the whole partial message on every read: quadratic
+            // time for a large message.
+            pending = nil
             buffered.writeBuffer(&incoming)
             pending = buffered
         } else {

@@ -367,7 +367,8 @@ struct ClientSessionMachine {
         let tag = "rolegate:\(record.id)"
         parameters.append(
             StartupParameter("application_name", application.isEmpty ? tag : "\(application.prefix(40)) [\(tag)]"))
-        let key = UpstreamKey(url: login.url, role: record.role, parameters: parameters)
+        let key = UpstreamKey(
+            url: login.url, role: record.role, auth: login.database.upstreamAuth, parameters: parameters)
         return .connectUpstream(
             UpstreamRequest(key: key, record: record, database: login.database.name),
             send: serverFinal.map { [Backend.authenticationSASLFinal($0)] } ?? [])
@@ -380,7 +381,12 @@ struct ClientSessionMachine {
         guard case .connecting(_, let record) = state else { return .wait }
         state = .relaying(record)
         var messages = [Backend.authenticationOk()]
-        messages += parameterStatus.map { Backend.parameterStatus($0.0, $0.1) }
+        // The server saw application_name tagged with the token id (for pg_stat_activity and the
+        // audit); the client is told what it set itself, as PostgreSQL would tell it.
+        let application = login?.parameters.last { $0.name == "application_name" }?.value ?? ""
+        messages += parameterStatus.map {
+            Backend.parameterStatus($0.0, $0.0 == "application_name" ? application : $0.1)
+        }
         messages.append(Backend.backendKeyData(processID: cancelKey.processID, secretKey: cancelKey.secret))
         messages.append(Backend.readyForQuery(transactionStatus))
         return .startRelaying(messages)

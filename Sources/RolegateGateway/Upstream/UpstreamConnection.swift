@@ -17,6 +17,8 @@ struct UpstreamKey: Hashable, Sendable {
     let database: String
     let role: String
     let tls: UpstreamTLS
+    /// How the gateway may prove the role's credential to this server (the database's `upstream_auth`).
+    let auth: UpstreamAuthMethods
     /// Startup parameters (besides user and database), sorted by name.
     let parameters: [StartupParameter]
     /// The fields' hash, computed once: a key is looked up in a pool several times per
@@ -25,7 +27,7 @@ struct UpstreamKey: Hashable, Sendable {
 
     init(
         host: String, port: Int, socketPath: String?, database: String, role: String, tls: UpstreamTLS,
-        parameters: [StartupParameter]
+        auth: UpstreamAuthMethods = .standard, parameters: [StartupParameter]
     ) {
         self.host = host
         self.port = port
@@ -33,6 +35,7 @@ struct UpstreamKey: Hashable, Sendable {
         self.database = database
         self.role = role
         self.tls = tls
+        self.auth = auth
         self.parameters = parameters
         var hasher = Hasher()
         hasher.combine(host)
@@ -41,6 +44,7 @@ struct UpstreamKey: Hashable, Sendable {
         hasher.combine(database)
         hasher.combine(role)
         hasher.combine(tls)
+        hasher.combine(auth)
         for p in parameters {
             hasher.combine(p.name)
             hasher.combine(p.value)
@@ -53,12 +57,14 @@ struct UpstreamKey: Hashable, Sendable {
 
 extension UpstreamKey {
     /// The server `url` names (TCP or its Unix socket, TLS as its sslmode says), as `role`,
-    /// with `parameters` (sorted here, so equal sets make equal keys).
-    init(url: ConnectionURL, role: String, parameters: [StartupParameter]) {
+    /// with `parameters` (sorted here, so equal sets make equal keys), logging in by one of `auth`.
+    init(
+        url: ConnectionURL, role: String, auth: UpstreamAuthMethods = .standard, parameters: [StartupParameter]
+    ) {
         self.init(
             host: url.host, port: url.port,
             socketPath: url.unixSocketDirectory.map { "\($0)/.s.PGSQL.\(url.port)" }, database: url.database,
-            role: role, tls: UpstreamTLS(url), parameters: parameters.sorted { $0.name < $1.name })
+            role: role, tls: UpstreamTLS(url), auth: auth, parameters: parameters.sorted { $0.name < $1.name })
     }
 
     /// Connects to the server this key names, by Unix socket or TCP.
@@ -281,7 +287,8 @@ private final class UpstreamHandler: ChannelInboundHandler {
     enum State {
         /// `SSLRequest` sent; waiting for the server's `S` or `N`.
         case negotiatingTLS
-        case startingUp(scram: SCRAMClient?)
+        /// The login (see ``UpstreamLoginMachine``).
+        case startingUp
         case ready
         case resetting(EventLoopPromise<Void>)
         case failed
@@ -293,7 +300,8 @@ private final class UpstreamHandler: ChannelInboundHandler {
     let saltedPasswords: SaltedPasswordCache
     let tls: NIOSSLContext?
     let answerTimeout: TimeAmount
-    var state = State.startingUp(scram: nil)
+    var state = State.startingUp
+    var login: UpstreamLoginMachine
     var pending: ByteBuffer?
     /// Ends a login or reset the server does not answer in time.
     private var deadline: Scheduled<Void>?
@@ -305,6 +313,13 @@ private final class UpstreamHandler: ChannelInboundHandler {
     ) {
         self.answerTimeout = answerTimeout
         self.connection = connection
+        let key = connection.key
+        self.login = UpstreamLoginMachine(
+            settings: .init(role: key.role, database: key.database, allowed: key.auth, encrypted: false),
+            password: password
+        ) { salt, iterations in
+            saltedPasswords.saltedPassword(password: password, salt: salt, iterations: iterations)
+        }
         self.password = password
         self.ready = ready
         self.saltedPasswords = saltedPasswords
@@ -369,10 +384,17 @@ private final class UpstreamHandler: ChannelInboundHandler {
                     context: context,
                     UpstreamError(description: "cannot start TLS to the server: \(error)", sqlState: "08006"))
             }
-            state = .startingUp(scram: nil)
+            state = .startingUp
+            login = UpstreamLoginMachine(
+                settings: .init(
+                    role: key.role, database: key.database, allowed: key.auth, encrypted: true),
+                password: password
+            ) { [saltedPasswords, password] salt, iterations in
+                saltedPasswords.saltedPassword(password: password, salt: salt, iterations: iterations)
+            }
             sendStartup(context)
         case UInt8(ascii: "N") where !key.tls.required:
-            state = .startingUp(scram: nil)
+            state = .startingUp
             sendStartup(context)
         case UInt8(ascii: "N"):
             fail(
@@ -399,9 +421,11 @@ private final class UpstreamHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
         if var buffered = pending {
+            // Released before the append (see ClientSessionHandler.channelRead): a shared
+            // buffer would be copied whole on every read of a large message.
+            pending = nil
             buffered.writeBuffer(&incoming)
             incoming = buffered
-            pending = nil
         }
         if case .ready = state, let sink = connection.sink {
             relay(&incoming, to: sink, context: context)
@@ -460,7 +484,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
             }
             guard let message else { return }
             switch state {
-            case .startingUp(let scram): startup(message, scram: scram, context: context)
+            case .startingUp: startup(message, context: context)
             case .negotiatingTLS: return
             case .resetting(let promise):
                 switch BackendStartupMessage(message) {
@@ -486,63 +510,23 @@ private final class UpstreamHandler: ChannelInboundHandler {
         }
     }
 
-    private func startup(_ message: WireMessage, scram: SCRAMClient?, context: ChannelHandlerContext) {
-        switch BackendStartupMessage(message) {
-        case .authenticationOk: break
-        case .authenticationSASL(let mechanisms):
-            guard mechanisms.contains("SCRAM-SHA-256") else {
-                fail(context: context, UpstreamError(description: "the server offers no supported SASL mechanism"))
-                return
-            }
-            let cache = saltedPasswords
-            let password = password
-            let client = SCRAMClient(password: password) { salt, iterations in
-                cache.saltedPassword(password: password, salt: salt, iterations: iterations)
-            }
-            state = .startingUp(scram: client)
-            write(Frontend.saslInitialResponse(mechanism: "SCRAM-SHA-256", data: client.clientFirst()), context)
-        case .authenticationSASLContinue(let data):
-            guard var client = scram else {
-                return fail(context: context, UpstreamError(description: "unexpected SASL message"))
-            }
-            do {
-                let final = try client.receiveServerFirst(data)
-                state = .startingUp(scram: client)
-                write(Frontend.saslResponse(final), context)
-            } catch {
-                fail(context: context, UpstreamError(description: "upstream SCRAM failed: \(error)"))
-            }
-        case .authenticationSASLFinal(let data):
-            do {
-                try scram?.receiveServerFinal(data)
-            } catch {
-                fail(context: context, UpstreamError(description: "upstream SCRAM failed: \(error)"))
-            }
-        case .authenticationCleartextPassword:
-            write(Frontend.password(password), context)
-        case .authenticationMD5Password(let salt):
-            let inner = Insecure.MD5.hash(data: Array((password + connection.key.role).utf8)).map {
-                String(format: "%02x", $0)
-            }.joined()
-            let outer = Insecure.MD5.hash(data: Array(inner.utf8) + salt).map { String(format: "%02x", $0) }.joined()
-            write(Frontend.password("md5" + outer), context)
-        case .authenticationOther(let code):
-            fail(
-                context: context,
-                UpstreamError(description: "the server asks for an unsupported authentication method (\(code))"))
-        case .parameterStatus(let name, let value):
-            connection.parameterStatus.append((name, value))
-        case .backendKeyData(let pid, let secret):
-            connection.processID = pid
-            connection.secretKey = secret
-        case .readyForQuery(let status):
-            connection.status = status
+    /// A login message from the server, through the login machine.
+    private func startup(_ message: WireMessage, context: ChannelHandlerContext) {
+        switch login.received(BackendStartupMessage(message)) {
+        case .wait:
+            break
+        case .send(let reply):
+            write(reply, context)
+        case .fail(let description, let sqlState):
+            fail(context: context, UpstreamError(description: description, sqlState: sqlState))
+        case .ready:
+            connection.parameterStatus = login.parameterStatus
+            connection.processID = login.processID
+            connection.secretKey = login.secretKey
+            connection.status = login.transactionStatus
             state = .ready
             deadline?.cancel()
             ready.succeed(connection)
-        case .error(let fields):
-            fail(context: context, UpstreamError(description: fields.message, sqlState: fields.code))
-        case .notice, .negotiateProtocolVersion, .other: break
         }
     }
 
