@@ -74,6 +74,57 @@ import Testing
         #expect(tracker.count == 1)
     }
 
+    func functionCall(oid: UInt32, _ arguments: [String]) -> ByteBuffer {
+        body {
+            $0.writeInteger(oid)
+            $0.writeInteger(Int16(1))
+            $0.writeInteger(Int16(0))
+            $0.writeInteger(Int16(arguments.count))
+            for argument in arguments {
+                $0.writeInteger(Int32(argument.utf8.count))
+                $0.writeString(argument)
+            }
+            $0.writeInteger(Int16(0))
+        }
+    }
+
+    /// A FunctionCall is a statement: recorded with its function (by name when built in), its
+    /// arguments only when parameters are captured, its error; and pipelined between queries it
+    /// does not throw the pairing of answers to statements off.
+    @Test func aFunctionCallIsOneStatementAndKeepsThePipelinePaired() {
+        var tracker = StatementTracker(captureParameters: true)
+        tracker.client(type: t("Q"), body: query("SELECT 1"), now: 10)
+        tracker.client(type: t("F"), body: functionCall(oid: 952, ["16385", "131072"]), now: 20)
+        tracker.client(type: t("F"), body: functionCall(oid: 99_999, []), now: 30)
+        tracker.client(type: t("Q"), body: query("SELECT 2"), now: 40)
+        #expect(tracker.count == 4)
+        var done: [StatementTracker.Statement] = []
+        for (type, message) in [
+            (t("C"), tag("SELECT 1")), (t("Z"), idle),
+            (
+                t("V"),
+                body {
+                    $0.writeInteger(Int32(4)); $0.writeInteger(Int32(0))
+                }
+            ), (t("Z"), idle),
+            (t("E"), error("42883")), (t("Z"), idle),
+            (t("C"), tag("SELECT 1")), (t("Z"), idle),
+        ] {
+            done += tracker.server(type: type, body: message, now: 100)
+        }
+        #expect(done.map(\.sql) == ["SELECT 1", nil, nil, "SELECT 2"])
+        #expect(done[1].function == .init(oid: 952) && done[1].function?.name == "lo_open")
+        #expect(done[1].parameters == ["16385", "131072"] && done[1].sqlState == nil)
+        #expect(done[2].function?.oid == 99_999 && done[2].function?.name == nil && done[2].sqlState == "42883")
+        #expect(done[3].sqlState == nil && done[3].rows == 1)
+
+        var quiet = StatementTracker(captureParameters: false)
+        quiet.client(type: t("F"), body: functionCall(oid: 2026, ["secret-argument"]), now: 0)
+        _ = quiet.server(type: t("V"), body: empty, now: 1)
+        let call = quiet.server(type: t("Z"), body: idle, now: 2)
+        #expect(call.count == 1 && call[0].parameters == nil && call[0].function?.name == "pg_backend_pid")
+    }
+
     @Test func aFailedSimpleQueryCarriesItsSQLState() {
         var tracker = StatementTracker(captureParameters: false)
         tracker.client(type: t("Q"), body: query("SELECT * FROM secret"), now: 0)

@@ -6,6 +6,39 @@ import RolegateTokens
 import Testing
 
 @Suite struct TokenVerifierTests {
+    /// A SCRAM login reads its candidates at client-first and proves one at client-final, maybe
+    /// seconds later: admission checks the token as it is then, not the copy read at the start.
+    @Test(arguments: Backend.allCases)
+    func admissionChecksTheTokenAsItIsNowNotTheCopyReadWhenTheLoginBegan(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let issued = try await service(store).issue(service: "dash", ttl: .seconds(600), note: nil)
+            let verifier = TokenVerifier(store: store, policy: storePolicy)
+            try await verifier.refresh()
+            try await verifier.refresh()
+            let candidates = try #require(try await verifier.scramCandidates(service: "dash").get())
+            let copy = try #require(candidates.first { $0.id == issued.record.id })
+            #expect((try? verifier.admitFromMemory(copy)?.get()) != nil, "memory holds the token: answered there")
+
+            _ = try await service(store).revoke(id: issued.record.id, reason: "test")
+            // Before the feed is read, memory may still answer from what it knew; once it is read
+            // (at most maxStaleness later), the copy is refused, from memory or from the store.
+            try await verifier.refresh()
+            let fromMemory = verifier.admitFromMemory(copy)
+            #expect(fromMemory == nil || fromMemory == .failure(.revoked), "\(String(describing: fromMemory))")
+            #expect(await verifier.admitCurrent(copy) == .failure(.revoked))
+
+            // Expired at admission time, whatever the copy says.
+            let short = try await service(store).issue(service: "dash", ttl: .seconds(60), note: nil)
+            #expect(
+                await verifier.admitCurrent(short.record, now: short.record.expiresAt.addingTimeInterval(1))
+                    == .failure(.expired))
+            // A token the store does not have is refused, not admitted from the copy.
+            var unknown = short.record
+            unknown.id = String(repeating: "z", count: unknown.id.count)
+            #expect(await verifier.admitCurrent(unknown) == .failure(.unknown))
+        }
+    }
+
     @Test(arguments: Backend.allCases)
     func verifiesAndRefusesWithTypedFailures(backend: Backend) async throws {
         try await withStore(backend) { store, _ in
@@ -132,7 +165,7 @@ import Testing
             #expect(
                 await verifier.verify(forge(id: dash.record.id), now: start.addingTimeInterval(3)) == .failure(.unknown)
             )
-            #expect((try? verifier.admit(api.record, now: start.addingTimeInterval(4)).get()) != nil)
+            #expect((try? await verifier.admitCurrent(api.record, now: start.addingTimeInterval(4)).get()) != nil)
             // Reading the feed writes nothing; writing the uses does.
             try await verifier.refresh()
             #expect(try await store.token(id: dash.record.id)?.lastUsedAt == nil)

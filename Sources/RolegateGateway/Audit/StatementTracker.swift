@@ -6,7 +6,8 @@ import NIOCore
 ///
 /// Simple `Query` messages become one statement each (however many commands the string
 /// holds); in the extended protocol every `Execute` is one statement, carrying the SQL of
-/// the `Parse` its portal was bound from. The server answers in order, so a queue of what
+/// the `Parse` its portal was bound from; a `FunctionCall` (libpq's fast path: `PQfn`, the
+/// large-object API) is one statement naming its function. The server answers in order, so a queue of what
 /// the client sent lines the answers up; after an error the server skips to the next
 /// `Sync`, and executions it skipped are reported as such.
 struct StatementTracker {
@@ -24,6 +25,8 @@ struct StatementTracker {
         var sqlState: String?
         /// False when the server skipped it after an earlier error in the same pipeline.
         var executed = true
+        /// The function a `FunctionCall` ran (no SQL then).
+        var function: FunctionCall?
 
         mutating func addCommand(_ tag: String) {
             if let command { self.command = command + "; " + tag } else { command = tag }
@@ -32,8 +35,25 @@ struct StatementTracker {
 
     /// What the client sent that the server has yet to finish. One struct (not an enum with
     /// payloads), so that an answer updates its statement in place.
+    /// What a `FunctionCall` message names: the function's OID, and its name when it is one of
+    /// the built-in functions clients call this way (``FunctionCall/builtinNames``).
+    struct FunctionCall: Equatable, Sendable {
+        var oid: UInt32
+        var name: String? { Self.builtinNames[oid] }
+
+        /// Built-in functions' OIDs are fixed by PostgreSQL's catalog (`pg_proc.dat`); these are the
+        /// ones libpq calls through the fast path (its large-object API) and a few a `PQfn` user
+        /// would. A test checks them against a real server's `pg_proc`.
+        static let builtinNames: [UInt32: String] = [
+            715: "lo_create", 764: "lo_import", 765: "lo_export", 767: "lo_import", 952: "lo_open",
+            953: "lo_close", 954: "loread", 955: "lowrite", 956: "lo_lseek", 957: "lo_creat", 958: "lo_tell",
+            964: "lo_unlink", 1004: "lo_truncate", 3170: "lo_lseek64", 3171: "lo_tell64", 3172: "lo_truncate64",
+            2026: "pg_backend_pid", 1371: "pg_lock_status",
+        ]
+    }
+
     private struct Pending {
-        enum Kind { case simple, execute, sync }
+        enum Kind { case simple, execute, sync, function }
         var kind: Kind
         /// For a `sync`: only `sql`, the last statement parsed before it.
         var statement: Statement
@@ -101,6 +121,16 @@ struct StatementTracker {
                 Statement(
                     sql: portal?.sql, preparedName: portal?.preparedName, parameters: portal?.parameters,
                     startedAt: now, finishedAt: now))
+        case UInt8(ascii: "F"):
+            guard let oid = body.readInteger(as: UInt32.self) else { return }
+            count += 1
+            let call = FunctionCall(oid: oid)
+            lastSQL = "FunctionCall \(call.name ?? "oid \(oid)")"
+            enqueue(
+                .function,
+                Statement(
+                    parameters: captureParameters ? Self.parameters(&body) : nil, startedAt: now,
+                    finishedAt: now, function: call))
         case UInt8(ascii: "S"):
             enqueue(.sync, Statement(sql: lastParsed, startedAt: now, finishedAt: now))
             lastParsed = nil
@@ -146,7 +176,7 @@ struct StatementTracker {
         let kind = pending[pendingStart].kind
         switch type {
         case UInt8(ascii: "C"):
-            guard kind != .sync else { return }
+            guard kind != .sync, kind != .function else { return }
             let tag = body.readNullTerminatedString() ?? ""
             let rows = Self.rows(tag)
             pending[pendingStart].statement.addCommand(tag)
@@ -166,7 +196,7 @@ struct StatementTracker {
         case UInt8(ascii: "E"):
             let code = Self.sqlState(&body)
             switch kind {
-            case .simple:
+            case .simple, .function:
                 pending[pendingStart].statement.sqlState = code
             case .execute:
                 pending[pendingStart].statement.sqlState = code
@@ -184,7 +214,7 @@ struct StatementTracker {
             }
         case UInt8(ascii: "Z"):
             switch kind {
-            case .simple: finished(finish(now))
+            case .simple, .function: finished(finish(now))
             case .sync: dequeue()
             case .execute: break
             }
@@ -254,7 +284,8 @@ struct StatementTracker {
         return nil
     }
 
-    /// Bind's parameter values: text as is, binary as `\x` hex, NULL as `NULL`.
+    /// Bind's parameter values (and a FunctionCall's arguments, laid out alike after its OID):
+    /// text as is, binary as `\x` hex, NULL as `NULL`.
     static func parameters(_ body: inout ByteBuffer) -> [String]? {
         guard let formatCount = body.readInteger(as: Int16.self), formatCount >= 0 else { return nil }
         var formats: [Int16] = []

@@ -37,7 +37,7 @@ extension GatewayServer {
         guard let entry = shared.registry.all.first(where: { $0.status.id == id }) else { return false }
         shared.metrics.increment("rolegate_sessions_ended_total", ["reason": "administrator"])
         entry.channel.pipeline.fireUserInboundEventTriggered(
-            SessionEvent.end(code: "57P01", message: "terminating connection: ended by an administrator (\(actor))"))
+            SessionEvent.end(.administrator(actor)))
         return true
     }
 

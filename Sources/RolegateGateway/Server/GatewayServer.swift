@@ -200,15 +200,14 @@ public final class GatewayServer: Sendable {
                 if endOnOutage, !verifier.isCurrent(within: verifier.maxStaleness * 3) {
                     for entry in registry.all {
                         metrics.increment("rolegate_sessions_ended_total", ["reason": "store_outage"])
-                        entry.channel.pipeline.fireUserInboundEventTriggered(
-                            SessionEvent.end(
-                                code: "08006",
-                                message:
-                                    "terminating connection: the token store cannot be read (store_outage_policy: end_sessions)"
-                            ))
+                        entry.channel.pipeline.fireUserInboundEventTriggered(SessionEvent.end(.storeOutage()))
                     }
                 }
-                for entry in registry.all where entry.record.expiresAt <= now {
+                let sessions = registry.all
+                // Only tokens that still have sessions are remembered (the set would otherwise
+                // grow for the life of the process).
+                expiredRecorded.formIntersection(sessions.map(\.record.id))
+                for entry in sessions where entry.record.expiresAt <= now {
                     if expiredRecorded.insert(entry.record.id).inserted {
                         audit?.record(
                             AuditEvent(
@@ -237,8 +236,7 @@ public final class GatewayServer: Sendable {
             try? await Task.sleep(for: .milliseconds(100))
         }
         for entry in shared.registry.all {
-            entry.channel.pipeline.fireUserInboundEventTriggered(
-                SessionEvent.end(code: "57P01", message: "terminating connection: the gateway is shutting down"))
+            entry.channel.pipeline.fireUserInboundEventTriggered(SessionEvent.end(.shutdown()))
         }
         try? await Task.sleep(for: .milliseconds(200))
         for task in tasks.withLockedValue({ $0 }) { task.cancel() }

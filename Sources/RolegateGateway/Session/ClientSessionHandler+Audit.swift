@@ -36,13 +36,6 @@ struct SessionAudit {
         RandomID.make(length: 12)
     }
 
-    /// The `session end` reason for an ending the gateway caused.
-    static func reason(code: String, message: String) -> String {
-        if code == "57P01" { return "shutdown" }
-        if message.contains("revoked") { return "token revoked" }
-        if message.contains("expired") { return "token expired" }
-        return "ended: \(message)"
-    }
 }
 
 /// A statement event's `detail` (its command tag and prepared statement), built once and shared
@@ -210,6 +203,11 @@ extension SessionAudit {
         _ statement: StatementTracker.Statement, who: Identity, sessionID: String, detail cache: inout StatementDetail
     ) -> AuditEvent {
         var detail = cache.detail(command: statement.command, prepared: statement.preparedName)
+        if let function = statement.function {
+            detail["command"] = "FUNCTION CALL"
+            detail["function_oid"] = String(function.oid)
+            if let name = function.name { detail["function"] = name }
+        }
         if let parameters = statement.parameters {
             detail["parameters"] =
                 String(

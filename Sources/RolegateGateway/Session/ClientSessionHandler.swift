@@ -142,18 +142,27 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         switch event {
         case .cancel:
             if let upstream, upstream.busy { shared.cancelUpstream(upstream) }
-        case .end(let code, let message):
+        case .end(let end):
             // Registered sessions are ended whether they relay yet or still wait for their
             // server connection (a revocation or a kill must not slip in between).
             guard let machine, !machine.isClosed else { return }
-            audit.endReason = SessionAudit.reason(code: code, message: message)
+            audit.endReason = end.cause.rawValue
             poisoned = true
             if let upstream, upstream.busy { shared.cancelUpstream(upstream) }
-            self.event(context) { $0.end(code, message) }
+            self.event(context) { $0.end(end.code, end.message) }
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A client that resets its connection is ordinary; anything else (a TLS failure, a
+        // pipeline error) is said, with the session, so it can be found again.
+        if let io = error as? IOError, [ECONNRESET, EPIPE].contains(io.errnoCode) {
+            audit.endReason = audit.endReason ?? "client connection reset"
+        } else {
+            audit.endReason = audit.endReason ?? "error: \(error)"
+            shared.configuration.onProblem(
+                "session \(audit.id) from \(clientAddress(context) ?? "?"): connection closed after an error: \(error)")
+        }
         context.close(promise: nil)
     }
 
@@ -285,8 +294,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             }
             offLoop(context, { await verifier.verify(token) }) { $0.passwordVerified($1) }
         case .admit(let record):
-            let refusal = admit(record, context)
-            event(context) { $0.admission(refusal) }
+            admit(record, context)
         case .connectUpstream(let request, let messages):
             for message in messages { write(message, context) }
             connectUpstream(request, context)
@@ -355,29 +363,45 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         }
     }
 
-    /// Checks a proven token is still allowed now, and takes a session slot for it.
-    private func admit(
-        _ record: TokenRecord, _ context: ChannelHandlerContext
-    ) -> ClientSessionMachine
-        .AdmissionRefusal?
-    {
-        switch shared.configuration.verifier.admit(record) {
-        case .failure(.revoked): return .revoked
-        case .failure(.expired): return .expired
-        case .failure: return .denied
-        case .success: break
+    /// Takes a session slot for a proven token, then checks the token as it is *now* (not as it
+    /// was when its proof began) and feeds the verdict to the machine.
+    ///
+    /// Registered first, checked second: a revocation read from the change feed evicts the token
+    /// from memory before it ends the registered sessions, so it is either seen by this check (the
+    /// token is read again) or finds this session registered and ends it. Neither order lets a
+    /// session start on a revoked token.
+    private func admit(_ record: TokenRecord, _ context: ChannelHandlerContext) {
+        if shared.configuration.policy.service(named: record.service)?.admin == true {
+            return event(context) { $0.admission(.adminToken) }
         }
-        if shared.configuration.policy.service(named: record.service)?.admin == true { return .adminToken }
         // Checked before registering: the shutdown sets it before it looks for sessions to end.
-        if shared.shuttingDown.load(ordering: .sequentiallyConsistent) { return .shuttingDown }
+        if shared.shuttingDown.load(ordering: .sequentiallyConsistent) {
+            return event(context) { $0.admission(.shuttingDown) }
+        }
         let status = SessionStatus(
             id: audit.id, client: clientAddress(context), database: machine?.login?.database.name ?? "")
         guard let key = shared.registry.register(channel: context.channel, record: record, status: status) else {
-            return .serviceFull
+            return event(context) { $0.admission(.serviceFull) }
         }
         sessionStatus = status
         cancelKey = key
-        return nil
+        let verifier = shared.configuration.verifier
+        if let known = verifier.admitFromMemory(record) {
+            return event(context) { $0.admission(Self.refusal(known)) }
+        }
+        offLoop(context, { await verifier.admitCurrent(record) }) { $0.admission(Self.refusal($1)) }
+    }
+
+    private static func refusal(
+        _ result: Result<TokenVerifier.Verified, TokenVerifier.Failure>
+    ) -> ClientSessionMachine.AdmissionRefusal? {
+        switch result {
+        case .success: nil
+        case .failure(.revoked): .revoked
+        case .failure(.expired): .expired
+        case .failure(.unavailable): .unavailable
+        case .failure: .denied
+        }
     }
 
     private func connectUpstream(_ request: ClientSessionMachine.UpstreamRequest, _ context: ChannelHandlerContext) {
@@ -402,6 +426,11 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 case .success(let connection):
                     self.upstream = connection
                     connection.sink = self
+                    // The client's key names the real server process (see CancelKey).
+                    guard let key = self.shared.registry.adopt(key, serverProcessID: connection.processID) else {
+                        return self.event(context) { $0.end("57P01", "terminating connection: the session was ended") }
+                    }
+                    self.cancelKey = key
                     self.event(context) {
                         $0.upstreamReady(
                             parameterStatus: connection.parameterStatus, transactionStatus: connection.status,
@@ -424,7 +453,9 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         do {
             complete = try WireFraming.scanMessages(buffer, limits: shared.limits) { type, _, _ in
                 terminate = type == UInt8(ascii: "X")
-                if tracking, type == UInt8(ascii: "Q") || type == UInt8(ascii: "E"), !auditAccepting {
+                if tracking, type == UInt8(ascii: "Q") || type == UInt8(ascii: "E") || type == UInt8(ascii: "F"),
+                    !auditAccepting
+                {
                     refusedForAudit = true
                     return false
                 }
@@ -515,10 +546,18 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     func upstreamClosed(_ connection: UpstreamConnection) {
         guard let context, upstream === connection else { return }
         upstream = nil
-        if machine?.isRelaying == true {
-            audit.endReason = "error: server connection lost"
-            event(context) { $0.end("08006", "the server connection was lost") }
+        guard machine?.isRelaying == true else { return }
+        if let fatal = connection.fatalError {
+            // The server ended the session itself (pg_terminate_backend, its shutdown) and said so
+            // to the client already: close as PostgreSQL would, with nothing of ours added.
+            audit.endReason = "server ended the session: \(fatal.code) \(fatal.message)"
+            machine?.clientTerminated()
+            upstreamFlush(context)
+            context.close(promise: nil)
+            return
         }
+        audit.endReason = "error: server connection lost"
+        event(context) { $0.end("08006", "the server connection was lost") }
     }
 
     // MARK: - Output

@@ -63,7 +63,7 @@ struct ClientSessionMachine {
         /// The proof matched no known token; reading them once more in case one was issued a moment ago.
         case lookingUpAgain(Login, clientFinal: [UInt8])
         case verifyingPassword(Login)
-        /// The proof matched: the handler checks the token is still allowed and takes a session slot.
+        /// The proof matched: the handler takes a session slot and checks the token as it is now.
         case admitting(Login, TokenRecord, serverFinal: [UInt8]?)
         case connecting(Login, TokenRecord)
         case relaying(TokenRecord)
@@ -85,7 +85,8 @@ struct ClientSessionMachine {
         case lookUpTokens(service: String, fresh: Bool)
         /// Verify a token the client sent as a password.
         case verifyPassword(String)
-        /// Check `record` is still allowed now and register the session.
+        /// Register the session, then check the token `record` was read as is still allowed now
+        /// (it may have been revoked since the proof began); answer with ``admission(_:)``.
         case admit(TokenRecord)
         /// Open (or take from the pool) a server connection, after sending `send`.
         case connectUpstream(UpstreamRequest, send: [WireMessage])
@@ -107,6 +108,8 @@ struct ClientSessionMachine {
         case adminToken
         /// The gateway began shutting down during the login.
         case shuttingDown
+        /// The token's current state cannot be read (the store is down): fail closed.
+        case unavailable
     }
 
     private(set) var state = State.awaitingStartup
@@ -358,6 +361,7 @@ struct ClientSessionMachine {
                 "service \"\(login.service)\" holds admin tokens: they work on the HTTP admin API only, never on a database"
             )
         case .shuttingDown?: return refuse("57P03", "the gateway is shutting down")
+        case .unavailable?: return storeUnavailable()
         case nil: break
         }
         state = .connecting(login, record)

@@ -6,10 +6,44 @@ import RolegateTokens
 
 /// What the gateway tells a live session from outside its event loop.
 enum SessionEvent: Sendable {
-    /// End the session with a FATAL error: its token was revoked, expired or left the policy.
-    case end(code: String, message: String)
+    /// End the session with a FATAL error (its token was revoked, expired or left the policy, an
+    /// administrator ended it, the gateway is stopping).
+    case end(SessionEnd)
     /// Cancel the statement the session is running upstream.
     case cancel
+}
+
+/// Why the gateway ends a session, as the client's FATAL error and the audit's `session end` reason.
+struct SessionEnd: Sendable, Equatable {
+    enum Cause: String, Sendable {
+        case tokenRevoked = "token revoked"
+        case tokenExpired = "token expired"
+        case serviceNotAllowed = "service no longer allowed"
+        case administrator = "ended by an administrator"
+        case shutdown
+        case storeOutage = "token store unavailable"
+    }
+
+    var cause: Cause
+    /// The SQLSTATE the client gets.
+    var code: String
+    var message: String
+
+    static func shutdown() -> SessionEnd {
+        SessionEnd(cause: .shutdown, code: "57P01", message: "terminating connection: the gateway is shutting down")
+    }
+
+    static func administrator(_ actor: String) -> SessionEnd {
+        SessionEnd(
+            cause: .administrator, code: "57P01",
+            message: "terminating connection: ended by an administrator (\(actor))")
+    }
+
+    static func storeOutage() -> SessionEnd {
+        SessionEnd(
+            cause: .storeOutage, code: "08006",
+            message: "terminating connection: the token store cannot be read (store_outage_policy: end_sessions)")
+    }
 }
 
 /// What the admin API shows of a live session; `statement` is kept current by the session
@@ -34,7 +68,10 @@ public final class SessionStatus: Sendable {
     }
 }
 
-/// The client's cancel key: what we hand out in BackendKeyData instead of the server's.
+/// The client's cancel key, as handed out in BackendKeyData. Its process id is the real one of
+/// the session's server process (so `pg_backend_pid()`, a NotificationResponse's sender and
+/// `pg_terminate_backend` agree with what the client was told, as they do direct); its secret is
+/// the gateway's own, never the server's, so a cancel always goes through the gateway's map.
 struct CancelKey: Hashable, Sendable {
     var processID: Int32
     var secret: [UInt8]
@@ -42,6 +79,10 @@ struct CancelKey: Hashable, Sendable {
 
 /// Every live client session: for connection limits, revocation (sessions follow their
 /// token) and cancel requests (our keys map to the session, never straight to a server).
+///
+/// A session is registered (and so reachable by revocation) as soon as its token is proven,
+/// under a provisional key; once its server connection is ready, ``adopt(_:serverProcessID:)``
+/// re-keys it under that server process's id and a fresh secret, the key the client gets.
 final class SessionRegistry: Sendable {
     struct Entry: Sendable {
         var channel: any Channel
@@ -59,8 +100,9 @@ final class SessionRegistry: Sendable {
     private let state = NIOLockedValueBox(State())
     let maxClients: Int
     let maxPerService: Int
-    /// This instance's cancel tag (see PeerDirectory): the high half of every processID it
-    /// hands out. 0 when it runs alone: the whole processID is random.
+    /// This instance's cancel tag (see PeerDirectory): the first two bytes of every cancel
+    /// secret it hands out, so that a peer receiving the cancel knows where to forward it (as
+    /// pgbouncer's `peer_id`). 0 when it runs alone: the whole secret is random.
     let cancelTag: Int
 
     init(maxClients: Int, maxPerService: Int, cancelTag: Int = 0) {
@@ -70,7 +112,21 @@ final class SessionRegistry: Sendable {
     }
 
     /// The instance a cancel key was handed out by (0 for a lone instance's keys).
-    static func cancelTag(of key: CancelKey) -> Int { Int(key.processID >> 16) }
+    static func cancelTag(of key: CancelKey) -> Int {
+        guard key.secret.count == 4 else { return 0 }
+        return Int(key.secret[0]) << 8 | Int(key.secret[1])
+    }
+
+    /// A new secret: the tag (when peers share the work) and random bytes.
+    private func makeSecret(_ generator: inout SystemRandomNumberGenerator) -> [UInt8] {
+        let word = UInt32(truncatingIfNeeded: generator.next())
+        var secret = withUnsafeBytes(of: word.bigEndian) { Array($0) }
+        if cancelTag > 0 {
+            secret[0] = UInt8(truncatingIfNeeded: cancelTag >> 8)
+            secret[1] = UInt8(truncatingIfNeeded: cancelTag)
+        }
+        return secret
+    }
 
     /// A new TCP client; false when the gateway is full.
     func clientConnected() -> Bool {
@@ -85,25 +141,40 @@ final class SessionRegistry: Sendable {
         state.withLockedValue { $0.clients -= 1 }
     }
 
-    /// Registers an authenticated session; nil when its service is at its limit.
+    /// Registers an authenticated session under a provisional key (no server process yet); nil
+    /// when its service is at its limit.
     func register(channel: any Channel, record: TokenRecord, status: SessionStatus) -> CancelKey? {
         state.withLockedValue { s in
             guard s.perService[record.service, default: 0] < maxPerService else { return nil }
             var key: CancelKey
             var generator = SystemRandomNumberGenerator()
             repeat {
-                // One random word for both halves (one system call, not five).
-                let word = generator.next()
-                let low = UInt32(truncatingIfNeeded: word)
+                // Negative: never a real process id, so a provisional key is never a client's.
                 key = CancelKey(
-                    processID: cancelTag > 0
-                        ? Int32(cancelTag) << 16 | Int32(low & 0xFFFF) : Int32(low % UInt32(Int32.max)) + 1,
-                    secret: withUnsafeBytes(of: UInt32(truncatingIfNeeded: word >> 32)) { Array($0) })
+                    processID: -Int32(truncatingIfNeeded: generator.next() & 0x3FFF_FFFF) - 1,
+                    secret: makeSecret(&generator))
             } while s.sessions[key] != nil
             s.sessions[key] = Entry(channel: channel, record: record, status: status)
             s.byToken[record.id, default: []].insert(key)
             s.perService[record.service, default: 0] += 1
             return key
+        }
+    }
+
+    /// Re-keys a registered session under its server process's id, with a fresh secret: the key
+    /// the client is given. Nil when the session is no longer registered.
+    func adopt(_ key: CancelKey, serverProcessID: Int32) -> CancelKey? {
+        state.withLockedValue { s in
+            guard let entry = s.sessions.removeValue(forKey: key) else { return nil }
+            var generator = SystemRandomNumberGenerator()
+            var adopted: CancelKey
+            repeat {
+                adopted = CancelKey(processID: serverProcessID, secret: makeSecret(&generator))
+            } while s.sessions[adopted] != nil
+            s.sessions[adopted] = entry
+            s.byToken[entry.record.id]?.remove(key)
+            s.byToken[entry.record.id, default: []].insert(adopted)
+            return adopted
         }
     }
 
@@ -134,12 +205,22 @@ final class SessionRegistry: Sendable {
     var perServiceCounts: [String: Int] { state.withLockedValue { $0.perService.filter { $0.value > 0 } } }
 
     func end(_ entry: Entry, because failure: TokenVerifier.Failure) {
-        let message =
+        let service = entry.record.service
+        let end =
             switch failure {
-            case .revoked: "terminating connection: the token of service \"\(entry.record.service)\" was revoked"
-            case .expired: "terminating connection: the token of service \"\(entry.record.service)\" expired"
-            default: "terminating connection: service \"\(entry.record.service)\" is no longer allowed"
+            case .revoked:
+                SessionEnd(
+                    cause: .tokenRevoked, code: "28000",
+                    message: "terminating connection: the token of service \"\(service)\" was revoked")
+            case .expired:
+                SessionEnd(
+                    cause: .tokenExpired, code: "28000",
+                    message: "terminating connection: the token of service \"\(service)\" expired")
+            default:
+                SessionEnd(
+                    cause: .serviceNotAllowed, code: "28000",
+                    message: "terminating connection: service \"\(service)\" is no longer allowed")
             }
-        entry.channel.pipeline.fireUserInboundEventTriggered(SessionEvent.end(code: "28000", message: message))
+        entry.channel.pipeline.fireUserInboundEventTriggered(SessionEvent.end(end))
     }
 }

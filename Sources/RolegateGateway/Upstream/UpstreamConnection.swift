@@ -185,6 +185,9 @@ final class UpstreamConnection: @unchecked Sendable {
     weak var sink: (any UpstreamSink)?
     /// Report statement-ending messages to the sink (statement audit is on).
     var observesStatements = false
+    /// The FATAL (or PANIC) error the server sent before it closed the connection, if any
+    /// (`pg_terminate_backend`, an administrator's shutdown): already relayed to the client.
+    var fatalError: ErrorFields?
     /// Owned by the channel's pipeline; gone once the channel is.
     fileprivate weak var handler: UpstreamHandler?
 
@@ -454,6 +457,12 @@ private final class UpstreamHandler: ChannelInboundHandler {
             let observe = connection.observesStatements
             complete = try WireFraming.scanMessages(buffer) { type, body, length in
                 if type == UInt8(ascii: "Z"), length == 1 { status = buffer.getInteger(at: body, as: UInt8.self) }
+                if type == UInt8(ascii: "E"),
+                    let fields = ErrorFields(body: buffer.getSlice(at: body, length: length)!),
+                    fields.severity == "FATAL" || fields.severity == "PANIC"
+                {
+                    connection.fatalError = fields
+                }
                 if observe, !endsStatements { endsStatements = StatementTracker.endsStatement(type) }
                 return true
             }

@@ -295,17 +295,53 @@ public final class TokenVerifier: Sendable {
         }
     }
 
-    /// Applies the checks that follow a successful proof: the policy still binds the
-    /// token's service to its role, it is not revoked, it has not expired.
-    public func admit(_ record: TokenRecord, now: Date = Date()) -> Result<Verified, Failure> {
-        // One lock for the policy check and the use record (this runs on every login).
-        let failure = state.withLock { s -> Failure? in
-            if let failure = Self.check(record, bindings: s.bindings, now: now) { return failure }
-            s.uses[record.id] = now
-            return nil
+    /// Admits a session whose proof was checked against `record`, a copy read earlier (a SCRAM
+    /// login reads its candidates at client-first, which may be seconds before client-final):
+    /// the token's *current* state decides — the policy still binds its service to its role, it is
+    /// not revoked, it has not expired. Answered from memory when memory is current and still holds
+    /// the token (the change feed evicts whatever changed); nil when that needs the store: then
+    /// call ``admitCurrent(_:now:)``. A success is a use of the token.
+    public func admitFromMemory(_ record: TokenRecord, now: Date = Date()) -> Result<Verified, Failure>? {
+        let instant = clock.now
+        let maxStaleness = self.maxStaleness
+        return state.withLock { s -> Result<Verified, Failure>? in
+            guard let last = s.lastRefresh, instant - last <= maxStaleness else { return nil }
+            let current: TokenRecord
+            if let key = TokenKey(id: record.id), let entry = s.cache[key] {
+                current = entry.record
+            } else if let found = s.byService[record.service]?.first(where: { $0.id == record.id }) {
+                current = found
+            } else {
+                return nil
+            }
+            return Self.admission(current, bindings: s.bindings, now: now, &s)
         }
-        if let failure { return .failure(failure) }
-        return .success(Verified(record: record))
+    }
+
+    /// ``admitFromMemory(_:now:)``, reading the change feed and then the token's record from the
+    /// store when memory cannot answer. Fails closed (``Failure/unavailable``) when the store
+    /// cannot be read.
+    public func admitCurrent(_ record: TokenRecord, now: Date = Date()) async -> Result<Verified, Failure> {
+        if let known = admitFromMemory(record, now: now) { return known }
+        guard await refreshIfStale(at: clock.now) else { return .failure(.unavailable) }
+        if let known = admitFromMemory(record, now: now) { return known }
+        let fresh: TokenRecord?
+        do {
+            fresh = try await store.token(id: record.id)
+        } catch {
+            return .failure(.unavailable)
+        }
+        guard let fresh else { return .failure(.unknown) }
+        return state.withLock { s in Self.admission(fresh, bindings: s.bindings, now: now, &s) }
+    }
+
+    /// The checks of an admission and its use record. Called with the lock held.
+    private static func admission(
+        _ current: TokenRecord, bindings: [String: String], now: Date, _ s: inout State
+    ) -> Result<Verified, Failure> {
+        if let failure = check(current, bindings: bindings, now: now) { return .failure(failure) }
+        s.uses[current.id] = now
+        return .success(Verified(record: current))
     }
 
     /// Whether the token with this id is still usable (for sessions that follow their token).
