@@ -8,9 +8,6 @@ Usage: hostile_wire.py HOST PORT SERVICE GATEWAY_PID   (the service's token in P
        hostile_wire.py HOST PORT SERVICE GATEWAY_PID --login-during-shutdown
          (only: a login whose last step comes after SIGTERM is refused by name; stops the gateway)
 """
-import base64
-import hashlib
-import hmac
 import os
 import signal
 import socket
@@ -20,134 +17,29 @@ import threading
 import time
 
 from checks import check, fail, passed
+import wire
+from wire import connect, error_fields, expect_error, message, query, read_message, recv_exact, startup_packet
 
 host, port, service, gateway_pid = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 token = os.environ["PGPASSWORD"]
 
 
-def connect():
-    s = socket.create_connection((host, port), timeout=15)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-def recv_exact(s, n):
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def read_message(s):
-    header = recv_exact(s, 5)
-    if header is None:
-        return None, None
-    kind, length = header[:1], struct.unpack("!i", header[1:])[0]
-    body = recv_exact(s, length - 4)
-    return kind, body
-
-
-def error_fields(body):
-    fields = {}
-    for part in body.split(b"\0"):
-        if part:
-            fields[chr(part[0])] = part[1:].decode("utf-8", "replace")
-    return fields
-
-
-def expect_error(s, sqlstate, what, message_part=None):
-    """The next message is an ErrorResponse with this SQLSTATE, and then the connection closes."""
-    kind, body = read_message(s)
-    check(kind == b"E", f"{what}: expected an ErrorResponse, got {kind!r}")
-    fields = error_fields(body)
-    check(fields.get("C") == sqlstate, f"{what}: expected SQLSTATE {sqlstate}, got {fields}")
-    if message_part:
-        check(message_part in fields.get("M", ""), f"{what}: message {fields.get('M')!r} lacks {message_part!r}")
-    s.settimeout(5)
-    try:
-        rest = s.recv(1)
-    except ConnectionResetError:
-        rest = b""
-    check(rest == b"", f"{what}: the connection stayed open after the FATAL error")
-    passed.append(what)
-    s.close()
-
-
-def startup_packet(user, database="app", extra=None):
-    params = [("user", user), ("database", database)] + (extra or [])
-    body = struct.pack("!i", 196608) + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in params) + b"\0"
-    return struct.pack("!i", len(body) + 4) + body
-
-
-def message(kind, body):
-    return kind + struct.pack("!i", len(body) + 4) + body
+wire.configure(host, port, service, token)
 
 
 def scram_login(user=service, secret=None, tamper=None):
-    """Logs in with SCRAM-SHA-256. `tamper(final_text, parts)` may rewrite the client-final
+    """Logs in with SCRAM-SHA-256. `tamper(final_text, attrs)` may rewrite the client-final
     message; returns (socket, backend key (pid, secret), client-final) or the socket after
     sending a tampered final."""
-    secret = token if secret is None else secret
-    s = connect()
-    s.sendall(startup_packet(user))
-    kind, body = read_message(s)
-    check(kind == b"R" and struct.unpack("!i", body[:4])[0] == 10, f"expected AuthenticationSASL, got {kind} {body}")
-    nonce = base64.b64encode(os.urandom(18)).decode()
-    first_bare = f"n=,r={nonce}"
-    first = ("n,," + first_bare).encode()
-    s.sendall(message(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first))
-    kind, body = read_message(s)
-    check(kind == b"R" and struct.unpack("!i", body[:4])[0] == 11, f"expected SASLContinue, got {kind} {body}")
-    server_first = body[4:].decode()
-    attrs = dict(part.split("=", 1) for part in server_first.split(","))
-    salted = hashlib.pbkdf2_hmac("sha256", secret.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    without_proof = f"c=biws,r={attrs['r']}"
-    auth_message = f"{first_bare},{server_first},{without_proof}".encode()
-    signature = hmac.new(stored_key, auth_message, hashlib.sha256).digest()
-    proof = bytes(a ^ b for a, b in zip(client_key, signature))
-    final = f"{without_proof},p={base64.b64encode(proof).decode()}"
+    attempt = wire.ScramLogin(wire.Endpoint(host, port, user, token if secret is None else secret))
+    final = attempt.final()
     if tamper:
-        final = tamper(final, attrs)
-    s.sendall(message(b"p", final.encode()))
-    if tamper:
-        return s, None, final
-    key = None
-    while True:
-        kind, body = read_message(s)
-        check(kind is not None, "the gateway closed the connection during a proper login")
-        if kind == b"E":
-            fail(f"a proper login was refused: {error_fields(body)}")
-        if kind == b"K":
-            key = struct.unpack("!ii", body)
-        if kind == b"Z":
-            return s, key, final
-
-
-def query(s, sql):
-    """Runs a simple query; returns (rows as lists of str, error fields or None)."""
-    s.sendall(message(b"Q", sql.encode() + b"\0"))
-    rows, error = [], None
-    while True:
-        kind, body = read_message(s)
-        check(kind is not None, f"connection closed during {sql[:60]!r}")
-        if kind == b"D":
-            count = struct.unpack("!h", body[:2])[0]
-            offset, row = 2, []
-            for _ in range(count):
-                length = struct.unpack("!i", body[offset : offset + 4])[0]
-                offset += 4
-                row.append(None if length < 0 else body[offset : offset + length].decode())
-                offset += max(length, 0)
-            rows.append(row)
-        elif kind == b"E":
-            error = error_fields(body)
-        elif kind == b"Z":
-            return rows, error
+        final = tamper(final, attempt.attrs)
+        attempt.finish(final)
+        return attempt.sock, None, final
+    attempt.finish(final)
+    key, _ = attempt.ready()
+    return attempt.sock, key, final
 
 
 def still_serving(after):
