@@ -8,7 +8,7 @@ side on one machine, in one run, interleaved so drift hits all three alike.
 
 Only ratios measured in the same run mean anything; nothing here asserts a number.
 """
-import argparse, base64, hashlib, hmac, json, os, platform, re, shlex, shutil, signal, socket, statistics, subprocess
+import argparse, base64, hashlib, hmac, json, os, platform, re, shlex, shutil, signal, socket, statistics, struct, subprocess
 import sys, tempfile, time
 import urllib.request
 from datetime import datetime, timezone
@@ -330,6 +330,51 @@ server_tls_sslmode = disable
         self.others.append(f"Revocation to session end over {count} revocations: p50 {p50:.0f} ms, p99 {p99:.0f} ms.")
         print(f"  revoke → session end ({count}x): p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
 
+    def large_parameter(self, sizes, rounds):
+        """One Bind with a single bytea parameter of each size (`SELECT length($1::bytea)`), through Rolegate
+        and direct, back to back in each round: what reassembling and relaying one huge message costs."""
+        sys.path.insert(0, f"{ROOT}/Tests/IntegrationTests/Clients")
+        import wire  # the tests' raw protocol client (SCRAM login, framing)
+
+        def one(endpoint, payload):
+            sock = wire.login_to(endpoint)
+            bind = (b"\0\0" + struct.pack("!hhhi", 1, 1, 1, len(payload)) + payload + struct.pack("!hh", 1, 0))
+            started = time.monotonic()
+            sock.sendall(wire.message(b"P", b"\0SELECT length($1::bytea)\0\0\0") + wire.message(b"B", bind)
+                         + wire.message(b"E", b"\0\0\0\0\0") + wire.message(b"S", b""))
+            length = None
+            while True:
+                kind, body = wire.read_message(sock)
+                if kind is None or kind == b"E":
+                    raise RuntimeError(f"large parameter failed at {endpoint.port}: {body!r}")
+                if kind == b"D":
+                    length = int(body[6:].decode())
+                if kind == b"Z":
+                    break
+            elapsed = time.monotonic() - started
+            sock.close()
+            if length != len(payload):
+                raise RuntimeError(f"a {len(payload)} byte parameter came back as {length}")
+            return elapsed
+
+        user, password, port = self.targets()["direct"]
+        direct = wire.Endpoint("127.0.0.1", port, user, password, "bench")
+        gateway = wire.Endpoint("127.0.0.1", self.gw_port, "bench", self.token, "bench")
+        for size in sizes:
+            payload = os.urandom(1 << 20) * (size >> 20)
+            ratios, gateway_times, direct_times = [], [], []
+            for index in range(rounds):
+                pair = [("rolegate", gateway), ("direct", direct)]
+                times = dict((name, one(endpoint, payload)) for name, endpoint in (pair if index % 2 == 0 else pair[::-1]))
+                ratios.append(times["rolegate"] / times["direct"])
+                gateway_times.append(times["rolegate"])
+                direct_times.append(times["direct"])
+            line = (f"One {size >> 20} MB bytea parameter: Rolegate {statistics.median(gateway_times):.2f} s, direct "
+                    f"{statistics.median(direct_times):.2f} s, ratio {statistics.median(ratios):.2f}× "
+                    f"({min(ratios):.2f}–{max(ratios):.2f}) over {rounds} round(s).")
+            self.others.append(line)
+            print("  " + line, flush=True)
+
     def micro_benchmark(self, product, arguments, what):
         """Runs a micro-benchmark target built next to the gateway binary; its last line of output is one
         JSON object. None (and a note) when it was not built."""
@@ -491,7 +536,7 @@ server_tls_sslmode = disable
 
 
 GROUPS = ["simple", "extended", "prepared", "connect", "tls", "audit", "http", "revoke", "idle", "verify",
-          "auditcost"]
+          "auditcost", "large"]
 
 
 def main():
@@ -556,6 +601,8 @@ def main():
             bench.token_verification(20_000 if args.quick else 1_000_000)
         if "auditcost" in only:
             bench.audit_cost(2_000 if args.quick else 50_000)
+        if "large" in only:
+            bench.large_parameter([8 << 20] if args.quick else [50 << 20, 200 << 20], 1 if args.quick else 3)
         report = bench.report(seconds, rounds)
         print("\n" + report)
         partial = only != set(GROUPS) or args.seconds or args.rounds

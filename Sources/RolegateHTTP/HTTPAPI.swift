@@ -46,6 +46,8 @@ public final class HTTPAPI: Sendable {
     let store: any Store
     let policy: Policy
     let masterKey: MasterKey
+    /// Signs and checks the instances' calls to each other (derived from `masterKey`).
+    let peerSigner: PeerRequestSignature
     let audit: AuditWriter?
     let logger: Logger
     /// Each service's `http` statement counters, looked up once.
@@ -61,6 +63,7 @@ public final class HTTPAPI: Sendable {
         self.store = store
         self.policy = policy
         self.masterKey = masterKey
+        self.peerSigner = PeerRequestSignature(masterKey: masterKey)
         self.audit = audit
         self.logger = logger
     }

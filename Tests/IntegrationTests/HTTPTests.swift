@@ -43,9 +43,12 @@ import Testing
         }
 
         /// curl; `body` may be a file reference (`@path`).
-        func call(_ method: String, _ path: String, token: String?, body: String? = nil) async throws -> Reply {
+        func call(
+            _ method: String, _ path: String, token: String?, body: String? = nil, headers: [String] = []
+        ) async throws -> Reply {
             var arguments = ["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "http://127.0.0.1:\(port)\(path)"]
             if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+            for header in headers { arguments += ["-H", header] }
             if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
             let result = try await Subprocess.runDetached("curl", arguments)
             let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
@@ -291,6 +294,44 @@ import Testing
         let after = try #require(GatewayResourceTests.residentKiB(http.gw.server.pid))
         #expect(tooLarge.status == 413 && tooLarge.code == "body_too_large", "\(tooLarge.status) \(tooLarge.body)")
         #expect(after - before < 20 * 1024, "RSS grew from \(before) KiB to \(after) KiB")
+    }
+
+    /// Instances call each other with a signature under the shared master key, never with a
+    /// forwarded admin token: a correct one serves this instance's part, anything else is 401.
+    @Test func peerCallsNeedASignatureUnderTheSharedKey() async throws {
+        let http = try await HTTP()
+        defer { withExtendedLifetime(http) {} }
+        let key = try MasterKeyFile.load(from: http.gw.fixture.directory + "/.rolegate/master.key")
+        let signer = PeerRequestSignature(masterKey: key)
+        let local = "/admin/v1/sessions?scope=local"
+        func signed(
+            _ method: String, _ path: String, by signer: PeerRequestSignature, at date: Date = Date()
+        )
+            -> [String]
+        {
+            [
+                "\(PeerRequestSignature.header): \(signer.sign(method: method, path: path, instance: "gw-test", actor: "ops/x", at: date))",
+                "\(PeerRequestSignature.actorHeader): ops/x",
+            ]
+        }
+        let good = try await http.call("GET", local, token: nil, headers: signed("GET", local, by: signer))
+        #expect(good.status == 200 && good.json["sessions"] != nil, "\(good.body)")
+        let stranger = PeerRequestSignature(masterKey: MasterKey.generate())
+        for (what, method, path, headers) in [
+            ("another key", "GET", local, signed("GET", local, by: stranger)),
+            ("a stale signature", "GET", local, signed("GET", local, by: signer, at: Date().addingTimeInterval(-120))),
+            ("not local scope", "GET", "/admin/v1/sessions", signed("GET", "/admin/v1/sessions", by: signer)),
+            (
+                "signed for another path", "DELETE", "/admin/v1/sessions/abc?scope=local",
+                signed("GET", local, by: signer)
+            ),
+            ("garbage", "GET", local, ["\(PeerRequestSignature.header): t=1,i=x,s=00"]),
+        ] {
+            let refused = try await http.call(method, path, token: nil, headers: headers)
+            #expect(
+                refused.status == 401 && refused.json["code"] as? String == "peer_signature_invalid",
+                "\(what): \(refused.body)")
+        }
     }
 
     @Test func adminAPIEndsSessionsAndManagesTokens() async throws {

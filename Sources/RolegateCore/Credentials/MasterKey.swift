@@ -50,6 +50,10 @@ public struct MasterKey: Sendable {
         return SCRAMSHA256.verifier(password: rolePassword(role: role), salt: salt)
     }
 
+    /// The key instances sharing this master key sign their requests to each other with
+    /// (``PeerRequestSignature``): never an admin token forwarded from a caller.
+    public var peerRequestKey: [UInt8] { derive("rolegate/peer-requests/v1") }
+
     private func derive(_ label: String, _ context: String = "") -> [UInt8] {
         SCRAMSHA256.hmac(key: bytes, message: Array(label.utf8) + [0] + Array(context.utf8))
     }

@@ -58,7 +58,7 @@ extension HTTPAPI {
             }
         }
         router.get("/admin/v1/sessions") { request, context in
-            await self.admin(request, context) { _, _ in
+            await self.adminOrPeer(request, context) { actor in
                 let me: Any = self.gateway.instanceID ?? NSNull()
                 var sessions: [[String: Any]] = self.gateway.liveSessions.map { s in
                     [
@@ -74,8 +74,8 @@ extension HTTPAPI {
                 var instances: [[String: Any]] = [["id": peers.me.id, "ok": true]]
                 for peer in peers.others {
                     let answer = await PeerCall.send(
-                        to: peer, method: "GET", path: "/admin/v1/sessions?scope=local",
-                        authorization: request.headers[.authorization])
+                        to: peer, method: "GET", path: "/admin/v1/sessions?scope=local", signer: self.peerSigner,
+                        from: peers.me.id, actor: actor)
                     if let answer, answer.status == 200,
                         let object = try? JSONSerialization.jsonObject(with: answer.body) as? [String: Any],
                         let theirs = object["sessions"] as? [[String: Any]]
@@ -94,12 +94,12 @@ extension HTTPAPI {
             }
         }
         router.delete("/admin/v1/sessions/:id") { request, context in
-            await self.admin(request, context) { admin, _ in
+            await self.adminOrPeer(request, context) { actor in
                 let id = context.parameters.get("id") ?? ""
                 guard !id.isEmpty, id.allSatisfy({ $0.isLetter || $0.isNumber }) else {
                     throw Problem(status: .notFound, code: "session_unknown", message: "no live session \(id)")
                 }
-                if self.gateway.endSession(id: id, by: "\(admin.service)/\(admin.id)") {
+                if self.gateway.endSession(id: id, by: actor) {
                     return Response(status: .noContent)
                 }
                 // Held by another instance: ask each peer to end it there.
@@ -107,7 +107,7 @@ extension HTTPAPI {
                     for peer in peers.others {
                         let answer = await PeerCall.send(
                             to: peer, method: "DELETE", path: "/admin/v1/sessions/\(id)?scope=local",
-                            authorization: request.headers[.authorization])
+                            signer: self.peerSigner, from: peers.me.id, actor: actor)
                         if answer?.status == 204 { return Response(status: .noContent) }
                     }
                 }
@@ -132,6 +132,34 @@ extension HTTPAPI {
                 let inSync = databases.allSatisfy { $0["in_sync"] as? Bool == true }
                 return jsonResponse(["in_sync": inSync, "databases": databases])
             }
+        }
+    }
+
+    /// The cross-instance routes: an admin token, or, for this instance's own part of the answer
+    /// (`scope=local`), a peer's signed request (``PeerRequestSignature``). `body` gets who acts:
+    /// `service/token id` of the admin token, as the instance that received it said.
+    private func adminOrPeer(
+        _ request: Request, _ context: APIContext, _ body: @escaping (String) async throws -> Response
+    ) async -> Response {
+        guard let signature = request.headers[HTTPField.Name(PeerRequestSignature.header)!] else {
+            return await admin(request, context) { admin, _ in try await body("\(admin.service)/\(admin.id)") }
+        }
+        let actor = request.headers[HTTPField.Name(PeerRequestSignature.actorHeader)!] ?? ""
+        let verified = peerSigner.verify(
+            signature, method: request.method.rawValue, path: request.uri.description, actor: actor)
+        guard case .success(let peer) = verified, request.uri.queryParameters["scope"] == "local" else {
+            let reason =
+                if case .failure(let failure) = verified { failure.description } else { "not a local-scope request" }
+            return Problem(status: .unauthorized, code: "peer_signature_invalid", message: reason)
+                .response(requestID: context.requestID)
+        }
+        do {
+            return try await body("\(peer.actor) via \(peer.instance)")
+        } catch let problem as Problem {
+            return problem.response(requestID: context.requestID)
+        } catch {
+            return Problem(status: .internalServerError, code: "internal", message: "\(error)")
+                .response(requestID: context.requestID)
         }
     }
 

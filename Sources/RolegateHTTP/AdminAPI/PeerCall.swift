@@ -1,12 +1,14 @@
 import Foundation
+import RolegateCore
 import RolegateStore
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif
 
-/// One admin API request to a peer instance (the admin API's cross-instance views), with
-/// the caller's own admin token: a peer checks it like any other request.
+/// One admin API request to a peer instance (the admin API's cross-instance views), signed
+/// with the key the instances share (``PeerRequestSignature``): the caller's admin token stays
+/// on the instance it was presented to; the peer checks the signature and records `actor`.
 enum PeerCall {
     struct Answer {
         var status: Int
@@ -16,11 +18,17 @@ enum PeerCall {
     static let timeout: TimeInterval = 3
 
     /// nil when the peer has no HTTP API or cannot be reached in time.
-    static func send(to peer: GatewayInstance, method: String, path: String, authorization: String?) async -> Answer? {
+    static func send(
+        to peer: GatewayInstance, method: String, path: String, signer: PeerRequestSignature, from instance: String,
+        actor: String
+    ) async -> Answer? {
         guard let address = peer.httpAddress, let url = URL(string: "http://\(address)\(path)") else { return nil }
         var request = URLRequest(url: url, timeoutInterval: timeout)
         request.httpMethod = method
-        if let authorization { request.setValue(authorization, forHTTPHeaderField: "Authorization") }
+        request.setValue(
+            signer.sign(method: method, path: path, instance: instance, actor: actor),
+            forHTTPHeaderField: PeerRequestSignature.header)
+        request.setValue(actor, forHTTPHeaderField: PeerRequestSignature.actorHeader)
         guard let (data, response) = try? await URLSession.shared.data(for: request),
             let http = response as? HTTPURLResponse
         else { return nil }
