@@ -2,15 +2,17 @@ import Foundation
 import PostgresCluster
 import Testing
 
-/// The README is the user's guide: its CLI reference must match the real commands.
+/// The documentation is the user's guide: its CLI reference (docs/cli.md) must match the real
+/// commands, and every relative link in the README and docs/ must lead somewhere.
 @Suite struct ReadmeTests {
-    static let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("README.md")
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static let readme = root.appendingPathComponent("docs/cli.md")
 
     /// Command (e.g. "token issue") → the long flags the README's CLI block gives it.
     static func documentedFlags() throws -> [String: Set<String>] {
         let text = try String(contentsOf: readme, encoding: .utf8)
-        let start = try #require(text.range(of: "## CLI\n\n```\n"))
+        let start = try #require(text.range(of: "# CLI\n\n```\n"))
         let end = try #require(text.range(of: "```", range: start.upperBound..<text.endIndex))
         var result: [String: Set<String>] = [:]
         var command: String?
@@ -41,7 +43,7 @@ import Testing
             "token show",
             "serve", "audit list", "audit verify", "demo",
         ]
-        #expect(Set(documented.keys) == Set(commands), "README commands: \(documented.keys.sorted())")
+        #expect(Set(documented.keys) == Set(commands), "docs/cli.md commands: \(documented.keys.sorted())")
         for command in commands {
             let help = try Subprocess.run(
                 RolegateBinary.path, command.split(separator: " ").map(String.init) + ["--help"])
@@ -50,7 +52,34 @@ import Testing
                 .filter { !$0.hasPrefix("no-") }
             #expect(
                 documented[command] == actual,
-                "rolegate \(command): README \(documented[command]?.sorted() ?? []) vs --help \(actual.sorted())")
+                "rolegate \(command): docs/cli.md \(documented[command]?.sorted() ?? []) vs --help \(actual.sorted())")
+        }
+    }
+
+    /// Every relative link (`[text](path)` or `[text](path#anchor)`) in the README, SECURITY.md
+    /// and docs/ names a file that exists, and an anchor names a heading in it.
+    @Test func relativeLinksLeadSomewhere() throws {
+        let documents =
+            ["README.md", "SECURITY.md"]
+            + (try FileManager.default.contentsOfDirectory(atPath: Self.root.appendingPathComponent("docs").path))
+            .filter { $0.hasSuffix(".md") }.map { "docs/" + $0 }
+        let link = try NSRegularExpression(pattern: "\\]\\(([^)#:]*)(#[^)]*)?\\)")
+        for document in documents {
+            let url = Self.root.appendingPathComponent(document)
+            let text = try String(contentsOf: url, encoding: .utf8)
+            for match in link.matches(in: text, range: NSRange(text.startIndex..., in: text)) {
+                let path = Range(match.range(at: 1), in: text).map { String(text[$0]) } ?? ""
+                let anchor = Range(match.range(at: 2), in: text).map { String(text[$0].dropFirst()) }
+                let target = path.isEmpty ? url : url.deletingLastPathComponent().appendingPathComponent(path)
+                #expect(FileManager.default.fileExists(atPath: target.path), "\(document): \(path) does not exist")
+                guard let anchor, let linked = try? String(contentsOf: target, encoding: .utf8) else { continue }
+                let anchors = linked.split(separator: "\n").filter { $0.hasPrefix("#") }.map { heading in
+                    String(heading.drop { $0 == "#" }.dropFirst()).lowercased()
+                        .filter { $0.isLetter || $0.isNumber || $0 == " " || $0 == "-" || $0 == "_" }
+                        .replacingOccurrences(of: " ", with: "-")
+                }
+                #expect(anchors.contains(anchor), "\(document): no heading for #\(anchor) in \(path)")
+            }
         }
     }
 }

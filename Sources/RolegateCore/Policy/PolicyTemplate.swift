@@ -2,7 +2,7 @@
 public enum PolicyTemplate {
     public static let example = #"""
         # rolegate.yaml — databases, least-privilege roles, and the services bound to them.
-        # Reference: README.md, "The policy file". Check it with: rolegate validate
+        # Reference: docs/policy.md. Check it with: rolegate validate
         version: 1
 
         # Databases Rolegate administers. The key is the name clients use as dbname.

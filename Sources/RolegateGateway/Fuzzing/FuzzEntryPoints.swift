@@ -11,11 +11,12 @@ public enum FuzzEntryPoints {
     public static func run(_ bytes: [UInt8]) {
         guard let selector = bytes.first else { return }
         let rest = Array(bytes.dropFirst())
-        switch selector % 4 {
+        switch selector % 5 {
         case 0: startupPhase(rest, tls: false)
         case 1: startupPhase(rest, tls: true)
         case 2: relayPhase(rest)
-        default: scram(rest)
+        case 3: scram(rest)
+        default: upstreamLogin(rest)
         }
     }
 
@@ -116,6 +117,29 @@ public enum FuzzEntryPoints {
             }
         }
     }
+
+    /// A server's bytes to the gateway's upstream login, as the upstream handler frames them:
+    /// whatever a server sends, the credential never leaves in clear text or as MD5 (the fuzz
+    /// database allows neither), and no login is ready without the server's SCRAM signature
+    /// (which random bytes cannot forge).
+    static func upstreamLogin(_ bytes: [UInt8]) {
+        var machine = UpstreamLoginMachine(
+            settings: .init(role: "reader", database: "app", allowed: .standard, encrypted: bytes.count % 2 == 0),
+            password: upstreamPassword
+        ) { _, _ in Array(repeating: 5, count: 32) }
+        var buffer = ByteBuffer(bytes: bytes)
+        while let message = try? WireFraming.message(from: &buffer) {
+            let action = machine.received(BackendStartupMessage(message))
+            if case .send(let reply) = action {
+                let sent = String(decoding: reply.encoded().readableBytesView, as: UTF8.self)
+                precondition(!sent.contains(upstreamPassword) && !sent.contains("md5"), "the credential left")
+            }
+            precondition(action != .ready, "an upstream login was ready without the server's SCRAM signature")
+            if case .fail = action { return }
+        }
+    }
+
+    static let upstreamPassword = "the-role-credential"
 
     /// The SCRAM server with arbitrary client messages (split at the first zero byte).
     static func scram(_ bytes: [UInt8]) {

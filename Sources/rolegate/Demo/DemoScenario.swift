@@ -38,7 +38,7 @@ enum DemoScenario {
         """
 
     static let policy = """
-        # Written by 'rolegate demo'. Reference: README.md, "The policy file".
+        # Written by 'rolegate demo'. Reference: docs/policy.md.
         version: 1
         databases:
           app:
