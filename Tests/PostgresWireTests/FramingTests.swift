@@ -177,4 +177,36 @@ import Testing
             try PasswordMessageBody.password(ByteBuffer(string: "no-nul"))
         }
     }
+
+    /// A large message is recognised from its head and counted down as its bytes pass through;
+    /// small, complete or too-short ones are left to the framing.
+    @Test func aLargeMessagePassesThroughFromItsHead() {
+        let total = WireStreaming.threshold + 10
+        var head = ByteBuffer()
+        head.writeInteger(UInt8(ascii: "B"))
+        head.writeInteger(Int32(total - 1))
+        head.writeRepeatingByte(7, count: WireStreaming.prefixLength - 1)
+        #expect(WireStreaming.head(of: head) == nil, "the prefix is not all here yet")
+        head.writeInteger(UInt8(7))
+        let found = WireStreaming.head(of: head)
+        #expect(found?.type == UInt8(ascii: "B") && found?.totalLength == total)
+        #expect(found?.prefix.readableBytes == WireStreaming.prefixLength)
+
+        var small = ByteBuffer()
+        small.writeInteger(UInt8(ascii: "Q"))
+        small.writeInteger(Int32(1000))
+        small.writeRepeatingByte(1, count: 500)
+        #expect(WireStreaming.head(of: small) == nil)
+        var oversized = ByteBuffer()
+        oversized.writeInteger(UInt8(ascii: "B"))
+        oversized.writeInteger(Int32(WireStreaming.threshold * 4))
+        oversized.writeRepeatingByte(1, count: WireStreaming.prefixLength)
+        #expect(WireStreaming.head(of: oversized, limits: WireLimits(maxMessageLength: WireStreaming.threshold)) == nil)
+
+        var streaming = WireStreaming()
+        streaming.begin(messageBytes: total)
+        #expect(streaming.take(head.readableBytes) == head.readableBytes)
+        #expect(streaming.take(total) == total - head.readableBytes)
+        #expect(streaming.remaining == 0 && streaming.take(100) == 0)
+    }
 }

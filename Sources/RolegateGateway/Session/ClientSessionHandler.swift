@@ -35,6 +35,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     var audit = SessionAudit()
     /// The last statement event's detail, reused while statements repeat (see ClientSessionHandler+Audit.swift).
     var statementDetail = StatementDetail()
+    /// A large client message passing through as it arrives (see ``relay(_:_:)``).
+    private var streaming = WireStreaming()
     /// Whether server answers were written to the client since ``upstreamFlush(_:)`` last flushed.
     private var answersUnflushed = false
     /// Shown by the admin API's session list.
@@ -443,9 +445,18 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     // MARK: - Relaying
 
     /// Forwards every complete client message to the server in one slice. A Terminate
-    /// ends the session here (the server connection goes back to the pool).
+    /// ends the session here (the server connection goes back to the pool). A message larger
+    /// than ``WireStreaming/threshold`` (a huge Bind parameter, CopyData, a long query) is not
+    /// waited for whole: once its head is here, it passes through as its bytes arrive, so one
+    /// message costs neither memory of its size nor a second copy of it.
     private func relay(_ buffer: inout ByteBuffer, _ context: ChannelHandlerContext) {
         guard let upstream else { return }
+        if streaming.remaining > 0 {
+            let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!
+            audit.bytesIn += chunk.readableBytes
+            upstream.write(chunk)
+            if buffer.readableBytes == 0 { return }
+        }
         var terminate = false
         var refusedForAudit = false
         let complete: Int
@@ -478,6 +489,20 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 upstream.flush()
                 followClientMessages(messages, now: now)
             }
+        }
+        if !terminate, !refusedForAudit, let head = WireStreaming.head(of: buffer, limits: shared.limits),
+            !(tracking && [UInt8(ascii: "Q"), UInt8(ascii: "F")].contains(head.type) && !auditAccepting)
+        {
+            // The rest of the buffer is the start of one large message: its head (up to what the
+            // audit reads of it) to the tracker, then everything here on to the server.
+            if tracking {
+                audit.tracker?.client(
+                    type: head.type, body: head.prefix, now: NIODeadline.now().uptimeNanoseconds)
+            }
+            streaming.begin(messageBytes: head.totalLength)
+            let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!
+            audit.bytesIn += chunk.readableBytes
+            upstream.write(chunk)
         }
         if let sql = audit.tracker?.lastSQL, let status = sessionStatus, status.statement != sql {
             status.statement = sql

@@ -448,8 +448,17 @@ private final class UpstreamHandler: ChannelInboundHandler {
         if case .ready = state, let sink = connection.sink { sink.upstreamFlush(connection) }
     }
 
-    /// Forwards every complete message in one slice, without copying them.
+    /// A large server message (a huge DataRow, CopyData) passing through as it arrives.
+    private var streaming = WireStreaming()
+
+    /// Forwards every complete message in one slice, without copying them; a large message that
+    /// does not end a statement passes through as its bytes arrive (see ``WireStreaming``).
     private func relay(_ buffer: inout ByteBuffer, to sink: any UpstreamSink, context: ChannelHandlerContext) {
+        if streaming.remaining > 0 {
+            let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!
+            sink.upstream(connection, forward: chunk, status: nil, statementsEnded: nil)
+            if buffer.readableBytes == 0 { return }
+        }
         var status: UInt8?
         var endsStatements = false
         let complete: Int
@@ -470,19 +479,33 @@ private final class UpstreamHandler: ChannelInboundHandler {
             fail(context: context, UpstreamError(description: "the server sent a malformed message: \(error)"))
             return
         }
-        guard complete > 0 else { return }
-        let slice = buffer.readSlice(length: complete)!
-        if let status {
-            connection.status = status
-            connection.busy = false
+        if complete > 0 {
+            let slice = buffer.readSlice(length: complete)!
+            if let status {
+                connection.status = status
+                connection.busy = false
+            }
+            // One clock reading per read: its messages arrived together.
+            sink.upstream(
+                connection, forward: slice, status: status,
+                statementsEnded: endsStatements ? NIODeadline.now().uptimeNanoseconds : nil)
         }
-        // One clock reading per read: its messages arrived together.
-        sink.upstream(
-            connection, forward: slice, status: status,
-            statementsEnded: endsStatements ? NIODeadline.now().uptimeNanoseconds : nil)
+        // What ends a statement, a transaction status or a FATAL error is small and read whole.
+        if let head = WireStreaming.head(of: buffer), !StatementTracker.endsStatement(head.type),
+            head.type != UInt8(ascii: "E"), connection.sink === sink
+        {
+            streaming.begin(messageBytes: head.totalLength)
+            let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!
+            sink.upstream(connection, forward: chunk, status: nil, statementsEnded: nil)
+        }
     }
 
     private func handleControl(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
+        if streaming.remaining > 0 {
+            // The session left in the middle of a large message: what follows cannot be framed.
+            buffer.clear()
+            return fail(context: context, UpstreamError(description: "the session ended inside a large message"))
+        }
         while true {
             let message: WireMessage?
             do {

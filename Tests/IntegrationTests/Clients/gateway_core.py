@@ -184,4 +184,17 @@ for size in (50_000_000,):
     straight.close()
 passed.append("a 50 MB parameter crosses the gateway whole")
 
+# Large messages the other way and as query text pass through as they arrive, whole.
+s, _ = wire.login(token)
+rows, error = wire.query(s, "SELECT length(repeat('x', 30000000)), repeat('y', 30000000)")
+check(error is None and rows[0][0] == "30000000" and rows[0][1] == "y" * 30_000_000,
+      f"a 30 MB value did not come back whole: {error}")
+literal = "z" * 2_500_000
+rows, error = wire.query(s, f"SELECT length('{literal}'), 'big-query-marker'")
+check(error is None and rows == [["2500000", "big-query-marker"]], f"a 2.5 MB query: {rows[:1]} {error}")
+rows, error = wire.query(s, "SELECT 'after the large messages'")
+check(rows == [["after the large messages"]], f"the session after the large messages: {rows} {error}")
+s.close()
+passed.append("a 30 MB value and a 2.5 MB query pass through whole, and the session goes on")
+
 print("gateway core: all " + str(len(passed)) + " checks passed: " + "; ".join(passed))
