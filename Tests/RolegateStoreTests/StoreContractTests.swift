@@ -57,11 +57,46 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
             let opened = try Backend.cluster.get().psql(
                 """
                 SELECT count(*) FROM pg_stat_activity WHERE datname = '\(Self.database(url))'
-                AND application_name = 'rolegate-store' AND backend_start > '\(closedAt)'
+                AND application_name LIKE 'rolegate-store%' AND backend_start > '\(closedAt)'
                 """
             ).trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(opened == "0", "store connections opened after close: \(opened)")
         }
+    }
+
+    /// The PostgreSQL store gives reads and audit appends connections of their own: a write
+    /// transaction waiting for the store-wide writer lock (held here by another session, as
+    /// another instance's slow write would) holds up neither a token read nor an audit append.
+    @Test func readsAndAuditAppendsDoNotQueueBehindAWaitingWrite() async throws {
+        let location = try Backend.postgres.freshLocation()
+        guard case .postgres(let url) = location else { return }
+        let store = try await location.open()
+        defer { Task { await store.close() } }
+        let issued = try await service(store).issue(service: "dash", ttl: nil, note: nil)
+        let cluster = try Backend.cluster.get()
+        let database = Self.database(url)
+        // Another session holds the writers' advisory lock for a few seconds.
+        let holder = Task {
+            try await cluster.psqlDetached(
+                "SELECT pg_advisory_lock(\(0x726F_6C65_6761_7465)); SELECT pg_sleep(4);", database: database)
+        }
+        defer { holder.cancel() }
+        for _ in 0..<100 {
+            let held = try cluster.psql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted", database: database)
+            if held.trimmingCharacters(in: .whitespacesAndNewlines) != "0" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let revocation = Task { try await store.revoke(id: issued.record.id, reason: "test", now: Date()) }
+        try await Task.sleep(for: .milliseconds(200))  // the revocation now waits for the lock
+        let read = try await store.token(id: issued.record.id)
+        #expect(read?.revokedAt == nil, "the read saw the revocation: it waited for the write")
+        let appended = try await store.appendAudit(
+            [AuditEvent(kind: .session, action: "start", service: "dash")], instance: "lanes")
+        #expect(appended.count == 1)
+        // Only once the lock is released does the revocation commit.
+        #expect(try await revocation.value?.revokedAt != nil)
+        _ = try? await holder.value
     }
 
     /// The database name in a PostgreSQL store's URL.

@@ -4,15 +4,25 @@ import PostgresNIO
 import RolegateCore
 import RolegatePostgres
 
-/// A PostgreSQL store connection. Write transactions take a transaction-scoped advisory
-/// lock, so writers on every host are serialised: the "one live token per service" check
-/// cannot race, and change feed numbers are committed in order (a poller never skips one).
+/// The PostgreSQL store's connections: one *lane* per kind of work, each a connection of its
+/// own that reconnects after a failure, so that no kind waits behind another — token reads and
+/// the change feed (`read`) never queue behind a write transaction or an audit append, and a
+/// burst of audit appends never holds up a revocation. (A shared pool of N connections would
+/// let N slow audit appends hold every connection; lanes keep the guarantee under any load.)
+///
+/// Write transactions take a transaction-scoped advisory lock, so writers on every host are
+/// serialised: the "one live token per service" check cannot race, and change feed numbers are
+/// committed in order (a poller never skips one). Audit appends lock their own chain's row.
 final class PostgresDriver: SQLDriver {
     let dialect = SQLDialect.postgres
     let url: ConnectionURL
     let logger: Logger
-    let gate = AsyncGate()
-    private let state = ConnectionBox()
+    /// Token writes, revocations and everything else that is not a read or an audit append.
+    private let writes: Lane
+    /// Audit appends (write transactions that lock their own chain, not the store).
+    private let audit: Lane
+    /// Reads: tokens, the change feed, audit queries.
+    private let reads: Lane
 
     /// The advisory lock key of store writers ("rolegate" in ASCII).
     static let writerLock: Int64 = 0x726F_6C65_6761_7465
@@ -20,6 +30,9 @@ final class PostgresDriver: SQLDriver {
     private init(url: ConnectionURL, logger: Logger) {
         self.url = url
         self.logger = logger
+        writes = Lane(id: 1, name: "rolegate-store")
+        audit = Lane(id: 3, name: "rolegate-store-audit")
+        reads = Lane(id: 4, name: "rolegate-store-read")
     }
 
     static func open(url text: String) async throws -> PostgresDriver {
@@ -27,29 +40,16 @@ final class PostgresDriver: SQLDriver {
         var logger = Logger(label: "rolegate.store.postgres")
         logger.logLevel = .critical
         let driver = PostgresDriver(url: url, logger: logger)
-        _ = try await driver.connection()
+        _ = try await driver.writes.connection(url: url, logger: logger)
         return driver
-    }
-
-    /// The open connection, reconnecting after a failure; never once ``close()`` was called
-    /// (a task still running at shutdown, such as the token verifier's last write of uses,
-    /// gets an error instead of a connection nobody closes).
-    private func connection() async throws -> PostgresConnection {
-        if let existing = try await state.open(), !existing.isClosed { return existing }
-        let configuration = try PostgresConnect.configuration(for: url, applicationName: "rolegate-store")
-        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
-        guard await state.set(connection) else {
-            try? await connection.close()
-            throw ConnectionBox.Closed()
-        }
-        return connection
     }
 
     func run<T: Sendable>(
         transaction: Bool, serialized: Bool, _ body: @Sendable (any SQLExecutor) async throws -> T
     ) async throws -> T {
-        try await gate.withGate {
-            let executor = Executor(connection: try await connection(), logger: logger)
+        let lane = transaction && !serialized ? audit : writes
+        return try await lane.gate.withGate {
+            let executor = Executor(connection: try await lane.connection(url: url, logger: logger), logger: logger)
             guard transaction else { return try await body(executor) }
             try await executor.execute("BEGIN")
             do {
@@ -63,6 +63,39 @@ final class PostgresDriver: SQLDriver {
                 _ = try? await executor.execute("ROLLBACK")
                 throw error
             }
+        }
+    }
+
+    func read<T: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
+        try await reads.gate.withGate {
+            try await body(Executor(connection: try await reads.connection(url: url, logger: logger), logger: logger))
+        }
+    }
+
+    /// One connection and the gate that gives it to one operation at a time.
+    private final class Lane: Sendable {
+        let id: Int
+        let name: String
+        let gate = AsyncGate()
+        let box = ConnectionBox()
+
+        init(id: Int, name: String) {
+            self.id = id
+            self.name = name
+        }
+
+        /// The open connection, reconnecting after a failure; never once the driver was closed
+        /// (a task still running at shutdown, such as the token verifier's last write of uses,
+        /// gets an error instead of a connection nobody closes).
+        func connection(url: ConnectionURL, logger: Logger) async throws -> PostgresConnection {
+            if let existing = try await box.open(), !existing.isClosed { return existing }
+            let configuration = try PostgresConnect.configuration(for: url, applicationName: name)
+            let connection = try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger)
+            guard await box.set(connection) else {
+                try? await connection.close()
+                throw ConnectionBox.Closed()
+            }
+            return connection
         }
     }
 
@@ -100,7 +133,9 @@ final class PostgresDriver: SQLDriver {
     }
 
     func close() async {
-        try? await state.close()?.close()
+        for lane in [writes, audit, reads] {
+            try? await lane.box.close()?.close()
+        }
     }
 
     /// A signal each time a change is committed (`NOTIFY rolegate_changes`), on a connection
