@@ -136,6 +136,52 @@ import Testing
             "\(deleted.stdout)")
     }
 
+    /// SIGTERM under load: the gateway stops accepting, sessions get their grace and then
+    /// `57P01`, the audit queue is flushed (every session that started has its end), the chain
+    /// verifies and the process exits 0.
+    @Test func sigtermUnderLoadEndsSessionsWith57P01FlushesTheAuditAndExitsZero() async throws {
+        let gw = try await GatewayFixture()
+        let script = gw.fixture.directory + "/load.sql"
+        try "SELECT name FROM analytics.events WHERE id = 1;\n".write(toFile: script, atomically: true, encoding: .utf8)
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["reports"]
+        async let load = Subprocess.runDetached(
+            "pgbench",
+            [
+                "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "reports", "-n", "-f", script, "-c", "8", "-j", "2", "-T",
+                "30", "app",
+            ],
+            environment: env)
+        var written = 0
+        for _ in 0..<150 where written < 100 {
+            try await Task.sleep(for: .milliseconds(100))
+            written = try Self.events(gw, ["--kind", "statement", "--limit", "100"]).count
+        }
+        #expect(written >= 100, "the load never reached the audit log")
+        #expect(gw.server.stop(signal: SIGTERM) == 0, "\(gw.server.output)")
+        let pgbench = try await load
+        // Each client was ended by the gateway with 57P01 (pgbench names the message), none otherwise.
+        let errors = pgbench.stderr.split(separator: "\n").filter { $0.contains("FATAL") || $0.contains("ERROR") }
+        #expect(!errors.isEmpty, "pgbench saw no session end: \(pgbench.stderr)")
+        #expect(
+            errors.allSatisfy { $0.contains("shutting down") },
+            "sessions ended otherwise: \(errors.joined(separator: "\n"))")
+        #expect(gw.server.output.contains("shutting down (sessions have"), "\(gw.server.output)")
+
+        let sessions = try Self.events(gw, ["--kind", "session"])
+        let starts = sessions.filter { $0["action"] as? String == "start" }.compactMap { $0["session_id"] as? String }
+        let ends = sessions.filter { $0["action"] as? String == "end" }
+        #expect(
+            starts.count >= 8 && Set(starts) == Set(ends.compactMap { $0["session_id"] as? String }),
+            "\(sessions.count) session events")
+        // pgbench's own first connection quits by itself; every session of the load ends by the shutdown.
+        let reasons = ends.map { ($0["detail"] as? [String: String])?["reason"] ?? "" }
+        #expect(reasons.filter { $0 == "shutdown" }.count >= 8, "\(reasons)")
+        #expect(reasons.allSatisfy { $0 == "shutdown" || $0 == "client quit" }, "\(reasons)")
+        let verified = try gw.fixture.rolegate(["audit", "verify"])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+    }
+
     @Test func aGatewayKilledMidLoadLeavesAChainThatVerifies() async throws {
         let gw = try await GatewayFixture()
         let script = gw.fixture.directory + "/load.sql"

@@ -10,6 +10,7 @@ import RolegateGateway
 import RolegateHTTP
 import RolegateStore
 import RolegateTokens
+import ServiceLifecycle
 
 struct ServeCommand: AsyncParsableCommand {
     /// Audit events deleted per retention transaction (a few hundred milliseconds of SQLite's write lock).
@@ -343,49 +344,36 @@ struct ServeCommand: AsyncParsableCommand {
             }
             httpServing = serving
         }
-        let writerTask = auditWriter.map { writer in Task { await writer.run() } }
-        let peerTask = configuration.peers.map { peers in
-            Task { await peers.run(store: store) { Terminal.note("rolegate: \($0)") } }
+        // Everything long-lived runs as a service of one group, which shuts them down in
+        // reverse order on SIGTERM/SIGINT (see ServeServices.swift).
+        let note: @Sendable (String) -> Void = { Terminal.note($0) }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let auditWriter { services.append(.init(service: AuditWriterService(writer: auditWriter, note: note))) }
+        if let peers = configuration.peers {
+            services.append(
+                .init(service: PeerDirectoryService(peers: peers, store: store) { note("rolegate: \($0)") }))
         }
-        let retention = loaded.audit.retention
-        let pruner = auditStore.map { auditStore in
-            Task {
-                // Retention: prune every chain hourly; each prune leaves a checkpoint that `audit verify` checks.
-                while !Task.isCancelled, let retention {
-                    do {
-                        for head in try await auditStore.auditHeads() {
-                            let cutoff = Date().addingTimeInterval(-retention.timeInterval)
-                            // In slices, each its own short transaction with its own checkpoint: one
-                            // DELETE of an hour's events would hold the store's write lock (and with it
-                            // audit appends and every other writer) for as long as it ran.
-                            while !Task.isCancelled,
-                                try await auditStore.pruneAudit(
-                                    instance: head.instance, before: cutoff, now: Date(), limit: Self.pruneSlice)
-                                    == Self.pruneSlice
-                            {
-                                try? await Task.sleep(for: .milliseconds(50))
-                            }
-                        }
-                    } catch {
-                        Terminal.note("rolegate: audit retention: \(error)")
-                    }
-                    try? await Task.sleep(for: .seconds(3600))
-                }
-            }
+        if let auditStore, let retention = loaded.audit.retention {
+            services.append(
+                .init(
+                    service: RetentionService(
+                        store: auditStore, retention: retention, slice: Self.pruneSlice, note: note)))
         }
-        await waitForSignal(parentExit: exitWithParent)
-        Terminal.note("rolegate: shutting down (sessions have \(DurationText.format(grace)) to finish)")
-        // HTTP requests in progress and wire sessions finish side by side, within the same grace.
-        async let httpStopped: Void? = httpServing?.shutdown(grace: grace)
-        await server.shutdown(grace: grace)
-        _ = await httpStopped
-        peerTask?.cancel()
-        _ = await peerTask?.value
-        pruner?.cancel()
-        if let auditWriter {
-            let unwritten = await auditWriter.shutdown()
-            if unwritten > 0 { Terminal.note("rolegate: \(unwritten) audit events could not be written") }
-            _ = await writerTask?.value
+        if exitWithParent {
+            services.append(.init(service: ParentWatchService(), successTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        services.append(.init(service: FrontDoorsService(gateway: server, http: httpServing, grace: grace, note: note)))
+        var lifecycleLogger = Logger(label: "rolegate.lifecycle")
+        lifecycleLogger.logLevel = .critical
+        var groupConfiguration = ServiceGroupConfiguration(services: services, logger: lifecycleLogger)
+        groupConfiguration.gracefulShutdownSignals = [.sigterm, .sigint]
+        do {
+            try await ServiceGroup(configuration: groupConfiguration).run()
+        } catch {
+            Terminal.note("rolegate: stopped by an error: \(error)")
+            await auditStore?.close()
+            await store.close()
+            throw ExitCode.failure
         }
         await auditStore?.close()
         await store.close()

@@ -1,0 +1,109 @@
+import Foundation
+import RolegateAudit
+import RolegateCore
+import RolegateGateway
+import RolegateHTTP
+import RolegateStore
+import ServiceLifecycle
+
+// What `rolegate serve` runs, as swift-service-lifecycle services in one ServiceGroup. The group
+// starts them in order and, on SIGTERM or SIGINT (or the parent's exit with --exit-with-parent),
+// shuts them down in reverse: the front doors first (sessions and requests finish within the
+// grace), then the retention pruner and the peer directory (the instance leaves the peer table),
+// and the audit writer last, once nothing can record anything more (its queue is flushed).
+
+/// The wire gateway and the HTTP API: both already serve when the group starts; on graceful
+/// shutdown they stop accepting and let work in progress finish, side by side, within `grace`.
+struct FrontDoorsService: Service, CustomStringConvertible {
+    let gateway: GatewayServer
+    let http: HTTPServing?
+    let grace: Duration
+    let note: @Sendable (String) -> Void
+    var description: String { "front doors (wire gateway, HTTP API)" }
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        note("rolegate: shutting down (sessions have \(DurationText.format(grace)) to finish)")
+        async let httpStopped: Void? = http?.shutdown(grace: grace)
+        await gateway.shutdown(grace: grace)
+        _ = await httpStopped
+    }
+}
+
+/// The audit writer: writes until graceful shutdown, then flushes what is queued.
+struct AuditWriterService: Service, CustomStringConvertible {
+    let writer: AuditWriter
+    let note: @Sendable (String) -> Void
+    var description: String { "audit writer (chain \(writer.instance))" }
+
+    func run() async throws {
+        let writing = Task { await writer.run() }
+        try? await gracefulShutdown()
+        let unwritten = await writer.shutdown()
+        if unwritten > 0 { note("rolegate: \(unwritten) audit events could not be written") }
+        _ = await writing.value
+    }
+}
+
+/// This instance's row in the peer table: heartbeats until graceful shutdown, then leaves.
+struct PeerDirectoryService: Service, CustomStringConvertible {
+    let peers: PeerDirectory
+    let store: any Store
+    let note: @Sendable (String) -> Void
+    var description: String { "peer directory (\(peers.me.id))" }
+
+    func run() async throws {
+        let heartbeat = Task { await peers.run(store: store, problem: note) }
+        try? await gracefulShutdown()
+        heartbeat.cancel()
+        _ = await heartbeat.value
+    }
+}
+
+/// Audit retention: prunes every chain hourly, in slices (each its own short transaction with
+/// its own checkpoint, so no single DELETE holds the store's write lock for long).
+struct RetentionService: Service, CustomStringConvertible {
+    let store: any Store
+    let retention: Duration
+    let slice: Int
+    let note: @Sendable (String) -> Void
+    var description: String { "audit retention (\(DurationText.format(retention)))" }
+
+    func run() async throws {
+        let pruning = Task {
+            while !Task.isCancelled {
+                do {
+                    for head in try await store.auditHeads() {
+                        let cutoff = Date().addingTimeInterval(-retention.timeInterval)
+                        while !Task.isCancelled,
+                            try await store.pruneAudit(
+                                instance: head.instance, before: cutoff, now: Date(), limit: slice)
+                                == slice
+                        {
+                            try? await Task.sleep(for: .milliseconds(50))
+                        }
+                    }
+                } catch {
+                    note("rolegate: audit retention: \(error)")
+                }
+                try? await Task.sleep(for: .seconds(3600))
+            }
+        }
+        try? await gracefulShutdown()
+        pruning.cancel()
+        _ = await pruning.value
+    }
+}
+
+/// With --exit-with-parent: returns when the process that started `serve` is gone, which shuts
+/// the group down as a signal would.
+struct ParentWatchService: Service, CustomStringConvertible {
+    let parent = getppid()
+    var description: String { "parent watch (pid \(parent))" }
+
+    func run() async throws {
+        while getppid() == parent, !Task.isShuttingDownGracefully, !Task.isCancelled {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(500)) }
+        }
+    }
+}
