@@ -5,6 +5,7 @@ import HummingbirdCore
 public import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+public import NIOSSL
 public import RolegateAudit
 public import RolegateCore
 public import RolegateGateway
@@ -36,6 +37,8 @@ public final class HTTPAPI: Sendable {
         public var bodyTimeout: Duration = .seconds(30)
         /// A connection with nothing read or written for this long is closed.
         public var idleTimeout: Duration = .seconds(60)
+        /// HTTPS with this context (`http_tls_cert`/`http_tls_key`); plain HTTP when nil.
+        public var tls: NIOSSLContext?
 
         public init() {}
     }

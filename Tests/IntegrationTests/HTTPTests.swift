@@ -296,6 +296,43 @@ import Testing
         #expect(after - before < 20 * 1024, "RSS grew from \(before) KiB to \(after) KiB")
     }
 
+    /// HTTPS on the HTTP API with `--http-tls-cert/--http-tls-key`: a request over TLS is served,
+    /// plain HTTP on the same port is not answered as HTTP.
+    @Test func theHTTPAPIServesHTTPSWithItsOwnCertificate() async throws {
+        let keys = NSTemporaryDirectory() + "rolegate-http-tls-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: keys) }
+        try Subprocess.check(
+            "openssl",
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", "\(keys)/api.key", "-out",
+                "\(keys)/api.crt",
+            ])
+        let port = try PostgresCluster.freePort()
+        let gw = try await GatewayFixture(
+            serveArguments: [
+                "--http", "127.0.0.1:\(port)", "--http-tls-cert", "\(keys)/api.crt", "--http-tls-key",
+                "\(keys)/api.key",
+            ])
+        defer { withExtendedLifetime(gw) {} }
+        #expect(gw.server.output.contains("HTTP API on https://127.0.0.1:\(port)"), "\(gw.server.output)")
+        let verified = try await Subprocess.runDetached(
+            "curl", ["-s", "--cacert", "\(keys)/api.crt", "https://localhost:\(port)/healthz"])
+        #expect(verified.status == 0 && verified.stdout.contains("\"ok\""), "\(verified.stdout)\(verified.stderr)")
+        let query = try await Subprocess.runDetached(
+            "curl",
+            [
+                "-s", "--cacert", "\(keys)/api.crt", "-H", "Authorization: Bearer \(gw.tokens["reports"]!)",
+                "https://localhost:\(port)/v1/query", "--data-binary", #"{"sql": "SELECT 40 + 2 AS answer"}"#,
+            ])
+        #expect(query.stdout.contains("42"), "\(query.stdout)\(query.stderr)")
+        let plain = try await Subprocess.runDetached("curl", ["-s", "-m", "5", "http://127.0.0.1:\(port)/healthz"])
+        #expect(!plain.stdout.contains("\"ok\""), "plain HTTP was answered: \(plain.stdout)")
+        let mismatched = try gw.fixture.rolegate(["serve", "--http-tls-cert", "\(keys)/api.crt"])
+        #expect(mismatched.status != 0 && mismatched.stderr.contains("go together"), "\(mismatched.stderr)")
+    }
+
     /// Instances call each other with a signature under the shared master key, never with a
     /// forwarded admin token: a correct one serves this instance's part, anything else is 401.
     @Test func peerCallsNeedASignatureUnderTheSharedKey() async throws {

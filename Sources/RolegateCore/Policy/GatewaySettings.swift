@@ -17,6 +17,9 @@ public struct GatewaySettings: Sendable, Equatable {
     /// PEM files, relative to the policy file.
     public var tlsCert: String?
     public var tlsKey: String?
+    /// PEM files for HTTPS on the HTTP API (relative to the policy file); plain HTTP without them.
+    public var httpTLSCert: String?
+    public var httpTLSKey: String?
     public var requireTLS: Bool?
     public var clientAuth: ClientAuth?
     public var allowCleartextOnLoopback: Bool?
@@ -51,7 +54,8 @@ public struct GatewaySettings: Sendable, Equatable {
     public init() {}
 
     static let keys: Set<String> = [
-        "listen", "http", "tls_cert", "tls_key", "require_tls", "client_auth", "allow_cleartext_on_loopback",
+        "listen", "http", "tls_cert", "tls_key", "http_tls_cert", "http_tls_key", "require_tls", "client_auth",
+        "allow_cleartext_on_loopback",
         "client_login_timeout", "max_client_connections", "max_client_connections_per_service", "pool_size",
         "server_idle_timeout", "server_lifetime", "server_connect_timeout", "end_sessions_on_expiry", "shutdown_grace",
         "auth_failure_limit",

@@ -207,6 +207,11 @@ public enum PolicyLoader {
         settings.http = hostPort(f["http"], example: "127.0.0.1:8080")
         settings.tlsCert = f["tls_cert"]?.string(what: "a PEM file path")
         settings.tlsKey = f["tls_key"]?.string(what: "a PEM file path")
+        settings.httpTLSCert = f["http_tls_cert"]?.string(what: "a PEM file path")
+        settings.httpTLSKey = f["http_tls_key"]?.string(what: "a PEM file path")
+        if (settings.httpTLSCert == nil) != (settings.httpTLSKey == nil) {
+            (f["http_tls_cert"] ?? f["http_tls_key"] ?? value).fail("http_tls_cert and http_tls_key go together")
+        }
         if (settings.tlsCert == nil) != (settings.tlsKey == nil) {
             (f["tls_cert"] ?? f["tls_key"] ?? value).fail("tls_cert and tls_key go together")
         }

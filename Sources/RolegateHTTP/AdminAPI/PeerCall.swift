@@ -22,7 +22,10 @@ enum PeerCall {
         to peer: GatewayInstance, method: String, path: String, signer: PeerRequestSignature, from instance: String,
         actor: String
     ) async -> Answer? {
-        guard let address = peer.httpAddress, let url = URL(string: "http://\(address)\(path)") else { return nil }
+        // A peer serving HTTPS advertises its address with the scheme.
+        guard let address = peer.httpAddress,
+            let url = URL(string: (address.contains("://") ? address : "http://" + address) + path)
+        else { return nil }
         var request = URLRequest(url: url, timeoutInterval: timeout)
         request.httpMethod = method
         request.setValue(

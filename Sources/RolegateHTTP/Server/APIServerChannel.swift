@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
+import NIOSSL
 
 /// Each HTTP/1.1 connection of the API: NIO's HTTP/1 codec, our ``HTTPRequestSequencer``
 /// (answers go out in the order of their requests, whoever answers them; at shutdown idle
@@ -22,6 +23,7 @@ struct APIServerChannel: HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let operations = channel.pipeline.syncOperations
+            if let tls = api.settings.tls { try operations.addHandler(NIOSSLServerHandler(context: tls)) }
             // Hummingbird's limits: a request with more or larger header fields is refused.
             var limits = NIOHTTPDecoderLimitConfiguration()
             limits.maxHeaderFieldSize = 80 * 1024
@@ -33,7 +35,7 @@ struct APIServerChannel: HTTPChannelHandler {
             try operations.addHandler(HTTPRequestSequencer())
             try operations.addHandler(IdleConnectionHandler(timeout: idleTimeout))
             try operations.addHandler(DataRequestHandler(api: api))
-            try operations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try operations.addHandler(HTTP1ToHTTPServerCodec(secure: api.settings.tls != nil))
             return try NIOAsyncChannel(
                 wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
         }

@@ -16,6 +16,16 @@ struct ServeCommand: AsyncParsableCommand {
     /// Audit events deleted per retention transaction (a few hundred milliseconds of SQLite's write lock).
     static let pruneSlice = 50_000
 
+    /// A TLS server context from PEM files, TLS 1.2 at least, offering `protocols` by ALPN.
+    static func tlsContext(certificate: String, privateKey: String, protocols: [String]) throws -> NIOSSLContext {
+        let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+        let key = try NIOSSLPrivateKey(file: privateKey, format: .pem)
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+        tls.minimumTLSVersion = .tlsv12
+        tls.applicationProtocols = protocols
+        return try NIOSSLContext(configuration: tls)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Run the PostgreSQL wire gateway: clients log in with user=<service>, password=<token>.",
@@ -79,6 +89,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("TLS private key (PEM).", valueName: "file")) var tlsKey: String?
     @Flag(inversion: .prefixedNo, help: "Refuse clients that do not use TLS (needs a certificate).")
     var requireTls: Bool?
+    @Option(help: ArgumentHelp("TLS certificate chain (PEM) for HTTPS on the HTTP API.", valueName: "file"))
+    var httpTlsCert: String?
+    @Option(help: ArgumentHelp("TLS private key (PEM) for the HTTP API.", valueName: "file")) var httpTlsKey: String?
     @Option(
         help: ArgumentHelp(
             "This instance's id among those sharing the store (default: $ROLEGATE_INSTANCE_ID, else generated once and kept beside the master key).",
@@ -145,6 +158,9 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if (tlsCert == nil) != (tlsKey == nil) {
             throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        if (httpTlsCert == nil) != (httpTlsKey == nil) {
+            throw ValidationError("--http-tls-cert and --http-tls-key go together")
         }
     }
 
@@ -220,7 +236,11 @@ struct ServeCommand: AsyncParsableCommand {
             return "\(wildcard ? ProcessInfo.processInfo.hostName : host):\(port)"
         }
         let advertised = advertise ?? reachable(host, port)
-        let httpAdvertised = (http ?? file.http).flatMap(HostPort.parse).map(reachable)
+        // Peers call the HTTP API with the scheme it serves (HTTPS when it has a certificate).
+        let httpsForPeers = (httpTlsCert ?? file.httpTLSCert) != nil
+        let httpAdvertised = (http ?? file.http).flatMap(HostPort.parse).map(reachable).map {
+            httpsForPeers ? "https://" + $0 : $0
+        }
         if port != 0 {
             do {
                 configuration.peers = try await PeerDirectory.register(
@@ -282,20 +302,27 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if let certificate, let privateKey {
             do {
-                let chain = try NIOSSLCertificate.fromPEMFile(certificate).map {
-                    NIOSSLCertificateSource.certificate($0)
-                }
-                let key = try NIOSSLPrivateKey(file: privateKey, format: .pem)
-                var tls = TLSConfiguration.makeServerConfiguration(
-                    certificateChain: chain, privateKey: .privateKey(key))
-                tls.minimumTLSVersion = .tlsv12
                 // PostgreSQL 17 clients offer ALPN "postgresql" (and require it for direct TLS).
-                tls.applicationProtocols = ["postgresql"]
-                configuration.tls = try NIOSSLContext(configuration: tls)
+                configuration.tls = try Self.tlsContext(
+                    certificate: certificate, privateKey: privateKey, protocols: ["postgresql"])
                 configuration.requireTLS = requireTLS
             } catch {
                 await closeStores()
                 throw CLIError("cannot load the TLS certificate or key (\(certificate), \(privateKey)): \(error)")
+            }
+        }
+        let httpCertificate = httpTlsCert ?? file.httpTLSCert.map(relative)
+        let httpPrivateKey = httpTlsKey ?? file.httpTLSKey.map(relative)
+        var httpTLS: NIOSSLContext?
+        if let httpCertificate, let httpPrivateKey {
+            do {
+                httpTLS = try Self.tlsContext(
+                    certificate: httpCertificate, privateKey: httpPrivateKey, protocols: ["http/1.1"])
+            } catch {
+                await closeStores()
+                throw CLIError(
+                    "cannot load the HTTP API's TLS certificate or key (\(httpCertificate), \(httpPrivateKey)): \(error)"
+                )
             }
         }
         let grace = try parseDuration(shutdownGrace, flag: "--shutdown-grace") ?? file.shutdownGrace ?? .seconds(10)
@@ -325,6 +352,7 @@ struct ServeCommand: AsyncParsableCommand {
             settings.port = httpPort
             if let timeout = file.httpBodyTimeout { settings.bodyTimeout = timeout }
             if let timeout = file.httpIdleTimeout { settings.idleTimeout = timeout }
+            settings.tls = httpTLS
             let json = logFormat == "json"
             let logger = Logger(label: "rolegate.http") { label in
                 LogLineHandler(label: label, format: json ? .json : .text)
@@ -332,7 +360,8 @@ struct ServeCommand: AsyncParsableCommand {
             let api = HTTPAPI(
                 settings: settings, gateway: server, verifier: verifier, store: auditStore ?? store, policy: loaded,
                 masterKey: key, audit: auditWriter, logger: logger)
-            let serving = api.serve { port in Terminal.note("rolegate: HTTP API on \(httpHost):\(port)") }
+            let scheme = httpTLS == nil ? "http" : "https"
+            let serving = api.serve { port in Terminal.note("rolegate: HTTP API on \(scheme)://\(httpHost):\(port)") }
             do {
                 _ = try await serving.started()
             } catch {
