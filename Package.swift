@@ -94,8 +94,7 @@ let package = Package(
             dependencies: ["RolegateCore", "RolegateStore"],
             swiftSettings: strict
         ),
-        // The PostgreSQL wire gateway: listener, client sessions, upstream pools,
-        // revocation and cancel routing.
+        // The audit writer: a bounded queue, group commits into the store's hash chains.
         .target(
             name: "RolegateAudit",
             dependencies: [
@@ -104,6 +103,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The PostgreSQL wire gateway: listener, client session and upstream login state
+        // machines, relaying, upstream pools, revocation and cancel routing, statement audit.
         .target(
             name: "RolegateGateway",
             dependencies: [
@@ -118,10 +119,10 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
-        // A throwaway PostgreSQL cluster (initdb + pg_ctl), shared by the tests and the demo.
         // The HTTP API (data, admin, operations) on Hummingbird 2.
         .target(
             name: "RolegateHTTP",
@@ -143,6 +144,7 @@ let package = Package(
             resources: [.embedInCode("openapi.yaml")],
             swiftSettings: strict
         ),
+        // A throwaway PostgreSQL cluster (initdb + pg_ctl), shared by the tests and the demo.
         .target(
             name: "PostgresCluster",
             dependencies: [],

@@ -337,6 +337,12 @@ extension FaultTests {
         let readiness = try await ready()
         #expect(readiness.contains("\"status\":\"not ready\"") && readiness.contains("token_feed"), "\(readiness)")
         #expect(gw.server.output.contains("cannot read the token store"), "\(gw.server.output.suffix(1500))")
+        // A log line with the instance and the component it comes from (swift-log metadata).
+        #expect(
+            gw.server.output.split(separator: "\n").contains {
+                $0.contains("cannot read the token store") && $0.contains("component=token-feed")
+                    && $0.contains("instance=") && $0.contains("warning rolegate.gateway")
+            }, "\(gw.server.output.suffix(1500))")
         let outlived = try await open.value
         #expect(outlived.status == 0 && outlived.stdout.contains("outlived the outage"), "\(outlived.stderr)")
         #expect(kill(gw.server.pid, 0) == 0)

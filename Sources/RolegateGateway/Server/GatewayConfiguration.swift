@@ -1,4 +1,5 @@
 import Foundation
+public import Logging
 public import NIOPosix
 public import NIOSSL
 public import RolegateAudit
@@ -59,9 +60,10 @@ public struct GatewayConfiguration: Sendable {
     public var instanceID: String?
     /// This instance and its peers sharing the store (nil: it runs alone).
     public var peers: PeerDirectory?
-    /// Told about operational problems worth an operator's attention (the token store
-    /// unreachable and back); `serve` logs them.
-    public var onProblem: @Sendable (String) -> Void = { _ in }
+    /// Where the gateway says what an operator should know (the token store unreachable and
+    /// back, a connection closed after an error), with metadata (`session`, `client`, `service`,
+    /// `token_id`); `serve` adds `instance` and writes it as text or JSON lines.
+    public var logger = Logger(label: "rolegate.gateway")
     /// Where counters go (shared with the HTTP API's `/metrics`).
     public var metrics = Metrics()
 

@@ -185,8 +185,8 @@ public final class GatewayServer: Sendable {
                 }
             }
         }
-        let onProblem = shared.configuration.onProblem
-        let poller = Task { await verifier.run(problem: onProblem) }
+        let logger = shared.configuration.logger
+        let poller = Task { await verifier.run { logger.warning("\($0)", metadata: ["component": "token-feed"]) } }
         let endOnExpiry = shared.configuration.endSessionsOnExpiry
         let audit = shared.configuration.audit
         let endOnOutage = shared.configuration.endSessionsOnStoreOutage

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -162,8 +163,13 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             audit.endReason = audit.endReason ?? "client connection reset"
         } else {
             audit.endReason = audit.endReason ?? "error: \(error)"
-            shared.configuration.onProblem(
-                "session \(audit.id) from \(clientAddress(context) ?? "?"): connection closed after an error: \(error)")
+            var metadata: Logger.Metadata = ["session": "\(audit.id)", "client": "\(clientAddress(context) ?? "?")"]
+            if let token = machine?.provenToken {
+                metadata["service"] = "\(token.service)"
+                metadata["token_id"] = "\(token.id)"
+            }
+            shared.configuration.logger.notice(
+                "client connection closed after an error", error: error, metadata: metadata)
         }
         context.close(promise: nil)
     }

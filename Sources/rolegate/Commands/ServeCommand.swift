@@ -48,7 +48,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Also serve the HTTP API here (default: off).", valueName: "host:port"))
     var http: String?
 
-    @Option(help: ArgumentHelp("Log format of the HTTP access log: text or json.", valueName: "format"))
+    @Option(
+        help: ArgumentHelp(
+            "Log format of the gateway's log and the HTTP access log: text or json.", valueName: "format"))
     var logFormat: String = "text"
 
     @Flag(help: ArgumentHelp("Stop when the parent process exits (used by 'rolegate demo').", visibility: .hidden))
@@ -212,7 +214,7 @@ struct ServeCommand: AsyncParsableCommand {
             try parseDuration(serverConnectTimeout, flag: "--server-connect-timeout") ?? file.serverConnectTimeout
             ?? .seconds(10)
         configuration.passwordOverTLS = auth == .password
-        configuration.onProblem = { Terminal.note("rolegate: \($0)") }
+
         let throttleDefaults = LoginThrottleSettings()
         configuration.loginThrottle = LoginThrottleSettings(
             limit: file.authFailureLimit ?? throttleDefaults.limit,
@@ -251,6 +253,10 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         configuration.instanceID = identity
+        let lineFormat = LogLineHandler.Format(rawValue: logFormat) ?? .text
+        var gatewayLogger = Logger(label: "rolegate.gateway") { LogLineHandler(label: $0, format: lineFormat) }
+        gatewayLogger[metadataKey: "instance"] = "\(identity)"
+        configuration.logger = gatewayLogger
         let registered = configuration.peers?.me.id
         /// A serve that stops before it serves leaves no row behind in the peer table (its
         /// peers would keep dialing it until the row aged out).
