@@ -185,8 +185,8 @@ public final class GatewayServer: Sendable {
                 }
             }
         }
-        let logger = shared.configuration.logger
-        let poller = Task { await verifier.run { logger.warning("\($0)", metadata: ["component": "token-feed"]) } }
+        // The token change feed itself is followed by whoever runs the verifier (`serve`'s
+        // TokenFeedService); what it reads reaches the sessions through `onChanges` above.
         let endOnExpiry = shared.configuration.endSessionsOnExpiry
         let audit = shared.configuration.audit
         let endOnOutage = shared.configuration.endSessionsOnStoreOutage
@@ -222,7 +222,7 @@ public final class GatewayServer: Sendable {
                 }
             }
         }
-        tasks.withLockedValue { $0 = [poller, sweeper] }
+        tasks.withLockedValue { $0 = [sweeper] }
         return channel.localAddress!
     }
 

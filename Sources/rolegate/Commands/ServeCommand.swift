@@ -384,6 +384,7 @@ struct ServeCommand: AsyncParsableCommand {
         let note: @Sendable (String) -> Void = { Terminal.note($0) }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let auditWriter { services.append(.init(service: AuditWriterService(writer: auditWriter, note: note))) }
+        services.append(.init(service: TokenFeedService(verifier: verifier, logger: configuration.logger)))
         if let peers = configuration.peers {
             services.append(
                 .init(service: PeerDirectoryService(peers: peers, store: store) { note("rolegate: \($0)") }))

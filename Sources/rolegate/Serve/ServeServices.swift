@@ -1,16 +1,19 @@
 import Foundation
+import Logging
 import RolegateAudit
 import RolegateCore
 import RolegateGateway
 import RolegateHTTP
 import RolegateStore
+import RolegateTokens
 import ServiceLifecycle
 
 // What `rolegate serve` runs, as swift-service-lifecycle services in one ServiceGroup. The group
 // starts them in order and, on SIGTERM or SIGINT (or the parent's exit with --exit-with-parent),
 // shuts them down in reverse: the front doors first (sessions and requests finish within the
-// grace), then the retention pruner and the peer directory (the instance leaves the peer table),
-// and the audit writer last, once nothing can record anything more (its queue is flushed).
+// grace), then the retention pruner, the peer directory (the instance leaves the peer table)
+// and the token change feed (its last token uses are written), and the audit writer last, once
+// nothing can record anything more (its queue is flushed).
 
 /// The wire gateway and the HTTP API: both already serve when the group starts; on graceful
 /// shutdown they stop accepting and let work in progress finish, side by side, within `grace`.
@@ -42,6 +45,22 @@ struct AuditWriterService: Service, CustomStringConvertible {
         let unwritten = await writer.shutdown()
         if unwritten > 0 { note("rolegate: \(unwritten) audit events could not be written") }
         _ = await writing.value
+    }
+}
+
+/// The token change feed: follows it (revocations from any process reach this one's sessions)
+/// until graceful shutdown, then writes the last uses of tokens it recorded.
+struct TokenFeedService: Service, CustomStringConvertible {
+    let verifier: TokenVerifier
+    let logger: Logger
+    var description: String { "token change feed" }
+
+    func run() async throws {
+        let logger = self.logger
+        let following = Task { await verifier.run { logger.warning("\($0)", metadata: ["component": "token-feed"]) } }
+        try? await gracefulShutdown()
+        following.cancel()
+        _ = await following.value
     }
 }
 
