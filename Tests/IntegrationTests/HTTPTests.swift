@@ -316,6 +316,9 @@ import Testing
                 "\(keys)/api.key",
             ])
         defer { withExtendedLifetime(gw) {} }
+        for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         #expect(gw.server.output.contains("HTTP API on https://127.0.0.1:\(port)"), "\(gw.server.output)")
         let verified = try await Subprocess.runDetached(
             "curl", ["-s", "--cacert", "\(keys)/api.crt", "https://localhost:\(port)/healthz"])

@@ -26,6 +26,9 @@ import Testing
         #expect(text.contains("rolegate_http_request_duration_seconds_bucket{route=\"/v1/query\",le=\"+Inf\"} 3\n"))
         #expect(text.contains("rolegate_http_request_duration_seconds_count{route=\"/v1/query\"} 3\n"))
         #expect(text.components(separatedBy: "# TYPE rolegate_http_request_duration_seconds histogram").count == 2)
-        #expect(text.contains("# TYPE rolegate_sessions gauge\nrolegate_sessions{service=\"x\"} 2\n"))
+        #expect(text.contains("# TYPE rolegate_sessions gauge\nrolegate_sessions{service=\"x\"} 2.0\n"))
+        // A gauge the next scrape does not report is gone from it.
+        let next = metrics.render(gauges: [("rolegate_sessions", ["service": "y"], 1)])
+        #expect(!next.contains("service=\"x\"") && next.contains("rolegate_sessions{service=\"y\"} 1.0\n"), "\(next)")
     }
 }

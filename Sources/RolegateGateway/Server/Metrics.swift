@@ -1,152 +1,124 @@
+import CoreMetrics
 import NIOConcurrencyHelpers
-import Synchronization
+public import Prometheus
 
 /// One counter series, for hot paths: look it up once (e.g. per session), then add with one
-/// atomic operation instead of a labelled lookup per event.
+/// atomic operation (swift-metrics' counter, backed by swift-prometheus) instead of a labelled
+/// lookup per event.
 public final class Counter: Sendable {
-    let value = Atomic<Int>(0)
+    let handler: CoreMetrics.Counter
+
+    init(_ handler: CoreMetrics.Counter) { self.handler = handler }
 
     public func add(_ amount: Int = 1) {
-        value.add(amount, ordering: .relaxed)
+        handler.increment(by: amount)
     }
 }
 
-/// One latency histogram series, for hot paths: look it up once, then observe under its
-/// own lock instead of a labelled lookup per event.
+/// One latency histogram series (a swift-metrics recorder that aggregates, which the Prometheus
+/// backend keeps as a histogram with ``Metrics/latencyBuckets``), for hot paths: look it up once.
 public final class Histogram: Sendable {
-    struct Values {
-        var buckets = Array(repeating: 0, count: Metrics.latencyBuckets.count)
-        var count = 0
-        var sum = 0.0
-    }
+    let handler: CoreMetrics.Recorder
 
-    let values = Mutex(Values())
+    init(_ handler: CoreMetrics.Recorder) { self.handler = handler }
 
     public func observe(seconds: Double) {
-        values.withLock { v in
-            for (index, bound) in Metrics.latencyBuckets.enumerated() where seconds <= bound { v.buckets[index] += 1 }
-            v.count += 1
-            v.sum += seconds
-        }
+        handler.record(seconds)
     }
 }
 
-/// Counters and histograms for `/metrics`, rendered in Prometheus' text format. Cheap to
-/// update from any thread (one lock, no allocation for an existing series).
+/// Counters, histograms and gauges for `/metrics`, through swift-metrics with the
+/// swift-prometheus backend: one registry per gateway (not the process-wide bootstrap, so that
+/// several gateways in one process, as in tests, count apart). Series handles are kept once made,
+/// so a hot path pays one lock and no allocation for an existing series.
 public final class Metrics: Sendable {
     struct Series: Hashable {
         var name: String
-        var labels: [String]  // "key=\"value\"" pairs, sorted
+        var labels: [String: String]
     }
 
     private struct State {
-        var counters: [Series: Double] = [:]
-        var atomicCounters: [Series: Counter] = [:]
+        var counters: [Series: Counter] = [:]
         var histograms: [Series: Histogram] = [:]
+        /// The gauges the last scrape set, to drop those it no longer reports.
+        var gauges: [Series: Prometheus.Gauge] = [:]
     }
 
     public static let latencyBuckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    /// The registry `/metrics` renders (open to other libraries' metrics through ``factory``).
+    public let registry = PrometheusCollectorRegistry()
+    /// A swift-metrics factory writing into ``registry``.
+    public let factory: PrometheusMetricsFactory
     private let state = NIOLockedValueBox(State())
-    private let help: [String: String]
 
-    public init(help: [String: String] = Metrics.defaultHelp) {
-        self.help = help
+    public init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultValueHistogramBuckets = Self.latencyBuckets
+        self.factory = factory
     }
 
-    static func series(_ name: String, _ labels: [String: String]) -> Series {
-        Series(
-            name: name,
-            labels: labels.sorted { $0.key < $1.key }.map { "\($0.key)=\"\(escape($0.value))\"" })
-    }
-
-    private static func escape(_ value: String) -> String {
-        // Label values are almost always plain: check the bytes before building anything.
-        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == 10 }) else {
-            return value
-        }
-        return value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n")
+    /// Label pairs in a stable order (by name), as the text format shows them.
+    private static func dimensions(_ labels: [String: String]) -> [(String, String)] {
+        labels.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
     /// The counter of this series, created on first use.
     public func counter(_ name: String, _ labels: [String: String] = [:]) -> Counter {
-        let series = Self.series(name, labels)
+        let series = Series(name: name, labels: labels)
         return state.withLockedValue { s in
-            if let existing = s.atomicCounters[series] { return existing }
-            let counter = Counter()
-            s.atomicCounters[series] = counter
+            if let existing = s.counters[series] { return existing }
+            let counter = Counter(
+                CoreMetrics.Counter(label: name, dimensions: Self.dimensions(labels), factory: factory))
+            s.counters[series] = counter
             return counter
         }
     }
 
     /// The histogram of this series, created on first use.
     public func histogram(_ name: String, _ labels: [String: String] = [:]) -> Histogram {
-        let series = Self.series(name, labels)
+        let series = Series(name: name, labels: labels)
         return state.withLockedValue { s in
             if let existing = s.histograms[series] { return existing }
-            let histogram = Histogram()
+            let histogram = Histogram(
+                CoreMetrics.Recorder(
+                    label: name, dimensions: Self.dimensions(labels), aggregate: true, factory: factory))
             s.histograms[series] = histogram
             return histogram
         }
     }
 
-    public func increment(_ name: String, _ labels: [String: String] = [:], by amount: Double = 1) {
-        let series = Self.series(name, labels)
-        state.withLockedValue { $0.counters[series, default: 0] += amount }
+    public func increment(_ name: String, _ labels: [String: String] = [:], by amount: Int = 1) {
+        counter(name, labels).add(amount)
     }
 
     public func observe(_ name: String, _ labels: [String: String] = [:], seconds: Double) {
         histogram(name, labels).observe(seconds: seconds)
     }
 
-    /// The text exposition: counters and histograms kept here, then `gauges` (name, labels, value).
+    /// The text exposition, after setting `gauges` (name, labels, value) for this scrape; a gauge
+    /// series the previous scrape reported and this one does not is dropped.
     public func render(gauges: [(String, [String: String], Double)]) -> String {
-        var snapshot = state.withLockedValue { $0 }
-        for (series, counter) in snapshot.atomicCounters {
-            snapshot.counters[series, default: 0] += Double(counter.value.load(ordering: .relaxed))
-        }
-        var out = ""
-        var described: Set<String> = []
-        func header(_ name: String, _ type: String) {
-            guard described.insert(name).inserted else { return }
-            out += "# HELP \(name) \(help[name] ?? name)\n# TYPE \(name) \(type)\n"
-        }
-        func line(_ name: String, _ labels: [String], _ value: Double) {
-            let text = value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
-            out += labels.isEmpty ? "\(name) \(text)\n" : "\(name){\(labels.joined(separator: ","))} \(text)\n"
-        }
-        for (series, value) in snapshot.counters.sorted(by: { "\($0.key)" < "\($1.key)" }) {
-            header(series.name, "counter")
-            line(series.name, series.labels, value)
-        }
-        for (series, histogram) in snapshot.histograms.sorted(by: { "\($0.key)" < "\($1.key)" }) {
-            let values = histogram.values.withLock { $0 }
-            header(series.name, "histogram")
-            for (index, bound) in Self.latencyBuckets.enumerated() {
-                line(series.name + "_bucket", series.labels + ["le=\"\(bound)\""], Double(values.buckets[index]))
+        state.withLockedValue { s in
+            var current: [Series: Prometheus.Gauge] = [:]
+            for (name, labels, value) in gauges {
+                let series = Series(name: name, labels: labels)
+                let gauge =
+                    s.gauges[series]
+                    ?? registry.makeGauge(
+                        descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: Self.help(name)),
+                        labels: Self.dimensions(labels))
+                gauge.set(value)
+                current[series] = gauge
             }
-            line(series.name + "_bucket", series.labels + ["le=\"+Inf\""], Double(values.count))
-            line(series.name + "_sum", series.labels, values.sum)
-            line(series.name + "_count", series.labels, Double(values.count))
+            for (series, gauge) in s.gauges where current[series] == nil { registry.unregisterGauge(gauge) }
+            s.gauges = current
         }
-        for (name, labels, value) in gauges {
-            header(name, "gauge")
-            line(name, Self.series(name, labels).labels, value)
-        }
-        return out
+        return registry.emitToString()
     }
 
+    static func help(_ name: String) -> String { defaultHelp[name] ?? name }
+
     public static let defaultHelp: [String: String] = [
-        "rolegate_connections_total": "Client connections accepted by the wire gateway.",
-        "rolegate_connections_refused_total": "Client connections refused before authentication, by reason.",
-        "rolegate_auth_failures_total": "Refused logins on the wire and HTTP, by SQLSTATE or HTTP code.",
-        "rolegate_sessions_total": "Wire sessions started, by service.",
-        "rolegate_sessions_ended_total": "Wire sessions ended by the gateway, by reason.",
-        "rolegate_statements_total": "Statements run, by service and channel (wire needs statement audit on).",
-        "rolegate_statement_errors_total": "Statements that failed, by service and channel.",
-        "rolegate_pool_waits_total": "Sessions that waited for a server connection at their role's cap.",
-        "rolegate_http_requests_total": "HTTP requests, by route and status.",
-        "rolegate_http_request_duration_seconds": "HTTP request latency, by route.",
         "rolegate_client_connections": "Open client connections.",
         "rolegate_sessions": "Live wire sessions, by service.",
         "rolegate_server_connections": "Open server connections, by role (in use and idle).",
@@ -154,5 +126,6 @@ public final class Metrics: Sendable {
         "rolegate_audit_queue_depth": "Audit events waiting to be written.",
         "rolegate_audit_events_dropped_total": "Audit events refused or dropped because the queue was full.",
         "rolegate_audit_events_written_total": "Audit events written to the store.",
+        "rolegate_instance_info": "This instance's id and cancel tag.",
     ]
 }
