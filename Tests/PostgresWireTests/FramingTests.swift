@@ -209,4 +209,30 @@ import Testing
         #expect(streaming.take(total) == total - head.readableBytes)
         #expect(streaming.remaining == 0 && streaming.take(100) == 0)
     }
+
+    /// A connection owes one ReadyForQuery per Query, Sync and FunctionCall, and an extended batch
+    /// is open until its Sync: idle only when both are settled, whatever the pipelining.
+    @Test func theLedgerKnowsWhenAConnectionIsIdle() {
+        func t(_ c: Character) -> UInt8 { c.asciiValue! }
+        var ledger = RequestLedger()
+        #expect(ledger.idle)
+        for type in "QQF" { ledger.sent(t(type)) }
+        ledger.ready()
+        #expect(!ledger.idle && ledger.owed == 2, "one pipelined query answered, two owed")
+        ledger.ready()
+        ledger.ready()
+        #expect(ledger.idle)
+        for type in "PBDE" { ledger.sent(t(type)) }
+        #expect(!ledger.idle && ledger.owed == 0 && ledger.batchOpen, "a batch without its Sync")
+        ledger.sent(t("S"))
+        #expect(!ledger.idle && !ledger.batchOpen)
+        ledger.ready()
+        #expect(ledger.idle)
+        for type in "dcfX" { ledger.sent(t(type)) }
+        #expect(ledger.idle, "copy data and terminate owe nothing")
+        ledger.ready()
+        #expect(ledger.owed == 0, "an unexpected ReadyForQuery does not go below zero")
+        ledger.sentRequests(3)
+        #expect(ledger.owed == 3)
+    }
 }

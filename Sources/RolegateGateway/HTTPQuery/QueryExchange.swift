@@ -145,6 +145,10 @@ struct QueryExchange {
     static func clamp(_ milliseconds: Int64) -> Int64 { min(max(1, milliseconds), Int64(Int32.max)) }
 
     /// The whole pipeline, encoded into one buffer: one write, no buffer per message.
+    /// ReadyForQuery messages ``pipeline()`` is answered with: its Sync, the COMMIT of a
+    /// transaction block, and the reset.
+    var answersOwed: Int { block ? 3 : 2 }
+
     func pipeline() -> ByteBuffer {
         var out = ByteBuffer()
         out.reserveCapacity(128 + statements.reduce(0) { $0 + $1.sql.utf8.count + 8 * $1.parameters.count })

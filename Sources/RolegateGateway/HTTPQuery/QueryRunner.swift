@@ -105,6 +105,7 @@ extension GatewayServer {
                 sink.deadline = loop.assumeIsolated().scheduleTask(in: .milliseconds(milliseconds + 2000)) {
                     [weak sink] in sink?.timedOut(shared: shared)
                 }
+                connection.ledger.sentRequests(exchange.answersOwed)
                 connection.write(exchange.pipeline())
                 connection.flush()
             }

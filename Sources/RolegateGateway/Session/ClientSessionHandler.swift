@@ -476,6 +476,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                     refusedForAudit = true
                     return false
                 }
+                // Forwarded: what it asks of the server is owed until answered.
+                if !terminate { upstream.ledger.sent(type) }
                 return !terminate
             }
         } catch {
@@ -506,6 +508,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                     type: head.type, body: head.prefix, now: NIODeadline.now().uptimeNanoseconds)
             }
             streaming.begin(messageBytes: head.totalLength)
+            upstream.ledger.sent(head.type)
             let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!
             audit.bytesIn += chunk.readableBytes
             upstream.write(chunk)

@@ -180,8 +180,11 @@ final class UpstreamConnection: @unchecked Sendable {
     var secretKey: [UInt8] = []
     /// The transaction status of the last ReadyForQuery ('I' idle, 'T' in a transaction, 'E' failed).
     var status: UInt8 = UInt8(ascii: "I")
-    /// True from a client message until the ReadyForQuery that answers it.
-    var busy = false
+    /// What the client asked that the server has not finished (see ``RequestLedger``).
+    var ledger = RequestLedger()
+    /// The server owes answers, or an extended-protocol batch is open: not to be reused, and a
+    /// cancel request is worth forwarding.
+    var busy: Bool { !ledger.idle }
     weak var sink: (any UpstreamSink)?
     /// Report statement-ending messages to the sink (statement audit is on).
     var observesStatements = false
@@ -199,9 +202,8 @@ final class UpstreamConnection: @unchecked Sendable {
 
     var isOpen: Bool { channel.isActive }
 
-    /// Sends bytes from the client as they are.
+    /// Sends bytes from the client as they are; the caller has told ``ledger`` what they hold.
     func write(_ bytes: ByteBuffer) {
-        busy = true
         unflushed = true
         channel.write(bytes, promise: nil)
     }
@@ -293,7 +295,8 @@ private final class UpstreamHandler: ChannelInboundHandler {
         /// The login (see ``UpstreamLoginMachine``).
         case startingUp
         case ready
-        case resetting(EventLoopPromise<Void>)
+        /// DISCARD ALL sent; `discarded` once its CommandComplete arrived.
+        case resetting(EventLoopPromise<Void>, discarded: Bool)
         case failed
     }
 
@@ -465,7 +468,10 @@ private final class UpstreamHandler: ChannelInboundHandler {
         do {
             let observe = connection.observesStatements
             complete = try WireFraming.scanMessages(buffer) { type, body, length in
-                if type == UInt8(ascii: "Z"), length == 1 { status = buffer.getInteger(at: body, as: UInt8.self) }
+                if type == UInt8(ascii: "Z"), length == 1 {
+                    status = buffer.getInteger(at: body, as: UInt8.self)
+                    connection.ledger.ready()
+                }
                 if type == UInt8(ascii: "E"),
                     let fields = ErrorFields(body: buffer.getSlice(at: body, length: length)!),
                     fields.severity == "FATAL" || fields.severity == "PANIC"
@@ -481,10 +487,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
         }
         if complete > 0 {
             let slice = buffer.readSlice(length: complete)!
-            if let status {
-                connection.status = status
-                connection.busy = false
-            }
+            if let status { connection.status = status }
             // One clock reading per read: its messages arrived together.
             sink.upstream(
                 connection, forward: slice, status: status,
@@ -518,13 +521,23 @@ private final class UpstreamHandler: ChannelInboundHandler {
             switch state {
             case .startingUp: startup(message, context: context)
             case .negotiatingTLS: return
-            case .resetting(let promise):
+            case .resetting(let promise, let discarded):
+                // Answers still owed to the previous client (it left mid-pipeline) come first:
+                // the reset is done at the ReadyForQuery after DISCARD ALL's own CommandComplete.
+                if message.type == UInt8(ascii: "C") {
+                    var body = message.body
+                    if body.readNullTerminatedString() == "DISCARD ALL" { state = .resetting(promise, discarded: true) }
+                    continue
+                }
                 switch BackendStartupMessage(message) {
+                case .readyForQuery where !discarded:
+                    continue
                 case .readyForQuery(let status):
                     connection.status = status
                     state = .ready
                     deadline?.cancel()
                     if status == UInt8(ascii: "I") {
+                        connection.ledger = RequestLedger()
                         promise.succeed(())
                     } else {
                         promise.fail(UpstreamError(description: "the server is not idle after DISCARD ALL"))
@@ -568,7 +581,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
             promise.fail(UpstreamError(description: "connection not reusable"))
             return promise.futureResult
         }
-        state = .resetting(promise)
+        state = .resetting(promise, discarded: false)
         if let context { awaitAnswer("answer \(UpstreamConnection.resetQuery)", context: context) }
         channel.writeAndFlush(Frontend.query(UpstreamConnection.resetQuery).encoded(), promise: nil)
         return promise.futureResult
@@ -583,7 +596,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
         case .startingUp, .negotiatingTLS: ready.fail(error)
         default: break
         }
-        if case .resetting(let promise) = state { promise.fail(error) }
+        if case .resetting(let promise, _) = state { promise.fail(error) }
         state = .failed
         deadline?.cancel()
         context.close(promise: nil)
@@ -593,7 +606,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
         switch state {
         case .startingUp, .negotiatingTLS:
             ready.fail(UpstreamError(description: "the server closed the connection during login", sqlState: "08006"))
-        case .resetting(let promise): promise.fail(UpstreamError(description: "the server closed the connection"))
+        case .resetting(let promise, _): promise.fail(UpstreamError(description: "the server closed the connection"))
         default: break
         }
         state = .failed

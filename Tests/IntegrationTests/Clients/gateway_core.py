@@ -147,6 +147,22 @@ for attempt in range(3):
     s.close()
 passed.append("a vanished pipelining client leaves nothing for the next sessions")
 
+# The same, leaving after the first answer: the server still owes the rest, so the connection is
+# not handed to the next session (which would read the previous client's answers).
+for attempt in range(5):
+    s, _ = wire.login(token)
+    s.sendall(wire.message(b"Q", b"SELECT 'first'\0") + wire.message(b"Q", b"SELECT pg_sleep(0.3), 'stale'\0")
+              + wire.message(b"Q", b"SELECT 'stale too'\0"))
+    while wire.read_message(s)[0] != b"Z":
+        pass
+    s.close()
+    s, _ = wire.login(token)
+    rows, error = wire.query(s, "SELECT 'fresh'")
+    check(error is None and rows == [["fresh"]], f"the next session read another client's answers: {rows} {error}")
+    s.sendall(wire.message(b"X", b""))
+    s.close()
+passed.append("a client gone after the first of three pipelined answers leaves no answer to the next session")
+
 
 # --- One large parameter: through the gateway and direct -----------------------------------
 def large_parameter(sock, size):
