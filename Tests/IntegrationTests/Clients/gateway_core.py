@@ -151,11 +151,15 @@ passed.append("a vanished pipelining client leaves nothing for the next sessions
 # not handed to the next session (which would read the previous client's answers).
 for attempt in range(5):
     s, _ = wire.login(token)
-    s.sendall(wire.message(b"Q", b"SELECT 'first'\0") + wire.message(b"Q", b"SELECT pg_sleep(0.3), 'stale'\0")
-              + wire.message(b"Q", b"SELECT 'stale too'\0"))
+    # The second and third answers come a second apart: a reset that took the second's
+    # ReadyForQuery for its own would hand the connection on with the third still to come, to a
+    # session that logs in meanwhile.
+    s.sendall(wire.message(b"Q", b"SELECT 'first'\0") + wire.message(b"Q", b"SELECT pg_sleep(1), 'stale'\0")
+              + wire.message(b"Q", b"SELECT pg_sleep(1), 'stale too'\0"))
     while wire.read_message(s)[0] != b"Z":
         pass
     s.close()
+    time.sleep(1.3)
     s, _ = wire.login(token)
     rows, error = wire.query(s, "SELECT 'fresh'")
     check(error is None and rows == [["fresh"]], f"the next session read another client's answers: {rows} {error}")
