@@ -31,6 +31,32 @@ import Testing
             ])
     }
 
+    /// pgbench as `reports` (8 clients for `seconds`), returned once a hundred of its statements
+    /// are in the audit log.
+    static func loadUntilAudited(_ gw: GatewayFixture, seconds: Int) async throws -> Task<ProcessResult, any Error> {
+        let script = gw.fixture.directory + "/load.sql"
+        try "SELECT name FROM analytics.events WHERE id = 1;\n".write(toFile: script, atomically: true, encoding: .utf8)
+        var env = gw.environment
+        env["PGPASSWORD"] = gw.tokens["reports"]
+        let port = gw.port
+        let load = Task {
+            try await Subprocess.runDetached(
+                "pgbench",
+                [
+                    "-h", "127.0.0.1", "-p", "\(port)", "-U", "reports", "-n", "-f", script, "-c", "8", "-j", "2", "-T",
+                    "\(seconds)", "app",
+                ],
+                environment: env)
+        }
+        var written = 0
+        for _ in 0..<150 where written < 100 {
+            try await Task.sleep(for: .milliseconds(100))
+            written = try Self.events(gw, ["--kind", "statement", "--limit", "100"]).count
+        }
+        #expect(written >= 100, "the load never reached the audit log")
+        return load
+    }
+
     @Test func aScriptedRunIsRecordedProvableAndTamperEvident() async throws {
         let gw = try await GatewayFixture()
         let reportsID = try TokenFormat.parse(gw.tokens["reports"]!).id
@@ -141,25 +167,9 @@ import Testing
     /// verifies and the process exits 0.
     @Test func sigtermUnderLoadEndsSessionsWith57P01FlushesTheAuditAndExitsZero() async throws {
         let gw = try await GatewayFixture()
-        let script = gw.fixture.directory + "/load.sql"
-        try "SELECT name FROM analytics.events WHERE id = 1;\n".write(toFile: script, atomically: true, encoding: .utf8)
-        var env = gw.environment
-        env["PGPASSWORD"] = gw.tokens["reports"]
-        async let load = Subprocess.runDetached(
-            "pgbench",
-            [
-                "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "reports", "-n", "-f", script, "-c", "8", "-j", "2", "-T",
-                "30", "app",
-            ],
-            environment: env)
-        var written = 0
-        for _ in 0..<150 where written < 100 {
-            try await Task.sleep(for: .milliseconds(100))
-            written = try Self.events(gw, ["--kind", "statement", "--limit", "100"]).count
-        }
-        #expect(written >= 100, "the load never reached the audit log")
+        let load = try await Self.loadUntilAudited(gw, seconds: 30)
         #expect(gw.server.stop(signal: SIGTERM) == 0, "\(gw.server.output)")
-        let pgbench = try await load
+        let pgbench = try await load.value
         // Each client was ended by the gateway with 57P01 (pgbench names the message), none otherwise.
         let errors = pgbench.stderr.split(separator: "\n").filter { $0.contains("FATAL") || $0.contains("ERROR") }
         #expect(!errors.isEmpty, "pgbench saw no session end: \(pgbench.stderr)")
@@ -184,26 +194,10 @@ import Testing
 
     @Test func aGatewayKilledMidLoadLeavesAChainThatVerifies() async throws {
         let gw = try await GatewayFixture()
-        let script = gw.fixture.directory + "/load.sql"
-        try "SELECT name FROM analytics.events WHERE id = 1;\n".write(toFile: script, atomically: true, encoding: .utf8)
-        var env = gw.environment
-        env["PGPASSWORD"] = gw.tokens["reports"]
-        async let load = Subprocess.runDetached(
-            "pgbench",
-            [
-                "-h", "127.0.0.1", "-p", "\(gw.port)", "-U", "reports", "-n", "-f", script, "-c", "8", "-j", "2", "-T",
-                "20", "app",
-            ],
-            environment: env)
         // Kill it mid-load: once statements are reaching the store, while pgbench keeps going.
-        var written = 0
-        for _ in 0..<150 where written < 100 {
-            try await Task.sleep(for: .milliseconds(100))
-            written = try Self.events(gw, ["--kind", "statement", "--limit", "100"]).count
-        }
-        #expect(written >= 100, "the load never reached the audit log")
+        let load = try await Self.loadUntilAudited(gw, seconds: 20)
         #expect(gw.server.stop(signal: 9) == 128 + 9)
-        _ = try await load
+        _ = try await load.value
 
         // A new gateway on the same store continues its chain.
         var serveEnv = gw.fixture.environment

@@ -203,25 +203,20 @@ import Testing
         let keys = NSTemporaryDirectory() + "rolegate-tls-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: keys) }
-        try Subprocess.check(
-            "openssl",
-            [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", keys + "/key.pem", "-out", keys + "/cert.pem",
-            ])
+        try selfSignedCertificate(in: keys, name: "gateway")
         // Set in the policy's gateway section this time, with the token as a password over TLS.
         let gw = try await GatewayFixture(
             policy: gatewayPolicy + """
 
                 gateway:
-                  tls_cert: \(keys)/cert.pem
-                  tls_key: \(keys)/key.pem
+                  tls_cert: \(keys)/gateway.crt
+                  tls_key: \(keys)/gateway.key
                   require_tls: true
                   client_auth: password
                 """)
         defer { withExtendedLifetime(gw) {} }
         let verified = try await gw.psql(
-            "reports", "\\conninfo", database: "dbname=app sslmode=verify-full sslrootcert=\(keys)/cert.pem")
+            "reports", "\\conninfo", database: "dbname=app sslmode=verify-full sslrootcert=\(keys)/gateway.crt")
         #expect(verified.status == 0, "\(verified.stderr)")
         #expect(verified.stdout.contains("SSL connection"), "\(verified.stdout)")
         #expect(try await gw.value("reports", "SELECT current_user") == "events_reader")  // sslmode=prefer uses TLS too
@@ -281,15 +276,7 @@ import Testing
         let keys = NSTemporaryDirectory() + "rolegate-upstream-tls-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: keys) }
-        for name in ["server", "other"] {
-            try Subprocess.check(
-                "openssl",
-                [
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", "\(keys)/\(name).key",
-                    "-out", "\(keys)/\(name).crt",
-                ])
-        }
+        for name in ["server", "other"] { try selfSignedCertificate(in: keys, name: name) }
         let policy = gatewayPolicy.replacingOccurrences(
             of: "url: ${APP_ADMIN_URL}", with: "url: ${APP_ADMIN_URL}&sslmode=verify-ca&sslrootcert=\(keys)/server.crt")
         let gw = try await GatewayFixture(policy: policy) { fixture in

@@ -302,13 +302,7 @@ import Testing
         let keys = NSTemporaryDirectory() + "rolegate-http-tls-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: keys) }
-        try Subprocess.check(
-            "openssl",
-            [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", "\(keys)/api.key", "-out",
-                "\(keys)/api.crt",
-            ])
+        try selfSignedCertificate(in: keys, name: "api")
         let port = try PostgresCluster.freePort()
         let gw = try await GatewayFixture(
             serveArguments: [
