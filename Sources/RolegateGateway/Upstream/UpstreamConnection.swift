@@ -319,17 +319,23 @@ private final class UpstreamHandler: ChannelInboundHandler {
     ) {
         self.answerTimeout = answerTimeout
         self.connection = connection
-        let key = connection.key
-        self.login = UpstreamLoginMachine(
-            settings: .init(role: key.role, database: key.database, allowed: key.auth, encrypted: false),
-            password: password
-        ) { salt, iterations in
-            saltedPasswords.saltedPassword(password: password, salt: salt, iterations: iterations)
-        }
+        self.login = Self.login(connection.key, password: password, saltedPasswords: saltedPasswords, encrypted: false)
         self.password = password
         self.ready = ready
         self.saltedPasswords = saltedPasswords
         self.tls = tls
+    }
+
+    /// The login machine for `key`'s role and database, with PBKDF2 results from the cache.
+    private static func login(
+        _ key: UpstreamKey, password: String, saltedPasswords: SaltedPasswordCache, encrypted: Bool
+    ) -> UpstreamLoginMachine {
+        UpstreamLoginMachine(
+            settings: .init(role: key.role, database: key.database, allowed: key.auth, encrypted: encrypted),
+            password: password
+        ) { salt, iterations in
+            saltedPasswords.saltedPassword(password: password, salt: salt, iterations: iterations)
+        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -391,13 +397,8 @@ private final class UpstreamHandler: ChannelInboundHandler {
                     UpstreamError(description: "cannot start TLS to the server: \(error)", sqlState: "08006"))
             }
             state = .startingUp
-            login = UpstreamLoginMachine(
-                settings: .init(
-                    role: key.role, database: key.database, allowed: key.auth, encrypted: true),
-                password: password
-            ) { [saltedPasswords, password] salt, iterations in
-                saltedPasswords.saltedPassword(password: password, salt: salt, iterations: iterations)
-            }
+            // Encrypted from here on: the login may now use what the database allows over TLS only.
+            login = Self.login(key, password: password, saltedPasswords: saltedPasswords, encrypted: true)
             sendStartup(context)
         case UInt8(ascii: "N") where !key.tls.required:
             state = .startingUp
