@@ -46,9 +46,10 @@ import Testing
 
     /// Drives a SCRAM login up to the admission check; returns the client's proof message.
     func scramUpToProof(
-        _ m: inout Machine, password: String, candidates: [TokenRecord]?
+        _ m: inout Machine, password: String, candidates: [TokenRecord]?, extra: [(String, String)] = []
     ) throws -> Machine.Action {
-        let start = m.startupPacket(startup([("user", "billing-api"), ("database", "app")]), bytesFollow: false)
+        let start = m.startupPacket(
+            startup([("user", "billing-api"), ("database", "app")] + extra), bytesFollow: false)
         #expect(start == .send([Backend.authenticationSASL(mechanisms: ["SCRAM-SHA-256"])]))
         var client = SCRAMClient(password: password)
         let lookup = m.passwordMessage(
@@ -91,6 +92,33 @@ import Testing
                     Backend.readyForQuery(UInt8(ascii: "I")),
                 ]))
         #expect(m.isRelaying)
+    }
+
+    /// The server sees the client's application_name tagged with the token id (or as it is, with
+    /// `tag_application_name: false`); the client is told the value it set, never the tag.
+    @Test func theClientIsToldItsOwnApplicationNameWhateverTheServerSees() throws {
+        for tagging in [true, false] {
+            var m = Machine(
+                settings: .init(
+                    policy: policy, tlsAvailable: false, requireTLS: false, passwordOverTLS: false,
+                    passwordOnLoopback: false, fromLoopback: false, tagApplicationName: tagging))
+            let record = record()
+            _ = try scramUpToProof(&m, password: token, candidates: [record], extra: [("application_name", "billing")])
+            guard case .connectUpstream(let request, _) = m.admission(nil) else {
+                Issue.record("expected an upstream connection")
+                return
+            }
+            let upstream = request.key.parameters.filter { $0.name == "application_name" }.map(\.value)
+            #expect(upstream == [tagging ? "billing [rolegate:aaaaaaaaaaaaaaaa]" : "billing"], "\(upstream)")
+            let ready = m.upstreamReady(
+                parameterStatus: [("application_name", upstream.first ?? "")], transactionStatus: UInt8(ascii: "I"),
+                cancelKey: CancelKey(processID: 7, secret: [1, 2, 3, 4]))
+            guard case .startRelaying(let messages) = ready else {
+                Issue.record("expected the session to start, got \(ready)")
+                return
+            }
+            #expect(messages.contains(Backend.parameterStatus("application_name", "billing")))
+        }
     }
 
     @Test func aWrongTokenIsRetriedOnceAgainstFreshRecordsThenRefusedWith28P01() throws {

@@ -32,6 +32,8 @@ public struct GatewaySettings: Sendable, Equatable {
     /// A server connection whose connect, login or reset takes longer is given up (default 10s).
     public var serverConnectTimeout: Duration?
     public var endSessionsOnExpiry: Bool?
+    /// Append `[rolegate:<token id>]` to the `application_name` the server sees (default: yes).
+    public var tagApplicationName: Bool?
     public var shutdownGrace: Duration?
     /// Failed logins per client address per `authFailureWindow` before answers are delayed (0: off).
     public var authFailureLimit: Int?
@@ -57,7 +59,8 @@ public struct GatewaySettings: Sendable, Equatable {
         "listen", "http", "tls_cert", "tls_key", "http_tls_cert", "http_tls_key", "require_tls", "client_auth",
         "allow_cleartext_on_loopback",
         "client_login_timeout", "max_client_connections", "max_client_connections_per_service", "pool_size",
-        "server_idle_timeout", "server_lifetime", "server_connect_timeout", "end_sessions_on_expiry", "shutdown_grace",
+        "server_idle_timeout", "server_lifetime", "server_connect_timeout", "end_sessions_on_expiry",
+        "tag_application_name", "shutdown_grace",
         "auth_failure_limit",
         "auth_failure_window", "auth_failure_delay", "http_body_timeout", "http_idle_timeout",
         "store_outage_policy",

@@ -225,6 +225,7 @@ public enum PolicyLoader {
         }
         settings.allowCleartextOnLoopback = f["allow_cleartext_on_loopback"]?.bool(what: "allow_cleartext_on_loopback")
         settings.endSessionsOnExpiry = f["end_sessions_on_expiry"]?.bool(what: "end_sessions_on_expiry")
+        settings.tagApplicationName = f["tag_application_name"]?.bool(what: "tag_application_name")
         func positive(_ key: String) -> Int? {
             guard let field = f[key], let number = field.int(what: key) else { return nil }
             if number < 1 { field.fail("\(key) must be at least 1") }

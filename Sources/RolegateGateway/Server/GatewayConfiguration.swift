@@ -54,6 +54,9 @@ public struct GatewayConfiguration: Sendable {
     public var auditParameters: Bool = false
     /// How repeated failed logins from one address are slowed down (wire and HTTP alike).
     public var loginThrottle = LoginThrottleSettings()
+    /// Append `[rolegate:<token id>]` to the `application_name` the server sees, so that
+    /// `pg_stat_activity` names the token behind every backend (`tag_application_name`).
+    public var tagApplicationName = true
     /// `end_sessions`: end every open session while the token store cannot be read.
     public var endSessionsOnStoreOutage = false
     /// This instance's id (in logs, metrics and its audit chain).

@@ -67,7 +67,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 requireTLS: configuration.requireTLS, passwordOverTLS: configuration.passwordOverTLS,
                 passwordOnLoopback: configuration.allowCleartextOnLoopback,
                 fromLoopback: context.channel.remoteAddress.map(Self.isLoopback) == true,
-                databaseURLs: shared.databaseURLs))
+                databaseURLs: shared.databaseURLs, tagApplicationName: configuration.tagApplicationName))
         shared.metrics.increment("rolegate_connections_total")
         guard shared.registry.clientConnected() else {
             shared.metrics.increment("rolegate_connections_refused_total", ["reason": "too_many_clients"])

@@ -33,6 +33,8 @@ struct ClientSessionMachine {
         var fromLoopback: Bool
         /// The policy's database URLs, parsed once for all logins (a database missing here is parsed at its login).
         var databaseURLs: [String: ConnectionURL] = [:]
+        /// Tag the `application_name` the server sees with the token id (`tag_application_name`).
+        var tagApplicationName = true
     }
 
     struct Login: Sendable {
@@ -365,12 +367,16 @@ struct ClientSessionMachine {
         case nil: break
         }
         state = .connecting(login, record)
-        // application_name carries the token id, so pg_stat_activity attributes every backend.
-        var parameters = login.parameters.filter { $0.name != "application_name" }
-        let application = login.parameters.last { $0.name == "application_name" }?.value ?? ""
-        let tag = "rolegate:\(record.id)"
-        parameters.append(
-            StartupParameter("application_name", application.isEmpty ? tag : "\(application.prefix(40)) [\(tag)]"))
+        // application_name carries the token id, so pg_stat_activity attributes every backend
+        // (unless the policy says otherwise: some applications find their own backends by it).
+        var parameters = login.parameters
+        if settings.tagApplicationName {
+            parameters.removeAll { $0.name == "application_name" }
+            let application = login.parameters.last { $0.name == "application_name" }?.value ?? ""
+            let tag = "rolegate:\(record.id)"
+            parameters.append(
+                StartupParameter("application_name", application.isEmpty ? tag : "\(application.prefix(40)) [\(tag)]"))
+        }
         let key = UpstreamKey(
             url: login.url, role: record.role, auth: login.database.upstreamAuth, parameters: parameters)
         return .connectUpstream(

@@ -264,6 +264,7 @@ struct ServeCommand: AsyncParsableCommand {
             if let registered { try? await store.removeInstance(id: registered) }
         }
         configuration.endSessionsOnStoreOutage = file.storeOutagePolicy == .endSessions
+        configuration.tagApplicationName = file.tagApplicationName ?? true
         // The audit log writes through its own store connection, so a slow audit batch never
         // delays the token change feed the verifier depends on.
         var auditWriter: AuditWriter?
