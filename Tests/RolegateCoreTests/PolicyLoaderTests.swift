@@ -190,6 +190,28 @@ let contractExample = """
         #expect(found[0].location?.line == 37)
     }
 
+    /// `upstream_auth:` takes libpq's method names; an unknown one, or one the URL's
+    /// `require_auth` contradicts, is an error at its key.
+    @Test func upstreamAuthIsAListOfLibpqMethods() throws {
+        let allowed = try load(
+            contractExample.replacingOccurrences(
+                of: "    url: ${APP_ADMIN_URL}",
+                with: "    url: ${APP_ADMIN_URL}\n    upstream_auth: [scram-sha-256, md5]"))
+        #expect(allowed.databases[0].upstreamAuth == [.scramSHA256, .md5])
+        #expect(try load(contractExample).databases[0].upstreamAuth == .standard)
+        let unknown = issues(
+            contractExample.replacingOccurrences(
+                of: "    url: ${APP_ADMIN_URL}", with: "    url: ${APP_ADMIN_URL}\n    upstream_auth: [kerberos]"))
+        #expect(unknown.count == 1 && unknown[0].keyPath == "databases.app.upstream_auth", "\(unknown)")
+        #expect(unknown.first?.message.contains("unknown authentication method 'kerberos'") == true)
+        let contradicted = issues(
+            contractExample.replacingOccurrences(
+                of: "    url: ${APP_ADMIN_URL}",
+                with: "    url: postgres://admin@db:5432/app?require_auth=md5\n    upstream_auth: [scram-sha-256]"))
+        #expect(
+            contradicted.first?.message.contains("contradicts the URL's require_auth=md5") == true, "\(contradicted)")
+    }
+
     @Test func ttlAboveMaxIsRefused() {
         let found = issues(contractExample.replacingOccurrences(of: "token_ttl: 1h", with: "token_ttl: 48h"))
         #expect(found.count == 1)
