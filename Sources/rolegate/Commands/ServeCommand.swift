@@ -408,6 +408,7 @@ struct ServeCommand: AsyncParsableCommand {
             try await ServiceGroup(configuration: groupConfiguration).run()
         } catch {
             Terminal.note("rolegate: stopped by an error: \(error)")
+            await leavePeers()
             await auditStore?.close()
             await store.close()
             throw ExitCode.failure
