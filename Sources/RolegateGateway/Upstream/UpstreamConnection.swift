@@ -301,9 +301,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
     }
 
     let connection: UpstreamConnection
-    let password: String
     let ready: EventLoopPromise<UpstreamConnection>
-    let saltedPasswords: SaltedPasswordCache
     let tls: NIOSSLContext?
     let answerTimeout: TimeAmount
     var state = State.startingUp
@@ -319,23 +317,15 @@ private final class UpstreamHandler: ChannelInboundHandler {
     ) {
         self.answerTimeout = answerTimeout
         self.connection = connection
-        self.login = Self.login(connection.key, password: password, saltedPasswords: saltedPasswords, encrypted: false)
-        self.password = password
-        self.ready = ready
-        self.saltedPasswords = saltedPasswords
-        self.tls = tls
-    }
-
-    /// The login machine for `key`'s role and database, with PBKDF2 results from the cache.
-    private static func login(
-        _ key: UpstreamKey, password: String, saltedPasswords: SaltedPasswordCache, encrypted: Bool
-    ) -> UpstreamLoginMachine {
-        UpstreamLoginMachine(
-            settings: .init(role: key.role, database: key.database, allowed: key.auth, encrypted: encrypted),
+        let key = connection.key
+        self.login = UpstreamLoginMachine(
+            settings: .init(role: key.role, database: key.database, allowed: key.auth, encrypted: false),
             password: password
         ) { salt, iterations in
             saltedPasswords.saltedPassword(password: password, salt: salt, iterations: iterations)
         }
+        self.ready = ready
+        self.tls = tls
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -397,8 +387,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
                     UpstreamError(description: "cannot start TLS to the server: \(error)", sqlState: "08006"))
             }
             state = .startingUp
-            // Encrypted from here on: the login may now use what the database allows over TLS only.
-            login = Self.login(key, password: password, saltedPasswords: saltedPasswords, encrypted: true)
+            login.encryptionEstablished()
             sendStartup(context)
         case UInt8(ascii: "N") where !key.tls.required:
             state = .startingUp
@@ -496,7 +485,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
         }
         // What ends a statement, a transaction status or a FATAL error is small and read whole.
         if let head = WireStreaming.head(of: buffer), !StatementTracker.endsStatement(head.type),
-            head.type != UInt8(ascii: "E"), connection.sink === sink
+            head.type != UInt8(ascii: "E")
         {
             streaming.begin(messageBytes: head.totalLength)
             let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!

@@ -43,7 +43,7 @@ struct UpstreamLoginMachine {
         case failed
     }
 
-    let settings: Settings
+    private(set) var settings: Settings
     private let password: String
     private let saltedPassword: (@Sendable ([UInt8], Int) -> [UInt8])?
     private var state = State.awaitingAuthentication
@@ -62,6 +62,12 @@ struct UpstreamLoginMachine {
         self.settings = settings
         self.password = password
         self.saltedPassword = saltedPassword
+    }
+
+    /// The connection switched to TLS (before the startup packet): what the database allows
+    /// over TLS only may now be used.
+    mutating func encryptionEstablished() {
+        settings.encrypted = true
     }
 
     var isReady: Bool {

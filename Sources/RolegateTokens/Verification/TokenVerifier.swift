@@ -314,7 +314,7 @@ public final class TokenVerifier: Sendable {
             } else {
                 return nil
             }
-            return Self.admission(current, bindings: s.bindings, now: now, &s)
+            return Self.admission(current, now: now, &s)
         }
     }
 
@@ -332,14 +332,12 @@ public final class TokenVerifier: Sendable {
             return .failure(.unavailable)
         }
         guard let fresh else { return .failure(.unknown) }
-        return state.withLock { s in Self.admission(fresh, bindings: s.bindings, now: now, &s) }
+        return state.withLock { s in Self.admission(fresh, now: now, &s) }
     }
 
     /// The checks of an admission and its use record. Called with the lock held.
-    private static func admission(
-        _ current: TokenRecord, bindings: [String: String], now: Date, _ s: inout State
-    ) -> Result<Verified, Failure> {
-        if let failure = check(current, bindings: bindings, now: now) { return .failure(failure) }
+    private static func admission(_ current: TokenRecord, now: Date, _ s: inout State) -> Result<Verified, Failure> {
+        if let failure = check(current, bindings: s.bindings, now: now) { return .failure(failure) }
         s.uses[current.id] = now
         return .success(Verified(record: current))
     }
