@@ -17,8 +17,6 @@ struct SessionAudit {
     /// and when they were read (see ``ClientSessionHandler/upstream(_:forward:status:statementsEnded:)``).
     var unfollowedAnswers: (messages: ByteBuffer, now: UInt64)?
     var backendPID: Int32 = 0
-    /// Since when the next statement waits for room in a full audit queue.
-    var waitingSince: NIODeadline?
     /// This session's statement counters (looked up once, added to atomically).
     var statements: Counter?
     var statementErrors: Counter?

@@ -30,22 +30,16 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     var cancelKey: CancelKey?
     /// The ClientHello of a direct TLS connection, read before TLS was set up.
     var directTLSBytes: ByteBuffer?
-    /// Set when the session was ended from outside (revocation): its server connection is not reused.
-    var poisoned = false
     /// The session's audit trail (see ClientSessionHandler+Audit.swift).
     var audit = SessionAudit()
     /// The last statement event's detail, reused while statements repeat (see ClientSessionHandler+Audit.swift).
     var statementDetail = StatementDetail()
-    /// A large client message passing through as it arrives (see ``relay(_:_:)``).
-    private var streaming = WireStreaming()
     /// Whether server answers were written to the client since ``upstreamFlush(_:)`` last flushed.
     private var answersUnflushed = false
     /// Shown by the admin API's session list.
     var sessionStatus: SessionStatus?
 
     static let authMessageLimit = 16 * 1024
-    /// How long a statement waits for room in a full audit queue (`on_failure: block`) before it is refused.
-    static let auditWaitLimit: TimeAmount = .seconds(2)
 
     init(shared: GatewayShared) {
         self.shared = shared
@@ -97,10 +91,10 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
         }
         if let upstream {
             self.upstream = nil
-            if poisoned {
-                upstream.close()
-            } else {
+            if machine?.serverConnectionReusable == true {
                 shared.pool(for: context.eventLoop).release(upstream)
+            } else {
+                upstream.close()
             }
         }
         _ = machine?.end("08006", "closed")
@@ -150,9 +144,8 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             // server connection (a revocation or a kill must not slip in between).
             guard let machine, !machine.isClosed else { return }
             audit.endReason = end.cause.rawValue
-            poisoned = true
             if let upstream, upstream.busy { shared.cancelUpstream(upstream) }
-            self.event(context) { $0.end(end.code, end.message) }
+            self.event(context) { $0.ended(end) }
         }
     }
 
@@ -450,45 +443,24 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
 
     // MARK: - Relaying
 
-    /// Forwards every complete client message to the server in one slice. A Terminate
-    /// ends the session here (the server connection goes back to the pool). A message larger
-    /// than ``WireStreaming/threshold`` (a huge Bind parameter, CopyData, a long query) is not
-    /// waited for whole: once its head is here, it passes through as its bytes arrive, so one
-    /// message costs neither memory of its size nor a second copy of it.
+    /// Sends the client's bytes to the server as the session machine decides (see
+    /// ``ClientRelay``): complete messages in one slice, a large message (a huge Bind parameter,
+    /// CopyData, a long query) as its bytes arrive, so one message costs neither memory of its
+    /// size nor a second copy of it. Statements go to the server first and to the audit's
+    /// tracker after, off the client's wait.
     private func relay(_ buffer: inout ByteBuffer, _ context: ChannelHandlerContext) {
-        guard let upstream else { return }
-        if streaming.remaining > 0 {
-            let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!
-            audit.bytesIn += chunk.readableBytes
-            upstream.write(chunk)
-            if buffer.readableBytes == 0 { return }
-        }
-        var terminate = false
-        var refusedForAudit = false
-        let complete: Int
+        guard let upstream, machine != nil else { return }
         let tracking = audit.tracker != nil
-        do {
-            complete = try WireFraming.scanMessages(buffer, limits: shared.limits) { type, _, _ in
-                terminate = type == UInt8(ascii: "X")
-                if tracking, type == UInt8(ascii: "Q") || type == UInt8(ascii: "E") || type == UInt8(ascii: "F"),
-                    !auditAccepting
-                {
-                    refusedForAudit = true
-                    return false
-                }
-                // Forwarded: what it asks of the server is owed until answered.
-                if !terminate { upstream.ledger.sent(type) }
-                return !terminate
-            }
-        } catch {
-            buffer.clear()
-            audit.endReason = "error: protocol violation"
-            return event(context) { $0.malformedInput(error) }
+        let step = machine!.clientBytes(
+            buffer, limits: shared.limits, auditing: tracking, auditAccepting: { self.auditAccepting },
+            ledger: &upstream.ledger, now: .now())
+        if step.continued > 0 {
+            audit.bytesIn += step.continued
+            upstream.write(buffer.readSlice(length: step.continued)!)
         }
-        if !refusedForAudit { audit.waitingSince = nil }
-        if complete > 0 {
-            audit.bytesIn += complete
-            let messages = buffer.readSlice(length: complete)!
+        if step.complete > 0 {
+            audit.bytesIn += step.complete
+            let messages = buffer.readSlice(length: step.complete)!
             upstream.write(messages)
             if tracking {
                 // The statements go to the server first: following them for the audit log is then
@@ -498,51 +470,39 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 followClientMessages(messages, now: now)
             }
         }
-        if !terminate, !refusedForAudit, let head = WireStreaming.head(of: buffer, limits: shared.limits),
-            !(tracking && [UInt8(ascii: "Q"), UInt8(ascii: "F")].contains(head.type) && !auditAccepting)
-        {
-            // The rest of the buffer is the start of one large message: its head (up to what the
-            // audit reads of it) to the tracker, then everything here on to the server.
-            if tracking {
-                audit.tracker?.client(
-                    type: head.type, body: head.prefix, now: NIODeadline.now().uptimeNanoseconds)
-            }
-            streaming.begin(messageBytes: head.totalLength)
-            upstream.ledger.sent(head.type)
-            let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!
-            audit.bytesIn += chunk.readableBytes
-            upstream.write(chunk)
+        if let head = step.started {
+            // A large message's head (up to what the audit reads of it) to the tracker, then
+            // everything of it here on to the server.
+            audit.tracker?.client(type: head.type, body: head.prefix, now: NIODeadline.now().uptimeNanoseconds)
+            audit.bytesIn += step.startedBytes
+            upstream.write(buffer.readSlice(length: step.startedBytes)!)
         }
         if let sql = audit.tracker?.lastSQL, let status = sessionStatus, status.statement != sql {
             status.statement = sql
         }
-        if refusedForAudit {
+        switch step.next {
+        case .readMore:
+            break
+        case .hold(let retry):
+            // A full audit queue is usually a passing stall of the store: the statement's bytes
+            // stay buffered and are looked at again shortly (the machine gives up after a while).
             upstream.flush()
-            // A full audit queue is usually a passing stall of the store: hold this client's
-            // next statement (its bytes stay buffered) for up to `auditWaitLimit`, then refuse.
-            let waitingSince = audit.waitingSince ?? .now()
-            if NIODeadline.now() - waitingSince < Self.auditWaitLimit {
-                audit.waitingSince = waitingSince
-                paused = true
-                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) { [weak self] in
-                    guard let self, let context = self.context else { return }
-                    self.paused = false
-                    self.processOutsideRead(context)
-                }
-                return
+            paused = true
+            context.eventLoop.assumeIsolated().scheduleTask(in: retry) { [weak self] in
+                guard let self, let context = self.context else { return }
+                self.paused = false
+                self.processOutsideRead(context)
             }
-            buffer.clear()
-            audit.endReason = "error: audit log unavailable"
-            return event(context) {
-                $0.end("53000", AuditWriter.statementsRefused)
-            }
-        }
-        if terminate {
+        case .terminate:
             buffer.clear()
             upstream.flush()
             audit.endReason = "client quit"
-            machine?.clientTerminated()
             context.close(promise: nil)
+        case .end(let fields, let reason):
+            buffer.clear()
+            upstream.flush()
+            audit.endReason = reason
+            perform(.refuse(fields), context)
         }
     }
 
@@ -585,7 +545,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             // The server ended the session itself (pg_terminate_backend, its shutdown) and said so
             // to the client already: close as PostgreSQL would, with nothing of ours added.
             audit.endReason = "server ended the session: \(fatal.code) \(fatal.message)"
-            machine?.clientTerminated()
+            machine?.serverEnded()
             upstreamFlush(context)
             context.close(promise: nil)
             return

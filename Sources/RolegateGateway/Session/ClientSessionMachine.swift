@@ -3,13 +3,15 @@ import PostgresWire
 import RolegateCore
 import RolegateTokens
 
-/// A client connection from its first byte until it relays: encryption negotiation,
-/// startup, token authentication and the upstream login. A value type without I/O: the
-/// channel handler decodes packets, feeds them in as events and performs the action each
-/// event returns (write, start TLS, look up tokens, connect upstream, refuse).
+/// A client connection from its first byte to its last: encryption negotiation, startup,
+/// token authentication, admission, the upstream login, then the relay (``ClientRelay``)
+/// and whether its server connection may serve anyone else afterwards. A value type without
+/// I/O: the channel handler decodes packets, feeds them in as events and performs the action
+/// each event returns (write, start TLS, look up tokens, connect upstream, forward, refuse).
 ///
 /// The order it enforces: no upstream connection, no pool slot and no session slot
-/// before the token is proven; every refusal is one FATAL `ErrorResponse`, then close.
+/// before the token is proven; the token checked again as it is at the moment of admission;
+/// every refusal is one FATAL `ErrorResponse`, then close.
 struct ClientSessionMachine {
     /// How the client proves it holds the token.
     enum Method: Equatable, Sendable {
@@ -120,6 +122,10 @@ struct ClientSessionMachine {
     /// The token the client proved it holds, once it did (kept after a refusal).
     private(set) var provenToken: TokenRecord?
     private(set) var encrypted = false
+    /// The client side of the relay, once the session relays.
+    private(set) var relay = ClientRelay()
+    /// The session was ended from outside (revocation, an administrator, shutdown).
+    private(set) var endedFromOutside = false
     let settings: Settings
 
     init(settings: Settings) {
@@ -424,15 +430,49 @@ struct ClientSessionMachine {
         }
     }
 
-    /// The session must end (revocation, expiry, shutdown, lost server connection).
+    /// The session must end (a lost server connection, the client gone).
     mutating func end(_ code: String, _ message: String) -> Action {
         if case .closed = state { return .wait }
         return refuse(code, message)
     }
 
-    /// The client sent Terminate.
-    mutating func clientTerminated() {
+    /// The session is ended from outside (revocation, expiry, an administrator, shutdown),
+    /// whether it relays yet or still waits for its server connection.
+    mutating func ended(_ end: SessionEnd) -> Action {
+        if case .closed = state { return .wait }
+        endedFromOutside = true
+        return refuse(end.code, end.message)
+    }
+
+    /// The server ended the session itself (it told the client so already).
+    mutating func serverEnded() {
         state = .closed
+    }
+
+    // MARK: - Relaying
+
+    /// The client's unprocessed bytes while the session relays: what goes to the server (counted
+    /// in its `ledger`), what waits, and whether the session ends (see ``ClientRelay``).
+    mutating func clientBytes(
+        _ buffer: ByteBuffer, limits: WireLimits, auditing: Bool, auditAccepting: () -> Bool,
+        ledger: inout RequestLedger, now: @autoclosure () -> NIODeadline
+    ) -> ClientRelay.Step {
+        guard case .relaying = state else { return ClientRelay.Step() }
+        let step = relay.clientBytes(
+            buffer, limits: limits, auditing: auditing, auditAccepting: auditAccepting, ledger: &ledger, now: now())
+        switch step.next {
+        case .terminate, .end: state = .closed
+        case .readMore, .hold: break
+        }
+        return step
+    }
+
+    /// Whether the session's server connection may go back to the pool once the session ends:
+    /// not when the session was ended from outside (its last statement may have been cancelled
+    /// half way) or in the middle of a large message (the server holds part of it). The pool
+    /// also requires every answer owed to have arrived (``RequestLedger``) and the reset to pass.
+    var serverConnectionReusable: Bool {
+        !endedFromOutside && !relay.insideMessage
     }
 
     // MARK: - Refusals

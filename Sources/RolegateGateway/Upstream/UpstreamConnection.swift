@@ -441,60 +441,40 @@ private final class UpstreamHandler: ChannelInboundHandler {
         if case .ready = state, let sink = connection.sink { sink.upstreamFlush(connection) }
     }
 
-    /// A large server message (a huge DataRow, CopyData) passing through as it arrives.
-    private var streaming = WireStreaming()
+    /// What the server sends while a session relays (see ``ServerRelay``).
+    private var relaying = ServerRelay()
 
-    /// Forwards every complete message in one slice, without copying them; a large message that
-    /// does not end a statement passes through as its bytes arrive (see ``WireStreaming``).
+    /// Forwards the server's bytes to `sink` as ``ServerRelay`` decides: complete messages in one
+    /// slice, a large message as its bytes arrive, never a copy.
     private func relay(_ buffer: inout ByteBuffer, to sink: any UpstreamSink, context: ChannelHandlerContext) {
-        if streaming.remaining > 0 {
-            let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!
-            sink.upstream(connection, forward: chunk, status: nil, statementsEnded: nil)
-            if buffer.readableBytes == 0 { return }
-        }
-        var status: UInt8?
-        var endsStatements = false
-        let complete: Int
+        let step: ServerRelay.Step
         do {
-            let observe = connection.observesStatements
-            complete = try WireFraming.scanMessages(buffer) { type, body, length in
-                if type == UInt8(ascii: "Z"), length == 1 {
-                    status = buffer.getInteger(at: body, as: UInt8.self)
-                    connection.ledger.ready()
-                }
-                if type == UInt8(ascii: "E"),
-                    let fields = ErrorFields(body: buffer.getSlice(at: body, length: length)!),
-                    fields.severity == "FATAL" || fields.severity == "PANIC"
-                {
-                    connection.fatalError = fields
-                }
-                if observe, !endsStatements { endsStatements = StatementTracker.endsStatement(type) }
-                return true
-            }
+            step = try relaying.serverBytes(
+                buffer, observing: connection.observesStatements, ledger: &connection.ledger)
         } catch {
             fail(context: context, UpstreamError(description: "the server sent a malformed message: \(error)"))
             return
         }
-        if complete > 0 {
-            let slice = buffer.readSlice(length: complete)!
-            if let status { connection.status = status }
+        if step.continued > 0 {
+            sink.upstream(
+                connection, forward: buffer.readSlice(length: step.continued)!, status: nil, statementsEnded: nil)
+        }
+        if step.complete > 0 {
+            if let fatal = step.fatal { connection.fatalError = fatal }
+            if let status = step.status { connection.status = status }
             // One clock reading per read: its messages arrived together.
             sink.upstream(
-                connection, forward: slice, status: status,
-                statementsEnded: endsStatements ? NIODeadline.now().uptimeNanoseconds : nil)
+                connection, forward: buffer.readSlice(length: step.complete)!, status: step.status,
+                statementsEnded: step.endsStatements ? NIODeadline.now().uptimeNanoseconds : nil)
         }
-        // What ends a statement, a transaction status or a FATAL error is small and read whole.
-        if let head = WireStreaming.head(of: buffer), !StatementTracker.endsStatement(head.type),
-            head.type != UInt8(ascii: "E")
-        {
-            streaming.begin(messageBytes: head.totalLength)
-            let chunk = buffer.readSlice(length: streaming.take(buffer.readableBytes))!
-            sink.upstream(connection, forward: chunk, status: nil, statementsEnded: nil)
+        if step.startedBytes > 0 {
+            sink.upstream(
+                connection, forward: buffer.readSlice(length: step.startedBytes)!, status: nil, statementsEnded: nil)
         }
     }
 
     private func handleControl(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
-        if streaming.remaining > 0 {
+        if relaying.insideMessage {
             // The session left in the middle of a large message: what follows cannot be framed.
             buffer.clear()
             return fail(context: context, UpstreamError(description: "the session ended inside a large message"))
