@@ -105,8 +105,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The PostgreSQL wire gateway: listener, client session and upstream login state
-        // machines, relaying, upstream pools, revocation and cancel routing, statement audit.
+        // The PostgreSQL wire gateway and nothing else: the listener, the client session machine
+        // (login, admission, relay), the upstream login and relay machines, upstream pools,
+        // revocation and cancel routing, statement tracking for the audit. Its `package` API lends
+        // pooled server connections to the HTTP data API and its machines to the fuzz target
+        // and benchmarks.
         .target(
             name: "RolegateGateway",
             dependencies: [
@@ -127,12 +130,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The HTTP API (data, admin, operations) on Hummingbird 2.
+        // The HTTP API (data, admin, operations) on Hummingbird 2, with the data API's query
+        // runner (statements over the gateway's pooled server connections).
         .target(
             name: "RolegateHTTP",
             dependencies: [
                 "RolegateCore", "RolegateStore", "RolegateTokens", "RolegateGateway", "RolegateAudit",
-                "RolegateProvision",
+                "RolegateProvision", "PostgresWire",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -166,16 +170,23 @@ let package = Package(
             dependencies: ["RolegateCore", "RolegateStore", "RolegateTokens"],
             swiftSettings: strict
         ),
-        // Statement audit's cost per statement, for bench/run.py.
+        // Statement audit's cost per statement, for bench/run.py: the gateway's statement
+        // tracker and event building, then the store's group commits.
         .executableTarget(
             name: "AuditBench",
-            dependencies: ["RolegateAudit", "RolegateGateway", "RolegateStore"],
+            dependencies: [
+                "RolegateAudit", "RolegateGateway", "RolegateStore", "RolegateCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
-        // The wire fuzz target: libFuzzer under fuzz/run.sh, a corpus replay otherwise.
+        // The wire fuzz target: the session, relay and upstream login machines and the
+        // statement tracker fed arbitrary bytes. libFuzzer under fuzz/run.sh, a corpus replay otherwise.
         .executableTarget(
             name: "WireFuzz",
-            dependencies: ["RolegateCore", "RolegateGateway"],
+            dependencies: [
+                "RolegateCore", "RolegateGateway", "PostgresWire", .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -206,7 +217,8 @@ let package = Package(
         .testTarget(
             name: "RolegateHTTPTests",
             dependencies: [
-                "RolegateHTTP", "RolegateGateway", "RolegateCore", .product(name: "NIOCore", package: "swift-nio"),
+                "RolegateHTTP", "RolegateGateway", "RolegateCore", "PostgresWire",
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

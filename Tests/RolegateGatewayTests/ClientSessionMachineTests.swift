@@ -303,8 +303,13 @@ import Testing
         var m = machine()
         _ = try scramUpToProof(&m, password: token, candidates: [record()])
         _ = m.admission(nil)
-        let refused = m.upstreamFailed(UpstreamError(description: "connection refused", sqlState: nil))
+        let refused = m.upstreamFailed(UpstreamError(.unreachable, "connection refused"))
         #expect(refusal(refused)?.code == "08006")
         #expect(refusal(refused)?.message.contains("database \"app\"") == true)
+        var busy = machine()
+        _ = try scramUpToProof(&busy, password: token, candidates: [record()])
+        _ = busy.admission(nil)
+        let full = busy.upstreamFailed(UpstreamError(.busy, "all server connections of role billing_rw are busy"))
+        #expect(refusal(full)?.code == "53300")
     }
 }

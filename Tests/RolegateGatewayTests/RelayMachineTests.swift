@@ -2,9 +2,8 @@ import NIOCore
 import PostgresWire
 import Testing
 
-@testable import RolegateTokens
-
 @testable import RolegateGateway
+@testable import RolegateTokens
 
 /// The relay's decisions, both ways, without sockets: what is forwarded, what waits, what
 /// ends the session, what is owed by the server, and when a server connection may be reused.
@@ -107,7 +106,8 @@ import Testing
             return false
         }
         // Parse and Bind go; Execute waits for room.
-        let first = relay.clientBytes(input, limits: limits, auditing: true, auditAccepting: full, ledger: &ledger, now: t0)
+        let first = relay.clientBytes(
+            input, limits: limits, auditing: true, auditAccepting: full, ledger: &ledger, now: t0)
         #expect(first.complete == parse.readableBytes + message("B").readableBytes)
         #expect(first.next == .hold(ClientRelay.auditRetry))
         #expect(asked == 1)
@@ -249,7 +249,8 @@ import Testing
         #expect(ledger.owed == 1)
         // Rows alone end no statement; unobserved, nothing is looked for.
         #expect(try relay.serverBytes(row, observing: true, ledger: &ledger).endsStatements == false)
-        #expect(try relay.serverBytes(message("C", "SELECT 1"), observing: false, ledger: &ledger).endsStatements == false)
+        #expect(
+            try relay.serverBytes(message("C", "SELECT 1"), observing: false, ledger: &ledger).endsStatements == false)
         let fatal = Backend.error(ErrorFields.fatal("57P01", "terminating connection due to administrator command"))
             .encoded()
         let ended = try relay.serverBytes(fatal, observing: false, ledger: &ledger)

@@ -151,7 +151,7 @@ import Testing
         let error = await #expect(throws: UpstreamError.self) {
             try await setup.acquire(on: 1, waitLimit: .milliseconds(200)).get()
         }
-        #expect(error?.sqlState == "53300")
+        #expect(error?.code == .busy && error?.sqlState == "53300")
         #expect(error?.description == "all server connections of role pool_user are busy (cap 1)")
         #expect(setup.counts.waitingSnapshot.isEmpty)
         setup.release(first, on: 0)
@@ -180,10 +180,10 @@ import Testing
         let outcome = loop.makePromise(of: UpstreamConnection.self)
         setup.acquire(on: 0, key: key).cascade(to: outcome)
         loop.scheduleTask(in: .seconds(30)) {
-            outcome.fail(UpstreamError(description: "still waiting after 30 s", sqlState: "none"))
+            outcome.fail(UpstreamError(.closed, "still waiting after 30 s", serverSQLState: "none"))
         }
         let error = await #expect(throws: UpstreamError.self) { try await outcome.futureResult.get() }
-        #expect(error?.sqlState == "08006")
+        #expect(error?.code == .timeout && error?.sqlState == "08006")
         #expect(error?.description == "the server did not complete the login within 300 ms")
         #expect(setup.counts.snapshot[TwoLoops.role] == 0, "the silent server kept its slot")
         let working = try await setup.acquire(on: 1).get()

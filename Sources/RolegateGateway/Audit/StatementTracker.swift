@@ -1,4 +1,4 @@
-import NIOCore
+package import NIOCore
 
 /// Follows the statements of one relayed session for the audit log, from the messages
 /// each side sends; it never changes them. Pure: the handler feeds it client and server
@@ -10,25 +10,25 @@ import NIOCore
 /// large-object API) is one statement naming its function. The server answers in order, so a queue of what
 /// the client sent lines the answers up; after an error the server skips to the next
 /// `Sync`, and executions it skipped are reported as such.
-struct StatementTracker {
-    struct Statement: Equatable, Sendable {
-        var sql: String?
+package struct StatementTracker {
+    package struct Statement: Equatable, Sendable {
+        package var sql: String?
         /// The prepared statement's name (extended protocol; empty for the unnamed one).
-        var preparedName: String?
+        package var preparedName: String?
         /// Bound parameter values as text (only when capturing them).
-        var parameters: [String]?
-        var startedAt: UInt64
-        var finishedAt: UInt64
+        package var parameters: [String]?
+        package var startedAt: UInt64
+        package var finishedAt: UInt64
         /// CommandComplete tags, e.g. `SELECT 3`, `INSERT 0 1`; several joined by `; `.
-        var command: String?
-        var rows: Int64?
-        var sqlState: String?
+        package var command: String?
+        package var rows: Int64?
+        package var sqlState: String?
         /// False when the server skipped it after an earlier error in the same pipeline.
-        var executed = true
+        package var executed = true
         /// The function a `FunctionCall` ran (no SQL then).
-        var function: FunctionCall?
+        package var function: FunctionCall?
 
-        mutating func addCommand(_ tag: String) {
+        package mutating func addCommand(_ tag: String) {
             if let command { self.command = command + "; " + tag } else { command = tag }
         }
     }
@@ -37,14 +37,14 @@ struct StatementTracker {
     /// payloads), so that an answer updates its statement in place.
     /// What a `FunctionCall` message names: the function's OID, and its name when it is one of
     /// the built-in functions clients call this way (``FunctionCall/builtinNames``).
-    struct FunctionCall: Equatable, Sendable {
-        var oid: UInt32
-        var name: String? { Self.builtinNames[oid] }
+    package struct FunctionCall: Equatable, Sendable {
+        package var oid: UInt32
+        package var name: String? { Self.builtinNames[oid] }
 
         /// Built-in functions' OIDs are fixed by PostgreSQL's catalog (`pg_proc.dat`); these are the
         /// ones libpq calls through the fast path (its large-object API) and a few a `PQfn` user
         /// would. A test checks them against a real server's `pg_proc`.
-        static let builtinNames: [UInt32: String] = [
+        package static let builtinNames: [UInt32: String] = [
             715: "lo_create", 764: "lo_import", 765: "lo_export", 767: "lo_import", 952: "lo_open",
             953: "lo_close", 954: "loread", 955: "lowrite", 956: "lo_lseek", 957: "lo_creat", 958: "lo_tell",
             964: "lo_unlink", 1004: "lo_truncate", 3170: "lo_lseek64", 3171: "lo_tell64", 3172: "lo_truncate64",
@@ -53,23 +53,23 @@ struct StatementTracker {
     }
 
     private struct Pending {
-        enum Kind { case simple, execute, sync, function }
-        var kind: Kind
+        package enum Kind { case simple, execute, sync, function }
+        package var kind: Kind
         /// For a `sync`: only `sql`, the last statement parsed before it.
-        var statement: Statement
+        package var statement: Statement
     }
 
     private struct Portal {
-        var sql: String?
-        var preparedName: String
-        var parameters: [String]?
+        package var sql: String?
+        package var preparedName: String
+        package var parameters: [String]?
     }
 
     /// Statement text longer than this is cut (with a note of its full length).
-    static let sqlLimit = 64 * 1024
-    static let parameterLimit = 4 * 1024
+    package static let sqlLimit = 64 * 1024
+    package static let parameterLimit = 4 * 1024
 
-    let captureParameters: Bool
+    package let captureParameters: Bool
     private var prepared: [String: String] = [:]
     private var portals: [String: Portal] = [:]
     /// The unnamed statement and portal, which most clients use for every statement: kept out of
@@ -80,17 +80,17 @@ struct StatementTracker {
     private var pendingStart = 0
     private var lastParsed: String?
     /// Statements the client sent, in total.
-    private(set) var count = 0
+    package private(set) var count = 0
     /// The SQL of the statement the client sent last.
-    private(set) var lastSQL: String?
+    package private(set) var lastSQL: String?
 
-    init(captureParameters: Bool) {
+    package init(captureParameters: Bool) {
         self.captureParameters = captureParameters
     }
 
     // MARK: - What the client sends
 
-    mutating func client(type: UInt8, body: ByteBuffer, now: UInt64) {
+    package mutating func client(type: UInt8, body: ByteBuffer, now: UInt64) {
         var body = body
         switch type {
         case UInt8(ascii: "Q"):
@@ -154,7 +154,7 @@ struct StatementTracker {
     /// Whether a server message can end a statement (CommandComplete, ErrorResponse,
     /// ReadyForQuery, EmptyQueryResponse, PortalSuspended): the only ones ``server(type:body:now:finished:)``
     /// needs to see.
-    static func endsStatement(_ type: UInt8) -> Bool {
+    package static func endsStatement(_ type: UInt8) -> Bool {
         switch type {
         case UInt8(ascii: "C"), UInt8(ascii: "E"), UInt8(ascii: "Z"), UInt8(ascii: "I"), UInt8(ascii: "s"): true
         default: false
@@ -162,7 +162,7 @@ struct StatementTracker {
     }
 
     /// Returns the statements this message finished.
-    mutating func server(type: UInt8, body: ByteBuffer, now: UInt64) -> [Statement] {
+    package mutating func server(type: UInt8, body: ByteBuffer, now: UInt64) -> [Statement] {
         var finished: [Statement] = []
         server(type: type, body: body, now: now) { finished.append($0) }
         return finished
@@ -170,7 +170,7 @@ struct StatementTracker {
 
     /// Calls `finished` for each statement this message finished, in order (no array per
     /// message: this runs for every message the server sends while statements are audited).
-    mutating func server(type: UInt8, body: ByteBuffer, now: UInt64, finished: (Statement) -> Void) {
+    package mutating func server(type: UInt8, body: ByteBuffer, now: UInt64, finished: (Statement) -> Void) {
         guard pendingStart < pending.count else { return }
         var body = body
         let kind = pending[pendingStart].kind
@@ -247,7 +247,7 @@ struct StatementTracker {
         }
     }
 
-    static func text(_ sql: String?) -> String? {
+    package static func text(_ sql: String?) -> String? {
         guard let sql else { return nil }
         guard sql.utf8.count > sqlLimit else { return sql }
         return String(decoding: sql.utf8.prefix(sqlLimit), as: UTF8.self) + "… (\(sql.utf8.count) bytes)"
@@ -256,7 +256,7 @@ struct StatementTracker {
     /// Rows returned or affected, from a CommandComplete tag (`SELECT 3`, `INSERT 0 1`): the
     /// last word of a tag whose first word counts rows. Read from the tag's bytes: this runs
     /// for every statement.
-    static func rows(_ tag: String) -> Int64? {
+    package static func rows(_ tag: String) -> Int64? {
         var tag = tag
         return tag.withUTF8 { bytes -> Int64? in
             guard let firstSpace = bytes.firstIndex(of: UInt8(ascii: " ")),
@@ -276,7 +276,7 @@ struct StatementTracker {
         "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "FETCH", "MOVE",
     ].map { Array($0.utf8) }
 
-    static func sqlState(_ body: inout ByteBuffer) -> String? {
+    package static func sqlState(_ body: inout ByteBuffer) -> String? {
         while let field = body.readInteger(as: UInt8.self), field != 0 {
             guard let value = body.readNullTerminatedString() else { return nil }
             if field == UInt8(ascii: "C") { return value }
@@ -286,7 +286,7 @@ struct StatementTracker {
 
     /// Bind's parameter values (and a FunctionCall's arguments, laid out alike after its OID):
     /// text as is, binary as `\x` hex, NULL as `NULL`.
-    static func parameters(_ body: inout ByteBuffer) -> [String]? {
+    package static func parameters(_ body: inout ByteBuffer) -> [String]? {
         guard let formatCount = body.readInteger(as: Int16.self), formatCount >= 0 else { return nil }
         var formats: [Int16] = []
         for _ in 0..<formatCount {

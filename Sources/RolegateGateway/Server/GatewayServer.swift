@@ -2,15 +2,15 @@ import Crypto
 import Foundation
 import NIOConcurrencyHelpers
 public import NIOCore
-import NIOPosix
+package import NIOPosix
 import PostgresWire
-import RolegateCore
+package import RolegateCore
 import RolegateStore
 import RolegateTokens
 import Synchronization
 
 /// What every session of one gateway shares.
-final class GatewayShared: Sendable {
+package final class GatewayShared: Sendable {
     let configuration: GatewayConfiguration
     let registry: SessionRegistry
     let limits = WireLimits(maxStartupLength: 10_000, maxMessageLength: 1 << 30)
@@ -28,7 +28,7 @@ final class GatewayShared: Sendable {
     /// Role credentials (an HMAC each) and parsed database URLs, derived once: every login
     /// and every HTTP request needs them.
     private let rolePasswords = NIOLockedValueBox([String: String]())
-    let databaseURLs: [String: ConnectionURL]
+    package let databaseURLs: [String: ConnectionURL]
 
     init(configuration: GatewayConfiguration) throws {
         self.configuration = configuration
@@ -45,7 +45,7 @@ final class GatewayShared: Sendable {
     }
 
     /// The credential the gateway logs in upstream with as `role` (derived from the master key).
-    func rolePassword(_ role: String) -> String {
+    package func rolePassword(_ role: String) -> String {
         if let known = rolePasswords.withLockedValue({ $0[role] }) { return known }
         let derived = configuration.masterKey.rolePassword(role: role)
         rolePasswords.withLockedValue { $0[role] = derived }
@@ -54,7 +54,7 @@ final class GatewayShared: Sendable {
 
     /// The most server connections `role` may have: its `CONNECTION LIMIT` when it sets one
     /// (the pools' `pool_size` caps them too, see ``RoleConnectionCounts``).
-    func serverConnectionCap(role: String) -> Int {
+    package func serverConnectionCap(role: String) -> Int {
         let limit = configuration.policy.role(named: role)?.connectionLimit ?? -1
         return limit > 0 ? limit : Int.max
     }
@@ -64,7 +64,7 @@ final class GatewayShared: Sendable {
     }
 
     /// The pool of the calling event loop (created on first use, on that loop).
-    func pool(for eventLoop: any EventLoop) -> UpstreamPool {
+    package func pool(for eventLoop: any EventLoop) -> UpstreamPool {
         eventLoop.preconditionInEventLoop()
         let id = ObjectIdentifier(eventLoop)
         if let box = pools.withLockedValue({ $0[id] }) { return box.pool }
@@ -106,7 +106,7 @@ final class GatewayShared: Sendable {
     }
 
     /// Asks the server to cancel what `connection` is running, on a separate connection.
-    func cancelUpstream(_ connection: UpstreamConnection) {
+    package func cancelUpstream(_ connection: UpstreamConnection) {
         let key = connection.key
         let request = Frontend.cancelRequest(processID: connection.processID, secretKey: connection.secretKey)
         let bootstrap = ClientBootstrap(group: connection.channel.eventLoop).connectTimeout(.seconds(5))
@@ -127,12 +127,11 @@ private final class PoolBox: @unchecked Sendable {
 /// their sessions to PostgreSQL as their roles, and ends sessions whose token is revoked
 /// or expires.
 public final class GatewayServer: Sendable {
-    let shared: GatewayShared
-    let group: MultiThreadedEventLoopGroup
+    package let shared: GatewayShared
+    package let group: MultiThreadedEventLoopGroup
     /// False when the group was given (``GatewayConfiguration/eventLoopGroup``): it outlives the gateway.
     private let ownsGroup: Bool
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
-    private let tasks = NIOLockedValueBox([Task<Void, Never>]())
 
     /// The failed-login throttle, shared with the HTTP API.
     public var loginThrottle: LoginThrottle { shared.loginThrottle }
@@ -187,43 +186,42 @@ public final class GatewayServer: Sendable {
         }
         // The token change feed itself is followed by whoever runs the verifier (`serve`'s
         // TokenFeedService); what it reads reaches the sessions through `onChanges` above.
-        let endOnExpiry = shared.configuration.endSessionsOnExpiry
-        let audit = shared.configuration.audit
-        let endOnOutage = shared.configuration.endSessionsOnStoreOutage
-        let sweeper = Task {
-            var expiredRecorded: Set<String> = []
-            while !Task.isCancelled {
-                await LoopSleep.sleep(for: .milliseconds(250))
-                let now = Date()
-                // store_outage_policy: end_sessions: nothing runs on tokens that cannot be checked.
-                // (A slow feed read is not an outage: three staleness bounds without one is.)
-                if endOnOutage, !verifier.isCurrent(within: verifier.maxStaleness * 3) {
-                    for entry in registry.all {
-                        metrics.increment("rolegate_sessions_ended_total", ["reason": "store_outage"])
-                        entry.channel.pipeline.fireUserInboundEventTriggered(SessionEvent.end(.storeOutage()))
-                    }
-                }
-                let sessions = registry.all
-                // Only tokens that still have sessions are remembered (the set would otherwise
-                // grow for the life of the process).
-                expiredRecorded.formIntersection(sessions.map(\.record.id))
-                for entry in sessions where entry.record.expiresAt <= now {
-                    if expiredRecorded.insert(entry.record.id).inserted {
-                        audit?.record(
-                            AuditEvent(
-                                at: entry.record.expiresAt, kind: .token, action: "expired",
-                                service: entry.record.service, tokenID: entry.record.id, role: entry.record.role,
-                                detail: ["sessions_ended": endOnExpiry ? "yes" : "no"]))
-                    }
-                    if endOnExpiry {
-                        metrics.increment("rolegate_sessions_ended_total", ["reason": "token_expired"])
-                        registry.end(entry, because: .expired)
-                    }
+        // Expiry and store outages are found by ``sweepSessions()`` (`serve`'s SessionSweeperService).
+        return channel.localAddress!
+    }
+
+    /// Ends the sessions of tokens that expired (under `end_sessions_on_expiry`) and records each
+    /// expiry once; under `store_outage_policy: end_sessions`, ends every session while the
+    /// token store cannot be read. Looks four times a second until the calling task is cancelled.
+    public func sweepSessions() async {
+        let configuration = shared.configuration
+        var sweeper = SessionSweeper(
+            endOnExpiry: configuration.endSessionsOnExpiry, endOnOutage: configuration.endSessionsOnStoreOutage)
+        let (verifier, registry, metrics, audit) = (
+            configuration.verifier, shared.registry, shared.metrics, configuration.audit
+        )
+        while !Task.isCancelled {
+            await LoopSleep.sleep(for: .milliseconds(250))
+            let sessions = registry.all
+            // A slow feed read is not an outage: three staleness bounds without one is.
+            let storeCurrent = verifier.isCurrent(within: verifier.maxStaleness * 3)
+            for decision in sweeper.sweep(sessions.map(\.record), now: Date(), storeCurrent: storeCurrent) {
+                switch decision {
+                case .recordExpiry(let record):
+                    audit?.record(
+                        AuditEvent(
+                            at: record.expiresAt, kind: .token, action: "expired", service: record.service,
+                            tokenID: record.id, role: record.role,
+                            detail: ["sessions_ended": sweeper.endOnExpiry ? "yes" : "no"]))
+                case .end(let index, .expired):
+                    metrics.increment("rolegate_sessions_ended_total", ["reason": "token_expired"])
+                    registry.end(sessions[index], because: .expired)
+                case .end(let index, _):
+                    metrics.increment("rolegate_sessions_ended_total", ["reason": "store_outage"])
+                    sessions[index].channel.pipeline.fireUserInboundEventTriggered(SessionEvent.end(.storeOutage()))
                 }
             }
         }
-        tasks.withLockedValue { $0 = [sweeper] }
-        return channel.localAddress!
     }
 
     /// Stops accepting, gives sessions up to `grace` to finish, then closes them.
@@ -239,7 +237,6 @@ public final class GatewayServer: Sendable {
             entry.channel.pipeline.fireUserInboundEventTriggered(SessionEvent.end(.shutdown()))
         }
         try? await Task.sleep(for: .milliseconds(200))
-        for task in tasks.withLockedValue({ $0 }) { task.cancel() }
         if ownsGroup { try? await group.shutdownGracefully() }
     }
 }

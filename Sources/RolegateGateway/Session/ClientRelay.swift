@@ -1,5 +1,5 @@
-import NIOCore
-import PostgresWire
+package import NIOCore
+package import PostgresWire
 import RolegateAudit
 
 /// The relay phase of a client session, client to server: which of the client's bytes go to
@@ -19,30 +19,30 @@ import RolegateAudit
 /// - **Large messages** (``WireStreaming/threshold`` and over) pass through as their bytes
 ///   arrive, after their head went to the audit.
 /// - **Terminate** ends the session; the server connection is then free to go back to the pool.
-struct ClientRelay {
+package struct ClientRelay {
     /// How long a statement waits for room in a full audit queue before the session ends.
-    static let auditWaitLimit: TimeAmount = .seconds(2)
+    package static let auditWaitLimit: TimeAmount = .seconds(2)
     /// How often a held statement looks again.
-    static let auditRetry: TimeAmount = .milliseconds(10)
+    package static let auditRetry: TimeAmount = .milliseconds(10)
 
     /// What to do with the front of the client's buffer, in order: ``continued`` bytes of a large
     /// message passing through, then ``complete`` whole messages, then the first ``startedBytes``
     /// of a large message that starts here (``started``). Whatever follows stays buffered.
-    struct Step: Equatable {
-        var continued = 0
-        var complete = 0
-        var started: WireStreaming.Head?
-        var startedBytes = 0
-        var next = Next.readMore
+    package struct Step: Equatable {
+        package var continued = 0
+        package var complete = 0
+        package var started: WireStreaming.Head?
+        package var startedBytes = 0
+        package var next = Next.readMore
 
-        static func == (lhs: Step, rhs: Step) -> Bool {
+        package static func == (lhs: Step, rhs: Step) -> Bool {
             lhs.continued == rhs.continued && lhs.complete == rhs.complete && lhs.started?.type == rhs.started?.type
                 && lhs.started?.totalLength == rhs.started?.totalLength && lhs.startedBytes == rhs.startedBytes
                 && lhs.next == rhs.next
         }
     }
 
-    enum Next: Equatable {
+    package enum Next: Equatable {
         /// Everything that could go went: wait for more bytes.
         case readMore
         /// A statement waits for room in the audit queue: look again after this long (its bytes stay buffered).
@@ -53,18 +53,20 @@ struct ClientRelay {
         case end(ErrorFields, reason: String)
     }
 
+    package init() {}
+
     /// Bytes of a large message still to pass through.
-    private(set) var streaming = WireStreaming()
+    package private(set) var streaming = WireStreaming()
     /// Since when a statement waits for room in the audit queue.
-    private(set) var heldSince: NIODeadline?
+    package private(set) var heldSince: NIODeadline?
 
     /// In the middle of a large message: the server connection holds part of it, so it cannot
     /// serve anyone else.
-    var insideMessage: Bool { streaming.remaining > 0 }
+    package var insideMessage: Bool { streaming.remaining > 0 }
 
     /// Message types a client may send once its session relays: PostgreSQL's frontend messages
     /// other than the startup packet and authentication responses.
-    static func allowed(_ type: UInt8) -> Bool {
+    package static func allowed(_ type: UInt8) -> Bool {
         switch type {
         case UInt8(ascii: "Q"), UInt8(ascii: "P"), UInt8(ascii: "B"), UInt8(ascii: "E"), UInt8(ascii: "D"),
             UInt8(ascii: "C"), UInt8(ascii: "S"), UInt8(ascii: "H"), UInt8(ascii: "F"), UInt8(ascii: "d"),
@@ -75,14 +77,14 @@ struct ClientRelay {
     }
 
     /// Messages that start a statement the audit records.
-    static func startsStatement(_ type: UInt8) -> Bool {
+    package static func startsStatement(_ type: UInt8) -> Bool {
         type == UInt8(ascii: "Q") || type == UInt8(ascii: "E") || type == UInt8(ascii: "F")
     }
 
     /// Decides what happens to `buffer` (the client's unprocessed bytes) and counts what it lets
     /// through in `ledger`. `auditing`: statements are recorded; `auditAccepting` is asked only
     /// when a statement is about to go; `now` only when one must wait.
-    mutating func clientBytes(
+    package mutating func clientBytes(
         _ buffer: ByteBuffer, limits: WireLimits, auditing: Bool, auditAccepting: () -> Bool,
         ledger: inout RequestLedger, now: @autoclosure () -> NIODeadline
     ) -> Step {
@@ -142,7 +144,8 @@ struct ClientRelay {
         let since = heldSince ?? now
         guard now - since < Self.auditWaitLimit else {
             heldSince = nil
-            return .end(ErrorFields.fatal("53000", AuditWriter.statementsRefused), reason: "error: audit log unavailable")
+            return .end(
+                ErrorFields.fatal("53000", AuditWriter.statementsRefused), reason: "error: audit log unavailable")
         }
         heldSince = since
         return .hold(Self.auditRetry)

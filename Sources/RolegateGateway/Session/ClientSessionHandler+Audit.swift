@@ -2,10 +2,10 @@ import Foundation
 import NIOCore
 import PostgresWire
 import RolegateAudit
-import RolegateCore
+package import RolegateCore
 
 /// What one session has done, for its audit events.
-struct SessionAudit {
+package struct SessionAudit {
     var id = SessionAudit.newID()
     var started: NIODeadline?
     var tracker: StatementTracker?
@@ -23,14 +23,18 @@ struct SessionAudit {
     /// Who the session runs as, copied once at its start for every statement event.
     var who: Identity?
 
-    struct Identity {
+    package struct Identity {
         var service: String
         var tokenID: String
         var role: String
         var database: String?
+
+        package init(service: String, tokenID: String, role: String, database: String?) {
+            (self.service, self.tokenID, self.role, self.database) = (service, tokenID, role, database)
+        }
     }
 
-    static func newID() -> String {
+    package static func newID() -> String {
         RandomID.make(length: 12)
     }
 
@@ -39,11 +43,13 @@ struct SessionAudit {
 /// A statement event's `detail` (its command tag and prepared statement), built once and shared
 /// while a session repeats the same statement: a dictionary per event was a fifth of the
 /// event's cost on the event loop.
-struct StatementDetail {
+package struct StatementDetail {
     private var command: String?
     private var prepared: String?
     /// Always the detail of `command` and `prepared`.
     private var built: [String: String] = [:]
+
+    package init() {}
 
     mutating func detail(command: String?, prepared: String?) -> [String: String] {
         let prepared = prepared?.isEmpty == true ? nil : prepared
@@ -197,7 +203,7 @@ extension ClientSessionHandler {
 extension SessionAudit {
     /// The audit event of a finished statement: the session handler's, and what
     /// ``StatementAuditBench`` measures.
-    static func statementEvent(
+    package static func statementEvent(
         _ statement: StatementTracker.Statement, who: Identity, sessionID: String, detail cache: inout StatementDetail
     ) -> AuditEvent {
         var detail = cache.detail(command: statement.command, prepared: statement.preparedName)

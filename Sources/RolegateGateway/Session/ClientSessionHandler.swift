@@ -39,8 +39,6 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
     /// Shown by the admin API's session list.
     var sessionStatus: SessionStatus?
 
-    static let authMessageLimit = 16 * 1024
-
     init(shared: GatewayShared) {
         self.shared = shared
     }
@@ -228,7 +226,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
 
     private func decodePassword(_ buffer: inout ByteBuffer, _ context: ChannelHandlerContext) {
         do {
-            let limits = WireLimits(maxMessageLength: Self.authMessageLimit)
+            let limits = WireLimits(maxMessageLength: ClientSessionMachine.authMessageLimit)
             guard let message = try WireFraming.message(from: &buffer, limits: limits) else { return }
             event(context) { $0.passwordMessage(message) }
         } catch {
@@ -422,7 +420,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 switch result {
                 case .failure(let error):
                     let upstreamError =
-                        error as? UpstreamError ?? UpstreamError(description: "\(error)", sqlState: "08006")
+                        error as? UpstreamError ?? UpstreamError(.unreachable, "\(error)")
                     self.event(context) { $0.upstreamFailed(upstreamError) }
                 case .success(let connection):
                     self.upstream = connection

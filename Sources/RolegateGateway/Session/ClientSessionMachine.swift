@@ -1,7 +1,7 @@
-import NIOCore
-import PostgresWire
-import RolegateCore
-import RolegateTokens
+package import NIOCore
+package import PostgresWire
+package import RolegateCore
+package import RolegateTokens
 
 /// A client connection from its first byte to its last: encryption negotiation, startup,
 /// token authentication, admission, the upstream login, then the relay (``ClientRelay``)
@@ -12,52 +12,66 @@ import RolegateTokens
 /// The order it enforces: no upstream connection, no pool slot and no session slot
 /// before the token is proven; the token checked again as it is at the moment of admission;
 /// every refusal is one FATAL `ErrorResponse`, then close.
-struct ClientSessionMachine {
+package struct ClientSessionMachine {
     /// How the client proves it holds the token.
-    enum Method: Equatable, Sendable {
+    package enum Method: Equatable, Sendable {
         /// SCRAM-SHA-256 against the token's stored verifier: the token never crosses the wire.
         case scram
         /// The token as a cleartext password (only over TLS or from loopback, by configuration).
         case password
     }
 
-    struct Settings: Sendable {
-        var policy: Policy
+    package struct Settings: Sendable {
+        package var policy: Policy
         /// A TLS certificate is configured: `SSLRequest` is answered `S`.
-        var tlsAvailable: Bool
+        package var tlsAvailable: Bool
         /// Refuse sessions that did not switch to TLS.
-        var requireTLS: Bool
+        package var requireTLS: Bool
         /// Ask TLS clients for the token as a cleartext password (`client_auth: password`).
-        var passwordOverTLS: Bool
+        package var passwordOverTLS: Bool
         /// Ask loopback clients for the token as a cleartext password.
-        var passwordOnLoopback: Bool
+        package var passwordOnLoopback: Bool
         /// The client connects from 127.0.0.0/8, ::1 or a Unix socket.
-        var fromLoopback: Bool
+        package var fromLoopback: Bool
         /// The policy's database URLs, parsed once for all logins (a database missing here is parsed at its login).
-        var databaseURLs: [String: ConnectionURL] = [:]
+        package var databaseURLs: [String: ConnectionURL] = [:]
         /// Tag the `application_name` the server sees with the token id (`tag_application_name`).
-        var tagApplicationName = true
+        package var tagApplicationName = true
+
+        package init(
+            policy: Policy, tlsAvailable: Bool, requireTLS: Bool, passwordOverTLS: Bool, passwordOnLoopback: Bool,
+            fromLoopback: Bool, databaseURLs: [String: ConnectionURL] = [:], tagApplicationName: Bool = true
+        ) {
+            self.policy = policy
+            self.tlsAvailable = tlsAvailable
+            self.requireTLS = requireTLS
+            self.passwordOverTLS = passwordOverTLS
+            self.passwordOnLoopback = passwordOnLoopback
+            self.fromLoopback = fromLoopback
+            self.databaseURLs = databaseURLs
+            self.tagApplicationName = tagApplicationName
+        }
     }
 
-    struct Login: Sendable {
-        var service: String
-        var database: DatabaseSpec
-        var url: ConnectionURL
+    package struct Login: Sendable {
+        package var service: String
+        package var database: DatabaseSpec
+        package var url: ConnectionURL
         /// Startup parameters to pass upstream (not user, database, replication or `_pq_.*`).
-        var parameters: [StartupParameter]
-        var method: Method
-        var scram: SCRAMServer?
-        var candidates: [TokenRecord] = []
+        package var parameters: [StartupParameter]
+        package var method: Method
+        package var scram: SCRAMServer?
+        package var candidates: [TokenRecord] = []
     }
 
     /// Where the upstream login goes and as whom; the handler adds the role's credential.
-    struct UpstreamRequest: Equatable, Sendable {
-        var key: UpstreamKey
-        var record: TokenRecord
-        var database: String
+    package struct UpstreamRequest: Equatable, Sendable {
+        package var key: UpstreamKey
+        package var record: TokenRecord
+        package var database: String
     }
 
-    enum State {
+    package enum State {
         case awaitingStartup
         /// `S` was sent (or the client opened with TLS directly): a TLS handshake, then the startup packet.
         case negotiatingTLS(direct: Bool)
@@ -74,7 +88,7 @@ struct ClientSessionMachine {
         case closed
     }
 
-    enum Action: Equatable {
+    package enum Action: Equatable {
         /// Nothing to do until more input or the next event.
         case wait
         case send([WireMessage])
@@ -103,7 +117,7 @@ struct ClientSessionMachine {
     }
 
     /// Why the handler could not admit a proven token.
-    enum AdmissionRefusal: Equatable {
+    package enum AdmissionRefusal: Equatable {
         case revoked
         case expired
         case denied
@@ -116,40 +130,43 @@ struct ClientSessionMachine {
         case unavailable
     }
 
-    private(set) var state = State.awaitingStartup
-    /// The login being (or last) attempted, kept after a refusal for the audit log.
-    private(set) var login: Login?
-    /// The token the client proved it holds, once it did (kept after a refusal).
-    private(set) var provenToken: TokenRecord?
-    private(set) var encrypted = false
-    /// The client side of the relay, once the session relays.
-    private(set) var relay = ClientRelay()
-    /// The session was ended from outside (revocation, an administrator, shutdown).
-    private(set) var endedFromOutside = false
-    let settings: Settings
+    /// The longest message a client may send before its session relays (a password or SCRAM message).
+    package static let authMessageLimit = 16 * 1024
 
-    init(settings: Settings) {
+    package private(set) var state = State.awaitingStartup
+    /// The login being (or last) attempted, kept after a refusal for the audit log.
+    package private(set) var login: Login?
+    /// The token the client proved it holds, once it did (kept after a refusal).
+    package private(set) var provenToken: TokenRecord?
+    package private(set) var encrypted = false
+    /// The client side of the relay, once the session relays.
+    package private(set) var relay = ClientRelay()
+    /// The session was ended from outside (revocation, an administrator, shutdown).
+    package private(set) var endedFromOutside = false
+    package let settings: Settings
+
+    package init(settings: Settings) {
         self.settings = settings
     }
 
-    var isClosed: Bool {
+    package var isClosed: Bool {
         if case .closed = state { return true }
         return false
     }
 
-    var isRelaying: Bool {
+    package var isRelaying: Bool {
         if case .relaying = state { return true }
         return false
     }
 
     /// Whether input should be framed as a startup packet (no type byte).
-    var expectsStartupPacket: Bool {
+    package var expectsStartupPacket: Bool {
         if case .awaitingStartup = state { return true }
         return false
     }
 
     /// Whether input should be framed as a password message now.
-    var expectsPasswordMessage: Bool {
+    package var expectsPasswordMessage: Bool {
         if case .awaitingPassword = state { return true }
         return false
     }
@@ -157,7 +174,7 @@ struct ClientSessionMachine {
     // MARK: - Input from the client
 
     /// The client's first byte is 0x16, a TLS handshake record: PostgreSQL 17's direct TLS.
-    mutating func directTLS() -> Action {
+    package mutating func directTLS() -> Action {
         guard case .awaitingStartup = state, !encrypted else {
             return refuse("08P01", "unexpected TLS handshake")
         }
@@ -171,7 +188,7 @@ struct ClientSessionMachine {
     /// The TLS handshake finished; `alpn` is the negotiated application protocol. Direct TLS
     /// must have negotiated `postgresql`, as PostgreSQL requires (so a TLS connection meant
     /// for another service cannot be replayed here).
-    mutating func tlsEstablished(alpn: String?) -> Action {
+    package mutating func tlsEstablished(alpn: String?) -> Action {
         guard case .negotiatingTLS(let direct) = state else { return .wait }
         encrypted = true
         if direct, alpn != "postgresql" {
@@ -183,7 +200,7 @@ struct ClientSessionMachine {
 
     /// A complete startup-phase packet. `bytesFollow` is true when more bytes arrived with
     /// it: after an encryption request that is a downgrade attempt (CVE-2021-23214).
-    mutating func startupPacket(_ packet: StartupPacket, bytesFollow: Bool) -> Action {
+    package mutating func startupPacket(_ packet: StartupPacket, bytesFollow: Bool) -> Action {
         guard case .awaitingStartup = state else {
             return refuse("08P01", "unexpected startup packet")
         }
@@ -244,7 +261,7 @@ struct ClientSessionMachine {
     }
 
     /// A complete message while ``expectsPasswordMessage``.
-    mutating func passwordMessage(_ message: WireMessage) -> Action {
+    package mutating func passwordMessage(_ message: WireMessage) -> Action {
         guard case .awaitingPassword(let login) = state else {
             return refuse("08P01", "unexpected message during authentication")
         }
@@ -287,7 +304,7 @@ struct ClientSessionMachine {
     }
 
     /// The framing of a startup packet or password message failed.
-    mutating func malformedInput(_ error: FramingError) -> Action {
+    package mutating func malformedInput(_ error: FramingError) -> Action {
         refuse("08P01", error.description)
     }
 
@@ -296,7 +313,7 @@ struct ClientSessionMachine {
     /// The service's token records (nil: no such service or no tokens) for a SCRAM login.
     /// `decoySalt` is the stable made-up salt for services without tokens, so their
     /// challenge looks like any other; `nonce` is this exchange's server nonce.
-    mutating func tokensLoaded(
+    package mutating func tokensLoaded(
         _ result: Result<[TokenRecord]?, TokenVerifier.Failure>, decoySalt: [UInt8], nonce: String
     ) -> Action {
         switch state {
@@ -341,7 +358,7 @@ struct ClientSessionMachine {
     }
 
     /// The outcome of ``Action/verifyPassword(_:)``.
-    mutating func passwordVerified(_ result: Result<TokenVerifier.Verified, TokenVerifier.Failure>) -> Action {
+    package mutating func passwordVerified(_ result: Result<TokenVerifier.Verified, TokenVerifier.Failure>) -> Action {
         guard case .verifyingPassword(let login) = state else { return .wait }
         switch result {
         case .success(let verified) where verified.service == login.service:
@@ -355,7 +372,7 @@ struct ClientSessionMachine {
     }
 
     /// The outcome of ``Action/admit(_:)``.
-    mutating func admission(_ refusal: AdmissionRefusal?) -> Action {
+    package mutating func admission(_ refusal: AdmissionRefusal?) -> Action {
         guard case .admitting(let login, let record, let serverFinal) = state else { return .wait }
         provenToken = record
         switch refusal {
@@ -391,7 +408,7 @@ struct ClientSessionMachine {
     }
 
     /// The server connection is ready: tell the client it is logged in.
-    mutating func upstreamReady(
+    package mutating func upstreamReady(
         parameterStatus: [(String, String)], transactionStatus: UInt8, cancelKey: CancelKey
     ) -> Action {
         guard case .connecting(_, let record) = state else { return .wait }
@@ -409,7 +426,7 @@ struct ClientSessionMachine {
     }
 
     /// No server connection could be had.
-    mutating func upstreamFailed(_ error: UpstreamError) -> Action {
+    package mutating func upstreamFailed(_ error: UpstreamError) -> Action {
         guard case .connecting(let login, _) = state else { return .wait }
         return refuse(
             error.sqlState == "53300" ? "53300" : "08006",
@@ -417,7 +434,7 @@ struct ClientSessionMachine {
     }
 
     /// `client_login_timeout` passed.
-    mutating func loginTimedOut(after timeout: Duration) -> Action {
+    package mutating func loginTimedOut(after timeout: Duration) -> Action {
         switch state {
         case .relaying, .closed: return .wait
         case .connecting(_, let record):
@@ -431,21 +448,21 @@ struct ClientSessionMachine {
     }
 
     /// The session must end (a lost server connection, the client gone).
-    mutating func end(_ code: String, _ message: String) -> Action {
+    package mutating func end(_ code: String, _ message: String) -> Action {
         if case .closed = state { return .wait }
         return refuse(code, message)
     }
 
     /// The session is ended from outside (revocation, expiry, an administrator, shutdown),
     /// whether it relays yet or still waits for its server connection.
-    mutating func ended(_ end: SessionEnd) -> Action {
+    package mutating func ended(_ end: SessionEnd) -> Action {
         if case .closed = state { return .wait }
         endedFromOutside = true
         return refuse(end.code, end.message)
     }
 
     /// The server ended the session itself (it told the client so already).
-    mutating func serverEnded() {
+    package mutating func serverEnded() {
         state = .closed
     }
 
@@ -453,7 +470,7 @@ struct ClientSessionMachine {
 
     /// The client's unprocessed bytes while the session relays: what goes to the server (counted
     /// in its `ledger`), what waits, and whether the session ends (see ``ClientRelay``).
-    mutating func clientBytes(
+    package mutating func clientBytes(
         _ buffer: ByteBuffer, limits: WireLimits, auditing: Bool, auditAccepting: () -> Bool,
         ledger: inout RequestLedger, now: @autoclosure () -> NIODeadline
     ) -> ClientRelay.Step {
@@ -471,7 +488,7 @@ struct ClientSessionMachine {
     /// not when the session was ended from outside (its last statement may have been cancelled
     /// half way) or in the middle of a large message (the server holds part of it). The pool
     /// also requires every answer owed to have arrived (``RequestLedger``) and the reset to pass.
-    var serverConnectionReusable: Bool {
+    package var serverConnectionReusable: Bool {
         !endedFromOutside && !relay.insideMessage
     }
 

@@ -14,8 +14,8 @@ enum SessionEvent: Sendable {
 }
 
 /// Why the gateway ends a session, as the client's FATAL error and the audit's `session end` reason.
-struct SessionEnd: Sendable, Equatable {
-    enum Cause: String, Sendable {
+package struct SessionEnd: Sendable, Equatable {
+    package enum Cause: String, Sendable {
         case tokenRevoked = "token revoked"
         case tokenExpired = "token expired"
         case serviceNotAllowed = "service no longer allowed"
@@ -24,10 +24,10 @@ struct SessionEnd: Sendable, Equatable {
         case storeOutage = "token store unavailable"
     }
 
-    var cause: Cause
+    package var cause: Cause
     /// The SQLSTATE the client gets.
-    var code: String
-    var message: String
+    package var code: String
+    package var message: String
 
     static func shutdown() -> SessionEnd {
         SessionEnd(cause: .shutdown, code: "57P01", message: "terminating connection: the gateway is shutting down")
@@ -72,9 +72,9 @@ public final class SessionStatus: Sendable {
 /// the session's server process (so `pg_backend_pid()`, a NotificationResponse's sender and
 /// `pg_terminate_backend` agree with what the client was told, as they do direct); its secret is
 /// the gateway's own, never the server's, so a cancel always goes through the gateway's map.
-struct CancelKey: Hashable, Sendable {
-    var processID: Int32
-    var secret: [UInt8]
+package struct CancelKey: Hashable, Sendable {
+    package var processID: Int32
+    package var secret: [UInt8]
 }
 
 /// Every live client session: for connection limits, revocation (sessions follow their

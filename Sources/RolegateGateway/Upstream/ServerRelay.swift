@@ -1,5 +1,5 @@
-import NIOCore
-import PostgresWire
+package import NIOCore
+package import PostgresWire
 
 /// The relay phase of a server connection, server to client: which of the server's bytes go to
 /// the session now and what they say about the connection. Pure: the upstream handler gives it
@@ -10,30 +10,32 @@ import PostgresWire
 /// ends the session itself: nothing of the gateway's is added after it), and whether an answer
 /// ends a statement the audit follows. A large message that cannot carry any of those (a huge
 /// DataRow, CopyData) passes through as its bytes arrive.
-struct ServerRelay {
+package struct ServerRelay {
     /// What to do with the front of the server's buffer, in order: ``continued`` bytes of a large
     /// message passing through, then ``complete`` whole messages, then the first ``startedBytes``
     /// of a large message that starts here. Whatever follows stays buffered.
-    struct Step: Equatable {
-        var continued = 0
-        var complete = 0
-        var startedBytes = 0
+    package struct Step: Equatable {
+        package var continued = 0
+        package var complete = 0
+        package var startedBytes = 0
         /// The last ReadyForQuery's transaction status among the complete messages.
-        var status: UInt8?
+        package var status: UInt8?
         /// A FATAL or PANIC error among them.
-        var fatal: ErrorFields?
+        package var fatal: ErrorFields?
         /// One of them ends a statement (only looked for when `observing`).
-        var endsStatements = false
+        package var endsStatements = false
     }
 
-    private(set) var streaming = WireStreaming()
+    package init() {}
+
+    package private(set) var streaming = WireStreaming()
 
     /// In the middle of a large message: what follows it cannot be framed by anyone else.
-    var insideMessage: Bool { streaming.remaining > 0 }
+    package var insideMessage: Bool { streaming.remaining > 0 }
 
     /// Decides what happens to `buffer` (the server's unprocessed bytes). `observing`: the
     /// session follows statements for the audit. Throws when the server's framing is broken.
-    mutating func serverBytes(
+    package mutating func serverBytes(
         _ buffer: ByteBuffer, observing: Bool, ledger: inout RequestLedger
     ) throws(FramingError) -> Step {
         var step = Step()

@@ -1,15 +1,15 @@
 import Crypto
 import Foundation
 import NIOConcurrencyHelpers
-import NIOCore
+package import NIOCore
 import NIOPosix
 import NIOSSL
-import PostgresWire
-import RolegateCore
+package import PostgresWire
+package import RolegateCore
 
 /// Where and as whom to open an upstream connection; connections with equal keys are
 /// interchangeable, so the pool reuses them.
-struct UpstreamKey: Hashable, Sendable {
+package struct UpstreamKey: Hashable, Sendable {
     let host: String
     let port: Int
     /// The server's Unix socket, when the database URL names one.
@@ -52,13 +52,13 @@ struct UpstreamKey: Hashable, Sendable {
         fieldsHash = hasher.finalize()
     }
 
-    func hash(into hasher: inout Hasher) { hasher.combine(fieldsHash) }
+    package func hash(into hasher: inout Hasher) { hasher.combine(fieldsHash) }
 }
 
 extension UpstreamKey {
     /// The server `url` names (TCP or its Unix socket, TLS as its sslmode says), as `role`,
     /// with `parameters` (sorted here, so equal sets make equal keys), logging in by one of `auth`.
-    init(
+    package init(
         url: ConnectionURL, role: String, auth: UpstreamAuthMethods = .standard, parameters: [StartupParameter]
     ) {
         self.init(
@@ -124,16 +124,16 @@ final class UpstreamTLSContexts: Sendable {
             guard tls.attempts, contexts[tls] == nil else { continue }
             if tls.mode == .verifyFull, url.host.isIPAddressLiteral {
                 throw UpstreamError(
-                    description:
-                        "database \(database.name): sslmode=verify-full checks the server's host name; the URL names the address \(url.host) (use a host name, or sslmode=verify-ca)"
+                    .configuration,
+                    "database \(database.name): sslmode=verify-full checks the server's host name; the URL names the address \(url.host) (use a host name, or sslmode=verify-ca)"
                 )
             }
             do {
                 contexts[tls] = try tls.makeContext()
             } catch {
                 throw UpstreamError(
-                    description:
-                        "database \(database.name): cannot set up TLS to the server (sslrootcert \(tls.rootCertificate ?? "system roots")): \(error)"
+                    .configuration,
+                    "database \(database.name): cannot set up TLS to the server (sslrootcert \(tls.rootCertificate ?? "system roots")): \(error)"
                 )
             }
         }
@@ -151,7 +151,7 @@ extension String {
 }
 
 /// Receives what the upstream server sends while a client session is attached.
-protocol UpstreamSink: AnyObject {
+package protocol UpstreamSink: AnyObject {
     /// Complete protocol messages, to forward as they are. `status` is the transaction status
     /// of the last ReadyForQuery among them, if any. `statementsEnded`: while
     /// ``UpstreamConnection/observesStatements`` is set (statement audit) and `bytes` hold
@@ -162,15 +162,51 @@ protocol UpstreamSink: AnyObject {
     func upstreamClosed(_ connection: UpstreamConnection)
 }
 
-struct UpstreamError: Error, CustomStringConvertible {
-    var description: String
-    var sqlState: String?
+/// Why a server connection could not be had, kept or reset: a kind to decide on, the words to
+/// show, and the SQLSTATE the server sent when it sent one.
+package struct UpstreamError: Error, CustomStringConvertible, Sendable, Equatable {
+    package enum Code: Sendable, Equatable {
+        /// The policy's settings for the database cannot work (TLS, a verify-full URL naming an address).
+        case configuration
+        /// No connection to the server could be opened.
+        case unreachable
+        /// TLS to the server failed or the server refused it where the URL requires it.
+        case tls
+        /// The server did not answer within its time.
+        case timeout
+        /// The login as the role failed: refused by the server, a method the policy does not
+        /// allow, or a SCRAM server signature that does not prove the server knows the credential.
+        case loginRefused
+        /// Every server connection the role may have is in use by other sessions.
+        case busy
+        /// The server broke the protocol (malformed or unexpected messages).
+        case protocolViolation
+        /// The connection closed, or is in no state to serve another session.
+        case closed
+    }
+
+    package var code: Code
+    package var description: String
+    /// The SQLSTATE the server sent with its refusal, if it sent one.
+    package var serverSQLState: String?
+
+    package init(_ code: Code, _ description: String, serverSQLState: String? = nil) {
+        self.code = code
+        self.description = description
+        self.serverSQLState = serverSQLState
+    }
+
+    /// What a client is told: `53300` when the role's connections are all in use, the server's own
+    /// code for its refusals, `08006` (connection failure) otherwise.
+    package var sqlState: String {
+        code == .busy ? "53300" : serverSQLState ?? "08006"
+    }
 }
 
 /// One server connection, logged in as a managed role. Lives on one event loop; every
 /// method must be called there (it crosses threads only inside futures that complete on
 /// that loop, hence `@unchecked Sendable`).
-final class UpstreamConnection: @unchecked Sendable {
+package final class UpstreamConnection: @unchecked Sendable {
     let key: UpstreamKey
     let channel: any Channel
     let createdAt: NIODeadline
@@ -181,11 +217,11 @@ final class UpstreamConnection: @unchecked Sendable {
     /// The transaction status of the last ReadyForQuery ('I' idle, 'T' in a transaction, 'E' failed).
     var status: UInt8 = UInt8(ascii: "I")
     /// What the client asked that the server has not finished (see ``RequestLedger``).
-    var ledger = RequestLedger()
+    package var ledger = RequestLedger()
     /// The server owes answers, or an extended-protocol batch is open: not to be reused, and a
     /// cancel request is worth forwarding.
     var busy: Bool { !ledger.idle }
-    weak var sink: (any UpstreamSink)?
+    package weak var sink: (any UpstreamSink)?
     /// Report statement-ending messages to the sink (statement audit is on).
     var observesStatements = false
     /// The FATAL (or PANIC) error the server sent before it closed the connection, if any
@@ -203,14 +239,14 @@ final class UpstreamConnection: @unchecked Sendable {
     var isOpen: Bool { channel.isActive }
 
     /// Sends bytes from the client as they are; the caller has told ``ledger`` what they hold.
-    func write(_ bytes: ByteBuffer) {
+    package func write(_ bytes: ByteBuffer) {
         unflushed = true
         channel.write(bytes, promise: nil)
     }
 
     /// Sends what ``write(_:)`` queued; nothing to do when it has been sent already (with
     /// statement audit a session flushes its statements before following them).
-    func flush() {
+    package func flush() {
         guard unflushed else { return }
         unflushed = false
         channel.flush()
@@ -220,18 +256,18 @@ final class UpstreamConnection: @unchecked Sendable {
     private var unflushed = false
 
     /// What makes a used session like a new one for the next client.
-    static let resetQuery = "DISCARD ALL"
+    package static let resetQuery = "DISCARD ALL"
 
     /// Resets the session (`DISCARD ALL`) so it can serve another client; fails if the
     /// server does not answer with an idle ReadyForQuery.
     func reset() -> EventLoopFuture<Void> {
         guard let handler else {
-            return channel.eventLoop.makeFailedFuture(UpstreamError(description: "connection closed"))
+            return channel.eventLoop.makeFailedFuture(UpstreamError(.closed, "connection closed"))
         }
         return handler.reset(channel: channel)
     }
 
-    func close() {
+    package func close() {
         sink = nil
         channel.close(promise: nil)
     }
@@ -263,7 +299,7 @@ final class UpstreamConnection: @unchecked Sendable {
             }
         key.connect(with: bootstrap).whenFailure { error in
             ready.fail(
-                UpstreamError(description: "cannot connect to \(key.host):\(key.port): \(error)", sqlState: "08006"))
+                UpstreamError(.unreachable, "cannot connect to \(key.host):\(key.port): \(error)"))
         }
         return ready.futureResult
     }
@@ -346,7 +382,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
                 let limit = milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
                 self.fail(
                     context: context,
-                    UpstreamError(description: "the server did not \(what) within \(limit)", sqlState: "08006"))
+                    UpstreamError(.timeout, "the server did not \(what) within \(limit)"))
             case .ready, .failed:
                 break
             }
@@ -372,7 +408,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
             buffer.clear()
             return fail(
                 context: context,
-                UpstreamError(description: "the server sent unencrypted data after its TLS answer", sqlState: "08006"))
+                UpstreamError(.tls, "the server sent unencrypted data after its TLS answer"))
         }
         switch answer {
         case UInt8(ascii: "S"):
@@ -384,7 +420,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
             } catch {
                 return fail(
                     context: context,
-                    UpstreamError(description: "cannot start TLS to the server: \(error)", sqlState: "08006"))
+                    UpstreamError(.tls, "cannot start TLS to the server: \(error)"))
             }
             state = .startingUp
             login.encryptionEstablished()
@@ -396,14 +432,12 @@ private final class UpstreamHandler: ChannelInboundHandler {
             fail(
                 context: context,
                 UpstreamError(
-                    description:
-                        "the server does not support TLS, but the database URL asks for sslmode=\(key.tls.mode.rawValue)",
-                    sqlState: "08006"))
+                    .tls,
+                    "the server does not support TLS, but the database URL asks for sslmode=\(key.tls.mode.rawValue)"))
         default:
             fail(
                 context: context,
-                UpstreamError(
-                    description: "the server answered the TLS request with an unexpected byte", sqlState: "08006"))
+                UpstreamError(.protocolViolation, "the server answered the TLS request with an unexpected byte"))
         }
     }
 
@@ -452,7 +486,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
             step = try relaying.serverBytes(
                 buffer, observing: connection.observesStatements, ledger: &connection.ledger)
         } catch {
-            fail(context: context, UpstreamError(description: "the server sent a malformed message: \(error)"))
+            fail(context: context, UpstreamError(.protocolViolation, "the server sent a malformed message: \(error)"))
             return
         }
         if step.continued > 0 {
@@ -477,14 +511,16 @@ private final class UpstreamHandler: ChannelInboundHandler {
         if relaying.insideMessage {
             // The session left in the middle of a large message: what follows cannot be framed.
             buffer.clear()
-            return fail(context: context, UpstreamError(description: "the session ended inside a large message"))
+            return fail(context: context, UpstreamError(.closed, "the session ended inside a large message"))
         }
         while true {
             let message: WireMessage?
             do {
                 message = try WireFraming.message(from: &buffer)
             } catch {
-                fail(context: context, UpstreamError(description: "the server sent a malformed message: \(error)"))
+                fail(
+                    context: context, UpstreamError(.protocolViolation, "the server sent a malformed message: \(error)")
+                )
                 return
             }
             guard let message else { return }
@@ -510,11 +546,11 @@ private final class UpstreamHandler: ChannelInboundHandler {
                         connection.ledger = RequestLedger()
                         promise.succeed(())
                     } else {
-                        promise.fail(UpstreamError(description: "the server is not idle after DISCARD ALL"))
+                        promise.fail(UpstreamError(.closed, "the server is not idle after DISCARD ALL"))
                     }
                 case .error(let fields):
                     state = .failed
-                    promise.fail(UpstreamError(description: fields.message, sqlState: fields.code))
+                    promise.fail(UpstreamError(.closed, fields.message, serverSQLState: fields.code))
                 default: break  // CommandComplete, ParameterStatus resets
                 }
             case .ready:
@@ -533,7 +569,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
         case .send(let reply):
             write(reply, context)
         case .fail(let description, let sqlState):
-            fail(context: context, UpstreamError(description: description, sqlState: sqlState))
+            fail(context: context, UpstreamError(.loginRefused, description, serverSQLState: sqlState))
         case .ready:
             connection.parameterStatus = login.parameterStatus
             connection.processID = login.processID
@@ -548,7 +584,7 @@ private final class UpstreamHandler: ChannelInboundHandler {
     func reset(channel: any Channel) -> EventLoopFuture<Void> {
         let promise = channel.eventLoop.makePromise(of: Void.self)
         guard case .ready = state, channel.isActive else {
-            promise.fail(UpstreamError(description: "connection not reusable"))
+            promise.fail(UpstreamError(.closed, "connection not reusable"))
             return promise.futureResult
         }
         state = .resetting(promise, discarded: false)
@@ -575,8 +611,8 @@ private final class UpstreamHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         switch state {
         case .startingUp, .negotiatingTLS:
-            ready.fail(UpstreamError(description: "the server closed the connection during login", sqlState: "08006"))
-        case .resetting(let promise, _): promise.fail(UpstreamError(description: "the server closed the connection"))
+            ready.fail(UpstreamError(.closed, "the server closed the connection during login"))
+        case .resetting(let promise, _): promise.fail(UpstreamError(.closed, "the server closed the connection"))
         default: break
         }
         state = .failed
@@ -584,6 +620,6 @@ private final class UpstreamHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(context: context, UpstreamError(description: "\(error)", sqlState: "08006"))
+        fail(context: context, UpstreamError(.closed, "\(error)"))
     }
 }

@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
 import NIOCore
-import PostgresWire
-import RolegateCore
+package import PostgresWire
+package import RolegateCore
 
 /// The gateway's side of one login to a database server as a managed role, from the startup
 /// packet to the first ReadyForQuery. A value type without I/O: the upstream handler feeds it
@@ -14,17 +14,21 @@ import RolegateCore
 /// - a SCRAM login succeeds only once the server's final signature proved it knows the role's
 ///   verifier: an `AuthenticationOk` before that (or a wrong or missing signature) ends the login;
 /// - the session is ready only after authentication succeeded and the server said ReadyForQuery.
-struct UpstreamLoginMachine {
-    struct Settings {
+package struct UpstreamLoginMachine {
+    package struct Settings {
         /// The role (PostgreSQL user) and the server's database name, for messages.
-        var role: String
-        var database: String
-        var allowed: UpstreamAuthMethods
+        package var role: String
+        package var database: String
+        package var allowed: UpstreamAuthMethods
         /// The connection is TLS-encrypted (clear-text passwords are refused otherwise).
-        var encrypted: Bool
+        package var encrypted: Bool
+
+        package init(role: String, database: String, allowed: UpstreamAuthMethods, encrypted: Bool) {
+            (self.role, self.database, self.allowed, self.encrypted) = (role, database, allowed, encrypted)
+        }
     }
 
-    enum Action: Equatable {
+    package enum Action: Equatable {
         case wait
         case send(WireMessage)
         /// Logged in and idle: the connection can serve a session.
@@ -43,19 +47,19 @@ struct UpstreamLoginMachine {
         case failed
     }
 
-    private(set) var settings: Settings
+    package private(set) var settings: Settings
     private let password: String
     private let saltedPassword: (@Sendable ([UInt8], Int) -> [UInt8])?
     private var state = State.awaitingAuthentication
     /// Every ParameterStatus of the login, in order.
-    private(set) var parameterStatus: [(String, String)] = []
-    private(set) var processID: Int32 = 0
-    private(set) var secretKey: [UInt8] = []
-    private(set) var transactionStatus = UInt8(ascii: "I")
+    package private(set) var parameterStatus: [(String, String)] = []
+    package private(set) var processID: Int32 = 0
+    package private(set) var secretKey: [UInt8] = []
+    package private(set) var transactionStatus = UInt8(ascii: "I")
     /// How the server authenticated the gateway, once it did.
-    private(set) var method: String?
+    package private(set) var method: String?
 
-    init(
+    package init(
         settings: Settings, password: String,
         saltedPassword: (@Sendable ([UInt8], Int) -> [UInt8])? = nil
     ) {
@@ -66,17 +70,17 @@ struct UpstreamLoginMachine {
 
     /// The connection switched to TLS (before the startup packet): what the database allows
     /// over TLS only may now be used.
-    mutating func encryptionEstablished() {
+    package mutating func encryptionEstablished() {
         settings.encrypted = true
     }
 
-    var isReady: Bool {
+    package var isReady: Bool {
         if case .ready = state { return true }
         return false
     }
 
     /// One message from the server.
-    mutating func received(_ message: BackendStartupMessage) -> Action {
+    package mutating func received(_ message: BackendStartupMessage) -> Action {
         switch (state, message) {
         case (.failed, _), (.ready, _):
             return .wait
@@ -168,7 +172,7 @@ struct UpstreamLoginMachine {
     }
 
     /// MD5's answer: `md5` + md5(md5(password + user) + salt), in hex.
-    static func md5Response(password: String, role: String, salt: [UInt8]) -> String {
+    package static func md5Response(password: String, role: String, salt: [UInt8]) -> String {
         func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
             digest.map { String(format: "%02x", $0) }.joined()
         }

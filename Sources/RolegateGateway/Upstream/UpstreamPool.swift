@@ -1,5 +1,5 @@
 import NIOConcurrencyHelpers
-import NIOCore
+package import NIOCore
 
 /// Server connections per role, reused across client sessions (session pooling). One
 /// pool per event loop, used only on it; the per-role cap is shared by all of them.
@@ -11,7 +11,7 @@ import NIOCore
 /// waiter (directly, when it waits on the same loop for the same key; else it is closed
 /// and its slot passes to that waiter), so no session can be overtaken for ever by
 /// sessions on another loop or by newcomers.
-final class UpstreamPool {
+package final class UpstreamPool {
     let eventLoop: any EventLoop
     let limits: RoleConnectionCounts
     let metrics: Metrics
@@ -61,7 +61,7 @@ final class UpstreamPool {
     /// A new connection for `key` while the role is under its cap, or one handed over (or a
     /// slot freed) while waiting in the role's queue: ``acquire(key:password:cap:waitLimit:)``
     /// once no idle connection fits.
-    func acquireNew(
+    package func acquireNew(
         key: UpstreamKey, password: String, cap: Int, waitLimit: TimeAmount
     ) -> EventLoopFuture<UpstreamConnection> {
         eventLoop.preconditionInEventLoop()
@@ -84,16 +84,14 @@ final class UpstreamPool {
             guard limits.withdraw(role: key.role, ticket: ticket) else { return }
             promise.fail(
                 UpstreamError(
-                    description:
-                        "all server connections of role \(key.role) are busy (cap \(min(cap, limits.limit)))",
-                    sqlState: "53300"))
+                    .busy, "all server connections of role \(key.role) are busy (cap \(min(cap, limits.limit)))"))
         }
         promise.futureResult.whenComplete { _ in timeout.cancel() }
         return promise.futureResult
     }
 
     /// An idle connection for `key`, if one is open and young enough (older ones are closed on the way).
-    func takeIdle(key: UpstreamKey) -> UpstreamConnection? {
+    package func takeIdle(key: UpstreamKey) -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
         let now = NIODeadline.now()
         // Popped in place: a copy of the list would be copied again to pop from it.
@@ -123,7 +121,7 @@ final class UpstreamPool {
     /// Returns a connection after its client left. Only an idle, healthy, not too old
     /// connection is reset (`DISCARD ALL`) and kept; anything else is closed. `alreadyReset`: the last thing it ran was
     /// `DISCARD ALL`, successfully (the HTTP pipeline ends with it), so no round trip is needed.
-    func release(_ connection: UpstreamConnection, alreadyReset: Bool = false) {
+    package func release(_ connection: UpstreamConnection, alreadyReset: Bool = false) {
         eventLoop.preconditionInEventLoop()
         connection.sink = nil
         connection.observesStatements = false

@@ -399,6 +399,8 @@ struct ServeCommand: AsyncParsableCommand {
         if exitWithParent {
             services.append(.init(service: ParentWatchService(), successTerminationBehavior: .gracefullyShutdownGroup))
         }
+        // Shut down in reverse: the sweeper stops only after the front doors did.
+        services.append(.init(service: SessionSweeperService(gateway: server)))
         services.append(.init(service: FrontDoorsService(gateway: server, http: httpServing, grace: grace, note: note)))
         var lifecycleLogger = Logger(label: "rolegate.lifecycle")
         lifecycleLogger.logLevel = .critical

@@ -11,7 +11,7 @@ import ServiceLifecycle
 // What `rolegate serve` runs, as swift-service-lifecycle services in one ServiceGroup. The group
 // starts them in order and, on SIGTERM or SIGINT (or the parent's exit with --exit-with-parent),
 // shuts them down in reverse: the front doors first (sessions and requests finish within the
-// grace), then the retention pruner, the peer directory (the instance leaves the peer table)
+// grace), then the session sweeper, the retention pruner, the peer directory (the instance leaves the peer table)
 // and the token change feed (its last token uses are written), and the audit writer last, once
 // nothing can record anything more (its queue is flushed).
 
@@ -30,6 +30,21 @@ struct FrontDoorsService: Service, CustomStringConvertible {
         async let httpStopped: Void? = http?.shutdown(grace: grace)
         await gateway.shutdown(grace: grace)
         _ = await httpStopped
+    }
+}
+
+/// The session sweeper: ends sessions whose token expired (or every session while the token store
+/// cannot be read, under `store_outage_policy: end_sessions`) until the front doors have
+/// stopped, so sessions finishing within the shutdown grace still end on time.
+struct SessionSweeperService: Service, CustomStringConvertible {
+    let gateway: GatewayServer
+    var description: String { "session sweeper (token expiry, store outage)" }
+
+    func run() async throws {
+        let sweeping = Task { await gateway.sweepSessions() }
+        try? await gracefulShutdown()
+        sweeping.cancel()
+        _ = await sweeping.value
     }
 }
 

@@ -1,14 +1,15 @@
 import NIOCore
 import PostgresWire
 import RolegateCore
+import RolegateGateway
 
 /// Entry points for the wire fuzz target (`Sources/WireFuzz`, see `fuzz/README.md`): the
 /// same parsing a client's bytes go through in a session, without sockets. Each one traps
 /// (crashing the fuzzer with the input) when an invariant breaks, so libFuzzer and the
 /// replay run in CI both notice.
-public enum FuzzEntryPoints {
+enum FuzzEntryPoints {
     /// Feeds `bytes` to the code chosen by the first byte.
-    public static func run(_ bytes: [UInt8]) {
+    static func run(_ bytes: [UInt8]) {
         guard let selector = bytes.first else { return }
         let rest = Array(bytes.dropFirst())
         switch selector % 5 {
@@ -53,7 +54,7 @@ public enum FuzzEntryPoints {
                     action = machine.startupPacket(packet, bytesFollow: buffer.readableBytes > 0)
                     if action == .startTLS { action = machine.tlsEstablished(alpn: nil) }
                 } else if machine.expectsPasswordMessage {
-                    let authLimits = WireLimits(maxMessageLength: ClientSessionHandler.authMessageLimit)
+                    let authLimits = WireLimits(maxMessageLength: ClientSessionMachine.authMessageLimit)
                     guard let message = try WireFraming.message(from: &buffer, limits: authLimits) else { return }
                     action = machine.passwordMessage(message)
                 } else {
@@ -83,26 +84,20 @@ public enum FuzzEntryPoints {
         }
     }
 
-    /// A session's relayed traffic through the statement tracker, as the audit sees it:
-    /// the first two bytes split the input into client messages and server messages.
+    /// A session's relayed traffic, both ways, as the relay machines and the audit see it: the
+    /// first two bytes split the input into the client's bytes and the server's, and the third
+    /// chooses how they are cut into reads (what a network may do to them).
     static func relayPhase(_ bytes: [UInt8]) {
-        guard bytes.count >= 2 else { return }
-        let split = min(bytes.count - 2, Int(bytes[0]) << 8 | Int(bytes[1]))
-        let client = ByteBuffer(bytes: bytes[2..<(2 + split)])
-        let server = ByteBuffer(bytes: bytes[(2 + split)...])
+        guard bytes.count >= 3 else { return }
+        let split = min(bytes.count - 3, Int(bytes[0]) << 8 | Int(bytes[1]))
+        let readSize = 1 + Int(bytes[2]) * 7
+        let client = ByteBuffer(bytes: bytes[3..<(3 + split)])
+        let server = ByteBuffer(bytes: bytes[(3 + split)...])
         var tracker = StatementTracker(captureParameters: bytes.count % 2 == 0)
-        var clientMessages: [(UInt8, ByteBuffer)] = []
-        var serverMessages: [(UInt8, ByteBuffer)] = []
-        let limits = WireLimits()
-        _ = try? WireFraming.scanMessages(client, limits: limits) { type, body, length in
-            clientMessages.append((type, client.getSlice(at: body, length: length)!))
-            return true
-        }
-        _ = try? WireFraming.scanMessages(server, limits: limits) { type, body, length in
-            serverMessages.append((type, server.getSlice(at: body, length: length)!))
-            return true
-        }
         var now: UInt64 = 1
+        var ledger = RequestLedger()
+        let clientMessages = relayClient(client, readSize: readSize, auditFull: bytes[2] % 3 == 0, ledger: &ledger)
+        let serverMessages = relayServer(server, readSize: readSize, ledger: &ledger)
         for index in 0..<max(clientMessages.count, serverMessages.count) {
             now += 1
             if index < clientMessages.count {
@@ -116,6 +111,73 @@ public enum FuzzEntryPoints {
                 }
             }
         }
+        precondition(ledger.owed >= 0, "the ledger owes less than nothing")
+    }
+
+    /// The client's bytes through the session's relay in reads of `readSize`: the relay never
+    /// forwards more than it was given, forwards whole messages of allowed types only, and
+    /// forwards nothing after it ended the session. Returns the whole messages it forwarded.
+    static func relayClient(
+        _ bytes: ByteBuffer, readSize: Int, auditFull: Bool, ledger: inout RequestLedger
+    ) -> [(UInt8, ByteBuffer)] {
+        var relay = ClientRelay()
+        var pending = ByteBuffer()
+        var input = bytes
+        var forwarded: [(UInt8, ByteBuffer)] = []
+        let start = NIODeadline.uptimeNanoseconds(1)
+        var reads: Int64 = 0
+        while input.readableBytes > 0 {
+            var read = input.readSlice(length: min(readSize, input.readableBytes))!
+            pending.writeBuffer(&read)
+            reads += 1
+            let step = relay.clientBytes(
+                pending, limits: WireLimits(), auditing: true, auditAccepting: { !auditFull }, ledger: &ledger,
+                now: start + .milliseconds(reads * 100))
+            let used = step.continued + step.complete + step.startedBytes
+            precondition(used <= pending.readableBytes, "the relay forwarded bytes it did not have")
+            precondition(step.started == nil || step.startedBytes > 0, "a large message started with no bytes")
+            pending.moveReaderIndex(forwardBy: step.continued)
+            let complete = pending.readSlice(length: step.complete)!
+            _ = try? WireFraming.scanMessages(complete) { type, body, length in
+                precondition(ClientRelay.allowed(type) && type != UInt8(ascii: "X"), "forwarded a message it refuses")
+                forwarded.append((type, complete.getSlice(at: body, length: length)!))
+                return true
+            }
+            pending.moveReaderIndex(forwardBy: step.startedBytes)
+            switch step.next {
+            case .readMore: continue
+            case .hold: precondition(auditFull, "held a statement with room in the audit queue")
+            case .terminate, .end: return forwarded
+            }
+        }
+        return forwarded
+    }
+
+    /// The server's bytes through the upstream relay in reads of `readSize`, with the same
+    /// promises. Returns the whole messages it forwarded.
+    static func relayServer(_ bytes: ByteBuffer, readSize: Int, ledger: inout RequestLedger) -> [(UInt8, ByteBuffer)] {
+        var relay = ServerRelay()
+        var pending = ByteBuffer()
+        var input = bytes
+        var forwarded: [(UInt8, ByteBuffer)] = []
+        while input.readableBytes > 0 {
+            var read = input.readSlice(length: min(readSize, input.readableBytes))!
+            pending.writeBuffer(&read)
+            guard let step = try? relay.serverBytes(pending, observing: true, ledger: &ledger) else {
+                return forwarded  // the upstream handler closes the connection
+            }
+            precondition(
+                step.continued + step.complete + step.startedBytes <= pending.readableBytes,
+                "the relay forwarded bytes it did not have")
+            pending.moveReaderIndex(forwardBy: step.continued)
+            let complete = pending.readSlice(length: step.complete)!
+            _ = try? WireFraming.scanMessages(complete) { type, body, length in
+                forwarded.append((type, complete.getSlice(at: body, length: length)!))
+                return true
+            }
+            pending.moveReaderIndex(forwardBy: step.startedBytes)
+        }
+        return forwarded
     }
 
     /// A server's bytes to the gateway's upstream login, as the upstream handler frames them:

@@ -1,20 +1,21 @@
 import Foundation
 import NIOCore
-public import RolegateAudit
-public import RolegateCore
-public import RolegateStore
+import RolegateAudit
+import RolegateCore
+import RolegateGateway
+import RolegateStore
 
 /// What statement audit costs per statement, apart from sockets and from the machine's other
 /// processes, for `Sources/AuditBench` (run by bench/run.py). It runs the gateway's own code:
 /// the ``StatementTracker`` following one `pgbench -S -M prepared` transaction's messages,
 /// ``SessionAudit/statementEvent(_:who:sessionID:detail:)`` and ``AuditWriter/record(_:)`` on
 /// the event loop's side; ``Store/recordAudit(_:instance:)`` in group commits on the writer's.
-public enum StatementAuditBench {
+enum StatementAuditBench {
     /// CPU time of the calling thread per statement, in nanoseconds, for `count` statements
     /// sent in bursts of `burst` every 10 ms (a gateway's pace, so the writer, when `writer` is
     /// given and running, takes windows of the size it takes under load, not one huge backlog).
     /// Without `writer` only the tracker runs: its share of the cost.
-    public static func eventLoopSide(statements count: Int, burst: Int, recordingTo writer: AuditWriter?) -> Double {
+    static func eventLoopSide(statements count: Int, burst: Int, recordingTo writer: AuditWriter?) -> Double {
         var session = Session()
         var finished = 0
         var cpu: UInt64 = 0
@@ -40,7 +41,7 @@ public enum StatementAuditBench {
     }
 
     /// The events `eventLoopSide` records, for ``writerSide(events:batch:store:instance:)``.
-    public static func statementEvents(_ count: Int) -> [AuditEvent] {
+    static func statementEvents(_ count: Int) -> [AuditEvent] {
         var session = Session()
         var events: [AuditEvent] = []
         events.reserveCapacity(count)
@@ -57,7 +58,7 @@ public enum StatementAuditBench {
 
     /// The writer's side: the process's CPU time (user and system) per event, in nanoseconds,
     /// to append `events` to `store` in group commits of `batch` (the audit writer's transactions).
-    public static func writerSide(
+    static func writerSide(
         events: [AuditEvent], batch: Int, store: any Store, instance: String
     ) async throws
         -> Double

@@ -1,10 +1,11 @@
 import Foundation
 import NIOCore
 import PostgresWire
-public import RolegateCore
+import RolegateCore
+import RolegateGateway
 
 /// Why an HTTP request's statements could not be run at all.
-public enum QueryRunError: Error, Sendable, Equatable, CustomStringConvertible {
+enum QueryRunError: Error, Sendable, Equatable, CustomStringConvertible {
     /// No server connection (PostgreSQL down, login as the role failed).
     case upstreamUnavailable(String)
     /// Every server connection of the role is in use.
@@ -12,7 +13,7 @@ public enum QueryRunError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The request ran past its deadline (the statement was cancelled upstream).
     case timeout
 
-    public var description: String {
+    var description: String {
         switch self {
         case .upstreamUnavailable(let message), .busy(let message): message
         case .timeout: "the request did not finish in time"
@@ -22,13 +23,13 @@ public enum QueryRunError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// What an HTTP request's statements came to: PostgreSQL's results or refusal, or why they
 /// could not be run at all.
-public typealias QueryOutcome = Result<Result<[StatementResult], QueryFailure>, QueryRunError>
+typealias QueryOutcome = Result<Result<[StatementResult], QueryFailure>, QueryRunError>
 
 /// Where a token's requests run on one database: the pooled server connections' key (role,
 /// server, startup parameters), the role's credential and its cap. Derived from the token,
 /// the database and the usual timeout alone, so an HTTP connection makes it once and reuses
 /// it for its next requests with the same token (see ``matches(token:database:usualTimeout:)``).
-public struct QueryTarget: Sendable {
+struct QueryTarget: Sendable {
     let key: UpstreamKey
     let password: String
     let cap: Int
@@ -38,7 +39,7 @@ public struct QueryTarget: Sendable {
     let database: String
 
     /// Made for this token, role, database and usual timeout.
-    public func matches(token: TokenRecord, database: DatabaseSpec, usualTimeout: Duration) -> Bool {
+    func matches(token: TokenRecord, database: DatabaseSpec, usualTimeout: Duration) -> Bool {
         tokenID == token.id && role == token.role && self.database == database.name
             && usualMilliseconds == Self.milliseconds(usualTimeout)
     }
@@ -52,7 +53,7 @@ extension GatewayServer {
     /// `usualTimeout` is the statement timeout most requests of this role run with: the
     /// server connection starts with it, so only a request asking another one sends a
     /// `set_config` for it. (Not the request's own: that would make a connection per value.)
-    public func queryTarget(
+    func queryTarget(
         token: TokenRecord, database: DatabaseSpec, usualTimeout: Duration
     ) -> Result<QueryTarget, QueryRunError> {
         guard let url = shared.databaseURLs[database.name] ?? (try? ConnectionURL(parsing: database.url)) else {
@@ -82,7 +83,7 @@ extension GatewayServer {
     /// GatewayConfiguration.eventLoopGroup), the request never changes threads: `completion`
     /// runs on the calling loop, often before this returns. Called elsewhere, it runs on a
     /// loop of the gateway's.
-    public func run(
+    func run(
         _ statements: [QueryStatement], target: QueryTarget, statementTimeout: Duration, maxRows: Int, maxBytes: Int,
         completion: @escaping (QueryOutcome) -> Void
     ) {

@@ -3,6 +3,7 @@ import PostgresWire
 import Testing
 
 @testable import RolegateGateway
+@testable import RolegateHTTP
 
 /// The HTTP data API's conversation with PostgreSQL, message by message.
 @Suite struct QueryExchangeTests {

@@ -1,14 +1,15 @@
 import NIOCore
 import PostgresWire
+import RolegateGateway
 
 /// One statement of an HTTP request: SQL with `$1…` placeholders and their values as text
 /// (nil for NULL). Values are sent untyped, so PostgreSQL infers each one's type from the
 /// statement, as it does for a literal.
-public struct QueryStatement: Sendable, Equatable {
-    public var sql: String
-    public var parameters: [String?]
+struct QueryStatement: Sendable, Equatable {
+    var sql: String
+    var parameters: [String?]
 
-    public init(sql: String, parameters: [String?] = []) {
+    init(sql: String, parameters: [String?] = []) {
         self.sql = sql
         self.parameters = parameters
     }
@@ -16,29 +17,29 @@ public struct QueryStatement: Sendable, Equatable {
 
 /// What one statement returned: column names and type OIDs, rows as PostgreSQL's text
 /// form (nil for NULL), and the CommandComplete tag.
-public struct StatementResult: Sendable, Equatable {
-    public struct Column: Sendable, Equatable {
-        public var name: String
-        public var typeOID: UInt32
+struct StatementResult: Sendable, Equatable {
+    struct Column: Sendable, Equatable {
+        var name: String
+        var typeOID: UInt32
     }
 
-    public var columns: [Column] = []
-    public var rows: [[String?]] = []
-    public var command: String?
+    var columns: [Column] = []
+    var rows: [[String?]] = []
+    var command: String?
     /// Rows returned or affected, from the tag.
-    public var rowCount: Int64?
+    var rowCount: Int64?
     /// The row or byte limit ended the result early.
-    public var truncated = false
+    var truncated = false
 }
 
 /// PostgreSQL refused a statement (or the transaction around it).
-public struct QueryFailure: Error, Sendable, Equatable {
-    public var sqlState: String
-    public var message: String
-    public var detail: String?
-    public var hint: String?
+struct QueryFailure: Error, Sendable, Equatable {
+    var sqlState: String
+    var message: String
+    var detail: String?
+    var hint: String?
     /// Which statement of the request (0-based), when it was one of them.
-    public var statementIndex: Int?
+    var statementIndex: Int?
 }
 
 /// The wire conversation for an HTTP request, as a pure state machine: the messages to
