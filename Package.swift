@@ -32,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime.git", from: "1.13.4"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird.git", from: "2.1.0"),
     ],
     targets: [
         // Pure domain: policy model, YAML loading and validation, durations,
@@ -130,13 +132,27 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The HTTP API (data, admin, operations) on Hummingbird 2, with the data API's query
-        // runner (statements over the gateway's pooled server connections).
+        // The HTTP API's contract: types and server stubs generated from
+        // Sources/RolegateHTTP/openapi.yaml by swift-openapi-generator (scripts/generate-openapi.sh;
+        // generated once and committed, so builds need no generator).
+        .target(
+            name: "RolegateHTTPContract",
+            dependencies: [.product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")],
+            // The generator writes imports for Swift 6.4's diagnostics; on 6.3 they warn that
+            // some go unused. Generated code is not edited by hand, so its warnings are silenced.
+            swiftSettings: strict + [.unsafeFlags(["-suppress-warnings"])]
+        ),
+        // The HTTP API (data, admin, operations) on Hummingbird 2: the data API's fast path and
+        // query runner (statements over the gateway's pooled server connections), and the
+        // contract's generated routes.
         .target(
             name: "RolegateHTTP",
             dependencies: [
                 "RolegateCore", "RolegateStore", "RolegateTokens", "RolegateGateway", "RolegateAudit",
-                "RolegateProvision", "PostgresWire",
+                "RolegateProvision", "PostgresWire", "RolegateHTTPContract",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -217,8 +233,9 @@ let package = Package(
         .testTarget(
             name: "RolegateHTTPTests",
             dependencies: [
-                "RolegateHTTP", "RolegateGateway", "RolegateCore", "PostgresWire",
-                .product(name: "NIOCore", package: "swift-nio"),
+                "RolegateHTTP", "RolegateGateway", "RolegateCore", "PostgresWire", "RolegateHTTPContract",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict
         ),

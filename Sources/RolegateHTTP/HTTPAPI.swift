@@ -9,6 +9,7 @@ public import NIOSSL
 public import RolegateAudit
 public import RolegateCore
 public import RolegateGateway
+import RolegateHTTPContract
 import RolegateProvision
 public import RolegateStore
 public import RolegateTokens
@@ -104,55 +105,48 @@ public final class HTTPAPI: Sendable {
     }
 
     func addRoutes(to router: Router<APIContext>) {
-        router.get("/healthz") { _, _ in jsonResponse(["status": "ok"]) }
-        router.get("/readyz") { _, _ in await self.ready() }
-        router.get("/metrics") { _, _ in
-            textResponse(self.renderMetrics(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        router.add(middleware: BodyMiddleware(api: self))
+        // POST /v1/query and /v1/batch never reach the router: see DataRequestHandler. Every
+        // other route is generated from the contract (AdminAPI.swift).
+        do {
+            try addContractRoutes(to: router)
+        } catch {
+            preconditionFailure("the contract's routes could not be registered: \(error)")
         }
-        router.get("/openapi.yaml") { _, _ in
-            textResponse(OpenAPIDocument.yaml, contentType: "application/yaml; charset=utf-8")
-        }
-        // POST /v1/query and /v1/batch never reach the router: see DataRequestHandler.
-        addAdminRoutes(to: router)
     }
 
     // MARK: - Operations
 
-    func ready() async -> Response {
-        var checks: [[String: Any]] = []
+    func readiness() async -> Components.Schemas.Readiness {
+        var checks: [Components.Schemas.ReadinessCheck] = []
         do {
             _ = try await store.latestChange()
-            checks.append(["name": "store", "ok": true])
+            checks.append(.init(name: "store", ok: true))
         } catch {
-            checks.append(["name": "store", "ok": false, "detail": "\(error)"])
+            checks.append(.init(name: "store", ok: false, detail: "\(error)"))
         }
         // Logins are accepted only while the token change feed is current (read within its staleness bound).
         checks.append(
             verifier.isCurrent
-                ? ["name": "token_feed", "ok": true]
-                : [
-                    "name": "token_feed", "ok": false,
-                    "detail": "the token change feed is not current: new logins are refused until the store is back",
-                ])
+                ? .init(name: "token_feed", ok: true)
+                : .init(
+                    name: "token_feed", ok: false,
+                    detail: "the token change feed is not current: new logins are refused until the store is back"))
         if let audit {
             // Failing audit writes make the instance unready under `on_failure: block` (it is
             // about to refuse statements); under `continue` it serves on, and says so.
-            var check: [String: Any] = [
-                "name": "audit", "ok": audit.failure == nil || audit.failurePolicy == .continue,
-                "queued": audit.queuedCount, "dropped": audit.droppedCount,
-            ]
-            if let failure = audit.failure { check["detail"] = "audit writes are failing: \(failure)" }
-            checks.append(check)
+            checks.append(
+                .init(
+                    name: "audit", ok: audit.failure == nil || audit.failurePolicy == .continue,
+                    detail: audit.failure.map { "audit writes are failing: \($0)" }, queued: audit.queuedCount,
+                    dropped: audit.droppedCount))
         }
         for database in policy.databases {
             let problem = await gateway.probe(database)
-            var check: [String: Any] = ["name": "database:\(database.name)", "ok": problem == nil]
-            if let problem { check["detail"] = problem }
-            checks.append(check)
+            checks.append(.init(name: "database:\(database.name)", ok: problem == nil, detail: problem))
         }
-        let ready = checks.allSatisfy { $0["ok"] as? Bool == true }
-        return jsonResponse(
-            ["status": ready ? "ready" : "not ready", "checks": checks], status: ready ? .ok : .serviceUnavailable)
+        let ready = checks.allSatisfy(\.ok)
+        return .init(status: ready ? .ready : .notReady, checks: checks)
     }
 
     func renderMetrics() -> String {
@@ -169,8 +163,10 @@ public final class HTTPAPI: Sendable {
 
     /// The bearer token's record, or the 401/403/503 problem (a wrong token's answer waits
     /// out the failed-login throttle).
-    func authenticate(_ request: Request, admin: Bool, context: APIContext) async -> Result<TokenRecord, Problem> {
-        guard let token = Self.bearerToken(request.headers[.authorization]) else { return .failure(Self.missingToken) }
+    func authenticate(
+        authorization: String?, admin: Bool, requestID: String, clientAddress: String?
+    ) async -> Result<TokenRecord, Problem> {
+        guard let token = Self.bearerToken(authorization) else { return .failure(Self.missingToken) }
         let result: Verification
         if let known = verifier.verifyFromMemory(token) {
             result = known
@@ -179,9 +175,9 @@ public final class HTTPAPI: Sendable {
         }
         let outcome = checked(result, admin: admin)
         guard case .failure(let problem) = outcome else { return outcome }
-        recordRefusal(problem, requestID: context.requestID, clientAddress: context.clientAddress)
+        recordRefusal(problem, requestID: requestID, clientAddress: clientAddress)
         // A wrong token counts against the client's address; past the limit, the answer waits.
-        if problem.code == "token_invalid", let address = context.clientAddress {
+        if problem.code == "token_invalid", let address = clientAddress {
             let throttle = gateway.loginThrottle
             if let failures = await throttle.failedAndWait(address: address) {
                 audit?.record(throttle.crossedLimitEvent(address: address, failures: failures, channel: "http"))
@@ -334,12 +330,25 @@ struct RequestMiddleware: RouterMiddleware {
         context.requestID = requestID
         var response: Response
         do {
-            response = try await next(request, context)
+            let scope = RequestScope(requestID: requestID, clientAddress: context.clientAddress)
+            response = try await RequestScope.$current.withValue(scope) { try await next(request, context) }
+        } catch let error as HTTPError where error.status == .notFound {
+            // A path the contract lists, asked with a method it does not list: 405, and what it takes.
+            if let allowed = ContractPaths.methods(of: request.uri.path), !allowed.contains(request.method.rawValue) {
+                let allow = allowed.sorted().joined(separator: ", ")
+                response = Problem(
+                    status: .methodNotAllowed, code: "method_not_allowed",
+                    message: "\(request.uri.path) takes \(allow)"
+                ).response(requestID: requestID, headers: [.allow: allow])
+            } else {
+                response = Problem(status: .notFound, code: "not_found", message: "Not Found")
+                    .response(requestID: requestID)
+            }
         } catch let error as HTTPError {
             response = Problem(
-                status: error.status, code: error.status == .notFound ? "not_found" : "http_error",
-                message: error.body ?? error.status.reasonPhrase
-            ).response(requestID: requestID)
+                status: error.status, code: "http_error", message: error.body ?? error.status.reasonPhrase
+            )
+            .response(requestID: requestID)
         } catch {
             response = Problem(status: .internalServerError, code: "internal", message: "internal error")
                 .response(requestID: requestID)

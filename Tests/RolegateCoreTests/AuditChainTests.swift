@@ -212,5 +212,10 @@ import Testing
         // Truncation still truncates.
         #expect(Date(timeIntervalSince1970: 1_800_000_000.1239).millisecondsSince1970 == 1_800_000_000_123)
         #expect(Date(timeIntervalSince1970: -0.0005).millisecondsSince1970 == -1)
+        // Far beyond any stored time (an audit filter of `since=700000000d`): clamped, never a trap.
+        let farPast = Date().addingTimeInterval(-700_000_000 * 86_400)
+        #expect(farPast.millisecondsSince1970 == Int64.min / 1000)
+        #expect(Date(timeIntervalSince1970: 1e17).millisecondsSince1970 == Int64.max / 1000)
+        #expect(Date(timeIntervalSince1970: -1e12).millisecondsSince1970 == -1_000_000_000_000_000)
     }
 }

@@ -70,8 +70,13 @@ extension Date {
     /// nearest `Double`, which may lie just below it, and truncating that straight away gave
     /// one millisecond less for ~0.6% of the instants from 2037 on (and in 2004–2006), so a time
     /// read from a store and written back drifted.
+    ///
+    /// Instants beyond ±292,000 years (a filter such as `since=700000000d`) are clamped to the
+    /// range instead of trapping: nothing is stored that far away.
     public var millisecondsSince1970: Int64 {
-        let micros = Int64((timeIntervalSince1970 * 1_000_000).rounded())
+        let scaled = (timeIntervalSince1970 * 1_000_000).rounded()
+        guard scaled.isFinite, abs(scaled) < 9.2e18 else { return scaled > 0 ? .max / 1000 : .min / 1000 }
+        let micros = Int64(scaled)
         return micros >= 0 ? micros / 1000 : -((-micros + 999) / 1000)
     }
 

@@ -1,268 +1,368 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import OpenAPIHummingbird
+import OpenAPIRuntime
 import RolegateCore
 import RolegateGateway
+import RolegateHTTPContract
 import RolegateProvision
 import RolegateStore
 import RolegateTokens
 
-/// `/admin/v1/…`: tokens, the audit log, live sessions and drift, for admin tokens only.
+/// The routes generated from the contract (`openapi.yaml`, see `scripts/generate-openapi.sh`):
+/// the admin API (`/admin/v1/…`) and the operations routes (`/healthz`, `/readyz`, `/metrics`,
+/// `/openapi.yaml`). The generated code decodes and checks every parameter and body against the
+/// document (types, enums, required and unknown fields); ``ContractFormats`` checks what the
+/// generator leaves to us (patterns and lengths), ``ContractAuthentication`` who may call, and
+/// ``ContractProblems`` turns every failure into a problem.
 extension HTTPAPI {
-    func addAdminRoutes(to router: Router<APIContext>) {
-        router.post("/admin/v1/tokens") { request, context in
-            await self.admin(request, context) { admin, tokens in
-                let shape = #"{"service": "…", "ttl": "1h"?, "note": "…"?}"#
-                let body = try await self.fields(request, context, allowed: ["service", "ttl", "note"], shape: shape)
-                let issued = try await tokens.issue(
-                    service: try body.requiredString("service", shape: shape),
-                    ttl: try Self.duration(body.string("ttl"), "ttl"), note: body.string("note"))
-                return jsonResponse(self.issuedObject(issued), status: .created)
-            }
-        }
-        router.post("/admin/v1/tokens/:id/revoke") { request, context in
-            await self.admin(request, context) { _, tokens in
-                let body = try await self.fields(
-                    request, context, allowed: ["reason"], shape: #"{"reason": "…"?}"#, allowEmpty: true)
-                let id = context.parameters.get("id") ?? ""
-                let record = try await tokens.revoke(id: id, reason: body.string("reason"))
-                return jsonResponse(Self.tokenObject(record))
-            }
-        }
-        router.post("/admin/v1/services/:service/rotate") { request, context in
-            await self.admin(request, context) { _, tokens in
-                let body = try await self.fields(
-                    request, context, allowed: ["grace", "ttl", "note"],
-                    shape: #"{"grace": "10m"?, "ttl": "1h"?, "note": "…"?}"#, allowEmpty: true)
-                let issued = try await tokens.rotate(
-                    service: context.parameters.get("service") ?? "",
-                    grace: try Self.duration(body.string("grace"), "grace"),
-                    ttl: try Self.duration(body.string("ttl"), "ttl"), note: body.string("note"))
-                return jsonResponse(self.issuedObject(issued), status: .created)
-            }
-        }
-        router.get("/admin/v1/tokens") { request, context in
-            await self.admin(request, context) { _, _ in
-                let service = request.uri.queryParameters.get("service")
-                let all = request.uri.queryParameters.get("all") == "true"
-                let now = Date()
-                let records = try await self.store.tokens(service: service).filter { all || $0.isUsable(at: now) }
-                return jsonResponse(["tokens": records.map { Self.tokenObject($0, now: now) }])
-            }
-        }
-        router.get("/admin/v1/audit") { request, context in
-            await self.admin(request, context) { _, _ in
-                let query = try Self.auditQuery(request.uri.queryParameters)
-                let events = try await self.store.auditEvents(query).reversed().map(\.jsonObject)
-                return jsonResponse(["events": Array(events)])
-            }
-        }
-        router.get("/admin/v1/sessions") { request, context in
-            await self.adminOrPeer(request, context) { actor in
-                let me: Any = self.gateway.instanceID ?? NSNull()
-                var sessions: [[String: Any]] = self.gateway.liveSessions.map { s in
-                    [
-                        "id": s.id, "service": s.service, "role": s.role, "token_id": s.tokenID, "database": s.database,
-                        "client": s.client ?? NSNull(), "started_at": s.startedAt.rfc3339,
-                        "statement": s.statement ?? NSNull(), "instance": me,
-                    ]
-                }
-                // Every instance's sessions, unless a peer is asking for this one's alone.
-                guard request.uri.queryParameters["scope"] != "local", let peers = self.gateway.peers else {
-                    return jsonResponse(["sessions": sessions])
-                }
-                var instances: [[String: Any]] = [["id": peers.me.id, "ok": true]]
-                for peer in peers.others {
-                    let answer = await PeerCall.send(
-                        to: peer, method: "GET", path: "/admin/v1/sessions?scope=local", signer: self.peerSigner,
-                        from: peers.me.id, actor: actor)
-                    if let answer, answer.status == 200,
-                        let object = try? JSONSerialization.jsonObject(with: answer.body) as? [String: Any],
-                        let theirs = object["sessions"] as? [[String: Any]]
-                    {
-                        sessions += theirs
-                        instances.append(["id": peer.id, "ok": true])
-                    } else {
-                        instances.append([
-                            "id": peer.id, "ok": false,
-                            "detail": answer.map { "answered \($0.status)" }
-                                ?? "unreachable at \(peer.httpAddress ?? "(no HTTP API)")",
-                        ])
-                    }
-                }
-                return jsonResponse(["sessions": sessions, "instances": instances])
-            }
-        }
-        router.delete("/admin/v1/sessions/:id") { request, context in
-            await self.adminOrPeer(request, context) { actor in
-                let id = context.parameters.get("id") ?? ""
-                guard !id.isEmpty, id.allSatisfy({ $0.isLetter || $0.isNumber }) else {
-                    throw Problem(status: .notFound, code: "session_unknown", message: "no live session \(id)")
-                }
-                if self.gateway.endSession(id: id, by: actor) {
-                    return Response(status: .noContent)
-                }
-                // Held by another instance: ask each peer to end it there.
-                if request.uri.queryParameters["scope"] != "local", let peers = self.gateway.peers {
-                    for peer in peers.others {
-                        let answer = await PeerCall.send(
-                            to: peer, method: "DELETE", path: "/admin/v1/sessions/\(id)?scope=local",
-                            signer: self.peerSigner, from: peers.me.id, actor: actor)
-                        if answer?.status == 204 { return Response(status: .noContent) }
-                    }
-                }
-                throw Problem(status: .notFound, code: "session_unknown", message: "no live session \(id)")
-            }
-        }
-        router.get("/admin/v1/plan") { request, context in
-            await self.admin(request, context) { _, _ in
-                let provisioner = Provisioner(policy: self.policy, key: self.masterKey)
-                var databases: [[String: Any]] = []
-                for database in self.policy.databases {
-                    do {
-                        let plan = try await provisioner.plan(database)
-                        databases.append([
-                            "name": database.name, "in_sync": plan.inSync,
-                            "statements": plan.statements.map(\.display),
-                        ])
-                    } catch {
-                        databases.append(["name": database.name, "error": "\(error)"])
-                    }
-                }
-                let inSync = databases.allSatisfy { $0["in_sync"] as? Bool == true }
-                return jsonResponse(["in_sync": inSync, "databases": databases])
-            }
-        }
+    func addContractRoutes(to router: Router<APIContext>) throws {
+        try ContractHandlers(api: self).registerHandlers(
+            on: router,
+            configuration: Configuration(dateTranscoder: .iso8601WithFractionalSeconds),
+            middlewares: [ContractProblems(), ContractAuthentication(api: self)])
     }
+}
 
-    /// The cross-instance routes: an admin token, or, for this instance's own part of the answer
-    /// (`scope=local`), a peer's signed request (``PeerRequestSignature``). `body` gets who acts:
-    /// `service/token id` of the admin token, as the instance that received it said.
-    private func adminOrPeer(
-        _ request: Request, _ context: APIContext, _ body: @escaping (String) async throws -> Response
-    ) async -> Response {
-        guard let signature = request.headers[HTTPField.Name(PeerRequestSignature.header)!] else {
-            return await admin(request, context) { admin, _ in try await body("\(admin.service)/\(admin.id)") }
+/// Who is calling a contract route: set by ``ContractAuthentication`` for the handler.
+struct Caller: Sendable {
+    /// The admin token's record (nil for a peer's signed call and on public routes).
+    var admin: TokenRecord?
+    /// Who acts: `service/token id` of the admin token, or `actor via instance` of a peer's call.
+    var actor: String
+
+    @TaskLocal static var current: Caller?
+}
+
+/// The request's id and client address while a contract route runs (set by ``RequestMiddleware``).
+struct RequestScope: Sendable {
+    var requestID: String
+    var clientAddress: String?
+
+    @TaskLocal static var current: RequestScope?
+}
+
+/// Who may call which operation, as the document says: the operations without security
+/// (`security: []`) are public; the cross-instance session routes also take a peer's signed
+/// call on `scope=local`; everything else needs an admin token. (A test holds these sets to the
+/// document.)
+struct ContractAuthentication: ServerMiddleware {
+    let api: HTTPAPI
+
+    static let publicOperations: Set<String> = [
+        Operations.Health.id, Operations.Readiness.id, Operations.Metrics.id, Operations.OpenAPIDocument.id,
+    ]
+    static let peerOperations: Set<String> = [Operations.ListSessions.id, Operations.EndSession.id]
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        if Self.publicOperations.contains(operationID) { return try await next(request, body, metadata) }
+        let scope = RequestScope.current ?? RequestScope(requestID: "", clientAddress: nil)
+        let caller: Caller
+        if Self.peerOperations.contains(operationID),
+            let signature = request.headerFields[HTTPField.Name(PeerRequestSignature.header)!]
+        {
+            let actor = request.headerFields[HTTPField.Name(PeerRequestSignature.actorHeader)!] ?? ""
+            let path = request.path ?? "/"
+            let verified = api.peerSigner.verify(
+                signature, method: request.method.rawValue, path: path, actor: actor)
+            let local = URLComponents(string: path)?.queryItems?.contains { $0.name == "scope" && $0.value == "local" }
+            guard case .success(let peer) = verified, local == true else {
+                let reason =
+                    if case .failure(let failure) = verified { failure.description } else {
+                        "not a local-scope request"
+                    }
+                throw Problem(status: .unauthorized, code: "peer_signature_invalid", message: reason)
+            }
+            caller = Caller(admin: nil, actor: "\(peer.actor) via \(peer.instance)")
+        } else {
+            switch await api.authenticate(
+                authorization: request.headerFields[.authorization], admin: true, requestID: scope.requestID,
+                clientAddress: scope.clientAddress)
+            {
+            case .failure(let problem): throw problem
+            case .success(let record): caller = Caller(admin: record, actor: "\(record.service)/\(record.id)")
+            }
         }
-        let actor = request.headers[HTTPField.Name(PeerRequestSignature.actorHeader)!] ?? ""
-        let verified = peerSigner.verify(
-            signature, method: request.method.rawValue, path: request.uri.description, actor: actor)
-        guard case .success(let peer) = verified, request.uri.queryParameters["scope"] == "local" else {
-            let reason =
-                if case .failure(let failure) = verified { failure.description } else { "not a local-scope request" }
-            return Problem(status: .unauthorized, code: "peer_signature_invalid", message: reason)
-                .response(requestID: context.requestID)
-        }
+        return try await Caller.$current.withValue(caller) { try await next(request, body, metadata) }
+    }
+}
+
+/// Every failure of a contract route as a problem: what the handlers and the authentication
+/// throw, and what the generated code refuses (a body or parameter that does not match the
+/// document is 400, an unknown content type 415, an unacceptable `Accept` 406).
+struct ContractProblems: ServerMiddleware {
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
         do {
-            return try await body("\(peer.actor) via \(peer.instance)")
-        } catch let problem as Problem {
-            return problem.response(requestID: context.requestID)
+            // An empty body is no body: an operation whose body is optional runs without one.
+            return try await next(request, body?.length == .known(0) ? nil : body, metadata)
         } catch {
-            return Problem(status: .internalServerError, code: "internal", message: "\(error)")
-                .response(requestID: context.requestID)
+            let problem = Self.problem(for: error)
+            let requestID = RequestScope.current?.requestID ?? ""
+            return (
+                HTTPResponse(status: problem.status, headerFields: [.contentType: Problem.contentType]),
+                HTTPBody(Array(problem.body(requestID: requestID).readableBytesView))
+            )
         }
     }
 
-    /// Authenticates an admin token, runs `body`, and turns what it throws into problems.
-    private func admin(
-        _ request: Request, _ context: APIContext, _ body: (TokenRecord, TokenService) async throws -> Response
-    ) async -> Response {
-        let requestID = context.requestID
-        let admin: TokenRecord
-        switch await authenticate(request, admin: true, context: context) {
-        case .failure(let problem): return problem.response(requestID: requestID)
-        case .success(let record): admin = record
+    static func problem(for error: any Error) -> Problem {
+        let cause = (error as? ServerError)?.underlyingError ?? error
+        switch cause {
+        case let problem as Problem:
+            return problem
+        case let failure as TokenService.Failure:
+            switch failure {
+            case .refused(let message): return Problem(status: .conflict, code: "refused", message: message)
+            case .notFound(let message): return Problem(status: .notFound, code: "token_unknown", message: message)
+            case .store(let error):
+                return Problem(status: .serviceUnavailable, code: "store_unavailable", message: error.description)
+            }
+        case let error as StoreError:
+            return Problem(status: .serviceUnavailable, code: "store_unavailable", message: error.description)
+        case let error as DecodingError:
+            return .badRequest(describe(error))
+        default:
+            guard let server = error as? ServerError else {
+                return Problem(status: .internalServerError, code: "internal", message: "internal error")
+            }
+            switch server.httpStatus {
+            case .badRequest: return .badRequest(server.causeDescription)
+            case .unsupportedMediaType:
+                return Problem(
+                    status: .unsupportedMediaType, code: "unsupported_media_type",
+                    message: "the request body must be application/json")
+            case .notAcceptable:
+                return Problem(
+                    status: .notAcceptable, code: "not_acceptable",
+                    message: "this route answers with application/json (or application/problem+json)")
+            case .notFound: return Problem(status: .notFound, code: "not_found", message: "Not Found")
+            default: return Problem(status: .internalServerError, code: "internal", message: "internal error")
+            }
         }
-        let audit = self.audit
-        let tokens = TokenService(store: store, policy: policy, issuer: "http:\(admin.service)/\(admin.id)") { events in
+    }
+
+    /// A body that does not match the document, said in the document's terms.
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context, _ key: (any CodingKey)? = nil) -> String {
+            let keys = (context.codingPath + (key.map { [$0] } ?? [])).map {
+                $0.intValue.map { "[\($0)]" } ?? $0.stringValue
+            }
+            return keys.isEmpty ? "the body" : "'" + keys.joined(separator: ".") + "'"
+        }
+        switch error {
+        case .keyNotFound(let key, let context): return "\(path(context, key)) is required"
+        case .valueNotFound(_, let context): return "\(path(context)) must not be null"
+        case .typeMismatch(let type, let context): return "\(path(context)) must be \(Self.jsonType(type))"
+        case .dataCorrupted(let context):
+            if context.debugDescription.hasPrefix("Additional properties are disabled") {
+                return "unknown field \(path(context)) (the document allows no other fields here)"
+            }
+            return context.codingPath.isEmpty
+                ? "the body is not valid JSON" : "\(path(context)) is not valid: \(context.debugDescription)"
+        @unknown default: return "the body does not match the document"
+        }
+    }
+
+    private static func jsonType(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type, is Int64.Type: "an integer"
+        case is Double.Type: "a number"
+        case is Bool.Type: "a boolean"
+        default: "an object"
+        }
+    }
+}
+
+/// The contract's operations, implemented over the store, the policy and the gateway.
+struct ContractHandlers: APIProtocol {
+    let api: HTTPAPI
+
+    // MARK: - Tokens
+
+    func listTokens(_ input: Operations.ListTokens.Input) async throws -> Operations.ListTokens.Output {
+        let now = Date()
+        let all = input.query.all == true
+        let records = try await api.store.tokens(service: input.query.service).filter { all || $0.isUsable(at: now) }
+        return .ok(.init(body: .json(.init(tokens: records.map { Self.token($0, now: now) }))))
+    }
+
+    func issueToken(_ input: Operations.IssueToken.Input) async throws -> Operations.IssueToken.Output {
+        guard case .json(let body) = input.body else { throw Problem.badRequest("expected a JSON body") }
+        guard !body.service.isEmpty else { throw Problem.badRequest("'service' must not be empty") }
+        let issued = try await tokens().issue(
+            service: body.service, ttl: try ContractFormats.duration(body.ttl, "ttl"),
+            note: try ContractFormats.text(body.note, "note"))
+        return .created(.init(body: .json(Self.issued(issued))))
+    }
+
+    func revokeToken(_ input: Operations.RevokeToken.Input) async throws -> Operations.RevokeToken.Output {
+        var reason: String?
+        if case .json(let body)? = input.body { reason = try ContractFormats.text(body.reason, "reason") }
+        if let admin = Caller.current?.admin, admin.id == input.path.id {
+            throw Problem(
+                status: .conflict, code: "self_revocation",
+                message:
+                    "an admin token cannot revoke itself over the API (the caller would lose the API mid-work): use another admin token or `rolegate token revoke`"
+            )
+        }
+        let record = try await tokens().revoke(id: input.path.id, reason: reason)
+        return .ok(.init(body: .json(Self.token(record))))
+    }
+
+    func rotateService(_ input: Operations.RotateService.Input) async throws -> Operations.RotateService.Output {
+        var body = Components.Schemas.RotateRequest()
+        if case .json(let given)? = input.body { body = given }
+        let issued = try await tokens().rotate(
+            service: input.path.service, grace: try ContractFormats.duration(body.grace, "grace"),
+            ttl: try ContractFormats.duration(body.ttl, "ttl"), note: try ContractFormats.text(body.note, "note"))
+        return .created(.init(body: .json(Self.issued(issued))))
+    }
+
+    /// Token operations in the caller's name (recorded as the issuer and in the audit log).
+    private func tokens() -> TokenService {
+        let audit = api.audit
+        let issuer = Caller.current.map { "http:\($0.actor)" } ?? "http"
+        return TokenService(store: api.store, policy: api.policy, issuer: issuer) { events in
             for event in events { audit?.record(event) }
         }
-        do {
-            return try await body(admin, tokens)
-        } catch let invalid as JSONFields.Invalid {
-            return Problem.badRequest(invalid.message).response(requestID: requestID)
-        } catch let problem as Problem {
-            return problem.response(requestID: requestID)
-        } catch let failure as TokenService.Failure {
-            let problem: Problem =
-                switch failure {
-                case .refused(let message): Problem(status: .conflict, code: "refused", message: message)
-                case .notFound(let message): Problem(status: .notFound, code: "token_unknown", message: message)
-                case .store(let error):
-                    Problem(status: .serviceUnavailable, code: "store_unavailable", message: error.description)
-                }
-            return problem.response(requestID: requestID)
-        } catch let error as StoreError {
-            return Problem(status: .serviceUnavailable, code: "store_unavailable", message: error.description)
-                .response(requestID: requestID)
-        } catch {
-            return Problem(status: .internalServerError, code: "internal", message: "\(error)")
-                .response(requestID: requestID)
-        }
     }
 
-    /// The body's fields, read strictly (``JSONFields``); an empty body is `{}` where `allowEmpty`.
-    private func fields(
-        _ request: Request, _ context: APIContext, allowed: [String], shape: String, allowEmpty: Bool = false
-    ) async throws -> JSONFields {
-        let data: Data
-        switch await body(request, context, limit: settings.maxBodyBytes) {
-        case .failure(let problem): throw problem
-        case .success(let bytes): data = bytes
-        }
-        if data.isEmpty && allowEmpty { return JSONFields(allowed: allowed) }
-        switch JSONFields.document(data).flatMap({ value in
-            Result { () throws(JSONFields.Invalid) in try JSONFields(value, allowed: allowed, shape: shape) }
-        }) {
-        case .success(let fields): return fields
-        case .failure(let invalid): throw Problem.badRequest(invalid.message)
-        }
-    }
+    // MARK: - Audit
 
-    static func duration(_ text: String?, _ name: String) throws -> Duration? {
-        guard let text else { return nil }
-        do {
-            return try DurationText.parse(text)
-        } catch {
-            throw Problem.badRequest("\(name): \(error.description)")
-        }
-    }
-
-    static func tokenObject(_ record: TokenRecord, now: Date = Date()) -> [String: Any] {
-        let data = (try? JSONEncoder().encode(TokenJSON(record, now: now))) ?? Data("{}".utf8)
-        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
-    }
-
-    func issuedObject(_ issued: TokenService.Issued) -> [String: Any] {
-        var object = Self.tokenObject(issued.record)
-        object["token"] = issued.token
-        object["superseded"] = issued.superseded.map { Self.tokenObject($0) }
-        return object
-    }
-
-    static func auditQuery(_ parameters: Parameters) throws -> AuditQuery {
+    func listAuditEvents(_ input: Operations.ListAuditEvents.Input) async throws -> Operations.ListAuditEvents.Output {
         var query = AuditQuery()
-        query.service = parameters.get("service")
-        query.tokenID = parameters.get("token")
-        for kind in parameters.getAll("kind") {
-            guard let value = AuditEvent.Kind(rawValue: kind) else {
-                throw Problem.badRequest("unknown kind '\(kind)'")
+        query.service = input.query.service
+        query.tokenID = input.query.token
+        query.kinds = (input.query.kind ?? []).compactMap { AuditEvent.Kind(rawValue: $0.rawValue) }
+        query.since = try ContractFormats.pointInTime(input.query.since, "since")
+        query.until = try ContractFormats.pointInTime(input.query.until, "until")
+        if let limit = input.query.limit {
+            guard (1...10_000).contains(limit) else { throw Problem.badRequest("'limit' must be 1 to 10000") }
+            query.limit = limit
+        }
+        let events = try await api.store.auditEvents(query).reversed().map(Self.event)
+        return .ok(.init(body: .json(.init(events: events))))
+    }
+
+    // MARK: - Sessions
+
+    func listSessions(_ input: Operations.ListSessions.Input) async throws -> Operations.ListSessions.Output {
+        let gateway = api.gateway
+        var sessions = gateway.liveSessions.map { s in
+            Components.Schemas.Session(
+                id: s.id, service: s.service, role: s.role, tokenId: s.tokenID, database: s.database, client: s.client,
+                startedAt: s.startedAt, statement: s.statement, instance: gateway.instanceID)
+        }
+        // Every instance's sessions, unless a peer is asking for this one's alone.
+        guard input.query.scope != .local, let peers = gateway.peers else {
+            return .ok(.init(body: .json(.init(sessions: sessions))))
+        }
+        let actor = Caller.current?.actor ?? ""
+        var instances = [Components.Schemas.InstanceAnswer(id: peers.me.id, ok: true)]
+        for peer in peers.others {
+            let answer = await PeerCall.send(
+                to: peer, method: "GET", path: "/admin/v1/sessions?scope=local", signer: api.peerSigner,
+                from: peers.me.id, actor: actor)
+            if let answer, answer.status == 200,
+                let theirs = try? PeerCall.decoder.decode(Components.Schemas.SessionList.self, from: answer.body)
+            {
+                sessions += theirs.sessions
+                instances.append(.init(id: peer.id, ok: true))
+            } else {
+                let detail =
+                    answer.map { "answered \($0.status)" } ?? "unreachable at \(peer.httpAddress ?? "(no HTTP API)")"
+                instances.append(.init(id: peer.id, ok: false, detail: detail))
             }
-            query.kinds.append(value)
         }
-        func time(_ name: String) throws -> Date? {
-            guard let text = parameters.get(name) else { return nil }
-            if let date = PointInTime.parse(text) { return date }
-            throw Problem.badRequest("\(name): expected a duration (1h) or an RFC 3339 time")
-        }
-        query.since = try time("since")
-        query.until = try time("until")
-        if let limit = parameters.get("limit") {
-            guard let value = Int(limit), (1...10_000).contains(value) else {
-                throw Problem.badRequest("limit must be 1 to 10000")
+        return .ok(.init(body: .json(.init(sessions: sessions, instances: instances))))
+    }
+
+    func endSession(_ input: Operations.EndSession.Input) async throws -> Operations.EndSession.Output {
+        let id = input.path.id
+        let unknown = Problem(status: .notFound, code: "session_unknown", message: "no live session \(id)")
+        guard !id.isEmpty, id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) else { throw unknown }
+        let actor = Caller.current?.actor ?? ""
+        if api.gateway.endSession(id: id, by: actor) { return .noContent(.init()) }
+        // Held by another instance: ask each peer to end it there.
+        if input.query.scope != .local, let peers = api.gateway.peers {
+            for peer in peers.others {
+                let answer = await PeerCall.send(
+                    to: peer, method: "DELETE", path: "/admin/v1/sessions/\(id)?scope=local", signer: api.peerSigner,
+                    from: peers.me.id, actor: actor)
+                if answer?.status == 204 { return .noContent(.init()) }
             }
-            query.limit = value
         }
-        return query
+        throw unknown
+    }
+
+    // MARK: - Drift
+
+    func plan(_ input: Operations.Plan.Input) async throws -> Operations.Plan.Output {
+        let provisioner = Provisioner(policy: api.policy, key: api.masterKey)
+        var databases: [Components.Schemas.DatabasePlan] = []
+        for database in api.policy.databases {
+            do {
+                let plan = try await provisioner.plan(database)
+                databases.append(
+                    .init(name: database.name, inSync: plan.inSync, statements: plan.statements.map(\.display)))
+            } catch {
+                databases.append(.init(name: database.name, error: "\(error)"))
+            }
+        }
+        return .ok(.init(body: .json(.init(inSync: databases.allSatisfy { $0.inSync == true }, databases: databases))))
+    }
+
+    // MARK: - Operations
+
+    func health(_ input: Operations.Health.Input) async throws -> Operations.Health.Output {
+        .ok(.init(body: .json(.init(status: .ok))))
+    }
+
+    func readiness(_ input: Operations.Readiness.Input) async throws -> Operations.Readiness.Output {
+        let readiness = await api.readiness()
+        return readiness.status == .ready
+            ? .ok(.init(body: .json(readiness))) : .serviceUnavailable(.init(body: .json(readiness)))
+    }
+
+    func metrics(_ input: Operations.Metrics.Input) async throws -> Operations.Metrics.Output {
+        .ok(.init(body: .plainText(HTTPBody(api.renderMetrics()))))
+    }
+
+    func openAPIDocument(_ input: Operations.OpenAPIDocument.Input) async throws -> Operations.OpenAPIDocument.Output {
+        .ok(.init(body: .yaml(HTTPBody(OpenAPIDocument.yaml))))
+    }
+
+    // MARK: - The contract's shapes
+
+    static func token(_ record: TokenRecord, now: Date = Date()) -> Components.Schemas.Token {
+        Components.Schemas.Token(
+            id: record.id, service: record.service, role: record.role,
+            state: .init(rawValue: record.state(at: now).rawValue) ?? .revoked, issuedAt: record.issuedAt,
+            expiresAt: record.expiresAt, revokedAt: record.revokedAt, revokeReason: record.revokeReason,
+            lastUsedAt: record.lastUsedAt, supersededBy: record.supersededBy, issuer: record.issuer, note: record.note)
+    }
+
+    static func issued(_ issued: TokenService.Issued) -> Components.Schemas.IssuedToken {
+        Components.Schemas.IssuedToken(
+            value1: token(issued.record),
+            value2: .init(token: issued.token, superseded: issued.superseded.map { token($0) }))
+    }
+
+    static func event(_ event: AuditEvent) -> Components.Schemas.AuditEvent {
+        Components.Schemas.AuditEvent(
+            id: Int(event.id ?? 0), instance: event.instance, sequence: Int(event.sequence), at: event.at,
+            kind: .init(rawValue: event.kind.rawValue) ?? .policy, action: event.action, service: event.service,
+            tokenId: event.tokenID, role: event.role, database: event.database, sessionId: event.sessionID,
+            client: event.client, sql: event.sql, sqlState: event.sqlState, rows: event.rows.map(Int.init),
+            durationMs: event.durationMicros.map { Double($0) / 1000 },
+            detail: .init(additionalProperties: event.detail), previousHash: event.previousHash, hash: event.hash)
     }
 }

@@ -17,6 +17,20 @@ enum PeerCall {
 
     static let timeout: TimeInterval = 3
 
+    /// Reads a peer's answer in the contract's shapes (its times are RFC 3339, with or without
+    /// fractional seconds).
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = PointInTime.parse(text), !text.isEmpty, text.first!.isNumber, text.contains("T") else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a time"))
+            }
+            return date
+        }
+        return decoder
+    }()
+
     /// nil when the peer has no HTTP API or cannot be reached in time.
     static func send(
         to peer: GatewayInstance, method: String, path: String, signer: PeerRequestSignature, from instance: String,

@@ -54,10 +54,13 @@ extension HTTPAPI {
             guard requested > 0 else { return .failure(Problem.badRequest("timeout_ms must be positive")) }
             timeout = min(timeout, .milliseconds(requested))
         }
+        if let rows = parsed.maxRows, rows < 1 {
+            return .failure(Problem.badRequest("max_rows must be positive"))
+        }
         return .success(
             DataCall(
                 statements: parsed.statements, record: record, database: database, timeout: timeout,
-                usualTimeout: usualTimeout, maxRows: min(max(parsed.maxRows ?? settings.maxRows, 0), settings.maxRows),
+                usualTimeout: usualTimeout, maxRows: min(parsed.maxRows ?? settings.maxRows, settings.maxRows),
                 batch: batch))
     }
 
@@ -195,7 +198,7 @@ extension HTTPAPI {
     /// PostgreSQL's refusal as an HTTP problem, with its message and SQLSTATE.
     static func problem(_ failure: QueryFailure) -> Problem {
         var extra: [String: Problem.Extra] = ["sqlstate": .text(failure.sqlState)]
-        if let detail = failure.detail { extra["detail"] = .text(detail) }
+        if let detail = failure.detail { extra["sql_detail"] = .text(detail) }
         if let hint = failure.hint { extra["hint"] = .text(hint) }
         if let index = failure.statementIndex { extra["statement"] = .number(index) }
         let (status, code): (HTTPResponse.Status, String) =

@@ -276,19 +276,23 @@ final class DataRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let current else { return }
         respond(
             status: problem.status, body: problem.body(requestID: current.requestID), extraHeaders: extraHeaders,
-            close: close)
+            close: close, contentType: Problem.contentType)
     }
 
     /// Writes the one answer to the current request (JSON), logs it, and closes the
     /// connection after it when asked to.
     private func respond(
-        status: HTTPResponse.Status, body: ByteBuffer, extraHeaders: [(String, String)] = [], close: Bool = false
+        status: HTTPResponse.Status, body: ByteBuffer, extraHeaders: [(String, String)] = [], close: Bool = false,
+        contentType: String? = nil
     ) {
         guard let context, var current, !current.answered else { return }
         current.answered = true
         self.current = current
         var headers = HTTPHeaders([
-            ("Content-Type", "application/json; charset=utf-8"), ("Content-Length", String(body.readableBytes)),
+            (
+                "Content-Type",
+                contentType ?? (status.code >= 400 ? Problem.contentType : "application/json; charset=utf-8")
+            ), ("Content-Length", String(body.readableBytes)),
             ("X-Request-Id", current.requestID), ("Date", HTTPDate.now()), ("Server", HTTPAPI.serverName),
         ])
         headers.add(contentsOf: extraHeaders)
