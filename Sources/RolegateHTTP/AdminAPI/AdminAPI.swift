@@ -20,7 +20,9 @@ extension HTTPAPI {
     func addContractRoutes(to router: Router<APIContext>) throws {
         try ContractHandlers(api: self).registerHandlers(
             on: router,
-            configuration: Configuration(dateTranscoder: .iso8601WithFractionalSeconds),
+            configuration: Configuration(
+                dateTranscoder: .iso8601WithFractionalSeconds,
+                jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes]),
             middlewares: [ContractProblems(), ContractAuthentication(api: self)])
     }
 }
@@ -103,7 +105,7 @@ struct ContractProblems: ServerMiddleware {
             // An empty body is no body: an operation whose body is optional runs without one.
             return try await next(request, body?.length == .known(0) ? nil : body, metadata)
         } catch {
-            let problem = Self.problem(for: error)
+            let problem = Self.problem(for: error, operationID: operationID)
             let requestID = RequestScope.current?.requestID ?? ""
             return (
                 HTTPResponse(status: problem.status, headerFields: [.contentType: Problem.contentType]),
@@ -112,7 +114,7 @@ struct ContractProblems: ServerMiddleware {
         }
     }
 
-    static func problem(for error: any Error) -> Problem {
+    static func problem(for error: any Error, operationID: String = "") -> Problem {
         let cause = (error as? ServerError)?.underlyingError ?? error
         switch cause {
         case let problem as Problem:
@@ -127,7 +129,7 @@ struct ContractProblems: ServerMiddleware {
         case let error as StoreError:
             return Problem(status: .serviceUnavailable, code: "store_unavailable", message: error.description)
         case let error as DecodingError:
-            return .badRequest(describe(error))
+            return .badRequest(describe(error, fields: ContractPaths.bodyFields[operationID] ?? []))
         default:
             guard let server = error as? ServerError else {
                 return Problem(status: .internalServerError, code: "internal", message: "internal error")
@@ -148,24 +150,27 @@ struct ContractProblems: ServerMiddleware {
         }
     }
 
-    /// A body that does not match the document, said in the document's terms.
-    static func describe(_ error: DecodingError) -> String {
-        func path(_ context: DecodingError.Context, _ key: (any CodingKey)? = nil) -> String {
-            let keys = (context.codingPath + (key.map { [$0] } ?? [])).map {
+    /// A body that does not match the document, said as the data API says it: the key, what it
+    /// must be, and what the body may hold (`fields`, from the document).
+    static func describe(_ error: DecodingError, fields: [String]) -> String {
+        func key(_ context: DecodingError.Context, _ last: (any CodingKey)? = nil) -> String {
+            let keys = (context.codingPath + (last.map { [$0] } ?? [])).map {
                 $0.intValue.map { "[\($0)]" } ?? $0.stringValue
             }
-            return keys.isEmpty ? "the body" : "'" + keys.joined(separator: ".") + "'"
+            return "\"" + keys.joined(separator: ".").replacingOccurrences(of: ".[", with: "[") + "\""
         }
+        let expected = fields.isEmpty ? "" : " (expected \(fields.joined(separator: ", ")))"
         switch error {
-        case .keyNotFound(let key, let context): return "\(path(context, key)) is required"
-        case .valueNotFound(_, let context): return "\(path(context)) must not be null"
-        case .typeMismatch(let type, let context): return "\(path(context)) must be \(Self.jsonType(type))"
+        case .keyNotFound(let last, let context): return "missing key \(key(context, last))\(expected)"
+        case .valueNotFound(let type, let context): return "\(key(context)) must be \(jsonType(type)), got null"
+        case .typeMismatch(let type, let context):
+            return "\(key(context)) must be \(jsonType(type)), got \(found(context.debugDescription))"
         case .dataCorrupted(let context):
             if context.debugDescription.hasPrefix("Additional properties are disabled") {
-                return "unknown field \(path(context)) (the document allows no other fields here)"
+                return "unknown key \(key(context))\(expected)"
             }
             return context.codingPath.isEmpty
-                ? "the body is not valid JSON" : "\(path(context)) is not valid: \(context.debugDescription)"
+                ? "the body is not valid JSON" : "\(key(context)) is not valid: \(context.debugDescription)"
         @unknown default: return "the body does not match the document"
         }
     }
@@ -173,10 +178,28 @@ struct ContractProblems: ServerMiddleware {
     private static func jsonType(_ type: Any.Type) -> String {
         switch type {
         case is String.Type: "a string"
-        case is Int.Type, is Int64.Type: "an integer"
+        case is Int.Type, is Int64.Type: "a whole number"
         case is Double.Type: "a number"
         case is Bool.Type: "a boolean"
+        case is [Any].Type: "an array"
         default: "an object"
+        }
+    }
+
+    /// What a type mismatch found, from Foundation's description ("… but found number instead.").
+    private static func found(_ description: String) -> String {
+        guard let start = description.range(of: "but found "), let end = description.range(of: " instead") else {
+            return "another type"
+        }
+        let word = description[start.upperBound..<end.lowerBound].lowercased()
+        switch word {
+        case "number", "a number": return "a number"
+        case "bool", "boolean", "a boolean", "a bool": return "a boolean"
+        case "array", "an array": return "an array"
+        case "dictionary", "object", "a dictionary", "an object": return "an object"
+        case "string", "a string": return "a string"
+        case "null", "a null value": return "null"
+        default: return String(word)
         }
     }
 }

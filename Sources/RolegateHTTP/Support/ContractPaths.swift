@@ -18,6 +18,27 @@ enum ContractPaths {
         }
     }()
 
+    /// The fields of each operation's JSON request body, in the document's order (for messages
+    /// that say what a body may hold).
+    static let bodyFields: [String: [String]] = {
+        guard let root = try? Yams.compose(yaml: OpenAPIDocument.yaml), let paths = root["paths"]?.mapping,
+            let schemas = root["components"]?["schemas"]
+        else { return [:] }
+        var fields: [String: [String]] = [:]
+        for (_, item) in paths {
+            for (_, operation) in item.mapping ?? [:] {
+                guard let id = operation["operationId"]?.string,
+                    var schema = operation["requestBody"]?["content"]?["application/json"]?["schema"]
+                else { continue }
+                if let reference = schema["$ref"]?.string, let name = reference.split(separator: "/").last {
+                    schema = schemas[String(name)] ?? schema
+                }
+                fields[id] = schema["properties"]?.mapping?.keys.compactMap(\.string) ?? []
+            }
+        }
+        return fields
+    }()
+
     /// The methods the document lists for `path`, or nil when it lists no such path.
     static func methods(of path: String) -> Set<String>? {
         let segments = path.split(separator: "/", omittingEmptySubsequences: false)

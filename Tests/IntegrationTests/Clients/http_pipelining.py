@@ -140,7 +140,8 @@ for request_id, status, body_ok in expected:
           f"pipelined: expected the answer to {request_id}, got {headers.get('x-request-id')} ({got_status} {body[:200]!r})")
     check(got_status == status, f"pipelined {request_id}: status {got_status}, expected {status}: {body[:200]!r}")
     check(body_ok(body), f"pipelined {request_id}: unexpected body {body[:300]!r}")
-    check(headers.get("content-type", "").startswith("application/json"), f"{request_id}: {headers}")
+    expected_type = "application/json" if status < 400 else "application/problem+json"
+    check(headers.get("content-type", "").startswith(expected_type), f"{request_id}: {headers}")
     check(headers.get("server") == "rolegate", f"{request_id}: server {headers.get('server')!r}")
     try:
         parsedate_to_datetime(headers.get("date", ""))
