@@ -19,7 +19,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-openapi-runtime.git", from: "1.13.4"),
         .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird.git", from: "2.1.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
     ],
     targets: [
         // Pure domain: policy model, YAML loading and validation, durations,
@@ -44,6 +45,13 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
             ],
+            swiftSettings: strict
+        ),
+        // Workload and people identity: identity tokens (JWTs) from the policy's trusted OpenID
+        // issuers, checked with jwt-kit against their published keys (cached per issuer).
+        .target(
+            name: "RolegateIdentity",
+            dependencies: ["RolegateCore", .product(name: "JWTKit", package: "jwt-kit")],
             swiftSettings: strict
         ),
         // Opening PostgreSQL connections from policy URLs, and describing their errors.
@@ -223,6 +231,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RolegateIdentityTests",
+            dependencies: ["RolegateIdentity", "RolegateCore", .product(name: "JWTKit", package: "jwt-kit")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,0 +1,52 @@
+public import Foundation
+
+/// Why an identity token (a JWT from a trusted issuer) was not accepted. Each case is its own
+/// answer, so a CI job's owner can tell a wrong audience from an expired token from a key the
+/// issuer no longer publishes; none of them carries the token.
+public enum IdentityRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Not a JWT (three base64url parts of JSON), or a claim of the wrong type.
+    case malformed(String)
+    /// `alg` is `none`, an HMAC (a public key must never verify those), or one not supported.
+    case algorithmNotAllowed(String)
+    /// No `trust:` entry has this `iss`.
+    case unknownIssuer(String)
+    /// The issuer publishes no key with this `kid` (even after fetching its keys again).
+    case unknownKey(issuer: String, kid: String?)
+    /// The signature does not verify with the issuer's key.
+    case badSignature(issuer: String)
+    /// The issuer's keys cannot be read right now (tokens already issued are not affected).
+    case issuerUnreachable(issuer: String, reason: String)
+    case expired(at: Date)
+    case notYetValid(until: Date)
+    /// Issued longer ago than the trust's `max_age`.
+    case tooOld(issuedAt: Date, maxAge: Duration)
+    /// `aud` names none of the trust's audiences.
+    case wrongAudience(got: [String], expected: [String])
+    /// A claim the checks need is missing (`exp`, `sub`; `iat` under `max_age`).
+    case missingClaim(String)
+
+    public var description: String {
+        switch self {
+        case .malformed(let reason): "the identity token is malformed: \(reason)"
+        case .algorithmNotAllowed(let alg):
+            "the identity token's algorithm \"\(alg)\" is not accepted (RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA only)"
+        case .unknownIssuer(let issuer): "no trusted issuer is \"\(issuer)\" (see trust: in the policy)"
+        case .unknownKey(let issuer, let kid):
+            "the identity token is signed by a key \(issuer) does not publish (kid \(kid.map { "\"\($0)\"" } ?? "missing"))"
+        case .badSignature(let issuer): "the identity token's signature does not verify with \(issuer)'s key"
+        case .issuerUnreachable(let issuer, let reason): "the keys of \(issuer) cannot be read right now: \(reason)"
+        case .expired(let at): "the identity token expired at \(Self.time(at))"
+        case .notYetValid(let until): "the identity token is not valid before \(Self.time(until))"
+        case .tooOld(let issuedAt, let maxAge):
+            "the identity token was issued at \(Self.time(issuedAt)), longer ago than the trust's max_age (\(maxAge))"
+        case .wrongAudience(let got, let expected):
+            "the identity token's audience \(got) names none of \(expected)"
+        case .missingClaim(let name): "the identity token has no \"\(name)\" claim"
+        }
+    }
+
+    private static func time(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        return formatter.string(from: date)
+    }
+}
