@@ -37,12 +37,19 @@ import Testing
         }
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("Clients/contract.py").path
+        var environment = ProcessInfo.processInfo.environment
+        environment["CONTRACT_ROLEGATE"] = RolegateBinary.path
+        environment["CONTRACT_DIRECTORY"] = gw.fixture.directory
+        environment["CONTRACT_ENVIRONMENT"] = String(
+            decoding: try JSONSerialization.data(
+                withJSONObject: gw.fixture.environment.merging(["ROLEGATE_CONFIG": gw.fixture.policyPath]) { $1 }),
+            as: UTF8.self)
         let result = try await Subprocess.runDetached(
             TestClients.python,
             [
                 script, "http://127.0.0.1:\(port)", try #require(gw.tokens["reports"]), admin, secondAdmin, Self.seed,
                 Self.examples,
-            ])
+            ], environment: environment)
         print(result.stdout.split(separator: "\n").filter { $0.hasPrefix("contract:") }.joined(separator: "\n"))
         #expect(result.succeeded, "schemathesis found disagreements:\n\(result.stdout)\n\(result.stderr)")
         // The tester really ran: each run generated cases.

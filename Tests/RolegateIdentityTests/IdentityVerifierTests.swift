@@ -54,7 +54,8 @@ import Testing
             return try await Self.sign(claims, with: key, kid: kid)
         }
 
-        static func sign(_ claims: [String: ClaimValue], with key: ES256PrivateKey, kid: String) async throws -> String {
+        static func sign(_ claims: [String: ClaimValue], with key: ES256PrivateKey, kid: String) async throws -> String
+        {
             let collection = JWTKeyCollection()
             await collection.add(ecdsa: key, kid: JWKIdentifier(string: kid))
             return try await collection.sign(AnyPayload(claims: claims), kid: JWKIdentifier(string: kid))
@@ -89,7 +90,8 @@ import Testing
         #expect(identity.trust == "github" && identity.subject == "repo:acme/billing:ref:refs/heads/main")
         #expect(identity.claims["repository"] == .string("acme/billing"))
         // An audience list works as well as a single audience.
-        let listed = try await issuer.sign(claims(["aud": .array([.string("other"), .string("rolegate-prod")])]), kid: "k1")
+        let listed = try await issuer.sign(
+            claims(["aud": .array([.string("other"), .string("rolegate-prod")])]), kid: "k1")
         #expect(try await verifier(issuer).verify(listed, now: now).subject.hasPrefix("repo:"))
     }
 
@@ -105,7 +107,9 @@ import Testing
     @Test func eachBadTokenGetsItsOwnRefusal() async throws {
         let issuer = Issuer(kids: ["k1"])
         let v = verifier(issuer)
-        #expect(await refusal(v, "not-a-jwt") == .malformed("expected three base64url parts separated by dots, the last a signature"))
+        #expect(
+            await refusal(v, "not-a-jwt")
+                == .malformed("expected three base64url parts separated by dots, the last a signature"))
         let expired = try await issuer.sign(claims(["exp": .number(now.timeIntervalSince1970 - 120)]), kid: "k1")
         guard case .expired? = await refusal(v, expired) else { Issue.record("expired accepted"); return }
         let early = try await issuer.sign(claims(["nbf": .number(now.timeIntervalSince1970 + 600)]), kid: "k1")
@@ -171,7 +175,9 @@ import Testing
         let issuer = Issuer(kids: ["k1"])
         issuer.failing.withLock { $0 = true }
         let cold = verifier(issuer)
-        guard case .issuerUnreachable(let name, let reason)? = await refusal(cold, try await issuer.sign(claims(), kid: "k1"))
+        guard
+            case .issuerUnreachable(let name, let reason)? = await refusal(
+                cold, try await issuer.sign(claims(), kid: "k1"))
         else { Issue.record("an unreachable issuer was not said"); return }
         #expect(name == Self.issuer && reason.contains("connection refused"))
         // Keys fetched before an outage stay usable through it.

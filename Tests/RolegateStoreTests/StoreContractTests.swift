@@ -75,10 +75,11 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
         let issued = try await service(store).issue(service: "dash", ttl: nil, note: nil)
         let cluster = try Backend.cluster.get()
         let database = Self.database(url)
-        // Another session holds the writers' advisory lock for a few seconds.
+        // Another session holds the writers' advisory lock until this test ends it (a fixed hold
+        // ran out on a loaded machine before the read below, which then saw the committed write).
         let holder = Task {
             try await cluster.psqlDetached(
-                "SELECT pg_advisory_lock(\(0x726F_6C65_6761_7465)); SELECT pg_sleep(4);", database: database)
+                "SELECT pg_advisory_lock(\(0x726F_6C65_6761_7465)); SELECT pg_sleep(60);", database: database)
         }
         defer { holder.cancel() }
         for _ in 0..<100 {
@@ -95,6 +96,9 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
             [AuditEvent(kind: .session, action: "start", service: "dash")], instance: "lanes")
         #expect(appended.count == 1)
         // Only once the lock is released does the revocation commit.
+        _ = try cluster.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
+            database: database)
         #expect(try await revocation.value?.revokedAt != nil)
         _ = try? await holder.value
     }

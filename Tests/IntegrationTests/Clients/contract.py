@@ -4,11 +4,12 @@ data token and with admin tokens. Exits non-zero on any finding.
 
     contract.py <base url> <data token> <admin token> <second admin token> <seed> <examples>
 
-The admin run is split: the generated phases with one admin token, the stateful phase with
-another. The stateful phase follows the document's inferred links, so it rotates the admin's
-own service with a zero grace sooner or later: the token it holds then ends (by design: the
-response carried the new one), and the rest of that phase would only see 401.
+The rolegate binary and the environment it needs to renew an admin token come in the
+environment (CONTRACT_ROLEGATE, CONTRACT_ENVIRONMENT as JSON). The admin runs get their token
+from contract_auth.py, which renews it when the tester's own rotations end it. The stateful
+phase runs with a second admin service, so the first run's rotations cannot reach it.
 """
+import json
 import os
 import subprocess
 import sys
@@ -27,22 +28,32 @@ validate(document)
 print(f"contract: {document_url} is valid OpenAPI {document['openapi']}", flush=True)
 
 runs = [
-    ("data token", data_token, "examples,coverage,fuzzing,stateful"),
-    ("admin token", admin_token, "examples,coverage,fuzzing"),
-    ("admin token, stateful", second_admin, "stateful"),
+    ("data token", data_token, None, "examples,coverage,fuzzing,stateful"),
+    ("admin token", admin_token, "ops", "examples,coverage,fuzzing"),
+    ("admin token, stateful", second_admin, "ops-stateful", "stateful"),
 ]
 failed = []
-for name, token, phases in runs:
+for name, token, admin_service, phases in runs:
     command = [
         sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
         "--config-file", os.path.join(here, "schemathesis.toml"), "--no-color",
         "run", document_url, "--checks", "all", "--phases", phases,
         "--max-examples", examples, "--seed", seed,
-        "-H", "Authorization: Bearer " + token,
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    summary = [line for line in result.stdout.splitlines() if "generated" in line or "failure" in line]
-    print(f"contract: {name} ({phases}): exit {result.returncode}; " + "; ".join(s.strip() for s in summary), flush=True)
+    environment = dict(os.environ)
+    if admin_service:
+        environment.update({
+            "SCHEMATHESIS_HOOKS": "contract_auth", "PYTHONPATH": here, "CONTRACT_BASE": base,
+            "CONTRACT_TOKEN": token,
+            "CONTRACT_ROTATE": json.dumps([os.environ["CONTRACT_ROLEGATE"], "token", "rotate", admin_service,
+                                           "--grace", "1h"]),
+        })
+    else:
+        command += ["-H", "Authorization: Bearer " + token]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    summary = [line.strip() for line in result.stdout.splitlines()
+               if "generated" in line or "failure" in line or line.startswith("contract:")]
+    print(f"contract: {name} ({phases}): exit {result.returncode}; " + "; ".join(summary), flush=True)
     if result.returncode != 0:
         failed.append(name)
         # The findings, with the curl commands that reproduce them (tokens are filtered by schemathesis).
