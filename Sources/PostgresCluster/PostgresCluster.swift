@@ -221,14 +221,19 @@ public final class PostgresCluster: @unchecked Sendable {
         }
     }
 
-    /// A detached shell that stops the server once our process is gone.
+    /// A detached shell that stops the server once our process is gone: the cluster this
+    /// process made, named by a random id written beside it, and no other (a new cluster made
+    /// in the same folder meanwhile, `rolegate demo --keep DIR` run again at once, is left alone).
     private func startWatchdog() {
         let stopCommand =
             (runAsUser.map { "/usr/sbin/runuser -u \($0) -- " } ?? "")
             + "'\(binaries.pgCtl)' -D '\(dataDirectory)' -m immediate -w stop"
+        let marker = baseDirectory + "/.watchdog-id"
+        let id = UUID().uuidString
+        try? id.write(toFile: marker, atomically: true, encoding: .utf8)
         let script = """
             while kill -0 \(getpid()) 2>/dev/null && [ -d '\(dataDirectory)' ]; do sleep 1; done
-            if [ -d '\(dataDirectory)' ]; then \(stopCommand) >/dev/null 2>&1; \(keepFiles ? "true" : "rm -rf '\(baseDirectory)'"); fi
+            if [ -d '\(dataDirectory)' ] && [ "$(cat '\(marker)' 2>/dev/null)" = '\(id)' ]; then \(stopCommand) >/dev/null 2>&1; \(keepFiles ? "true" : "rm -rf '\(baseDirectory)'"); fi
             """
         try? Subprocess.spawnDetached("/bin/sh", ["-c", script])
     }
