@@ -168,6 +168,25 @@ for attempt in range(5):
     next_session_is_clean(token, "after a client gone with answers owed")
 passed.append("a client gone after the first of three pipelined answers leaves no answer to the next session")
 
+# --- A message type PostgreSQL refuses once logged in ---------------------------------------
+# A password message mid-session ends the session at the gateway with 08P01, as PostgreSQL would;
+# it never reaches the server, whose backend (which would have died of it) serves on in the pool.
+s, key = wire.login(token)
+rows, error = wire.query(s, "SELECT pg_backend_pid()")
+check(error is None, f"pg_backend_pid(): {error}")
+backend = rows[0][0]
+s.sendall(wire.message(b"p", b"not a password now\0"))
+wire.expect_error(s, "08P01", "a password message mid-session is refused with 08P01",
+                  "invalid frontend message type 'p'")
+time.sleep(0.5)
+s, _ = wire.login(token)
+rows, error = wire.query(s, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {backend}")
+check(error is None and rows == [["1"]],
+      f"the server connection died of a client's protocol violation (backend {backend}: {rows} {error})")
+s.sendall(wire.message(b"X", b""))
+s.close()
+passed.append("a client's protocol violation does not cost the pooled server connection")
+
 
 # --- One large parameter: through the gateway and direct -----------------------------------
 def large_parameter(sock, size):
