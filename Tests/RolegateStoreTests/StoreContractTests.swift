@@ -77,14 +77,21 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
         let database = Self.database(url)
         // Another session holds the writers' advisory lock until this test ends it (a fixed hold
         // ran out on a loaded machine before the read below, which then saw the committed write).
+        let holderName = "lock-holder-" + database
         let holder = Task {
             try await cluster.psqlDetached(
-                "SELECT pg_advisory_lock(\(0x726F_6C65_6761_7465)); SELECT pg_sleep(60);", database: database)
+                """
+                SET application_name TO '\(holderName)';
+                SELECT pg_advisory_lock(\(0x726F_6C65_6761_7465)); SELECT pg_sleep(60);
+                """, database: database)
         }
         defer { holder.cancel() }
         for _ in 0..<100 {
             let held = try cluster.psql(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted", database: database)
+                """
+                SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = '\(holderName)'
+                """, database: database)
             if held.trimmingCharacters(in: .whitespacesAndNewlines) != "0" { break }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -96,8 +103,10 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
             [AuditEvent(kind: .session, action: "start", service: "dash")], instance: "lanes")
         #expect(appended.count == 1)
         // Only once the lock is released does the revocation commit.
+        // Only this test's holder: other tests' stores share the cluster (and hold the same lock in
+        // their own databases).
         _ = try cluster.psql(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(holderName)'",
             database: database)
         #expect(try await revocation.value?.revokedAt != nil)
         _ = try? await holder.value
