@@ -2,6 +2,7 @@ import Foundation
 import RolegateCore
 import RolegateStore
 import RolegateTokens
+import Synchronization
 import Testing
 
 let storePolicyText = """
@@ -61,6 +62,43 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
                 """
             ).trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(opened == "0", "store connections opened after close: \(opened)")
+        }
+    }
+
+    /// A store connection the server ends (a DBA's pg_terminate_backend, a failover) fails the
+    /// operation using it, and the next operation reconnects: nothing waits for ever.
+    @Test func aConnectionTheServerEndsFailsItsOperationAndTheNextReconnects() async throws {
+        let location = try Backend.postgres.freshLocation()
+        guard case .postgres(let url) = location else { return }
+        let store = try await location.open()
+        defer { Task { await store.close() } }
+        let cluster = try Backend.cluster.get()
+        let database = Self.database(url)
+        _ = try await service(store).issue(service: "dash", ttl: nil, note: nil)
+        for round in 0..<5 {
+            _ = try cluster.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'rolegate-store%'",
+                database: database)
+            // Each kind of work: the first use of a dead connection may fail, never hang. (Polled,
+            // not awaited: a hung operation must fail this test, not hang it.)
+            let done = Atomic<Bool>(false)
+            Task {
+                for _ in 0..<3 {
+                    _ = try? await store.tokens(service: "dash")
+                    _ = try? await store.appendAudit(
+                        [AuditEvent(kind: .session, action: "start", service: "dash")], instance: "killed")
+                    _ = try? await store.revoke(id: "nosuchtoken", reason: nil, now: Date())
+                }
+                done.store(true, ordering: .sequentiallyConsistent)
+            }
+            var outcome = false
+            for _ in 0..<200 where !outcome {
+                try await Task.sleep(for: .milliseconds(100))
+                outcome = done.load(ordering: .sequentiallyConsistent)
+            }
+            #expect(outcome, "round \(round): a store operation hung after its connection was ended")
+            // And afterwards every kind works again.
+            #expect(try await store.tokens(service: "dash").count == 1)
         }
     }
 

@@ -3,6 +3,7 @@ import Logging
 import PostgresNIO
 import RolegateCore
 import RolegatePostgres
+import Synchronization
 
 /// The PostgreSQL store's connections: one *lane* per kind of work, each a connection of its
 /// own that reconnects after a failure, so that no kind waits behind another — token reads and
@@ -60,7 +61,7 @@ final class PostgresDriver: SQLDriver {
                 try await executor.execute("COMMIT")
                 return result
             } catch {
-                _ = try? await executor.execute("ROLLBACK")
+                await lane.rollBack(executor)
                 throw error
             }
         }
@@ -83,6 +84,30 @@ final class PostgresDriver: SQLDriver {
             self.id = id
             self.name = name
         }
+
+        /// Ends a failed transaction. A connection the server ended (a FATAL error such as
+        /// `pg_terminate_backend`'s, a failover) takes no more queries, and postgres-nio may never
+        /// answer one sent to it: so the ROLLBACK gets a few seconds, and a connection that is
+        /// closed or does not answer in time is dropped (the next operation reconnects) instead of
+        /// holding this lane, and every operation queued behind it, for ever.
+        func rollBack(_ executor: Executor) async {
+            let connection = executor.connection
+            guard !connection.isClosed else { return await box.drop(connection) }
+            let rolledBack = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let answer = FirstAnswer(continuation)
+                Task { answer.give((try? await executor.execute("ROLLBACK")) != nil) }
+                Task {
+                    try? await Task.sleep(for: Self.rollbackLimit)
+                    answer.give(false)
+                }
+            }
+            if !rolledBack || connection.isClosed {
+                await box.drop(connection)
+                Task { try? await connection.close() }
+            }
+        }
+
+        static let rollbackLimit: Duration = .seconds(5)
 
         /// The open connection, reconnecting after a failure; never once the driver was closed
         /// (a task still running at shutdown, such as the token verifier's last write of uses,
@@ -113,6 +138,9 @@ final class PostgresDriver: SQLDriver {
                 }
             }
             var rows: [[SQLValue]] = []
+            // postgres-nio 1.33 never answers a query sent on a connection that has closed (the
+            // server ended it): refuse at once, and the lane reconnects for the next operation.
+            guard !connection.isClosed else { throw ConnectionBox.Closed(lost: true) }
             let sequence = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
             for try await row in sequence {
                 var values: [SQLValue] = []
@@ -174,7 +202,13 @@ private actor ConnectionBox {
     private var closed = false
 
     struct Closed: Error, CustomStringConvertible {
-        var description: String { "the store connection was closed" }
+        /// The server ended the connection (rather than the driver being closed).
+        var lost = false
+        var description: String {
+            lost
+                ? "the store's connection was ended by the server; the next operation reconnects"
+                : "the store connection was closed"
+        }
     }
 
     /// The connection, if any; throws once the driver was closed.
@@ -190,10 +224,31 @@ private actor ConnectionBox {
         return true
     }
 
+    /// Forgets `dropped` if it is the lane's connection: the next operation opens a new one.
+    func drop(_ dropped: PostgresConnection) {
+        if connection === dropped { connection = nil }
+    }
+
     /// Marks the driver closed; returns the connection to close.
     func close() -> PostgresConnection? {
         closed = true
         defer { connection = nil }
         return connection
+    }
+}
+
+/// Resumes a continuation with the first of several answers; later ones are ignored.
+private final class FirstAnswer: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Bool, Never>?>
+
+    init(_ continuation: CheckedContinuation<Bool, Never>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func give(_ value: Bool) {
+        continuation.withLock { pending in
+            pending?.resume(returning: value)
+            pending = nil
+        }
     }
 }
