@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.request
 
 from openapi_spec_validator import validate
@@ -50,7 +51,9 @@ for name, token, admin_service, phases in runs:
         })
     else:
         command += ["-H", "Authorization: Bearer " + token]
-    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    # In a scratch folder: schemathesis keeps a cache in its working directory.
+    with tempfile.TemporaryDirectory() as scratch:
+        result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=scratch)
     summary = [line.strip() for line in result.stdout.splitlines()
                if "generated" in line or "failure" in line or line.startswith("contract:")]
     print(f"contract: {name} ({phases}): exit {result.returncode}; " + "; ".join(summary), flush=True)
