@@ -100,6 +100,30 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
             // And afterwards every kind works again.
             #expect(try await store.tokens(service: "dash").count == 1)
         }
+        // Ended while operations are in flight (mid-transaction, between a check and a write).
+        let done = Atomic<Bool>(false)
+        Task {
+            for _ in 0..<150 {
+                _ = try? await store.revoke(id: "nosuchtoken", reason: nil, now: Date())
+                _ = try? await store.appendAudit(
+                    [AuditEvent(kind: .session, action: "start", service: "dash")], instance: "killed")
+                _ = try? await store.tokens(service: "dash")
+            }
+            done.store(true, ordering: .sequentiallyConsistent)
+        }
+        for _ in 0..<10 {
+            _ = try? cluster.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'rolegate-store%'",
+                database: database)
+            try await Task.sleep(for: .milliseconds(30))
+        }
+        var finished = false
+        for _ in 0..<600 where !finished {
+            try await Task.sleep(for: .milliseconds(100))
+            finished = done.load(ordering: .sequentiallyConsistent)
+        }
+        #expect(finished, "store operations hung after their connections were ended mid-flight")
+        #expect(try await store.tokens(service: "dash").count == 1)
     }
 
     /// The PostgreSQL store gives reads and audit appends connections of their own: a write

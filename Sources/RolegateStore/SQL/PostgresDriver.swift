@@ -93,14 +93,16 @@ final class PostgresDriver: SQLDriver {
         func rollBack(_ executor: Executor) async {
             let connection = executor.connection
             guard !connection.isClosed else { return await box.drop(connection) }
-            let rolledBack = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-                let answer = FirstAnswer(continuation)
-                Task { answer.give((try? await executor.execute("ROLLBACK")) != nil) }
-                Task {
-                    try? await Task.sleep(for: Self.rollbackLimit)
-                    answer.give(false)
-                }
-            }
+            let rolledBack =
+                (try? await withCheckedThrowingContinuation {
+                    (continuation: CheckedContinuation<Bool, any Error>) in
+                    let answer = FirstAnswer(continuation)
+                    Task { answer.give(.success((try? await executor.execute("ROLLBACK")) != nil)) }
+                    Task {
+                        try? await Task.sleep(for: Self.rollbackLimit)
+                        answer.give(.success(false))
+                    }
+                }) ?? false
             if !rolledBack || connection.isClosed {
                 await box.drop(connection)
                 Task { try? await connection.close() }
@@ -138,10 +140,8 @@ final class PostgresDriver: SQLDriver {
                 }
             }
             var rows: [[SQLValue]] = []
-            // postgres-nio 1.33 never answers a query sent on a connection that has closed (the
-            // server ended it): refuse at once, and the lane reconnects for the next operation.
-            guard !connection.isClosed else { throw ConnectionBox.Closed(lost: true) }
-            let sequence = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
+            let sequence = try await PostgresDriver.answer(
+                to: PostgresQuery(unsafeSQL: sql, binds: bindings), on: connection, logger)
             for try await row in sequence {
                 var values: [SQLValue] = []
                 for cell in row {
@@ -157,6 +157,28 @@ final class PostgresDriver: SQLDriver {
                 rows.append(values)
             }
             return rows
+        }
+    }
+
+    /// Sends `query`, and fails as soon as the connection is closed. postgres-nio 1.33 writes a
+    /// query to its channel without a promise, so a query sent on a connection the server has
+    /// just ended (a DBA's `pg_terminate_backend`, a failover) is never answered, and the lane
+    /// would wait for ever, holding every operation queued behind it. Racing the connection's
+    /// close ends that wait; the lane then reconnects for its next operation.
+    static func answer(
+        to query: PostgresQuery, on connection: PostgresConnection, _ logger: Logger
+    ) async throws -> PostgresRowSequence {
+        guard !connection.isClosed else { throw ConnectionBox.Closed(lost: true) }
+        return try await withCheckedThrowingContinuation { continuation in
+            let answer = FirstAnswer<PostgresRowSequence>(continuation)
+            connection.closeFuture.whenComplete { _ in answer.give(.failure(ConnectionBox.Closed(lost: true))) }
+            Task {
+                do {
+                    answer.give(.success(try await connection.query(query, logger: logger)))
+                } catch {
+                    answer.give(.failure(error))
+                }
+            }
         }
     }
 
@@ -238,16 +260,16 @@ private actor ConnectionBox {
 }
 
 /// Resumes a continuation with the first of several answers; later ones are ignored.
-private final class FirstAnswer: Sendable {
-    private let continuation: Mutex<CheckedContinuation<Bool, Never>?>
+private final class FirstAnswer<Value: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Value, any Error>?>
 
-    init(_ continuation: CheckedContinuation<Bool, Never>) {
+    init(_ continuation: CheckedContinuation<Value, any Error>) {
         self.continuation = Mutex(continuation)
     }
 
-    func give(_ value: Bool) {
+    func give(_ result: Result<Value, any Error>) {
         continuation.withLock { pending in
-            pending?.resume(returning: value)
+            pending?.resume(with: result)
             pending = nil
         }
     }
