@@ -50,7 +50,7 @@ final class PostgresDriver: SQLDriver {
     ) async throws -> T {
         let lane = transaction && !serialized ? audit : writes
         return try await lane.gate.withGate {
-            let executor = Executor(connection: try await lane.connection(url: url, logger: logger), logger: logger)
+            let executor = try await lane.executor(url: url, logger: logger)
             guard transaction else { return try await body(executor) }
             try await executor.execute("BEGIN")
             do {
@@ -69,7 +69,7 @@ final class PostgresDriver: SQLDriver {
 
     func read<T: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> T) async throws -> T {
         try await reads.gate.withGate {
-            try await body(Executor(connection: try await reads.connection(url: url, logger: logger), logger: logger))
+            try await body(try await reads.executor(url: url, logger: logger))
         }
     }
 
@@ -114,6 +114,11 @@ final class PostgresDriver: SQLDriver {
         /// The open connection, reconnecting after a failure; never once the driver was closed
         /// (a task still running at shutdown, such as the token verifier's last write of uses,
         /// gets an error instead of a connection nobody closes).
+        func executor(url: ConnectionURL, logger: Logger) async throws -> Executor {
+            let connection = try await connection(url: url, logger: logger)
+            return Executor(connection: connection, watch: await box.watch(of: connection), logger: logger)
+        }
+
         func connection(url: ConnectionURL, logger: Logger) async throws -> PostgresConnection {
             if let existing = try await box.open(), !existing.isClosed { return existing }
             let configuration = try PostgresConnect.configuration(for: url, applicationName: name)
@@ -128,6 +133,7 @@ final class PostgresDriver: SQLDriver {
 
     struct Executor: SQLExecutor {
         let connection: PostgresConnection
+        let watch: ConnectionWatch
         let logger: Logger
 
         func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
@@ -141,7 +147,7 @@ final class PostgresDriver: SQLDriver {
             }
             var rows: [[SQLValue]] = []
             let sequence = try await PostgresDriver.answer(
-                to: PostgresQuery(unsafeSQL: sql, binds: bindings), on: connection, logger)
+                to: PostgresQuery(unsafeSQL: sql, binds: bindings), on: connection, watch: watch, logger)
             for try await row in sequence {
                 var values: [SQLValue] = []
                 for cell in row {
@@ -163,21 +169,23 @@ final class PostgresDriver: SQLDriver {
     /// Sends `query`, and fails as soon as the connection is closed. postgres-nio 1.33 writes a
     /// query to its channel without a promise, so a query sent on a connection the server has
     /// just ended (a DBA's `pg_terminate_backend`, a failover) is never answered, and the lane
-    /// would wait for ever, holding every operation queued behind it. Racing the connection's
-    /// close ends that wait; the lane then reconnects for its next operation.
+    /// would wait for ever, holding every operation queued behind it. The connection's
+    /// ``ConnectionWatch`` ends that wait when it closes; the lane then reconnects.
     static func answer(
-        to query: PostgresQuery, on connection: PostgresConnection, _ logger: Logger
+        to query: PostgresQuery, on connection: PostgresConnection, watch: ConnectionWatch, _ logger: Logger
     ) async throws -> PostgresRowSequence {
-        guard !connection.isClosed else { throw ConnectionBox.Closed(lost: true) }
-        return try await withCheckedThrowingContinuation { continuation in
+        try await withCheckedThrowingContinuation { continuation in
             let answer = FirstAnswer<PostgresRowSequence>(continuation)
-            connection.closeFuture.whenComplete { _ in answer.give(.failure(ConnectionBox.Closed(lost: true))) }
+            guard let ticket = watch.enter({ answer.give(.failure($0)) }) else {
+                return answer.give(.failure(ConnectionBox.Closed(lost: true)))
+            }
             Task {
                 do {
                     answer.give(.success(try await connection.query(query, logger: logger)))
                 } catch {
                     answer.give(.failure(error))
                 }
+                watch.leave(ticket)
             }
         }
     }
@@ -221,6 +229,7 @@ final class PostgresDriver: SQLDriver {
 
 private actor ConnectionBox {
     private var connection: PostgresConnection?
+    private var watching: (connection: PostgresConnection, watch: ConnectionWatch)?
     private var closed = false
 
     struct Closed: Error, CustomStringConvertible {
@@ -244,6 +253,14 @@ private actor ConnectionBox {
         guard !closed else { return false }
         self.connection = connection
         return true
+    }
+
+    /// The watch of the lane's connection, made once per connection.
+    func watch(of connection: PostgresConnection) -> ConnectionWatch {
+        if let watching, watching.connection === connection { return watching.watch }
+        let watch = ConnectionWatch(connection)
+        watching = (connection, watch)
+        return watch
     }
 
     /// Forgets `dropped` if it is the lane's connection: the next operation opens a new one.
@@ -272,5 +289,44 @@ private final class FirstAnswer<Value: Sendable>: Sendable {
             pending?.resume(with: result)
             pending = nil
         }
+    }
+}
+
+/// The queries waiting for answers on one connection, failed together when it closes (one
+/// callback on the connection's close, not one per query: a connection lives for days).
+final class ConnectionWatch: Sendable {
+    private struct State {
+        var closed = false
+        var next: UInt64 = 0
+        var waiting: [UInt64: @Sendable (any Error) -> Void] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    init(_ connection: PostgresConnection) {
+        connection.closeFuture.whenComplete { [self] _ in closed() }
+    }
+
+    private func closed() {
+        let waiting = state.withLock { state in
+            state.closed = true
+            defer { state.waiting = [:] }
+            return Array(state.waiting.values)
+        }
+        for fail in waiting { fail(ConnectionBox.Closed(lost: true)) }
+    }
+
+    /// Registers a waiting query; nil when the connection has closed already.
+    func enter(_ fail: @escaping @Sendable (any Error) -> Void) -> UInt64? {
+        state.withLock { state in
+            guard !state.closed else { return nil }
+            state.next += 1
+            state.waiting[state.next] = fail
+            return state.next
+        }
+    }
+
+    func leave(_ ticket: UInt64) {
+        _ = state.withLock { $0.waiting.removeValue(forKey: ticket) }
     }
 }
