@@ -1,4 +1,5 @@
 public import Foundation
+import RolegateCore
 
 /// Why an identity token (a JWT from a trusted issuer) was not accepted. Each case is its own
 /// answer, so a CI job's owner can tell a wrong audience from an expired token from a key the
@@ -35,18 +36,13 @@ public enum IdentityRefusal: Error, Sendable, Equatable, CustomStringConvertible
             "the identity token is signed by a key \(issuer) does not publish (kid \(kid.map { "\"\($0)\"" } ?? "missing"))"
         case .badSignature(let issuer): "the identity token's signature does not verify with \(issuer)'s key"
         case .issuerUnreachable(let issuer, let reason): "the keys of \(issuer) cannot be read right now: \(reason)"
-        case .expired(let at): "the identity token expired at \(Self.time(at))"
-        case .notYetValid(let until): "the identity token is not valid before \(Self.time(until))"
+        case .expired(let at): "the identity token expired at \(at.rfc3339)"
+        case .notYetValid(let until): "the identity token is not valid before \(until.rfc3339)"
         case .tooOld(let issuedAt, let maxAge):
-            "the identity token was issued at \(Self.time(issuedAt)), longer ago than the trust's max_age (\(maxAge))"
+            "the identity token was issued at \(issuedAt.rfc3339), longer ago than the trust's max_age (\(maxAge))"
         case .wrongAudience(let got, let expected):
             "the identity token's audience \(got) names none of \(expected)"
         case .missingClaim(let name): "the identity token has no \"\(name)\" claim"
         }
-    }
-
-    private static func time(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        return formatter.string(from: date)
     }
 }

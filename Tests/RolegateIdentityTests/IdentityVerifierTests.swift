@@ -64,6 +64,12 @@ import Testing
 
     let now = Date()
 
+    /// A JWT part: base64url without padding.
+    static func base64URL(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
     func claims(_ changes: [String: ClaimValue] = [:], age: TimeInterval = 30) -> [String: ClaimValue] {
         var claims: [String: ClaimValue] = [
             "iss": .string(Self.issuer), "aud": .string("rolegate-prod"),
@@ -128,9 +134,8 @@ import Testing
         // A payload changed after signing.
         let valid = try await issuer.sign(claims(), kid: "k1")
         let parts = valid.split(separator: ".")
-        let altered = Data(try JSONEncoder().encode(claims(["sub": .string("repo:acme/other:ref:refs/heads/main")])))
-            .base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        let altered = Self.base64URL(
+            try JSONEncoder().encode(claims(["sub": .string("repo:acme/other:ref:refs/heads/main")])))
         #expect(await refusal(v, "\(parts[0]).\(altered).\(parts[2])") == .badSignature(issuer: Self.issuer))
     }
 
@@ -139,9 +144,7 @@ import Testing
         let v = verifier(issuer)
         func unsigned(alg: String) -> String {
             func encode(_ object: Any) -> String {
-                (try! JSONSerialization.data(withJSONObject: object)).base64EncodedString()
-                    .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-                    .replacingOccurrences(of: "=", with: "")
+                Self.base64URL(try! JSONSerialization.data(withJSONObject: object))
             }
             let payload = try! JSONSerialization.jsonObject(with: JSONEncoder().encode(claims()))
             return encode(["alg": alg, "kid": "k1", "typ": "JWT"]) + "." + encode(payload) + ".c2lnbmF0dXJl"

@@ -16,11 +16,6 @@ struct JSONFields {
     let path: String
     private var values: [JSONValue?]
 
-    /// Reads `body` as one JSON document.
-    static func document(_ body: Data) -> Result<JSONValue, Invalid> {
-        body.withUnsafeBytes { document(bytes: $0) }
-    }
-
     /// Reads `body`'s readable bytes as one JSON document, in place.
     static func document(_ body: ByteBuffer) -> Result<JSONValue, Invalid> {
         body.withUnsafeReadableBytes { document(bytes: $0) }
@@ -55,13 +50,6 @@ struct JSONFields {
             guard values[slot] == nil else { throw Invalid(message: "the key \"\(path)\(member.key)\" appears twice") }
             values[slot] = member.value
         }
-    }
-
-    /// An empty object's fields (an optional body left out).
-    init(allowed: [String]) {
-        self.allowed = allowed
-        path = ""
-        values = Array(repeating: nil, count: allowed.count)
     }
 
     subscript(key: String) -> JSONValue? {

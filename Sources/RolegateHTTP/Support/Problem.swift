@@ -71,13 +71,3 @@ struct Problem: Error {
         return ByteBuffer(string: jsonText(body) + "\n")
     }
 }
-
-func jsonResponse(_ value: Any, status: HTTPResponse.Status = .ok) -> Response {
-    Response(
-        status: status, headers: [.contentType: "application/json; charset=utf-8"],
-        body: .init(byteBuffer: ByteBuffer(string: jsonText(value) + "\n")))
-}
-
-func textResponse(_ text: String, contentType: String, status: HTTPResponse.Status = .ok) -> Response {
-    Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(string: text)))
-}

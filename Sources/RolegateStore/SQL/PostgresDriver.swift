@@ -111,14 +111,15 @@ final class PostgresDriver: SQLDriver {
 
         static let rollbackLimit: Duration = .seconds(5)
 
-        /// The open connection, reconnecting after a failure; never once the driver was closed
-        /// (a task still running at shutdown, such as the token verifier's last write of uses,
-        /// gets an error instead of a connection nobody closes).
+        /// An executor on the lane's connection (see ``connection(url:logger:)``), with its watch.
         func executor(url: ConnectionURL, logger: Logger) async throws -> Executor {
             let connection = try await connection(url: url, logger: logger)
             return Executor(connection: connection, watch: await box.watch(of: connection), logger: logger)
         }
 
+        /// The open connection, reconnecting after a failure; never once the driver was closed
+        /// (a task still running at shutdown, such as the token verifier's last write of uses,
+        /// gets an error instead of a connection nobody closes).
         func connection(url: ConnectionURL, logger: Logger) async throws -> PostgresConnection {
             if let existing = try await box.open(), !existing.isClosed { return existing }
             let configuration = try PostgresConnect.configuration(for: url, applicationName: name)
