@@ -51,7 +51,7 @@ let package = Package(
         // issuers, checked with jwt-kit against their published keys (cached per issuer).
         .target(
             name: "RolegateIdentity",
-            dependencies: ["RolegateCore", .product(name: "JWTKit", package: "jwt-kit")],
+            dependencies: ["RolegateCore", "RolegateTokens", .product(name: "JWTKit", package: "jwt-kit")],
             swiftSettings: strict
         ),
         // Opening PostgreSQL connections from policy URLs, and describing their errors.
@@ -157,6 +157,7 @@ let package = Package(
             name: "RolegateHTTP",
             dependencies: [
                 "RolegateCore", "RolegateStore", "RolegateTokens", "RolegateGateway", "RolegateAudit",
+                "RolegateIdentity",
                 "RolegateProvision", "PostgresWire", "RolegateHTTPContract",
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),

@@ -10,6 +10,7 @@ public import RolegateAudit
 public import RolegateCore
 public import RolegateGateway
 import RolegateHTTPContract
+public import RolegateIdentity
 import RolegateProvision
 public import RolegateStore
 public import RolegateTokens
@@ -54,13 +55,16 @@ public final class HTTPAPI: Sendable {
     let peerSigner: PeerRequestSignature
     let audit: AuditWriter?
     let logger: Logger
+    /// Exchanges identity tokens for `POST /v1/auth/exchange` (nil: the policy trusts no issuer).
+    let identity: IdentityExchange?
     /// Each service's `http` statement counters, looked up once.
     let statementCounters = StatementCounters()
 
     public init(
         settings: Settings, gateway: GatewayServer, verifier: TokenVerifier, store: any Store, policy: Policy,
-        masterKey: MasterKey, audit: AuditWriter?, logger: Logger
+        masterKey: MasterKey, audit: AuditWriter?, logger: Logger, identity: IdentityExchange? = nil
     ) {
+        self.identity = identity
         self.settings = settings
         self.gateway = gateway
         self.verifier = verifier

@@ -5,6 +5,25 @@ import RolegateCore
 /// answer, so a CI job's owner can tell a wrong audience from an expired token from a key the
 /// issuer no longer publishes; none of them carries the token.
 public enum IdentityRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A short, stable name of the refusal for APIs and the audit log (`wrong_audience`).
+    public var code: String {
+        switch self {
+        case .malformed: "identity_malformed"
+        case .algorithmNotAllowed: "algorithm_not_allowed"
+        case .unknownIssuer: "unknown_issuer"
+        case .unknownKey: "unknown_key"
+        case .badSignature: "bad_signature"
+        case .issuerUnreachable: "issuer_unreachable"
+        case .expired: "identity_expired"
+        case .notYetValid: "identity_not_yet_valid"
+        case .tooOld: "identity_too_old"
+        case .wrongAudience: "wrong_audience"
+        case .missingClaim: "missing_claim"
+        case .noMatch: "no_matching_rule"
+        case .ambiguous: "ambiguous_match"
+        }
+    }
+
     /// Not a JWT (three base64url parts of JSON), or a claim of the wrong type.
     case malformed(String)
     /// `alg` is `none`, an HMAC (a public key must never verify those), or one not supported.
@@ -25,6 +44,11 @@ public enum IdentityRefusal: Error, Sendable, Equatable, CustomStringConvertible
     case wrongAudience(got: [String], expected: [String])
     /// A claim the checks need is missing (`exp`, `sub`; `iat` under `max_age`).
     case missingClaim(String)
+    /// The identity is valid, but no service, person or group of the policy accepts it: why,
+    /// rule by rule (which claim did not match), without any claim's value beyond the subject.
+    case noMatch(subject: String, trust: String, reasons: [String])
+    /// Several services, people or groups accept it: one token, one role, so none is chosen.
+    case ambiguous(subject: String, matches: [String])
 
     public var description: String {
         switch self {
@@ -43,6 +67,12 @@ public enum IdentityRefusal: Error, Sendable, Equatable, CustomStringConvertible
         case .wrongAudience(let got, let expected):
             "the identity token's audience \(got) names none of \(expected)"
         case .missingClaim(let name): "the identity token has no \"\(name)\" claim"
+        case .noMatch(let subject, let trust, let reasons):
+            "no service, person or group of the policy accepts \(subject) from trust \(trust)"
+                + (reasons.isEmpty
+                    ? " (nothing in the policy trusts \(trust))" : ": " + reasons.joined(separator: "; "))
+        case .ambiguous(let subject, let matches):
+            "\(subject) matches several entries of the policy (\(matches.joined(separator: ", "))); one token is bound to one role, so narrow their claims"
         }
     }
 }

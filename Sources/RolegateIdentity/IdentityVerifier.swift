@@ -1,6 +1,6 @@
 public import Foundation
 import JWTKit
-import RolegateCore
+public import RolegateCore
 
 /// What a verified identity token says: who (`sub`), for which trusted issuer, and every claim.
 public struct VerifiedIdentity: Sendable, Equatable {
@@ -81,8 +81,8 @@ public struct IdentityVerifier: Sendable {
             }
         }
         let audiences = claims["aud"]?.strings ?? []
-        guard audiences.contains(where: trust.audiences.contains) else {
-            throw .wrongAudience(got: audiences, expected: trust.audiences)
+        guard audiences.contains(where: trust.acceptedAudiences.contains) else {
+            throw .wrongAudience(got: audiences, expected: trust.acceptedAudiences)
         }
         guard case .string(let subject)? = claims["sub"], !subject.isEmpty else { throw .missingClaim("sub") }
         return VerifiedIdentity(

@@ -1,5 +1,6 @@
 public import Foundation
 public import JWTKit
+public import RolegateCore
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -77,20 +78,32 @@ public actor JWKSCache {
         return keys.keys.first { $0.keyIdentifier?.string == kid }
     }
 
-    /// Reads a JWKS document over HTTP(S) (5 s timeout, `max-age` honoured) or from a file.
+    /// Reads a JWKS document over HTTP(S) (5 s timeout, `max-age` honoured), through the
+    /// issuer's discovery document, or from a file.
     public static let fetchOverHTTP: Fetch = { source in
         switch source {
         case .file(let path):
             return (try Data(contentsOf: URL(fileURLWithPath: path)), nil)
         case .url(let url):
-            var request = URLRequest(url: url, timeoutInterval: 5)
-            request.setValue("application/json", forHTTPHeaderField: "Accept")
-            let (data, response) = try await URLSession.shared.data(for: request)
-            guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
-                throw FetchError(description: "\(url) answered \((response as? HTTPURLResponse)?.statusCode ?? 0)")
-            }
-            return (data, maxAge(http.value(forHTTPHeaderField: "Cache-Control")))
+            return try await get(url)
+        case .discovery(let url):
+            let (document, _) = try await get(url)
+            guard let object = try? JSONSerialization.jsonObject(with: document) as? [String: Any],
+                let text = object["jwks_uri"] as? String, let jwks = URL(string: text)
+            else { throw FetchError(description: "\(url) names no jwks_uri") }
+            return try await get(jwks)
         }
+    }
+
+    /// One GET of a JSON document (5 s timeout): its bytes and its `Cache-Control: max-age`.
+    static func get(_ url: URL) async throws -> (Data, maxAge: Duration?) {
+        var request = URLRequest(url: url, timeoutInterval: 5)
+        request.setValue("application/json", forHTTPHeaderField: "Accept")
+        let (data, response) = try await URLSession.shared.data(for: request)
+        guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
+            throw FetchError(description: "\(url) answered \((response as? HTTPURLResponse)?.statusCode ?? 0)")
+        }
+        return (data, maxAge(http.value(forHTTPHeaderField: "Cache-Control")))
     }
 
     struct FetchError: Error, CustomStringConvertible {

@@ -35,6 +35,25 @@ public protocol Store: Sendable {
     /// Revokes every usable token of a service and returns them.
     func revokeAll(service: String, reason: String?, now: Date) async throws(StoreError) -> [TokenRecord]
 
+    /// Stores a token exchanged for `token.subject`: that subject's usable tokens of the service
+    /// live only until `graceUntil` (one live token per subject), and the exchange is refused
+    /// (``StoreError/tooManyLiveTokens(limit:)``) when `maxLive` other subjects already hold a
+    /// live token. Appends `rotated` and `issued` like ``rotate(to:graceUntil:now:)``.
+    func exchange(
+        to token: TokenRecord, graceUntil: Date, maxLive: Int, now: Date
+    ) async throws(StoreError)
+        -> [TokenRecord]
+
+    /// Revokes every usable token exchanged for `subject` (of one service when given).
+    func revokeAll(
+        subject: String, service: String?, reason: String?, now: Date
+    ) async throws(StoreError)
+        -> [TokenRecord]
+
+    /// What a SCRAM login as `service` is checked against: its tokens that are usable or ended
+    /// within the last day (so the login can say why it failed), newest first, at most 1,000.
+    func loginCandidates(service: String, now: Date) async throws(StoreError) -> [TokenRecord]
+
     func token(id: String) async throws(StoreError) -> TokenRecord?
 
     /// Tokens, newest first; of one service when given.
@@ -186,6 +205,10 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case tooNew(found: Int, supported: Int)
     /// The service already holds a usable token (its id).
     case serviceHasLiveToken(String)
+    /// As many subjects as the service's `max_live_tokens` already hold a live token.
+    case tooManyLiveTokens(limit: Int)
+    /// A token exchanged for this identity token was revoked (when): it cannot be exchanged again.
+    case identityRevoked(at: Date)
     /// A query failed.
     case failed(String)
 
@@ -195,6 +218,10 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         case .tooNew(let found, let supported):
             "the store is at schema version \(found), newer than this Rolegate supports (\(supported)); upgrade Rolegate before using this store (nothing was changed)"
         case .serviceHasLiveToken(let id): "the service already has a live token (\(id))"
+        case .identityRevoked(let at):
+            "a token exchanged for this identity token was revoked at \(at.rfc3339); it cannot be exchanged again (get a new identity token)"
+        case .tooManyLiveTokens(let limit):
+            "\(limit) subjects already hold a live token of this service (its max_live_tokens); revoke some, or raise the limit"
         case .failed(let message): "store error: \(message)"
         }
     }

@@ -18,6 +18,12 @@ public struct Policy: Sendable {
     public var gateway = GatewaySettings()
     /// `audit:`: what the audit log records.
     public var audit = AuditSettings()
+    /// `trust:`: the OpenID Connect issuers whose tokens may be exchanged for Rolegate's.
+    public var trusts: [TrustedIssuer] = []
+    /// `people:`: people bound to a role, who log in through a trusted issuer.
+    public var people: [PersonSpec] = []
+    /// `groups:`: the role of everyone in a group of a trusted issuer.
+    public var groups: [GroupSpec] = []
 
     public init(
         version: Int = Policy.currentVersion,
@@ -51,6 +57,31 @@ public struct Policy: Sendable {
 
     public func service(named name: String) -> ServiceSpec? {
         services.first { $0.name == name }
+    }
+
+    public func trust(named name: String) -> TrustedIssuer? {
+        trusts.first { $0.name == name }
+    }
+
+    public func person(named name: String) -> PersonSpec? {
+        people.first { $0.name == name }
+    }
+
+    /// What a token is bound to, by its binding key (``TokenRecord/bindingKey``): a service or a
+    /// person by name, a group's members by `group:<name>`. A token is accepted only while its
+    /// key is here with the token's role: a service, person or group that leaves the policy, or
+    /// is bound to another role, stops working at once.
+    public var bindings: [String: String] {
+        var bindings = Dictionary(services.map { ($0.name, $0.role) }, uniquingKeysWith: { first, _ in first })
+        for person in people where bindings[person.name] == nil { bindings[person.name] = person.role }
+        for group in groups { bindings[group.grant] = group.role }
+        return bindings
+    }
+
+    /// Whether `user` may hold tokens at all: a service or a person of the policy, or, when
+    /// groups exist, anyone (a group's members are not listed in the policy).
+    public func mayHoldTokens(_ user: String) -> Bool {
+        service(named: user) != nil || person(named: user) != nil || !groups.isEmpty
     }
 }
 
@@ -176,6 +207,10 @@ public struct ServiceSpec: Sendable {
     /// pgx, node-postgres) may set `scram_iterations` lower.
     public static let defaultSCRAMIterations = 4096
     public static let scramIterationRange = 1...100_000
+    /// A service with `identity:` holds one live token per subject, up to this many (default).
+    public static let defaultMaxLiveTokens = 100
+    /// `token_ttl` of a service with `identity:` unless it sets one: its tokens are minutes-long.
+    public static let defaultIdentityTokenTTL: Duration = .seconds(900)
 
     public var name: String
     /// The database role; empty for an admin service.
@@ -190,6 +225,11 @@ public struct ServiceSpec: Sendable {
     public var maxGrace: Duration
     /// PBKDF2 rounds in the SCRAM verifiers of this service's new tokens.
     public var scramIterations: Int
+    /// `identity:`: the service's tokens come only from exchanging an identity token that
+    /// satisfies this rule (``Policy/trusts``); none is issued by hand.
+    public var identity: IdentityRule?
+    /// With `identity:`, how many subjects may hold a live token at once.
+    public var maxLiveTokens: Int
     public var description: String?
     public var location: SourceLocation?
 
@@ -202,9 +242,13 @@ public struct ServiceSpec: Sendable {
         grace: Duration = ServiceSpec.defaultGrace,
         maxGrace: Duration = ServiceSpec.defaultMaxGrace,
         scramIterations: Int = ServiceSpec.defaultSCRAMIterations,
+        identity: IdentityRule? = nil,
+        maxLiveTokens: Int = ServiceSpec.defaultMaxLiveTokens,
         description: String? = nil,
         location: SourceLocation? = nil
     ) {
+        self.identity = identity
+        self.maxLiveTokens = maxLiveTokens
         self.grace = grace
         self.maxGrace = maxGrace
         self.scramIterations = scramIterations

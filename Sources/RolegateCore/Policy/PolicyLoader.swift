@@ -90,7 +90,8 @@ public enum PolicyLoader {
     // MARK: - Shapes
 
     static let topKeys: Set<String> = [
-        "version", "databases", "roles", "services", "master_key_file", "store", "gateway", "audit",
+        "version", "databases", "roles", "services", "master_key_file", "store", "gateway", "audit", "trust",
+        "people", "groups",
     ]
     static let databaseKeys: Set<String> = ["url", "future_owners", "description", "upstream_auth"]
     static let roleKeys: Set<String> = [
@@ -99,6 +100,7 @@ public enum PolicyLoader {
     static let grantKeys: Set<String> = ["on", "privileges", "columns", "future"]
     static let serviceKeys: Set<String> = [
         "role", "admin", "token_ttl", "max_token_ttl", "grace", "max_grace", "scram_iterations", "description",
+        "identity", "max_live_tokens",
     ]
 
     private static func build(_ root: YAMLValue, file: String) -> Policy? {
@@ -125,7 +127,22 @@ public enum PolicyLoader {
 
         let roles = entries["roles"].map { buildRoles($0, databaseNames: databaseNames) } ?? []
         let roleNames = entries["roles"].map(declaredNames) ?? []
-        let services = entries["services"].map { buildServices($0, roles: roles, roleNames: roleNames) } ?? []
+        let trusts = entries["trust"].map(IdentityPolicyLoader.buildTrusts) ?? []
+        let trustNames = entries["trust"].map(declaredNames) ?? []
+        let services =
+            entries["services"].map { buildServices($0, roles: roles, roleNames: roleNames, trustNames: trustNames) }
+            ?? []
+        let people =
+            entries["people"].map {
+                IdentityPolicyLoader.buildPeople(
+                    $0, roleNames: roleNames, trusts: trusts, trustNames: trustNames, services: services)
+            } ?? []
+        let groups =
+            entries["groups"].map {
+                IdentityPolicyLoader.buildGroups($0, roleNames: roleNames, trusts: trusts, trustNames: trustNames)
+            } ?? []
+        IdentityPolicyLoader.checkRoleBindings(
+            people: people, groups: groups, services: services, roles: roles, report: root.report)
 
         let masterKeyFile = entries["master_key_file"]?.string(what: "a file path")
         var store: String?
@@ -146,6 +163,9 @@ public enum PolicyLoader {
             masterKeyFile: masterKeyFile, store: store, sourcePath: file)
         policy.gateway = gateway
         policy.audit = entries["audit"].map(buildAudit) ?? AuditSettings()
+        policy.trusts = trusts
+        policy.people = people
+        policy.groups = groups
         return policy
     }
 
@@ -263,7 +283,7 @@ public enum PolicyLoader {
 
     /// The keys of a mapping, whether or not their values are valid: later sections check
     /// references against these, so one mistake is reported once, not at every use.
-    private static func declaredNames(_ value: YAMLValue) -> [String] {
+    static func declaredNames(_ value: YAMLValue) -> [String] {
         guard case .mapping(let mapping) = value.node else { return [] }
         return mapping.compactMap { $0.key.scalar?.string }
     }
@@ -513,7 +533,9 @@ public enum PolicyLoader {
         return GrantSpec(target: target, privileges: unique, columns: columns, future: future, location: value.location)
     }
 
-    private static func buildServices(_ value: YAMLValue, roles: [RoleSpec], roleNames: [String]) -> [ServiceSpec] {
+    private static func buildServices(
+        _ value: YAMLValue, roles: [RoleSpec], roleNames: [String], trustNames: [String]
+    ) -> [ServiceSpec] {
         guard let items = value.mapping(what: "services by name") else { return [] }
         var result: [ServiceSpec] = []
         var boundBy: [String: String] = [:]
@@ -526,6 +548,8 @@ public enum PolicyLoader {
             guard let fields = spec.mapping(allowed: serviceKeys, what: "a service") else { continue }
             if spec.report.issues.count > before { continue }
             let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+            let identity = f["identity"].flatMap { IdentityPolicyLoader.buildIdentity($0, trustNames: trustNames) }
+            let maxLiveTokens = IdentityPolicyLoader.maxLiveTokens(f, hasIdentity: f["identity"] != nil)
             let admin = f["admin"]?.bool(what: "admin") ?? false
             if admin {
                 // An admin service administers Rolegate over HTTP and never reaches a database.
@@ -544,6 +568,7 @@ public enum PolicyLoader {
                                 ServiceSpec.defaultMaxTokenTTL, f["token_ttl"]?.duration(what: "a duration") ?? .zero),
                         grace: f["grace"]?.duration(what: "a duration") ?? ServiceSpec.defaultGrace,
                         maxGrace: f["max_grace"]?.duration(what: "a duration") ?? ServiceSpec.defaultMaxGrace,
+                        identity: identity, maxLiveTokens: maxLiveTokens,
                         description: f["description"]?.string(what: "a description"), location: spec.location))
                 continue
             }
@@ -567,7 +592,8 @@ public enum PolicyLoader {
                 continue
             }
             boundBy[roleName] = boundBy[roleName] ?? name
-            let ttl = f["token_ttl"]?.duration(what: "a duration") ?? ServiceSpec.defaultTokenTTL
+            let defaultTTL = f["identity"] != nil ? ServiceSpec.defaultIdentityTokenTTL : ServiceSpec.defaultTokenTTL
+            let ttl = f["token_ttl"]?.duration(what: "a duration") ?? defaultTTL
             let maxTTL = f["max_token_ttl"]?.duration(what: "a duration") ?? max(ServiceSpec.defaultMaxTokenTTL, ttl)
             if ttl <= .zero {
                 f["token_ttl"]?.fail("token_ttl must be longer than zero: every token expires, none lives forever")
@@ -596,7 +622,8 @@ public enum PolicyLoader {
             result.append(
                 ServiceSpec(
                     name: name, role: roleName, tokenTTL: ttl, maxTokenTTL: maxTTL, grace: grace, maxGrace: maxGrace,
-                    scramIterations: iterations, description: description, location: spec.location))
+                    scramIterations: iterations, identity: identity, maxLiveTokens: maxLiveTokens,
+                    description: description, location: spec.location))
         }
         return result
     }

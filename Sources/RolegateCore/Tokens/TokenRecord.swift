@@ -16,13 +16,27 @@ public struct TokenRecord: Sendable, Equatable {
     public var note: String?
     /// The token that replaced this one in a rotation; this one then lives until the grace ends.
     public var supersededBy: String?
+    /// Who it was exchanged for: the identity token's `sub` (`repo:acme/billing:ref:refs/heads/main`,
+    /// `system:serviceaccount:prod:billing`, a person's id at their provider). Nil for a token
+    /// issued by hand.
+    public var subject: String?
+    /// The policy entry that granted it when that is not ``service`` itself: `group:<name>` for a
+    /// person who holds a group's role. Nil for services and people of the policy.
+    public var grant: String?
+    /// The identity token it was exchanged for (``IdentityGrant/identityDigest``), so that a
+    /// revoked exchange cannot be replayed with the same identity token.
+    public var identityDigest: String?
     public var secret: TokenSecret
 
     public init(
         id: String, service: String, role: String, issuedAt: Date, expiresAt: Date, revokedAt: Date? = nil,
         revokeReason: String? = nil, lastUsedAt: Date? = nil, issuer: String, note: String? = nil,
-        supersededBy: String? = nil, secret: TokenSecret
+        supersededBy: String? = nil, subject: String? = nil, grant: String? = nil, identityDigest: String? = nil,
+        secret: TokenSecret
     ) {
+        self.identityDigest = identityDigest
+        self.subject = subject
+        self.grant = grant
         self.id = id
         self.service = service
         self.role = role
@@ -36,6 +50,10 @@ public struct TokenRecord: Sendable, Equatable {
         self.supersededBy = supersededBy
         self.secret = secret
     }
+
+    /// What the policy must still bind to ``role`` for the token to work (``Policy/bindings``):
+    /// the group that granted it, else its service or person.
+    public var bindingKey: String { grant ?? service }
 
     public func state(at now: Date) -> TokenState {
         if revokedAt != nil { return .revoked }

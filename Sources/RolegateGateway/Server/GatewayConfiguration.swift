@@ -46,6 +46,11 @@ public struct GatewayConfiguration: Sendable {
     /// Ask TLS clients for the token as a cleartext password instead of SCRAM
     /// (`client_auth: password`, for drivers without SCRAM). Plain-text connections still use SCRAM.
     public var passwordOverTLS: Bool = false
+    /// Exchanges an identity token (a JWT) sent as the password for the token it grants `user`
+    /// (nil: the policy trusts no issuer, and a JWT is only a wrong password). Asked only where
+    /// a cleartext password is (``passwordOverTLS``, or loopback with ``allowCleartextOnLoopback``).
+    public var identityLogin:
+        (@Sendable (_ jwt: String, _ user: String) async -> Result<TokenRecord, IdentityLoginRefusal>)?
     /// Where authentications, sessions and statements are recorded (nil: not audited).
     public var audit: AuditWriter?
     /// Record every statement (not only authentications and sessions).

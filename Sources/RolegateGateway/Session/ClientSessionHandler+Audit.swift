@@ -28,9 +28,12 @@ package struct SessionAudit {
         var tokenID: String
         var role: String
         var database: String?
+        /// Who an exchanged token was exchanged for (recorded on each of the session's events).
+        var subject: String?
 
-        package init(service: String, tokenID: String, role: String, database: String?) {
+        package init(service: String, tokenID: String, role: String, database: String?, subject: String? = nil) {
             (self.service, self.tokenID, self.role, self.database) = (service, tokenID, role, database)
+            self.subject = subject
         }
     }
 
@@ -78,6 +81,7 @@ extension ClientSessionHandler {
     private func authDetail() -> [String: String] {
         var detail = ["tls": (machine?.encrypted ?? false) ? "yes" : "no"]
         if let method = machine?.login?.method { detail["method"] = method == .scram ? "scram-sha-256" : "password" }
+        if let subject = machine?.provenToken?.subject { detail["subject"] = subject }
         return detail
     }
 
@@ -128,12 +132,15 @@ extension ClientSessionHandler {
         }
         audit.backendPID = upstream?.processID ?? 0
         audit.who = SessionAudit.Identity(
-            service: login.service, tokenID: token.id, role: token.role, database: login.database.name)
+            service: login.service, tokenID: token.id, role: token.role, database: login.database.name,
+            subject: token.subject)
         if shared.configuration.auditStatements {
             audit.tracker = StatementTracker(captureParameters: shared.configuration.auditParameters)
             upstream?.observesStatements = true
         }
         let client = clientAddress(context)
+        var startDetail = ["backend_pid": String(audit.backendPID), "tls": machine.encrypted ? "yes" : "no"]
+        if let subject = token.subject { startDetail["subject"] = subject }
         writer.record(
             AuditEvent(
                 kind: .auth, action: "allowed", service: login.service, tokenID: token.id, role: token.role,
@@ -142,7 +149,7 @@ extension ClientSessionHandler {
             AuditEvent(
                 kind: .session, action: "start", service: login.service, tokenID: token.id, role: token.role,
                 database: login.database.name, sessionID: audit.id, client: client,
-                detail: ["backend_pid": String(audit.backendPID), "tls": machine.encrypted ? "yes" : "no"]))
+                detail: startDetail))
         return true
     }
 
@@ -152,16 +159,17 @@ extension ClientSessionHandler {
         else { return }
         audit.started = nil
         upstream?.observesStatements = false
+        var detail = [
+            "reason": audit.endReason ?? "client disconnected", "bytes_in": String(audit.bytesIn),
+            "bytes_out": String(audit.bytesOut), "statements": String(audit.tracker?.count ?? 0),
+            "backend_pid": String(audit.backendPID),
+        ]
+        if let subject = token.subject { detail["subject"] = subject }
         writer.record(
             AuditEvent(
                 kind: .session, action: "end", service: token.service, tokenID: token.id, role: token.role,
                 database: machine.login?.database.name, sessionID: audit.id,
-                durationMicros: Int64((NIODeadline.now() - started).nanoseconds / 1000),
-                detail: [
-                    "reason": audit.endReason ?? "client disconnected", "bytes_in": String(audit.bytesIn),
-                    "bytes_out": String(audit.bytesOut), "statements": String(audit.tracker?.count ?? 0),
-                    "backend_pid": String(audit.backendPID),
-                ]))
+                durationMicros: Int64((NIODeadline.now() - started).nanoseconds / 1000), detail: detail))
     }
 
     /// The client's messages, once forwarded, to the statement tracker.
@@ -207,6 +215,7 @@ extension SessionAudit {
         _ statement: StatementTracker.Statement, who: Identity, sessionID: String, detail cache: inout StatementDetail
     ) -> AuditEvent {
         var detail = cache.detail(command: statement.command, prepared: statement.preparedName)
+        if let subject = who.subject { detail["subject"] = subject }
         if let function = statement.function {
             detail["command"] = "FUNCTION CALL"
             detail["function_oid"] = String(function.oid)

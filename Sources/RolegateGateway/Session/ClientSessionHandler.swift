@@ -60,6 +60,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 passwordOnLoopback: configuration.allowCleartextOnLoopback,
                 fromLoopback: context.channel.remoteAddress.map(Self.isLoopback) == true,
                 databaseURLs: shared.databaseURLs, tagApplicationName: configuration.tagApplicationName))
+        machine?.settings.identityPasswords = configuration.identityLogin != nil
         shared.metrics.increment("rolegate_connections_total")
         guard shared.registry.clientConnected() else {
             shared.metrics.increment("rolegate_connections_refused_total", ["reason": "too_many_clients"])
@@ -292,6 +293,9 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
                 return event(context) { $0.passwordVerified(known) }
             }
             offLoop(context, { await verifier.verify(token) }) { $0.passwordVerified($1) }
+        case .exchangeIdentity(let jwt, let user):
+            guard let exchange = shared.configuration.identityLogin else { return }
+            offLoop(context, { await exchange(jwt, user) }) { $0.identityExchanged($1) }
         case .admit(let record):
             admit(record, context)
         case .connectUpstream(let request, let messages):

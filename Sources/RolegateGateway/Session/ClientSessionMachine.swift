@@ -37,6 +37,8 @@ package struct ClientSessionMachine {
         package var databaseURLs: [String: ConnectionURL] = [:]
         /// Tag the `application_name` the server sees with the token id (`tag_application_name`).
         package var tagApplicationName = true
+        /// A JWT sent as the password is exchanged (``GatewayConfiguration/identityLogin``).
+        package var identityPasswords = false
 
         package init(
             policy: Policy, tlsAvailable: Bool, requireTLS: Bool, passwordOverTLS: Bool, passwordOnLoopback: Bool,
@@ -103,6 +105,8 @@ package struct ClientSessionMachine {
         case lookUpTokens(service: String, fresh: Bool)
         /// Verify a token the client sent as a password.
         case verifyPassword(String)
+        /// Exchange the identity token (a JWT) the client sent as a password for `user`'s token.
+        case exchangeIdentity(jwt: String, user: String)
         /// Register the session, then check the token `record` was read as is still allowed now
         /// (it may have been revoked since the proof began); answer with ``admission(_:)``.
         case admit(TokenRecord)
@@ -143,7 +147,7 @@ package struct ClientSessionMachine {
     package private(set) var relay = ClientRelay()
     /// The session was ended from outside (revocation, an administrator, shutdown).
     package private(set) var endedFromOutside = false
-    package let settings: Settings
+    package var settings: Settings
 
     package init(settings: Settings) {
         self.settings = settings
@@ -240,7 +244,9 @@ package struct ClientSessionMachine {
         if let replication = value("replication"), !["false", "off", "no", "0"].contains(replication.lowercased()) {
             return refuse("0A000", "replication connections are not supported by the gateway")
         }
-        let databaseName = value("database").flatMap { $0.isEmpty ? nil : $0 } ?? service
+        // A person's database is their role's (their name is an email, not a database).
+        let personal = settings.policy.person(named: service).flatMap { settings.policy.role(named: $0.role)?.database }
+        let databaseName = value("database").flatMap { $0.isEmpty ? nil : $0 } ?? personal ?? service
         guard let database = settings.policy.database(named: databaseName),
             let url = settings.databaseURLs[database.name] ?? (try? ConnectionURL(parsing: database.url))
         else {
@@ -275,6 +281,9 @@ package struct ClientSessionMachine {
                 return refuse("08P01", "malformed password message")
             }
             state = .verifyingPassword(login)
+            if settings.identityPasswords, Self.looksLikeJWT(token) {
+                return .exchangeIdentity(jwt: token, user: login.service)
+            }
             return .verifyPassword(token)
         case .scram where login.scram == nil:
             guard let (mechanism, data) = try? PasswordMessageBody.saslInitialResponse(message.body) else {
@@ -358,6 +367,28 @@ package struct ClientSessionMachine {
     }
 
     /// The outcome of ``Action/verifyPassword(_:)``.
+    /// A JWT's shape (`eyJ…` header, three dot-separated parts); a Rolegate token starts `rgt_`.
+    static func looksLikeJWT(_ password: String) -> Bool {
+        password.hasPrefix("eyJ") && password.utf8.lazy.filter { $0 == UInt8(ascii: ".") }.count == 2
+    }
+
+    /// The identity token sent as a password was exchanged (or refused, saying why).
+    package mutating func identityExchanged(_ result: Result<TokenRecord, IdentityLoginRefusal>) -> Action {
+        guard case .verifyingPassword(let login) = state else { return .wait }
+        switch result {
+        case .success(let record) where record.service == login.service:
+            state = .admitting(login, record, serverFinal: nil)
+            return .admit(record)
+        case .success(let record):
+            return refuse(
+                "28000",
+                "the identity token grants \"\(record.service)\", not \"\(login.service)\" (connect as user=\(record.service))"
+            )
+        case .failure(let refusal):
+            return refuse(refusal.sqlState, refusal.message)
+        }
+    }
+
     package mutating func passwordVerified(_ result: Result<TokenVerifier.Verified, TokenVerifier.Failure>) -> Action {
         guard case .verifyingPassword(let login) = state else { return .wait }
         switch result {

@@ -54,6 +54,7 @@ struct ContractAuthentication: ServerMiddleware {
 
     static let publicOperations: Set<String> = [
         Operations.Health.id, Operations.Readiness.id, Operations.Metrics.id, Operations.OpenAPIDocument.id,
+        Operations.ExchangeToken.id,
     ]
     static let peerOperations: Set<String> = [Operations.ListSessions.id, Operations.EndSession.id]
 
@@ -123,6 +124,8 @@ struct ContractProblems: ServerMiddleware {
             switch failure {
             case .refused(let message): return Problem(status: .conflict, code: "refused", message: message)
             case .notFound(let message): return Problem(status: .notFound, code: "token_unknown", message: message)
+            case .identityRevoked(let message):
+                return Problem(status: .unauthorized, code: "identity_revoked", message: message)
             case .store(let error):
                 return Problem(status: .serviceUnavailable, code: "store_unavailable", message: error.description)
             }
@@ -213,7 +216,9 @@ struct ContractHandlers: APIProtocol {
     func listTokens(_ input: Operations.ListTokens.Input) async throws -> Operations.ListTokens.Output {
         let now = Date()
         let all = input.query.all == true
-        let records = try await api.store.tokens(service: input.query.service).filter { all || $0.isUsable(at: now) }
+        let records = try await api.store.tokens(service: input.query.service).filter {
+            (all || $0.isUsable(at: now)) && (input.query.subject == nil || $0.subject == input.query.subject)
+        }
         return .ok(.init(body: .json(.init(tokens: records.map { Self.token($0, now: now) }))))
     }
 
@@ -238,6 +243,23 @@ struct ContractHandlers: APIProtocol {
         }
         let record = try await tokens().revoke(id: input.path.id, reason: reason)
         return .ok(.init(body: .json(Self.token(record))))
+    }
+
+    func revokeSubject(_ input: Operations.RevokeSubject.Input) async throws -> Operations.RevokeSubject.Output {
+        guard case .json(let body) = input.body else { throw Problem.badRequest("expected a JSON body") }
+        guard !body.subject.isEmpty else { throw Problem.badRequest("'subject' must not be empty") }
+        if let admin = Caller.current?.admin, admin.subject == body.subject,
+            body.service == nil || body.service == admin.service
+        {
+            throw Problem(
+                status: .conflict, code: "self_revocation",
+                message:
+                    "the calling admin token was exchanged for this subject and would be revoked mid-work: use another admin token or `rolegate token revoke --subject`"
+            )
+        }
+        let revoked = try await tokens().revokeAll(
+            subject: body.subject, service: body.service, reason: try ContractFormats.text(body.reason, "reason"))
+        return .ok(.init(body: .json(.init(tokens: revoked.map { Self.token($0) }))))
     }
 
     func rotateService(_ input: Operations.RotateService.Input) async throws -> Operations.RotateService.Output {
@@ -370,7 +392,8 @@ struct ContractHandlers: APIProtocol {
             id: record.id, service: record.service, role: record.role,
             state: .init(rawValue: record.state(at: now).rawValue) ?? .revoked, issuedAt: record.issuedAt,
             expiresAt: record.expiresAt, revokedAt: record.revokedAt, revokeReason: record.revokeReason,
-            lastUsedAt: record.lastUsedAt, supersededBy: record.supersededBy, issuer: record.issuer, note: record.note)
+            lastUsedAt: record.lastUsedAt, supersededBy: record.supersededBy, issuer: record.issuer, note: record.note,
+            subject: record.subject, grant: record.grant)
     }
 
     static func issued(_ issued: TokenService.Issued) -> Components.Schemas.IssuedToken {

@@ -237,6 +237,7 @@ extension HTTPAPI {
             counters.statements.add()
             if action == "error" { counters.errors.add() }
             var detail = ["channel": "http"]
+            if let subject = record.subject { detail["subject"] = subject }
             if let command = result?.command { detail["command"] = command }
             if result?.truncated == true { detail["truncated"] = "yes" }
             audit?.record(

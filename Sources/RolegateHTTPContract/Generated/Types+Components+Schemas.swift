@@ -37,7 +37,7 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Problem/detail`.
             package var detail: Swift.String
-            /// Stable: token_invalid, token_expired, token_revoked, not_admin, admin_token, permission_denied, bad_request, body_too_large, body_timeout, timeout, upstream_unavailable, upstream_busy, audit_unavailable, constraint_violation, transaction_conflict, database_unknown, store_unavailable, refused, self_revocation, token_unknown, session_unknown, peer_signature_invalid, not_found, method_not_allowed, not_acceptable, internal
+            /// Stable: token_invalid, token_expired, token_revoked, not_admin, admin_token, permission_denied, bad_request, body_too_large, body_timeout, timeout, upstream_unavailable, upstream_busy, audit_unavailable, constraint_violation, transaction_conflict, database_unknown, store_unavailable, refused, self_revocation, token_unknown, session_unknown, peer_signature_invalid, not_found, method_not_allowed, not_acceptable, internal, identity_malformed, algorithm_not_allowed, unknown_issuer, unknown_key, bad_signature, issuer_unreachable, identity_expired, identity_not_yet_valid, identity_too_old, wrong_audience, missing_claim, no_matching_rule, ambiguous_match, exchange_disabled
             ///
             /// - Remark: Generated from `#/components/schemas/Problem/code`.
             package var code: Swift.String
@@ -70,7 +70,7 @@ extension Components {
             ///   - title: The code's summary (the same for every occurrence).
             ///   - status:
             ///   - detail: What went wrong this time.
-            ///   - code: Stable: token_invalid, token_expired, token_revoked, not_admin, admin_token, permission_denied, bad_request, body_too_large, body_timeout, timeout, upstream_unavailable, upstream_busy, audit_unavailable, constraint_violation, transaction_conflict, database_unknown, store_unavailable, refused, self_revocation, token_unknown, session_unknown, peer_signature_invalid, not_found, method_not_allowed, not_acceptable, internal
+            ///   - code: Stable: token_invalid, token_expired, token_revoked, not_admin, admin_token, permission_denied, bad_request, body_too_large, body_timeout, timeout, upstream_unavailable, upstream_busy, audit_unavailable, constraint_violation, transaction_conflict, database_unknown, store_unavailable, refused, self_revocation, token_unknown, session_unknown, peer_signature_invalid, not_found, method_not_allowed, not_acceptable, internal, identity_malformed, algorithm_not_allowed, unknown_issuer, unknown_key, bad_signature, issuer_unreachable, identity_expired, identity_not_yet_valid, identity_too_old, wrong_audience, missing_claim, no_matching_rule, ambiguous_match, exchange_disabled
             ///   - message: The same as `detail` (kept for clients of API version 1).
             ///   - requestId:
             ///   - sqlstate: PostgreSQL's SQLSTATE when PostgreSQL refused the statement
@@ -153,6 +153,14 @@ extension Components {
             package var issuer: Swift.String
             /// - Remark: Generated from `#/components/schemas/Token/note`.
             package var note: Swift.String?
+            /// Who an exchanged token was exchanged for (the identity token's `sub`).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Token/subject`.
+            package var subject: Swift.String?
+            /// `group:<name>` when a group of the policy granted it.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Token/grant`.
+            package var grant: Swift.String?
             /// Creates a new `Token`.
             ///
             /// - Parameters:
@@ -168,6 +176,8 @@ extension Components {
             ///   - supersededBy:
             ///   - issuer:
             ///   - note:
+            ///   - subject: Who an exchanged token was exchanged for (the identity token's `sub`).
+            ///   - grant: `group:<name>` when a group of the policy granted it.
             package init(
                 id: Swift.String,
                 service: Swift.String,
@@ -180,7 +190,9 @@ extension Components {
                 lastUsedAt: Foundation.Date? = nil,
                 supersededBy: Swift.String? = nil,
                 issuer: Swift.String,
-                note: Swift.String? = nil
+                note: Swift.String? = nil,
+                subject: Swift.String? = nil,
+                grant: Swift.String? = nil
             ) {
                 self.id = id
                 self.service = service
@@ -194,6 +206,8 @@ extension Components {
                 self.supersededBy = supersededBy
                 self.issuer = issuer
                 self.note = note
+                self.subject = subject
+                self.grant = grant
             }
             package enum CodingKeys: String, CodingKey {
                 case id
@@ -208,6 +222,8 @@ extension Components {
                 case supersededBy = "superseded_by"
                 case issuer
                 case note
+                case subject
+                case grant
             }
         }
         /// The token's record, its secret (`token`, shown only in this response) and what it superseded.
@@ -386,6 +402,200 @@ extension Components {
                     "grace",
                     "ttl",
                     "note"
+                ])
+            }
+        }
+        /// An RFC 8693 token exchange. Unknown fields (scope, resource, audience) are ignored.
+        ///
+        /// - Remark: Generated from `#/components/schemas/ExchangeRequest`.
+        package struct ExchangeRequest: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/ExchangeRequest/grant_type`.
+            @frozen package enum GrantTypePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case urn_colon_ietf_colon_params_colon_oauth_colon_grantType_colon_tokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+            }
+            /// - Remark: Generated from `#/components/schemas/ExchangeRequest/grant_type`.
+            package var grantType: Components.Schemas.ExchangeRequest.GrantTypePayload?
+            /// The identity token (a JWT from a `trust:` issuer).
+            ///
+            /// - Remark: Generated from `#/components/schemas/ExchangeRequest/subject_token`.
+            package var subjectToken: Swift.String
+            /// Default `urn:ietf:params:oauth:token-type:jwt`.
+            ///
+            /// - Remark: Generated from `#/components/schemas/ExchangeRequest/subject_token_type`.
+            @frozen package enum SubjectTokenTypePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case urn_colon_ietf_colon_params_colon_oauth_colon_tokenType_colon_jwt = "urn:ietf:params:oauth:token-type:jwt"
+                case urn_colon_ietf_colon_params_colon_oauth_colon_tokenType_colon_idToken = "urn:ietf:params:oauth:token-type:id_token"
+            }
+            /// Default `urn:ietf:params:oauth:token-type:jwt`.
+            ///
+            /// - Remark: Generated from `#/components/schemas/ExchangeRequest/subject_token_type`.
+            package var subjectTokenType: Components.Schemas.ExchangeRequest.SubjectTokenTypePayload?
+            /// - Remark: Generated from `#/components/schemas/ExchangeRequest/requested_token_type`.
+            @frozen package enum RequestedTokenTypePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case urn_colon_ietf_colon_params_colon_oauth_colon_tokenType_colon_accessToken = "urn:ietf:params:oauth:token-type:access_token"
+            }
+            /// - Remark: Generated from `#/components/schemas/ExchangeRequest/requested_token_type`.
+            package var requestedTokenType: Components.Schemas.ExchangeRequest.RequestedTokenTypePayload?
+            /// Creates a new `ExchangeRequest`.
+            ///
+            /// - Parameters:
+            ///   - grantType:
+            ///   - subjectToken: The identity token (a JWT from a `trust:` issuer).
+            ///   - subjectTokenType: Default `urn:ietf:params:oauth:token-type:jwt`.
+            ///   - requestedTokenType:
+            package init(
+                grantType: Components.Schemas.ExchangeRequest.GrantTypePayload? = nil,
+                subjectToken: Swift.String,
+                subjectTokenType: Components.Schemas.ExchangeRequest.SubjectTokenTypePayload? = nil,
+                requestedTokenType: Components.Schemas.ExchangeRequest.RequestedTokenTypePayload? = nil
+            ) {
+                self.grantType = grantType
+                self.subjectToken = subjectToken
+                self.subjectTokenType = subjectTokenType
+                self.requestedTokenType = requestedTokenType
+            }
+            package enum CodingKeys: String, CodingKey {
+                case grantType = "grant_type"
+                case subjectToken = "subject_token"
+                case subjectTokenType = "subject_token_type"
+                case requestedTokenType = "requested_token_type"
+            }
+        }
+        /// The RFC 8693 answer, and what the token is bound to.
+        ///
+        /// - Remark: Generated from `#/components/schemas/ExchangedToken`.
+        package struct ExchangedToken: Codable, Hashable, Sendable {
+            /// The Rolegate token (`rgt_…`): the password on the wire and the bearer token of the HTTP API. Shown only here.
+            ///
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/access_token`.
+            package var accessToken: Swift.String
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/issued_token_type`.
+            @frozen package enum IssuedTokenTypePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case urn_colon_ietf_colon_params_colon_oauth_colon_tokenType_colon_accessToken = "urn:ietf:params:oauth:token-type:access_token"
+            }
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/issued_token_type`.
+            package var issuedTokenType: Components.Schemas.ExchangedToken.IssuedTokenTypePayload
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/token_type`.
+            @frozen package enum TokenTypePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case bearer = "Bearer"
+            }
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/token_type`.
+            package var tokenType: Components.Schemas.ExchangedToken.TokenTypePayload
+            /// Seconds until it expires.
+            ///
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/expires_in`.
+            package var expiresIn: Swift.Int
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/token_id`.
+            package var tokenId: Swift.String
+            /// The `user` it logs in as: a service, or a person's name.
+            ///
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/service`.
+            package var service: Swift.String
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/role`.
+            package var role: Swift.String
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/subject`.
+            package var subject: Swift.String
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/grant`.
+            package var grant: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/expires_at`.
+            package var expiresAt: Foundation.Date
+            /// Creates a new `ExchangedToken`.
+            ///
+            /// - Parameters:
+            ///   - accessToken: The Rolegate token (`rgt_…`): the password on the wire and the bearer token of the HTTP API. Shown only here.
+            ///   - issuedTokenType:
+            ///   - tokenType:
+            ///   - expiresIn: Seconds until it expires.
+            ///   - tokenId:
+            ///   - service: The `user` it logs in as: a service, or a person's name.
+            ///   - role:
+            ///   - subject:
+            ///   - grant:
+            ///   - expiresAt:
+            package init(
+                accessToken: Swift.String,
+                issuedTokenType: Components.Schemas.ExchangedToken.IssuedTokenTypePayload,
+                tokenType: Components.Schemas.ExchangedToken.TokenTypePayload,
+                expiresIn: Swift.Int,
+                tokenId: Swift.String,
+                service: Swift.String,
+                role: Swift.String,
+                subject: Swift.String,
+                grant: Swift.String? = nil,
+                expiresAt: Foundation.Date
+            ) {
+                self.accessToken = accessToken
+                self.issuedTokenType = issuedTokenType
+                self.tokenType = tokenType
+                self.expiresIn = expiresIn
+                self.tokenId = tokenId
+                self.service = service
+                self.role = role
+                self.subject = subject
+                self.grant = grant
+                self.expiresAt = expiresAt
+            }
+            package enum CodingKeys: String, CodingKey {
+                case accessToken = "access_token"
+                case issuedTokenType = "issued_token_type"
+                case tokenType = "token_type"
+                case expiresIn = "expires_in"
+                case tokenId = "token_id"
+                case service
+                case role
+                case subject
+                case grant
+                case expiresAt = "expires_at"
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/RevokeSubjectRequest`.
+        package struct RevokeSubjectRequest: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/RevokeSubjectRequest/subject`.
+            package var subject: Swift.String
+            /// Only this service's or person's tokens.
+            ///
+            /// - Remark: Generated from `#/components/schemas/RevokeSubjectRequest/service`.
+            package var service: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/RevokeSubjectRequest/reason`.
+            package var reason: Swift.String?
+            /// Creates a new `RevokeSubjectRequest`.
+            ///
+            /// - Parameters:
+            ///   - subject:
+            ///   - service: Only this service's or person's tokens.
+            ///   - reason:
+            package init(
+                subject: Swift.String,
+                service: Swift.String? = nil,
+                reason: Swift.String? = nil
+            ) {
+                self.subject = subject
+                self.service = service
+                self.reason = reason
+            }
+            package enum CodingKeys: String, CodingKey {
+                case subject
+                case service
+                case reason
+            }
+            package init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.subject = try container.decode(
+                    Swift.String.self,
+                    forKey: .subject
+                )
+                self.service = try container.decodeIfPresent(
+                    Swift.String.self,
+                    forKey: .service
+                )
+                self.reason = try container.decodeIfPresent(
+                    Swift.String.self,
+                    forKey: .reason
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "subject",
+                    "service",
+                    "reason"
                 ])
             }
         }

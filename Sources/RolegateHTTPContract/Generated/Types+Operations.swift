@@ -29,18 +29,23 @@ package enum Operations {
             package struct Query: Sendable, Hashable {
                 /// - Remark: Generated from `#/paths/admin/v1/tokens/GET/query/service`.
                 package var service: Swift.String?
+                /// - Remark: Generated from `#/paths/admin/v1/tokens/GET/query/subject`.
+                package var subject: Swift.String?
                 /// - Remark: Generated from `#/paths/admin/v1/tokens/GET/query/all`.
                 package var all: Swift.Bool?
                 /// Creates a new `Query`.
                 ///
                 /// - Parameters:
                 ///   - service:
+                ///   - subject:
                 ///   - all:
                 package init(
                     service: Swift.String? = nil,
+                    subject: Swift.String? = nil,
                     all: Swift.Bool? = nil
                 ) {
                     self.service = service
+                    self.subject = subject
                     self.all = all
                 }
             }
@@ -273,6 +278,302 @@ package enum Operations {
             /// An error.
             ///
             /// - Remark: Generated from `#/paths//admin/v1/tokens/post(issueToken)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            package var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        @frozen package enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            package init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            package var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            package static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// Revoke every usable token exchanged for a subject; their sessions end on every instance.
+    ///
+    /// - Remark: HTTP `POST /admin/v1/tokens/revoke`.
+    /// - Remark: Generated from `#/paths//admin/v1/tokens/revoke/post(revokeSubject)`.
+    package enum RevokeSubject {
+        package static let id: Swift.String = "revokeSubject"
+        package struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/admin/v1/tokens/revoke/POST/header`.
+            package struct Headers: Sendable, Hashable {
+                package var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.RevokeSubject.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                package init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.RevokeSubject.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            package var headers: Operations.RevokeSubject.Input.Headers
+            /// - Remark: Generated from `#/paths/admin/v1/tokens/revoke/POST/requestBody`.
+            @frozen package enum Body: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/admin/v1/tokens/revoke/POST/requestBody/content/application\/json`.
+                case json(Components.Schemas.RevokeSubjectRequest)
+            }
+            package var body: Operations.RevokeSubject.Input.Body
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - headers:
+            ///   - body:
+            package init(
+                headers: Operations.RevokeSubject.Input.Headers = .init(),
+                body: Operations.RevokeSubject.Input.Body
+            ) {
+                self.headers = headers
+                self.body = body
+            }
+        }
+        @frozen package enum Output: Sendable, Hashable {
+            package struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/admin/v1/tokens/revoke/POST/responses/200/content`.
+                @frozen package enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/admin/v1/tokens/revoke/POST/responses/200/content/application\/json`.
+                    case json(Components.Schemas.TokenList)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    package var json: Components.Schemas.TokenList {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                package var body: Operations.RevokeSubject.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                package init(body: Operations.RevokeSubject.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The tokens revoked (none when the subject holds none).
+            ///
+            /// - Remark: Generated from `#/paths//admin/v1/tokens/revoke/post(revokeSubject)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.RevokeSubject.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            package var ok: Operations.RevokeSubject.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error.
+            ///
+            /// - Remark: Generated from `#/paths//admin/v1/tokens/revoke/post(revokeSubject)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            package var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        @frozen package enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            package init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            package var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            package static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// Exchange an identity token (a JWT from a trusted issuer) for a Rolegate token.
+    ///
+    /// RFC 8693 token exchange. The JWT is checked (signature with the issuer's published key, `iss`, `aud`, `exp`/`nbf`/`iat`, the trust's `max_age`) and matched against the policy's services (`identity:`), people and groups: exactly one must accept it. The token is bound to the JWT's subject; the subject's previous token keeps working for the service's grace. Every refusal is 401 with its own code (identity_malformed, algorithm_not_allowed, unknown_issuer, unknown_key, bad_signature, identity_expired, identity_not_yet_valid, identity_too_old, wrong_audience, missing_claim), 403 no_matching_rule or ambiguous_match, 409 refused (max_live_tokens), 503 issuer_unreachable.
+    ///
+    /// - Remark: HTTP `POST /v1/auth/exchange`.
+    /// - Remark: Generated from `#/paths//v1/auth/exchange/post(exchangeToken)`.
+    package enum ExchangeToken {
+        package static let id: Swift.String = "exchangeToken"
+        package struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/v1/auth/exchange/POST/header`.
+            package struct Headers: Sendable, Hashable {
+                package var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ExchangeToken.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                package init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ExchangeToken.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            package var headers: Operations.ExchangeToken.Input.Headers
+            /// - Remark: Generated from `#/paths/v1/auth/exchange/POST/requestBody`.
+            @frozen package enum Body: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/v1/auth/exchange/POST/requestBody/content/application\/x-www-form-urlencoded`.
+                case urlEncodedForm(Components.Schemas.ExchangeRequest)
+                /// - Remark: Generated from `#/paths/v1/auth/exchange/POST/requestBody/content/application\/json`.
+                case json(Components.Schemas.ExchangeRequest)
+            }
+            package var body: Operations.ExchangeToken.Input.Body
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - headers:
+            ///   - body:
+            package init(
+                headers: Operations.ExchangeToken.Input.Headers = .init(),
+                body: Operations.ExchangeToken.Input.Body
+            ) {
+                self.headers = headers
+                self.body = body
+            }
+        }
+        @frozen package enum Output: Sendable, Hashable {
+            package struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/v1/auth/exchange/POST/responses/200/content`.
+                @frozen package enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/v1/auth/exchange/POST/responses/200/content/application\/json`.
+                    case json(Components.Schemas.ExchangedToken)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    package var json: Components.Schemas.ExchangedToken {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                package var body: Operations.ExchangeToken.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                package init(body: Operations.ExchangeToken.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The Rolegate token.
+            ///
+            /// - Remark: Generated from `#/paths//v1/auth/exchange/post(exchangeToken)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.ExchangeToken.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            package var ok: Operations.ExchangeToken.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error.
+            ///
+            /// - Remark: Generated from `#/paths//v1/auth/exchange/post(exchangeToken)/responses/default`.
             ///
             /// HTTP response code: `default`.
             case `default`(statusCode: Swift.Int, Components.Responses.Problem)

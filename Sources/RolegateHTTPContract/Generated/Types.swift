@@ -30,6 +30,18 @@ package protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /admin/v1/tokens`.
     /// - Remark: Generated from `#/paths//admin/v1/tokens/post(issueToken)`.
     func issueToken(_ input: Operations.IssueToken.Input) async throws -> Operations.IssueToken.Output
+    /// Revoke every usable token exchanged for a subject; their sessions end on every instance.
+    ///
+    /// - Remark: HTTP `POST /admin/v1/tokens/revoke`.
+    /// - Remark: Generated from `#/paths//admin/v1/tokens/revoke/post(revokeSubject)`.
+    func revokeSubject(_ input: Operations.RevokeSubject.Input) async throws -> Operations.RevokeSubject.Output
+    /// Exchange an identity token (a JWT from a trusted issuer) for a Rolegate token.
+    ///
+    /// RFC 8693 token exchange. The JWT is checked (signature with the issuer's published key, `iss`, `aud`, `exp`/`nbf`/`iat`, the trust's `max_age`) and matched against the policy's services (`identity:`), people and groups: exactly one must accept it. The token is bound to the JWT's subject; the subject's previous token keeps working for the service's grace. Every refusal is 401 with its own code (identity_malformed, algorithm_not_allowed, unknown_issuer, unknown_key, bad_signature, identity_expired, identity_not_yet_valid, identity_too_old, wrong_audience, missing_claim), 403 no_matching_rule or ambiguous_match, 409 refused (max_live_tokens), 503 issuer_unreachable.
+    ///
+    /// - Remark: HTTP `POST /v1/auth/exchange`.
+    /// - Remark: Generated from `#/paths//v1/auth/exchange/post(exchangeToken)`.
+    func exchangeToken(_ input: Operations.ExchangeToken.Input) async throws -> Operations.ExchangeToken.Output
     /// Revoke a token; its live sessions end within a second, on every instance.
     ///
     /// An admin token cannot revoke itself here (409 `self_revocation`): the caller would lose the API in the middle of its work. Revoke it with another admin token, or with `rolegate token revoke` where the store is.
@@ -110,6 +122,34 @@ extension APIProtocol {
         body: Operations.IssueToken.Input.Body
     ) async throws -> Operations.IssueToken.Output {
         try await issueToken(Operations.IssueToken.Input(
+            headers: headers,
+            body: body
+        ))
+    }
+    /// Revoke every usable token exchanged for a subject; their sessions end on every instance.
+    ///
+    /// - Remark: HTTP `POST /admin/v1/tokens/revoke`.
+    /// - Remark: Generated from `#/paths//admin/v1/tokens/revoke/post(revokeSubject)`.
+    package func revokeSubject(
+        headers: Operations.RevokeSubject.Input.Headers = .init(),
+        body: Operations.RevokeSubject.Input.Body
+    ) async throws -> Operations.RevokeSubject.Output {
+        try await revokeSubject(Operations.RevokeSubject.Input(
+            headers: headers,
+            body: body
+        ))
+    }
+    /// Exchange an identity token (a JWT from a trusted issuer) for a Rolegate token.
+    ///
+    /// RFC 8693 token exchange. The JWT is checked (signature with the issuer's published key, `iss`, `aud`, `exp`/`nbf`/`iat`, the trust's `max_age`) and matched against the policy's services (`identity:`), people and groups: exactly one must accept it. The token is bound to the JWT's subject; the subject's previous token keeps working for the service's grace. Every refusal is 401 with its own code (identity_malformed, algorithm_not_allowed, unknown_issuer, unknown_key, bad_signature, identity_expired, identity_not_yet_valid, identity_too_old, wrong_audience, missing_claim), 403 no_matching_rule or ambiguous_match, 409 refused (max_live_tokens), 503 issuer_unreachable.
+    ///
+    /// - Remark: HTTP `POST /v1/auth/exchange`.
+    /// - Remark: Generated from `#/paths//v1/auth/exchange/post(exchangeToken)`.
+    package func exchangeToken(
+        headers: Operations.ExchangeToken.Input.Headers = .init(),
+        body: Operations.ExchangeToken.Input.Body
+    ) async throws -> Operations.ExchangeToken.Output {
+        try await exchangeToken(Operations.ExchangeToken.Input(
             headers: headers,
             body: body
         ))

@@ -143,6 +143,81 @@ final class SQLStore: Store {
         }
     }
 
+    func exchange(
+        to token: TokenRecord, graceUntil: Date, maxLive: Int, now: Date
+    ) async throws(StoreError) -> [TokenRecord] {
+        let notify = driver.dialect == .postgres
+        return try await run(transaction: true) { db in
+            if let digest = token.identityDigest,
+                let revoked = try await db.query(
+                    "SELECT revoked_at FROM rolegate_tokens WHERE identity_digest = $1 AND revoked_at IS NOT NULL LIMIT 1",
+                    [.text(digest)]
+                ).first?.first?.date
+            {
+                throw StoreError.identityRevoked(at: revoked)
+            }
+            let usable = try await Self.usableTokens(service: token.service, now: now, db)
+            let others = usable.filter { $0.subject != token.subject && $0.supersededBy == nil }
+            if others.count >= maxLive { throw StoreError.tooManyLiveTokens(limit: maxLive) }
+            var superseded: [TokenRecord] = []
+            for var old in usable where old.subject == token.subject {
+                old.expiresAt = old.supersededBy != nil ? now : min(old.expiresAt, graceUntil)
+                old.supersededBy = token.id
+                try await db.execute(
+                    "UPDATE rolegate_tokens SET expires_at = $1, superseded_by = $2 WHERE id = $3",
+                    [SQLValue(old.expiresAt), .text(token.id), .text(old.id)])
+                try await Self.appendChange(.rotated, token: old, at: now, db, notify: notify)
+                superseded.append(old)
+            }
+            try await Self.insert(token, db)
+            try await Self.appendChange(.issued, token: token, at: now, db, notify: notify)
+            return superseded
+        }
+    }
+
+    func revokeAll(
+        subject: String, service: String?, reason: String?, now: Date
+    ) async throws(StoreError)
+        -> [TokenRecord]
+    {
+        let notify = driver.dialect == .postgres
+        return try await run(transaction: true) { db in
+            var revoked: [TokenRecord] = []
+            let rows = try await db.query(
+                """
+                SELECT \(Self.columns) FROM rolegate_tokens
+                 WHERE subject = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY issued_at
+                """, [.text(subject), SQLValue(now)])
+            for var token in try rows.map(Self.record) where service == nil || token.service == service {
+                token.revokedAt = now
+                token.revokeReason = reason
+                try await db.execute(
+                    "UPDATE rolegate_tokens SET revoked_at = $1, revoke_reason = $2 WHERE id = $3",
+                    [SQLValue(now), SQLValue(reason), .text(token.id)])
+                try await Self.appendChange(.revoked, token: token, at: now, db, notify: notify)
+                revoked.append(token)
+            }
+            return revoked
+        }
+    }
+
+    func loginCandidates(service: String, now: Date) async throws(StoreError) -> [TokenRecord] {
+        let since = now.addingTimeInterval(-Self.candidateHistory)
+        return try await read { db in
+            try await db.query(
+                """
+                SELECT \(Self.columns) FROM rolegate_tokens WHERE service = $1 AND expires_at > $2
+                 ORDER BY issued_at DESC, id LIMIT $3
+                """, [.text(service), SQLValue(since), .int(Int64(Self.candidateLimit))]
+            ).map(Self.record)
+        }
+    }
+
+    /// How far back ``loginCandidates(service:now:)`` looks: a login with a token that expired
+    /// this recently is told so; an older one is only unknown.
+    static let candidateHistory: TimeInterval = 86_400
+    static let candidateLimit = 1000
+
     func token(id: String) async throws(StoreError) -> TokenRecord? {
         try await read { db in try await Self.fetch(id: id, db) }
     }
@@ -207,7 +282,8 @@ final class SQLStore: Store {
 
     static let columns = """
         id, service, role, issued_at, expires_at, revoked_at, revoke_reason, last_used_at, issuer, note, \
-        superseded_by, secret_sha256, scram_salt, scram_iterations, scram_stored_key, scram_server_key
+        superseded_by, secret_sha256, scram_salt, scram_iterations, scram_stored_key, scram_server_key, subject, \
+        grant_name, identity_digest
         """
 
     private static func insert(_ token: TokenRecord, _ db: any SQLExecutor) async throws {
@@ -215,14 +291,15 @@ final class SQLStore: Store {
         try await db.execute(
             """
             INSERT INTO rolegate_tokens (\(columns))
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
             """,
             [
                 .text(token.id), .text(token.service), .text(token.role), SQLValue(token.issuedAt),
                 SQLValue(token.expiresAt), SQLValue(token.revokedAt), SQLValue(token.revokeReason),
                 SQLValue(token.lastUsedAt), .text(token.issuer), SQLValue(token.note), SQLValue(token.supersededBy),
                 b64(token.secret.sha256), b64(token.secret.scram.salt), .int(Int64(token.secret.scram.iterations)),
-                b64(token.secret.scram.storedKey), b64(token.secret.scram.serverKey),
+                b64(token.secret.scram.storedKey), b64(token.secret.scram.serverKey), SQLValue(token.subject),
+                SQLValue(token.grant), SQLValue(token.identityDigest),
             ])
     }
 
@@ -257,14 +334,14 @@ final class SQLStore: Store {
             guard let text = value.text, let data = Data(base64Encoded: text) else { throw CorruptRow() }
             return Array(data)
         }
-        guard row.count == 16, let id = row[0].text, let service = row[1].text, let role = row[2].text,
+        guard row.count == 19, let id = row[0].text, let service = row[1].text, let role = row[2].text,
             let issued = row[3].date, let expires = row[4].date, let issuer = row[8].text,
             let iterations = row[13].int
         else { throw CorruptRow() }
         return TokenRecord(
             id: id, service: service, role: role, issuedAt: issued, expiresAt: expires, revokedAt: row[5].date,
             revokeReason: row[6].text, lastUsedAt: row[7].date, issuer: issuer, note: row[9].text,
-            supersededBy: row[10].text,
+            supersededBy: row[10].text, subject: row[16].text, grant: row[17].text, identityDigest: row[18].text,
             secret: TokenSecret(
                 sha256: try bytes(row[11]),
                 scram: SCRAMSHA256.Verifier(
@@ -305,7 +382,19 @@ final class SQLStore: Store {
 
 /// The store's schema, one entry per version. Never edit a shipped entry: add one.
 enum Migrations {
-    static let all: [@Sendable (SQLDialect) -> [String]] = [version1, version2, version3]
+    static let all: [@Sendable (SQLDialect) -> [String]] = [version1, version2, version3, version4]
+
+    /// Exchanged tokens: who they were exchanged for (the identity token's subject) and, for a
+    /// group's members, the group that granted them.
+    static func version4(_ dialect: SQLDialect) -> [String] {
+        [
+            "ALTER TABLE rolegate_tokens ADD COLUMN subject TEXT",
+            "ALTER TABLE rolegate_tokens ADD COLUMN grant_name TEXT",
+            "ALTER TABLE rolegate_tokens ADD COLUMN identity_digest TEXT",
+            "CREATE INDEX rolegate_tokens_by_subject ON rolegate_tokens (subject, expires_at)",
+            "CREATE INDEX rolegate_tokens_by_identity ON rolegate_tokens (identity_digest)",
+        ]
+    }
 
     /// Gateway instances sharing the store: their cancel tags and addresses.
     static func version3(_ dialect: SQLDialect) -> [String] {

@@ -15,6 +15,8 @@ public struct TokenJSON: Encodable, Sendable {
     public var superseded_by: String?
     public var issuer: String
     public var note: String?
+    public var subject: String?
+    public var grant: String?
 
     public init(_ record: TokenRecord, now: Date) {
         id = record.id
@@ -29,12 +31,14 @@ public struct TokenJSON: Encodable, Sendable {
         superseded_by = record.supersededBy
         issuer = record.issuer
         note = record.note
+        subject = record.subject
+        grant = record.grant
     }
 
     public func encode(to encoder: any Encoder) throws {
         enum Key: String, CodingKey {
             case id, service, role, state, issued_at, expires_at, revoked_at, revoke_reason, last_used_at,
-                superseded_by, issuer, note
+                superseded_by, issuer, note, subject, grant
         }
         var c = encoder.container(keyedBy: Key.self)
         try c.encode(id, forKey: .id)
@@ -50,5 +54,7 @@ public struct TokenJSON: Encodable, Sendable {
         try c.encode(superseded_by, forKey: .superseded_by)
         try c.encode(issuer, forKey: .issuer)
         try c.encode(note, forKey: .note)
+        try c.encode(subject, forKey: .subject)
+        try c.encode(grant, forKey: .grant)
     }
 }

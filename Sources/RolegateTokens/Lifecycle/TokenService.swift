@@ -24,6 +24,7 @@ public struct TokenService: Sendable {
     private func event(_ action: String, _ token: TokenRecord, at: Date, detail: [String: String] = [:]) -> AuditEvent {
         var detail = detail
         detail["by"] = issuer
+        if let subject = token.subject { detail["subject"] = subject }
         return AuditEvent(
             at: at, kind: .token, action: action, service: token.service, tokenID: token.id, role: token.role,
             detail: detail)
@@ -35,12 +36,14 @@ public struct TokenService: Sendable {
         case refused(String)
         /// No such token.
         case notFound(String)
+        /// The identity token was already exchanged for a token that was revoked since.
+        case identityRevoked(String)
         /// The store failed.
         case store(StoreError)
 
         public var description: String {
             switch self {
-            case .refused(let message), .notFound(let message): message
+            case .refused(let message), .notFound(let message), .identityRevoked(let message): message
             case .store(let error): error.description
             }
         }
@@ -101,6 +104,68 @@ public struct TokenService: Sendable {
         }
     }
 
+    /// Issues the token a verified identity is entitled to (``IdentityGrant``): bound to its
+    /// subject, one live token per subject (the subject's previous token keeps working for the
+    /// grace), at most `maxLive` subjects per login.
+    public func exchange(_ grant: IdentityGrant, now: Date = Date()) async throws(Failure) -> Issued {
+        let salt: [UInt8]
+        let iterations: Int
+        do {
+            salt = try await store.serviceSalt(grant.login, proposed: TokenFormat.randomSalt())
+            let live = try await store.loginCandidates(service: grant.login, now: now).filter { $0.isUsable(at: now) }
+            iterations = live.first?.secret.scram.iterations ?? grant.scramIterations
+        } catch {
+            throw .store(error)
+        }
+        let (id, token) = TokenFormat.generate()
+        let issuedAt = now.wholeMilliseconds
+        let record = TokenRecord(
+            id: id, service: grant.login, role: grant.role, issuedAt: issuedAt,
+            expiresAt: issuedAt.addingTimeInterval(grant.ttl.timeInterval).wholeMilliseconds, issuer: issuer,
+            note: "exchanged via \(grant.trust) (\(grant.source))", subject: grant.subject, grant: grant.grant,
+            identityDigest: grant.identityDigest, secret: TokenSecret(token: token, salt: salt, iterations: iterations))
+        let superseded: [TokenRecord]
+        do {
+            superseded = try await store.exchange(
+                to: record, graceUntil: issuedAt.addingTimeInterval(grant.grace.timeInterval), maxLive: grant.maxLive,
+                now: issuedAt)
+        } catch .identityRevoked(let at) {
+            throw .identityRevoked(StoreError.identityRevoked(at: at).description)
+        } catch .tooManyLiveTokens(let limit) {
+            throw .refused(
+                "\(grant.source) already has \(limit) subjects holding a live token (max_live_tokens); revoke some (rolegate token revoke --subject S) or raise the limit"
+            )
+        } catch {
+            throw .store(error)
+        }
+        var detail = ["expires_at": record.expiresAt.rfc3339, "trust": grant.trust, "granted_by": grant.source]
+        if let group = grant.grant { detail["grant"] = group }
+        await audit?(
+            superseded.map {
+                self.event(
+                    "rotated", $0, at: issuedAt,
+                    detail: ["superseded_by": record.id, "grace_until": $0.expiresAt.rfc3339])
+            } + [event("exchanged", record, at: issuedAt, detail: detail)])
+        return Issued(token: token, record: record, superseded: superseded)
+    }
+
+    /// Revokes every usable token exchanged for `subject` (of one service or person when given).
+    public func revokeAll(
+        subject: String, service: String?, reason: String?, now: Date = Date()
+    ) async throws(Failure)
+        -> [TokenRecord]
+    {
+        let revoked: [TokenRecord]
+        do {
+            revoked = try await store.revokeAll(
+                subject: subject, service: service, reason: reason, now: now.wholeMilliseconds)
+        } catch {
+            throw .store(error)
+        }
+        await audit?(revoked.map { event("revoked", $0, at: now, detail: ["reason": reason ?? ""]) })
+        return revoked
+    }
+
     public func revoke(id: String, reason: String?, now: Date = Date()) async throws(Failure) -> TokenRecord {
         let found: TokenRecord?
         do {
@@ -133,6 +198,11 @@ public struct TokenService: Sendable {
         guard let service = policy.service(named: name) else {
             let known = policy.services.map(\.name).joined(separator: ", ")
             throw .refused("service \(name) is not in the policy (services: \(known.isEmpty ? "none" : known))")
+        }
+        if let identity = service.identity {
+            throw .refused(
+                "service \(name) gets its tokens only by exchanging an identity token from trust \(identity.trust) (POST /v1/auth/exchange, rolegate token exchange); none is issued by hand"
+            )
         }
         let ttl = ttl ?? service.tokenTTL
         guard ttl > .zero else { throw .refused("--ttl must be longer than zero: every token expires") }

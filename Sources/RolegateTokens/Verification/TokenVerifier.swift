@@ -99,8 +99,11 @@ public final class TokenVerifier: Sendable {
 
         /// Admin services bind no role (their tokens never reach a database): bound to "".
         static func bindings(_ policy: Policy) -> [String: String] {
-            Dictionary(policy.services.map { ($0.name, $0.role) }, uniquingKeysWith: { first, _ in first })
+            policy.bindings
         }
+
+        /// Anyone may hold a token through a group: a login name not in the policy is looked up.
+        var groupsExist: Bool { !policy.groups.isEmpty }
     }
 
     public let store: any Store
@@ -230,7 +233,7 @@ public final class TokenVerifier: Sendable {
         let box = entry.box
         guard box.record.secret.matches(digest) else { return .failure(.unknown) }
         if entry.boundIn != s.policyGeneration {
-            guard s.bindings[box.record.service] == box.record.role else { return .failure(.serviceUnknown) }
+            guard s.bindings[box.record.bindingKey] == box.record.role else { return .failure(.serviceUnknown) }
             entry.boundIn = s.policyGeneration
         }
         if let failure = checkState(box.record, now: now) { return .failure(failure) }
@@ -264,14 +267,14 @@ public final class TokenVerifier: Sendable {
         let instant = clock.now
         guard await refreshIfStale(at: instant) else { return .failure(.unavailable) }
         let policy = state.withLock { $0.policy }
-        guard policy.service(named: service) != nil else { return .success(nil) }
+        guard policy.mayHoldTokens(service) else { return .success(nil) }
         if !fresh, let cached = state.withLock({ $0.byService[service] }) {
             return .success(cached.isEmpty ? nil : cached)
         }
         let generation = state.withLock { $0.lastSequence }
         let records: [TokenRecord]
         do {
-            records = try await store.tokens(service: service)
+            records = try await store.loginCandidates(service: service, now: Date())
         } catch {
             return .failure(.unavailable)
         }
@@ -289,7 +292,7 @@ public final class TokenVerifier: Sendable {
         let maxStaleness = self.maxStaleness
         return state.withLock { s -> Result<[TokenRecord]?, Failure>? in
             guard let last = s.lastRefresh, instant - last <= maxStaleness else { return nil }
-            guard s.bindings[service] != nil else { return .success(nil) }
+            guard s.bindings[service] != nil || s.groupsExist else { return .success(nil) }
             guard let cached = s.byService[service] else { return nil }
             return .success(cached.isEmpty ? nil : cached)
         }
@@ -366,7 +369,7 @@ public final class TokenVerifier: Sendable {
 
     /// The policy still binds the token's service to its role; not revoked; not expired.
     private static func check(_ record: TokenRecord, bindings: [String: String], now: Date) -> Failure? {
-        guard bindings[record.service] == record.role else { return .serviceUnknown }
+        guard bindings[record.bindingKey] == record.role else { return .serviceUnknown }
         return checkState(record, now: now)
     }
 

@@ -8,6 +8,7 @@ import RolegateAudit
 import RolegateCore
 import RolegateGateway
 import RolegateHTTP
+import RolegateIdentity
 import RolegateStore
 import RolegateTokens
 import ServiceLifecycle
@@ -333,6 +334,17 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         let grace = try parseDuration(shutdownGrace, flag: "--shutdown-grace") ?? file.shutdownGrace ?? .seconds(10)
+        // Identity tokens from the policy's trusted issuers: exchanged over HTTP, and accepted as
+        // the password where a cleartext password is asked for.
+        var identityExchange: IdentityExchange?
+        if !loaded.trusts.isEmpty {
+            let writer = auditWriter
+            let exchange = IdentityExchange(
+                verifier: IdentityVerifier(trusts: loaded.trusts), policy: loaded, store: store
+            ) { events in for event in events { writer?.record(event) } }
+            identityExchange = exchange
+            configuration.identityLogin = { jwt, user in await exchange.wireLogin(jwt: jwt, user: user, client: nil) }
+        }
         let server: GatewayServer
         let address: SocketAddress
         do {
@@ -366,7 +378,8 @@ struct ServeCommand: AsyncParsableCommand {
             }
             let api = HTTPAPI(
                 settings: settings, gateway: server, verifier: verifier, store: auditStore ?? store, policy: loaded,
-                masterKey: key, audit: auditWriter, logger: logger)
+                masterKey: key, audit: auditWriter, logger: logger,
+                identity: identityExchange)
             let scheme = httpTLS == nil ? "http" : "https"
             let serving = api.serve { port in Terminal.note("rolegate: HTTP API on \(scheme)://\(httpHost):\(port)") }
             do {

@@ -12,7 +12,7 @@ struct TokenCommand: AsyncParsableCommand {
             Exit codes: 0 ok; 1 error; 2 refused by the policy (unknown service, lifetime over \
             max_token_ttl or grace over max_grace, service already has a live token).
             """,
-        subcommands: [Issue.self, Rotate.self, Revoke.self, List.self, Show.self])
+        subcommands: [Issue.self, Rotate.self, Revoke.self, List.self, Show.self, Exchange.self])
 }
 
 /// `--store`, and opening the store with the policy it serves.
@@ -72,7 +72,7 @@ func exitFor(_ error: any Error) -> any Error {
     case .refused(let message):
         Terminal.error(message)
         return ExitCode(2)
-    case .notFound, .store:
+    case .notFound, .store, .identityRevoked:
         return CLIError(failure.description)
     }
 }
@@ -191,19 +191,26 @@ extension TokenCommand {
 
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke a token now (by id), or every live token of a service.")
+            abstract: "Revoke a token now (by id), every live token of a service, or of a subject.")
 
         @OptionGroup var policy: PolicyOptions
         @OptionGroup var storeOptions: StoreOptions
         @Argument(help: "The token id (as shown by token list).") var id: String?
-        @Option(help: "Revoke every live token of this service instead.") var service: String?
+        @Option(help: "Revoke every live token of this service instead (with --subject: only its tokens).")
+        var service: String?
+        @Option(help: "Revoke every live token exchanged for this subject (an identity token's sub).")
+        var subject: String?
         @Option(help: "Why (recorded with the revocation).") var reason: String?
         @Option(help: "Output format: text or json.") var format: OutputFormat = .text
 
         func validate() throws {
-            if (id == nil) == (service == nil) {
-                throw ValidationError("give either a token id or --service SERVICE")
+            if id != nil, service != nil || subject != nil {
+                throw ValidationError("give a token id, or --service SERVICE and/or --subject SUBJECT, not both")
             }
+            if id == nil, service == nil, subject == nil {
+                throw ValidationError("give a token id, --service SERVICE or --subject SUBJECT")
+            }
+            if subject?.isEmpty == true { throw ValidationError("--subject cannot be empty") }
         }
 
         func run() async throws {
@@ -213,6 +220,9 @@ extension TokenCommand {
                 do {
                     if let id {
                         revoked = [try await tokens.revoke(id: id, reason: reason, now: now)]
+                    } else if let subject {
+                        revoked = try await tokens.revokeAll(
+                            subject: subject, service: service, reason: reason, now: now)
                     } else {
                         revoked = try await tokens.revokeAll(service: service!, reason: reason, now: now)
                     }
@@ -222,11 +232,14 @@ extension TokenCommand {
                 switch format {
                 case .json: printJSON(revoked.map { TokenJSON($0, now: now) })
                 case .text:
-                    if revoked.isEmpty { print("Service \(service ?? "") has no live token; nothing revoked.") }
+                    if revoked.isEmpty {
+                        let whose = subject.map { "Subject \($0)" } ?? "Service \(service ?? "")"
+                        print("\(whose) has no live token; nothing revoked.")
+                    }
                     for record in revoked {
                         let when = record.revokedAt.map { $0.rfc3339 } ?? now.rfc3339
                         print(
-                            "Revoked token \(record.id) (service \(record.service)) at \(when)\(record.revokeReason.map { ": \($0)" } ?? ".")"
+                            "Revoked token \(record.id) (service \(record.service)\(record.subject.map { ", subject \($0)" } ?? "")) at \(when)\(record.revokeReason.map { ": \($0)" } ?? ".")"
                         )
                     }
                 }
@@ -241,6 +254,7 @@ extension TokenCommand {
         @OptionGroup var policy: PolicyOptions
         @OptionGroup var storeOptions: StoreOptions
         @Option(help: "Only this service's tokens.") var service: String?
+        @Option(help: "Only tokens exchanged for this subject.") var subject: String?
         @Flag(help: "Include expired and revoked tokens.") var all = false
         @Option(help: "Output format: text or json.") var format: OutputFormat = .text
 
@@ -249,7 +263,9 @@ extension TokenCommand {
                 let now = Date()
                 let records: [TokenRecord]
                 do {
-                    records = try await tokens.store.tokens(service: service).filter { all || $0.isUsable(at: now) }
+                    records = try await tokens.store.tokens(service: service).filter {
+                        (all || $0.isUsable(at: now)) && (subject == nil || $0.subject == subject)
+                    }
                 } catch {
                     throw CLIError("\(error)")
                 }
@@ -258,13 +274,17 @@ extension TokenCommand {
                 case .text:
                     let rows = records.map {
                         [
-                            $0.id, $0.service, $0.role, $0.state(at: now).rawValue, $0.issuedAt.rfc3339,
-                            $0.expiresAt.rfc3339, $0.lastUsedAt?.rfc3339 ?? "-", $0.revokeReason ?? $0.note ?? "",
+                            $0.id, $0.service, $0.role, $0.state(at: now).rawValue, $0.subject ?? "-",
+                            $0.issuedAt.rfc3339, $0.expiresAt.rfc3339, $0.lastUsedAt?.rfc3339 ?? "-",
+                            $0.revokeReason ?? $0.note ?? "",
                         ]
                     }
                     print(
                         table(
-                            ["ID", "SERVICE", "ROLE", "STATE", "ISSUED", "EXPIRES", "LAST USED", "NOTE/REASON"], rows))
+                            [
+                                "ID", "SERVICE", "ROLE", "STATE", "SUBJECT", "ISSUED", "EXPIRES", "LAST USED",
+                                "NOTE/REASON",
+                            ], rows))
                 }
             }
         }
@@ -296,6 +316,7 @@ extension TokenCommand {
                         ("issued_at", json.issued_at), ("expires_at", json.expires_at), ("revoked_at", json.revoked_at),
                         ("revoke_reason", json.revoke_reason), ("last_used_at", json.last_used_at),
                         ("superseded_by", json.superseded_by), ("issuer", json.issuer), ("note", json.note),
+                        ("subject", json.subject), ("grant", json.grant),
                     ]
                     for (key, value) in fields {
                         print("\(key.padding(toLength: 14, withPad: " ", startingAt: 0)) \(value ?? "-")")

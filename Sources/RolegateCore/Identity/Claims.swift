@@ -80,7 +80,7 @@ public struct ClaimRule: Sendable, Equatable {
     }
 
     /// `*` matches any run of characters (including none); every other character itself.
-    static func glob(_ pattern: String, matches text: String) -> Bool {
+    public static func glob(_ pattern: String, matches text: String) -> Bool {
         let parts = pattern.split(separator: "*", omittingEmptySubsequences: false)
         guard parts.count > 1 else { return pattern == text }
         var rest = Substring(text)

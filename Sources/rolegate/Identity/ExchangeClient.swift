@@ -1,0 +1,72 @@
+import Foundation
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// Calls a gateway's `POST /v1/auth/exchange` (RFC 8693, form-encoded): what `rolegate token
+/// exchange` and `rolegate login` do with an identity token. Never prints the tokens it carries.
+struct ExchangeClient {
+    /// The gateway's HTTP API, e.g. `http://127.0.0.1:8080`.
+    var api: URL
+
+    /// The answer: the Rolegate token and what it is bound to.
+    struct Exchanged: Codable {
+        var access_token: String
+        var token_id: String
+        var service: String
+        var role: String
+        var subject: String
+        var grant: String?
+        var expires_at: String
+        var expires_in: Int
+    }
+
+    /// `--api`, else `$ROLEGATE_API`, else the local default.
+    static func apiURL(_ explicit: String?) throws -> URL {
+        let text = explicit ?? ProcessInfo.processInfo.environment["ROLEGATE_API"] ?? "http://127.0.0.1:8080"
+        guard let url = URL(string: text), let scheme = url.scheme, ["http", "https"].contains(scheme.lowercased()),
+            url.host != nil
+        else { throw CLIError("--api '\(text)' is not an http(s) URL (e.g. https://rolegate.example.com)") }
+        return url
+    }
+
+    func exchange(jwt: String, type: String = "urn:ietf:params:oauth:token-type:jwt") async throws -> Exchanged {
+        var request = URLRequest(url: api.appendingPathComponent("v1/auth/exchange"), timeoutInterval: 30)
+        request.httpMethod = "POST"
+        request.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
+        request.setValue("application/json", forHTTPHeaderField: "Accept")
+        request.httpBody = Data(
+            Self.form([
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": jwt,
+                "subject_token_type": type,
+            ]).utf8)
+        let (data, response): (Data, URLResponse)
+        do {
+            (data, response) = try await URLSession.shared.data(for: request)
+        } catch {
+            throw CLIError("cannot reach the gateway at \(api): \(error.localizedDescription)")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard status == 200 else {
+            let problem = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            let code = problem?["code"] as? String ?? "http_\(status)"
+            let detail = problem?["detail"] as? String ?? String(decoding: data.prefix(300), as: UTF8.self)
+            throw CLIError("the exchange was refused (\(status) \(code)): \(detail)")
+        }
+        do {
+            return try JSONDecoder().decode(Exchanged.self, from: data)
+        } catch {
+            throw CLIError("the gateway's answer is not a token exchange response: \(error)")
+        }
+    }
+
+    /// `application/x-www-form-urlencoded`, RFC 6749 appendix B.
+    static func form(_ fields: [String: String]) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return fields.sorted { $0.key < $1.key }.map {
+            "\($0.key)=\($0.value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
+        }.joined(separator: "&")
+    }
+}
