@@ -3,6 +3,7 @@
 # gateway with, then runs `swift test` (arguments are passed on, e.g. ./test.sh --filter Gateway):
 #   - PostgreSQL's server binaries, psql and pgbench        (Debian: postgresql, postgresql-client)
 #   - the PostgreSQL JDBC driver for the JDBC client test    (Debian: libpostgresql-jdbc-java)
+#   - headless Chromium and its driver for the browser tests  (Debian: chromium, chromium-driver)
 #   - the Python clients in Tests/requirements.txt           (PyPI, into .build/test-venv)
 # Debian packages are installed only when running as root with apt-get; otherwise the script
 # stops and names the command that installs them. Nothing goes into the system Python.
@@ -38,6 +39,11 @@ command -v pgbench >/dev/null 2>&1 || apt_install "pgbench" postgresql-contrib
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
     # PostgreSQL refuses to run as root: the tests run the server as 'postgres'.
     apt_install "the 'postgres' user (the server cannot run as root)" postgresql
+fi
+
+# What a person sees is tested in a real browser (people's logins through their provider).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    apt_install "chromium and chromedriver (for the browser tests)" "chromium chromium-driver"
 fi
 
 if [ "${ROLEGATE_SKIP_JDBC:-}" != 1 ]; then

@@ -41,6 +41,8 @@ public final class HTTPAPI: Sendable {
         public var idleTimeout: Duration = .seconds(60)
         /// HTTPS with this context (`http_tls_cert`/`http_tls_key`); plain HTTP when nil.
         public var tls: NIOSSLContext?
+        /// host:port where clients reach the wire gateway (told to `rolegate login`).
+        public var wireAddress: String?
 
         public init() {}
     }

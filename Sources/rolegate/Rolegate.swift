@@ -15,7 +15,8 @@ struct Rolegate: AsyncParsableCommand {
         version: RolegateVersion.current,
         subcommands: [
             InitCommand.self, ValidateCommand.self, PlanCommand.self, ApplyCommand.self, TokenCommand.self,
-            ServeCommand.self, AuditCommand.self, DemoCommand.self,
+            ServeCommand.self, AuditCommand.self, DemoCommand.self, LoginCommand.self, EnvCommand.self,
+            PsqlCommand.self,
         ]
     )
 

@@ -29,10 +29,15 @@ import Testing
             grants:
               - on: TABLE public.notes
                 privileges: [SELECT, INSERT]
+          reader:
+            grants:
+              - on: TABLE public.notes
+                privileges: [SELECT]
         trust:
           github:
             issuer: http://127.0.0.1:\(provider)
             audiences: [\(audience)]
+            client_id: rolegate-cli
             max_age: 10m
           elsewhere:
             issuer: http://127.0.0.1:\(unreachable)
@@ -45,6 +50,8 @@ import Testing
               claims: {repository: acme/billing, ref: refs/heads/main}
             scram_iterations: 16
             grace: 2m
+        people:
+          carol@example.com: {role: reader, trust: github}
         gateway:
           tls_cert: \(keys)/gateway.crt
           tls_key: \(keys)/gateway.key
@@ -300,6 +307,42 @@ import Testing
         #expect(ended.status != 0, "the session of a revoked subject kept running")
         // The other subject's token is untouched.
         #expect(try await gw.psql("deploy-bot", "SELECT 1", token: other.json["access_token"] as? String).status == 0)
+    }
+    @Test func aPersonWithoutABrowserLogsInWithADeviceCode() async throws {
+        let setup = try await Setup()
+        defer { withExtendedLifetime(setup) {} }
+        let gw = setup.gw
+        let home = setup.keys + "/home"
+        var environment = gw.environment
+        environment["XDG_CONFIG_HOME"] = home
+        let api = "http://127.0.0.1:\(setup.httpPort)"
+        let login = try Subprocess.launch(
+            RolegateBinary.path, ["login", "--api", api, "--device"], environment: environment,
+            output: setup.keys + "/device-login.log")
+        var userCode: String?
+        for _ in 0..<100 where userCode == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            userCode = login.output.range(of: "enter the code ").map {
+                String(login.output[$0.upperBound...].prefix { !$0.isWhitespace })
+            }
+        }
+        let code = try #require(userCode, "no user code was shown: \(login.output)")
+        #expect(login.output.contains("/activate and enter the code \(code)"), "\(login.output)")
+        // Still waiting: the person has not approved yet (the CLI polls, authorization_pending).
+        try await Task.sleep(for: .seconds(2))
+        #expect(!login.output.contains("Logged in"))
+        let approved = try await setup.call(
+            "http://127.0.0.1:\(setup.providerPort)/control/approve", method: "POST",
+            body: try JSONSerialization.data(withJSONObject: [
+                "user_code": code, "claims": ["sub": "carol-3", "email": "carol@example.com", "email_verified": true],
+            ]))
+        #expect(approved.status == 200)
+        #expect(login.stop(signal: 0) == 0, "\(login.output)")
+        #expect(login.output.contains("Logged in as carol@example.com (role reader)"), "\(login.output)")
+        let psql = try await Subprocess.runDetached(
+            RolegateBinary.path, ["psql", "--api", api, "--", "-X", "-A", "-t", "-c", "SELECT current_user"],
+            environment: environment)
+        #expect(psql.status == 0 && psql.stdout.contains("reader"), "\(psql.stdout)\(psql.stderr)")
     }
 }
 

@@ -40,8 +40,8 @@ import Testing
         let documented = try Self.documentedFlags()
         let commands = [
             "init", "validate", "plan", "apply", "token issue", "token rotate", "token revoke", "token list",
-            "token show",
-            "serve", "audit list", "audit verify", "demo",
+            "token show", "token exchange",
+            "serve", "audit list", "audit verify", "demo", "login", "env", "psql",
         ]
         #expect(Set(documented.keys) == Set(commands), "docs/cli.md commands: \(documented.keys.sorted())")
         for command in commands {

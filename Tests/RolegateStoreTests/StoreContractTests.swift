@@ -183,11 +183,11 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
     func migratesAndReopens(backend: Backend) async throws {
         let location = try backend.freshLocation()
         let store = try await location.open()
-        #expect(try await store.schemaVersion() == 3)
+        #expect(try await store.schemaVersion() == 4)
         let issued = try await service(store).issue(service: "dash", ttl: nil, note: "first")
         await store.close()
         let again = try await location.open()
-        #expect(try await again.schemaVersion() == 3)
+        #expect(try await again.schemaVersion() == 4)
         #expect(try await again.token(id: issued.record.id) == issued.record)
         await again.close()
     }
@@ -256,8 +256,8 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
         let issued = try await service(store).issue(service: "dash", ttl: nil, note: nil)
         await store.close()
         try backend.tamper(location, "UPDATE rolegate_meta SET value = '99' WHERE key = 'schema_version';")
-        await #expect(throws: StoreError.tooNew(found: 99, supported: 3)) { _ = try await location.open() }
-        try backend.tamper(location, "UPDATE rolegate_meta SET value = '3' WHERE key = 'schema_version';")
+        await #expect(throws: StoreError.tooNew(found: 99, supported: 4)) { _ = try await location.open() }
+        try backend.tamper(location, "UPDATE rolegate_meta SET value = '4' WHERE key = 'schema_version';")
         let reopened = try await location.open()
         #expect(try await reopened.token(id: issued.record.id) == issued.record)
         await reopened.close()

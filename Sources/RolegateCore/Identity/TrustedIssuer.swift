@@ -29,6 +29,10 @@ public struct TrustedIssuer: Sendable, Equatable {
     /// The OAuth client people log in with (`rolegate login`): authorization code with PKCE, or
     /// the device authorization grant. Nil: the issuer serves workloads only.
     public var clientID: String?
+    /// For a provider that insists on a secret from installed apps (Google's "Desktop" clients):
+    /// handed to every `rolegate login`, so it is public by nature (RFC 8252 §8.5); PKCE is
+    /// what protects the login.
+    public var clientSecret: String?
     public var location: SourceLocation?
 
     public static let defaultLeeway: Duration = .seconds(60)

@@ -5,7 +5,8 @@ import Foundation
 /// file: every problem names its file, line, column and key.
 enum IdentityPolicyLoader {
     static let trustKeys: Set<String> = [
-        "issuer", "jwks_url", "jwks_file", "audiences", "max_age", "leeway", "client_id", "description",
+        "issuer", "jwks_url", "jwks_file", "audiences", "max_age", "leeway", "client_id", "client_secret",
+        "description",
     ]
     static let identityKeys: Set<String> = ["trust", "claims"]
     static let personKeys: Set<String> = ["role", "trust", "description"]
@@ -78,10 +79,15 @@ enum IdentityPolicyLoader {
                 }
             }
             _ = f["description"]?.string(what: "a description")
-            result.append(
-                TrustedIssuer(
-                    name: name, issuer: issuer, keys: keys, audiences: audiences, maxAge: maxAge, leeway: leeway,
-                    clientID: clientID, location: spec.location))
+            let clientSecret = f["client_secret"]?.string(what: "the installed-app client secret")
+            if clientSecret != nil, clientID == nil {
+                f["client_secret"]?.fail("client_secret goes with a client_id")
+            }
+            var trust = TrustedIssuer(
+                name: name, issuer: issuer, keys: keys, audiences: audiences, maxAge: maxAge, leeway: leeway,
+                clientID: clientID, location: spec.location)
+            trust.clientSecret = clientSecret
+            result.append(trust)
         }
         let issuers = Dictionary(grouping: result, by: \.issuer)
         for (issuer, trusts) in issuers where trusts.count > 1 {

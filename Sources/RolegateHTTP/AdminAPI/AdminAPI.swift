@@ -54,7 +54,7 @@ struct ContractAuthentication: ServerMiddleware {
 
     static let publicOperations: Set<String> = [
         Operations.Health.id, Operations.Readiness.id, Operations.Metrics.id, Operations.OpenAPIDocument.id,
-        Operations.ExchangeToken.id,
+        Operations.ExchangeToken.id, Operations.IdentityProviders.id,
     ]
     static let peerOperations: Set<String> = [Operations.ListSessions.id, Operations.EndSession.id]
 

@@ -46,7 +46,20 @@ extension ContractHandlers {
                         issuedTokenType: .urn_colon_ietf_colon_params_colon_oauth_colon_tokenType_colon_accessToken,
                         tokenType: .bearer, expiresIn: max(0, Int(record.expiresAt.timeIntervalSinceNow.rounded())),
                         tokenId: record.id, service: record.service, role: record.role, subject: record.subject ?? "",
-                        grant: record.grant, expiresAt: record.expiresAt))))
+                        grant: record.grant, database: api.policy.role(named: record.role)?.database,
+                        expiresAt: record.expiresAt))))
+    }
+
+    func identityProviders(
+        _ input: Operations.IdentityProviders.Input
+    ) async throws -> Operations.IdentityProviders.Output {
+        let providers = api.policy.trusts.compactMap { trust in
+            trust.clientID.map {
+                Components.Schemas.IdentityProviders.ProvidersPayloadPayload(
+                    name: trust.name, issuer: trust.issuer, clientId: $0, clientSecret: trust.clientSecret)
+            }
+        }
+        return .ok(.init(body: .json(.init(providers: providers, wireAddress: api.settings.wireAddress ?? ""))))
     }
 
     /// Each refusal's status: the identity token is wrong or spent (401), the policy accepts no

@@ -497,6 +497,10 @@ extension Components {
             package var subject: Swift.String
             /// - Remark: Generated from `#/components/schemas/ExchangedToken/grant`.
             package var grant: Swift.String?
+            /// The database of the token's role (what `rolegate psql` connects to).
+            ///
+            /// - Remark: Generated from `#/components/schemas/ExchangedToken/database`.
+            package var database: Swift.String?
             /// - Remark: Generated from `#/components/schemas/ExchangedToken/expires_at`.
             package var expiresAt: Foundation.Date
             /// Creates a new `ExchangedToken`.
@@ -511,6 +515,7 @@ extension Components {
             ///   - role:
             ///   - subject:
             ///   - grant:
+            ///   - database: The database of the token's role (what `rolegate psql` connects to).
             ///   - expiresAt:
             package init(
                 accessToken: Swift.String,
@@ -522,6 +527,7 @@ extension Components {
                 role: Swift.String,
                 subject: Swift.String,
                 grant: Swift.String? = nil,
+                database: Swift.String? = nil,
                 expiresAt: Foundation.Date
             ) {
                 self.accessToken = accessToken
@@ -533,6 +539,7 @@ extension Components {
                 self.role = role
                 self.subject = subject
                 self.grant = grant
+                self.database = database
                 self.expiresAt = expiresAt
             }
             package enum CodingKeys: String, CodingKey {
@@ -545,7 +552,76 @@ extension Components {
                 case role
                 case subject
                 case grant
+                case database
                 case expiresAt = "expires_at"
+            }
+        }
+        /// Where people log in (`rolegate login`) and where the gateway is reached.
+        ///
+        /// - Remark: Generated from `#/components/schemas/IdentityProviders`.
+        package struct IdentityProviders: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/IdentityProviders/ProvidersPayload`.
+            package struct ProvidersPayloadPayload: Codable, Hashable, Sendable {
+                /// The policy's trust: name.
+                ///
+                /// - Remark: Generated from `#/components/schemas/IdentityProviders/ProvidersPayload/name`.
+                package var name: Swift.String
+                /// - Remark: Generated from `#/components/schemas/IdentityProviders/ProvidersPayload/issuer`.
+                package var issuer: Swift.String
+                /// - Remark: Generated from `#/components/schemas/IdentityProviders/ProvidersPayload/client_id`.
+                package var clientId: Swift.String
+                /// Only for providers that want one from installed apps; public by nature (RFC 8252 section 8.5).
+                ///
+                /// - Remark: Generated from `#/components/schemas/IdentityProviders/ProvidersPayload/client_secret`.
+                package var clientSecret: Swift.String?
+                /// Creates a new `ProvidersPayloadPayload`.
+                ///
+                /// - Parameters:
+                ///   - name: The policy's trust: name.
+                ///   - issuer:
+                ///   - clientId:
+                ///   - clientSecret: Only for providers that want one from installed apps; public by nature (RFC 8252 section 8.5).
+                package init(
+                    name: Swift.String,
+                    issuer: Swift.String,
+                    clientId: Swift.String,
+                    clientSecret: Swift.String? = nil
+                ) {
+                    self.name = name
+                    self.issuer = issuer
+                    self.clientId = clientId
+                    self.clientSecret = clientSecret
+                }
+                package enum CodingKeys: String, CodingKey {
+                    case name
+                    case issuer
+                    case clientId = "client_id"
+                    case clientSecret = "client_secret"
+                }
+            }
+            /// - Remark: Generated from `#/components/schemas/IdentityProviders/providers`.
+            package typealias ProvidersPayload = [Components.Schemas.IdentityProviders.ProvidersPayloadPayload]
+            /// - Remark: Generated from `#/components/schemas/IdentityProviders/providers`.
+            package var providers: Components.Schemas.IdentityProviders.ProvidersPayload
+            /// host:port of the PostgreSQL wire gateway.
+            ///
+            /// - Remark: Generated from `#/components/schemas/IdentityProviders/wire_address`.
+            package var wireAddress: Swift.String
+            /// Creates a new `IdentityProviders`.
+            ///
+            /// - Parameters:
+            ///   - providers:
+            ///   - wireAddress: host:port of the PostgreSQL wire gateway.
+            package init(
+                providers: Components.Schemas.IdentityProviders.ProvidersPayload,
+                wireAddress: Swift.String
+            ) {
+                self.providers = providers
+                self.wireAddress = wireAddress
+            }
+            package enum CodingKeys: String, CodingKey {
+                case providers
+                case wireAddress = "wire_address"
             }
         }
         /// - Remark: Generated from `#/components/schemas/RevokeSubjectRequest`.

@@ -42,6 +42,11 @@ package protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /v1/auth/exchange`.
     /// - Remark: Generated from `#/paths//v1/auth/exchange/post(exchangeToken)`.
     func exchangeToken(_ input: Operations.ExchangeToken.Input) async throws -> Operations.ExchangeToken.Output
+    /// The trusted issuers people log in through (those with a client_id), and the wire address.
+    ///
+    /// - Remark: HTTP `GET /v1/auth/providers`.
+    /// - Remark: Generated from `#/paths//v1/auth/providers/get(identityProviders)`.
+    func identityProviders(_ input: Operations.IdentityProviders.Input) async throws -> Operations.IdentityProviders.Output
     /// Revoke a token; its live sessions end within a second, on every instance.
     ///
     /// An admin token cannot revoke itself here (409 `self_revocation`): the caller would lose the API in the middle of its work. Revoke it with another admin token, or with `rolegate token revoke` where the store is.
@@ -153,6 +158,13 @@ extension APIProtocol {
             headers: headers,
             body: body
         ))
+    }
+    /// The trusted issuers people log in through (those with a client_id), and the wire address.
+    ///
+    /// - Remark: HTTP `GET /v1/auth/providers`.
+    /// - Remark: Generated from `#/paths//v1/auth/providers/get(identityProviders)`.
+    package func identityProviders(headers: Operations.IdentityProviders.Input.Headers = .init()) async throws -> Operations.IdentityProviders.Output {
+        try await identityProviders(Operations.IdentityProviders.Input(headers: headers))
     }
     /// Revoke a token; its live sessions end within a second, on every instance.
     ///

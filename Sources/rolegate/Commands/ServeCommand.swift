@@ -372,6 +372,7 @@ struct ServeCommand: AsyncParsableCommand {
             if let timeout = file.httpBodyTimeout { settings.bodyTimeout = timeout }
             if let timeout = file.httpIdleTimeout { settings.idleTimeout = timeout }
             settings.tls = httpTLS
+            settings.wireAddress = advertised
             let json = logFormat == "json"
             let logger = Logger(label: "rolegate.http") { label in
                 LogLineHandler(label: label, format: json ? .json : .text)

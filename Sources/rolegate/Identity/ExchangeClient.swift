@@ -18,6 +18,7 @@ struct ExchangeClient {
         var role: String
         var subject: String
         var grant: String?
+        var database: String?
         var expires_at: String
         var expires_in: Int
     }
@@ -29,6 +30,36 @@ struct ExchangeClient {
             url.host != nil
         else { throw CLIError("--api '\(text)' is not an http(s) URL (e.g. https://rolegate.example.com)") }
         return url
+    }
+
+    /// `GET /v1/auth/providers`: where people log in, and the wire address.
+    struct Providers: Codable {
+        struct Provider: Codable {
+            var name: String
+            var issuer: String
+            var client_id: String
+            var client_secret: String?
+        }
+        var providers: [Provider]
+        var wire_address: String
+    }
+
+    func providers() async throws -> Providers {
+        let url = api.appendingPathComponent("v1/auth/providers")
+        let (data, response): (Data, URLResponse)
+        do {
+            (data, response) = try await URLSession.shared.data(from: url)
+        } catch {
+            throw CLIError("cannot reach the gateway at \(api): \(error.localizedDescription)")
+        }
+        guard (response as? HTTPURLResponse)?.statusCode == 200,
+            let providers = try? JSONDecoder().decode(Providers.self, from: data)
+        else {
+            throw CLIError(
+                "\(url) did not list identity providers (\((response as? HTTPURLResponse)?.statusCode ?? 0)); is it a Rolegate gateway?"
+            )
+        }
+        return providers
     }
 
     func exchange(jwt: String, type: String = "urn:ietf:params:oauth:token-type:jwt") async throws -> Exchanged {
