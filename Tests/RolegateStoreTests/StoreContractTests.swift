@@ -261,13 +261,16 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
         let reopened = try await location.open()
         #expect(try await reopened.token(id: issued.record.id) == issued.record)
         await reopened.close()
-        // A version 1 store (before the audit log) is migrated on open, its tokens kept.
+        // A version 1 store (before the audit log and exchanged tokens) is migrated on open, its tokens kept.
         try backend.tamper(
             location,
-            "DROP TABLE rolegate_instances; DROP TABLE rolegate_audit; DROP TABLE rolegate_audit_chains; UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';"
+            "DROP INDEX rolegate_tokens_by_subject; DROP INDEX rolegate_tokens_by_identity; "
+                + "ALTER TABLE rolegate_tokens DROP COLUMN subject; ALTER TABLE rolegate_tokens DROP COLUMN grant_name; "
+                + "ALTER TABLE rolegate_tokens DROP COLUMN identity_digest; "
+                + "DROP TABLE rolegate_instances; DROP TABLE rolegate_audit; DROP TABLE rolegate_audit_chains; UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';"
         )
         let upgraded = try await location.open()
-        #expect(try await upgraded.schemaVersion() == 3)
+        #expect(try await upgraded.schemaVersion() == 4)
         #expect(try await upgraded.token(id: issued.record.id) == issued.record)
         #expect(try await upgraded.appendAudit([AuditEvent(kind: .auth, action: "allowed")], instance: "x").count == 1)
         #expect(try await upgraded.instances().isEmpty)

@@ -279,7 +279,11 @@ public final class TokenVerifier: Sendable {
             return .failure(.unavailable)
         }
         state.withLock { s in
-            if s.lastSequence == generation { s.byService[service] = records }
+            // A name outside the policy (a group's member, or anything a client typed) is kept
+            // only when it holds tokens: made-up names must not grow the cache.
+            if s.lastSequence == generation, !records.isEmpty || s.bindings[service] != nil {
+                s.byService[service] = records
+            }
         }
         return .success(records.isEmpty ? nil : records)
     }

@@ -19,7 +19,8 @@ struct LoginCommand: AsyncParsableCommand {
     var trust: String?
     @Flag(help: "Use the device authorization grant (a code to enter on another device) instead of a browser here.")
     var device = false
-    @Flag(help: "Print the login URL instead of opening a browser.") var noBrowser = false
+    @Flag(inversion: .prefixedNo, help: "Open a browser on the login page (--no-browser: only print its URL).")
+    var browser = true
     @Option(help: "How long to wait for the login to finish, e.g. 5m.") var timeout: String = "5m"
 
     func run() async throws {
@@ -70,7 +71,7 @@ struct LoginCommand: AsyncParsableCommand {
                 endpoints, timeout: wait,
                 show: { url in
                     Terminal.note("To log in, open this page in your browser:\n\n    \(url.absoluteString)\n")
-                    if !noBrowser { Self.openBrowser(url) }
+                    if browser { Self.openBrowser(url) }
                 }, finish: finish)
         }
         Terminal.note("\(message) Connect with: rolegate psql")
