@@ -114,6 +114,7 @@ public final class HTTPAPI: Sendable {
         router.add(middleware: BodyMiddleware(api: self))
         // POST /v1/query and /v1/batch never reach the router: see DataRequestHandler. Every
         // other route is generated from the contract (AdminAPI.swift).
+        addMCPRoutes(to: router)
         do {
             try addContractRoutes(to: router)
         } catch {

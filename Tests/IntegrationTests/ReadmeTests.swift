@@ -41,7 +41,7 @@ import Testing
         let commands = [
             "init", "validate", "plan", "apply", "token issue", "token rotate", "token revoke", "token list",
             "token show", "token exchange",
-            "serve", "audit list", "audit verify", "demo", "login", "env", "psql",
+            "serve", "audit list", "audit verify", "demo", "login", "env", "psql", "mcp",
         ]
         #expect(Set(documented.keys) == Set(commands), "docs/cli.md commands: \(documented.keys.sorted())")
         for command in commands {

@@ -148,3 +148,42 @@ import Testing
             "did you mean 'trust'")
     }
 }
+
+/// `mcp:` on a service: off by default, `true`, or limits (which turn it on).
+@Suite struct MCPPolicyTests {
+    static func policy(_ service: String, gateway: String = "") -> String {
+        """
+        version: 1
+        databases: {app: {url: "postgres://admin@127.0.0.1/app"}}
+        roles: {reader: {}}
+        services:
+          agent: \(service)
+          ops: {admin: true}
+        \(gateway)
+        """
+    }
+
+    @Test func offByDefaultOnWithTrueOrLimits() throws {
+        #expect(try load(Self.policy("{role: reader}")).service(named: "agent")?.mcp == nil)
+        #expect(try load(Self.policy("{role: reader, mcp: false}")).service(named: "agent")?.mcp == nil)
+        #expect(try load(Self.policy("{role: reader, mcp: true}")).service(named: "agent")?.mcp == MCPSettings())
+        let limited = try load(
+            Self.policy("{role: reader, mcp: {max_rows: 50, statement_timeout: 5s, explain_analyze: true}}"))
+        let settings = try #require(limited.service(named: "agent")?.mcp)
+        #expect(settings.maxRows == 50 && settings.statementTimeout == .seconds(5) && settings.explainAnalyze)
+    }
+
+    @Test func mistakesAreNamed() {
+        let typo = issues(Self.policy("{role: reader, mcp: {max_row: 50}}"))
+        #expect(typo.count == 1 && typo[0].message.contains("did you mean 'max_rows'"), "\(typo)")
+        let zero = issues(Self.policy("{role: reader, mcp: {max_rows: 0}}"))
+        #expect(zero.count == 1 && zero[0].message.contains("max_rows must be between 1 and 100000"), "\(zero)")
+        let admin = issues(
+            Self.policy("{role: reader}").replacingOccurrences(
+                of: "ops: {admin: true}", with: "ops: {admin: true, mcp: true}"))
+        #expect(admin.count == 1 && admin[0].message.contains("MCP is for data services"), "\(admin)")
+        let origin = issues(
+            Self.policy("{role: reader, mcp: true}", gateway: "gateway: {mcp_allowed_origins: [agents.example.com]}"))
+        #expect(origin.count == 1 && origin[0].message.contains("is not an origin"), "\(origin)")
+    }
+}

@@ -45,6 +45,9 @@ public struct GatewaySettings: Sendable, Equatable {
     public var httpIdleTimeout: Duration?
     /// What happens to open sessions while the token store cannot be read.
     public var storeOutagePolicy: StoreOutagePolicy?
+    /// Browser origins allowed to call `/mcp` (`https://agent.example.com`). A request with an
+    /// `Origin` header not listed is refused (DNS rebinding); agents that send none are unaffected.
+    public var mcpAllowedOrigins: [String] = []
 
     public enum StoreOutagePolicy: String, Sendable, CaseIterable {
         /// Refuse new logins once the token cache is past its staleness bound; open sessions go on (default).
@@ -63,6 +66,6 @@ public struct GatewaySettings: Sendable, Equatable {
         "tag_application_name", "shutdown_grace",
         "auth_failure_limit",
         "auth_failure_window", "auth_failure_delay", "http_body_timeout", "http_idle_timeout",
-        "store_outage_policy",
+        "store_outage_policy", "mcp_allowed_origins",
     ]
 }

@@ -230,6 +230,8 @@ public struct ServiceSpec: Sendable {
     public var identity: IdentityRule?
     /// With `identity:`, how many subjects may hold a live token at once.
     public var maxLiveTokens: Int
+    /// `mcp:`: AI agents may use the service's token on `/mcp` (nil: off, the default).
+    public var mcp: MCPSettings?
     public var description: String?
     public var location: SourceLocation?
 
@@ -244,11 +246,13 @@ public struct ServiceSpec: Sendable {
         scramIterations: Int = ServiceSpec.defaultSCRAMIterations,
         identity: IdentityRule? = nil,
         maxLiveTokens: Int = ServiceSpec.defaultMaxLiveTokens,
+        mcp: MCPSettings? = nil,
         description: String? = nil,
         location: SourceLocation? = nil
     ) {
         self.identity = identity
         self.maxLiveTokens = maxLiveTokens
+        self.mcp = mcp
         self.grace = grace
         self.maxGrace = maxGrace
         self.scramIterations = scramIterations
@@ -275,4 +279,19 @@ public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(file):\(line):\(column)" }
+}
+
+/// `services.<name>.mcp`: how the service's token is served to AI agents over MCP. The role's
+/// privileges are the guardrail; these bound what one tool call may cost.
+public struct MCPSettings: Sendable, Equatable {
+    static let keys: Set<String> = ["max_rows", "statement_timeout", "explain_analyze"]
+
+    /// Rows a `query` returns at most (the agent may ask for fewer).
+    public var maxRows = 500
+    /// Each tool call's statement timeout (the role's own, when shorter, still applies).
+    public var statementTimeout: Duration = .seconds(30)
+    /// `explain` may run `EXPLAIN ANALYZE` (which executes the statement).
+    public var explainAnalyze = false
+
+    public init() {}
 }

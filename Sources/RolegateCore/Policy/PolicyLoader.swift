@@ -100,7 +100,7 @@ public enum PolicyLoader {
     static let grantKeys: Set<String> = ["on", "privileges", "columns", "future"]
     static let serviceKeys: Set<String> = [
         "role", "admin", "token_ttl", "max_token_ttl", "grace", "max_grace", "scram_iterations", "description",
-        "identity", "max_live_tokens",
+        "identity", "max_live_tokens", "mcp",
     ]
 
     private static func build(_ root: YAMLValue, file: String) -> Policy? {
@@ -272,6 +272,18 @@ public enum PolicyLoader {
         settings.authFailureDelay = duration("auth_failure_delay")
         settings.httpBodyTimeout = duration("http_body_timeout")
         settings.httpIdleTimeout = duration("http_idle_timeout")
+        if let field = f["mcp_allowed_origins"], let origins = field.stringList(what: "origins") {
+            for origin in origins {
+                let url = URL(string: origin)
+                let scheme = url?.scheme?.lowercased()
+                if url?.host == nil || (scheme != "https" && scheme != "http") || url?.path.isEmpty == false
+                    || url?.query != nil
+                {
+                    field.fail("'\(origin)' is not an origin (scheme://host[:port], e.g. https://agent.example.com)")
+                }
+            }
+            settings.mcpAllowedOrigins = origins
+        }
         if let field = f["store_outage_policy"], let text = field.string(what: "refuse_logins or end_sessions") {
             settings.storeOutagePolicy = GatewaySettings.StoreOutagePolicy(rawValue: text)
             if settings.storeOutagePolicy == nil {
@@ -533,6 +545,36 @@ public enum PolicyLoader {
         return GrantSpec(target: target, privileges: unique, columns: columns, future: future, location: value.location)
     }
 
+    /// `mcp: true`, or `mcp: {max_rows: N, statement_timeout: D, explain_analyze: BOOL}`
+    /// (which also turns it on); `mcp: false` or absent: off.
+    private static func buildMCP(_ value: YAMLValue) -> MCPSettings? {
+        if case .scalar = value.node {
+            guard let on = value.bool(what: "mcp (true, false, or a mapping of limits)") else { return nil }
+            return on ? MCPSettings() : nil
+        }
+        guard let fields = value.mapping(allowed: MCPSettings.keys, what: "the service's MCP settings") else {
+            return nil
+        }
+        let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+        var settings = MCPSettings()
+        if let field = f["max_rows"], let rows = field.int(what: "max_rows") {
+            if rows < 1 || rows > 100_000 {
+                field.fail("max_rows must be between 1 and 100000")
+            } else {
+                settings.maxRows = rows
+            }
+        }
+        if let field = f["statement_timeout"], let timeout = field.duration(what: "a duration") {
+            if timeout <= .zero {
+                field.fail("statement_timeout must be longer than zero")
+            } else {
+                settings.statementTimeout = timeout
+            }
+        }
+        if let flag = f["explain_analyze"]?.bool(what: "explain_analyze") { settings.explainAnalyze = flag }
+        return settings
+    }
+
     private static func buildServices(
         _ value: YAMLValue, roles: [RoleSpec], roleNames: [String], trustNames: [String]
     ) -> [ServiceSpec] {
@@ -549,6 +591,7 @@ public enum PolicyLoader {
             if spec.report.issues.count > before { continue }
             let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
             let identity = f["identity"].flatMap { IdentityPolicyLoader.buildIdentity($0, trustNames: trustNames) }
+            let mcp = f["mcp"].flatMap(buildMCP)
             let maxLiveTokens = IdentityPolicyLoader.maxLiveTokens(f, hasIdentity: f["identity"] != nil)
             let admin = f["admin"]?.bool(what: "admin") ?? false
             if admin {
@@ -570,6 +613,7 @@ public enum PolicyLoader {
                         maxGrace: f["max_grace"]?.duration(what: "a duration") ?? ServiceSpec.defaultMaxGrace,
                         identity: identity, maxLiveTokens: maxLiveTokens,
                         description: f["description"]?.string(what: "a description"), location: spec.location))
+                if mcp != nil { f["mcp"]?.fail("an admin service reaches no database: MCP is for data services") }
                 continue
             }
             guard let roleValue = f["role"] else {
@@ -622,7 +666,7 @@ public enum PolicyLoader {
             result.append(
                 ServiceSpec(
                     name: name, role: roleName, tokenTTL: ttl, maxTokenTTL: maxTTL, grace: grace, maxGrace: maxGrace,
-                    scramIterations: iterations, identity: identity, maxLiveTokens: maxLiveTokens,
+                    scramIterations: iterations, identity: identity, maxLiveTokens: maxLiveTokens, mcp: mcp,
                     description: description, location: spec.location))
         }
         return result

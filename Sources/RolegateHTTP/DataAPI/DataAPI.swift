@@ -224,10 +224,11 @@ extension HTTPAPI {
         return try? DurationText.parse(normalized)
     }
 
-    /// One audit event per statement (channel `http`; the request id is the session).
+    /// One audit event per statement (`detail` says the channel, `http` unless given; the
+    /// request id is the session).
     func auditStatements(
         _ statements: [QueryStatement], record: TokenRecord, database: String, requestID: String,
-        started: ContinuousClock.Instant,
+        started: ContinuousClock.Instant, detail base: [String: String] = ["channel": "http"],
         outcome: (Int) -> (action: String, sqlState: String?, result: StatementResult?)
     ) {
         let micros = Int64((ContinuousClock.now - started).timeInterval * 1_000_000)
@@ -236,7 +237,7 @@ extension HTTPAPI {
             let (action, state, result) = outcome(index)
             counters.statements.add()
             if action == "error" { counters.errors.add() }
-            var detail = ["channel": "http"]
+            var detail = base
             if let subject = record.subject { detail["subject"] = subject }
             if let command = result?.command { detail["command"] = command }
             if result?.truncated == true { detail["truncated"] = "yes" }
