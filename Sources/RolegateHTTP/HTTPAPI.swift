@@ -171,7 +171,7 @@ public final class HTTPAPI: Sendable {
     /// The bearer token's record, or the 401/403/503 problem (a wrong token's answer waits
     /// out the failed-login throttle).
     func authenticate(
-        authorization: String?, admin: Bool, requestID: String, clientAddress: String?
+        authorization: String?, admin: Bool, anyKind: Bool = false, requestID: String, clientAddress: String?
     ) async -> Result<TokenRecord, Problem> {
         guard let token = Self.bearerToken(authorization) else { return .failure(Self.missingToken) }
         let result: Verification
@@ -180,7 +180,7 @@ public final class HTTPAPI: Sendable {
         } else {
             result = await verifier.verify(token)
         }
-        let outcome = checked(result, admin: admin)
+        let outcome = checked(result, admin: admin, anyKind: anyKind)
         guard case .failure(let problem) = outcome else { return outcome }
         recordRefusal(problem, requestID: requestID, clientAddress: clientAddress)
         // A wrong token counts against the client's address; past the limit, the answer waits.
@@ -217,11 +217,13 @@ public final class HTTPAPI: Sendable {
     }
 
     /// A verification's answer as the API gives it: the record, or the 401/403/503 problem.
-    /// Data and admin tokens stay apart (`admin`: the route needs an admin token).
-    func checked(_ result: Verification, admin: Bool) -> Result<TokenRecord, Problem> {
+    /// Data and admin tokens stay apart (`admin`: the route needs an admin token), unless
+    /// `anyKind` (access requests: people, services and admins standing for people alike).
+    func checked(_ result: Verification, admin: Bool, anyKind: Bool = false) -> Result<TokenRecord, Problem> {
         switch result {
         case .success(let verified):
             let isAdmin = policy.service(named: verified.service)?.admin == true
+            if anyKind { return .success(verified.record) }
             if admin, !isAdmin {
                 return .failure(
                     Problem(

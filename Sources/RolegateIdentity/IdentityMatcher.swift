@@ -59,7 +59,11 @@ public enum IdentityMatcher {
             }
         }
         matches += personal
-        if matches.count == 1 { return matches[0] }
+        if matches.count == 1 {
+            var grant = matches[0]
+            grant.groups = identity.claims["groups"]?.strings ?? []
+            return grant
+        }
         if matches.isEmpty {
             if policy.people.contains(where: { $0.trust == identity.trust }) {
                 reasons.append(

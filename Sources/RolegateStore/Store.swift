@@ -56,6 +56,50 @@ public protocol Store: Sendable {
 
     func token(id: String) async throws(StoreError) -> TokenRecord?
 
+    // MARK: Access requests
+
+    func insertAccessRequest(_ request: AccessRequest) async throws(StoreError)
+
+    /// The request with its decisions.
+    func accessRequest(id: String) async throws(StoreError) -> AccessRequest?
+
+    /// Requests newest first, of these states when given.
+    func accessRequests(states: [AccessRequest.State]?, limit: Int) async throws(StoreError) -> [AccessRequest]
+
+    /// Records an approver's answer in one transaction: refused (``StoreError/accessConflict(_:)``)
+    /// unless the request is pending (and not past its pending time) and the approver has not
+    /// answered yet. A denial denies; the `minApprovals`-th distinct approval approves, granted
+    /// from `now` for the request's duration. Returns the request as it is now.
+    func decideAccess(
+        id: String, decision: AccessRequest.Decision, minApprovals: Int, now: Date
+    ) async throws(StoreError) -> AccessRequest
+
+    /// Records the token picked up for an approved request; false when one was already picked up.
+    func attachAccessToken(id: String, tokenID: String) async throws(StoreError) -> Bool
+
+    /// Moves a request from `from` (any open state when nil) to a final `state`; nil when it was
+    /// not in such a state (another instance got there first, or it was already final).
+    func endAccessRequest(
+        id: String, from: [AccessRequest.State]?, to state: AccessRequest.State, reason: String?, now: Date
+    ) async throws(StoreError) -> AccessRequest?
+
+    // MARK: Webhook deliveries
+
+    func enqueueWebhookDeliveries(_ deliveries: [WebhookDelivery]) async throws(StoreError)
+
+    /// Pending deliveries due at `now`, each claimed for `claimFor` (another instance leaves it
+    /// alone meanwhile).
+    func claimDueWebhookDeliveries(
+        now: Date, claimFor: Duration, limit: Int
+    ) async throws(StoreError)
+        -> [WebhookDelivery]
+
+    /// The outcome of an attempt: delivered, retried at `nextAttemptAt`, or failed for good.
+    func recordWebhookAttempt(_ delivery: WebhookDelivery) async throws(StoreError)
+
+    /// Deliveries newest first.
+    func webhookDeliveries(limit: Int) async throws(StoreError) -> [WebhookDelivery]
+
     /// Tokens, newest first; of one service when given.
     func tokens(service: String?) async throws(StoreError) -> [TokenRecord]
 
@@ -209,6 +253,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case tooManyLiveTokens(limit: Int)
     /// A token exchanged for this identity token was revoked (when): it cannot be exchanged again.
     case identityRevoked(at: Date)
+    /// An access request cannot take this decision (why).
+    case accessConflict(String)
     /// A query failed.
     case failed(String)
 
@@ -218,6 +264,7 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         case .tooNew(let found, let supported):
             "the store is at schema version \(found), newer than this Rolegate supports (\(supported)); upgrade Rolegate before using this store (nothing was changed)"
         case .serviceHasLiveToken(let id): "the service already has a live token (\(id))"
+        case .accessConflict(let message): message
         case .identityRevoked(let at):
             "a token exchanged for this identity token was revoked at \(at.rfc3339); it cannot be exchanged again (get a new identity token)"
         case .tooManyLiveTokens(let limit):

@@ -16,7 +16,7 @@ struct Rolegate: AsyncParsableCommand {
         subcommands: [
             InitCommand.self, ValidateCommand.self, PlanCommand.self, ApplyCommand.self, TokenCommand.self,
             ServeCommand.self, AuditCommand.self, DemoCommand.self, LoginCommand.self, EnvCommand.self,
-            PsqlCommand.self, MCPCommand.self,
+            PsqlCommand.self, MCPCommand.self, AccessCommand.self,
         ]
     )
 

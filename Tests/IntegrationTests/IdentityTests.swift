@@ -69,7 +69,9 @@ import Testing
         let httpPort: Int
         let keys: String
 
-        init() async throws {
+        /// `policy` writes the gateway's policy from the provider's port, an unreachable port and
+        /// the TLS folder (the workload policy above by default).
+        init(policy: ((_ provider: Int, _ unreachable: Int, _ keys: String) -> String)? = nil) async throws {
             try requirePythonModule("jwt")
             keys = NSTemporaryDirectory() + "rolegate-identity-" + UUID().uuidString
             try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
@@ -85,8 +87,11 @@ import Testing
             }
             httpPort = try PostgresCluster.freePort()
             unreachablePort = try PostgresCluster.freePort()
+            let text =
+                policy?(providerPort, unreachablePort, keys)
+                ?? IdentityTests.policy(provider: providerPort, unreachable: unreachablePort, keys: keys)
             gw = try await GatewayFixture(
-                policy: IdentityTests.policy(provider: providerPort, unreachable: unreachablePort, keys: keys),
+                policy: text,
                 serveArguments: ["--http", "127.0.0.1:\(httpPort)"])
             for _ in 0..<100 where !gw.server.output.contains("HTTP API on") {
                 try await Task.sleep(for: .milliseconds(50))
@@ -99,13 +104,13 @@ import Testing
         }
 
         func call(
-            _ url: String, method: String = "GET", body: Data? = nil, type: String = "application/json"
-        )
-            async throws -> (status: Int, json: [String: Any])
-        {
+            _ url: String, method: String = "GET", body: Data? = nil, type: String = "application/json",
+            bearer: String? = nil
+        ) async throws -> (status: Int, json: [String: Any]) {
             var request = URLRequest(url: URL(string: url)!)
             request.httpMethod = method
             request.httpBody = body
+            if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
             if body != nil { request.setValue(type, forHTTPHeaderField: "Content-Type") }
             let (data, response) = try await URLSession.shared.data(for: request)
             let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
@@ -148,6 +153,19 @@ import Testing
             return try await call(
                 "http://127.0.0.1:\(httpPort)/v1/auth/exchange", method: "POST", body: Data(form.utf8),
                 type: "application/x-www-form-urlencoded")
+        }
+
+        /// A person's Rolegate token: an ID token for `client_id` rolegate-cli, exchanged.
+        func personToken(_ subject: String, email: String, groups: [String]) async throws -> String {
+            let now = Int(Date().timeIntervalSince1970)
+            let idToken = try await sign(
+                [
+                    "iss": "http://127.0.0.1:\(providerPort)", "aud": "rolegate-cli", "sub": subject, "email": email,
+                    "email_verified": true, "groups": groups, "iat": now, "exp": now + 600,
+                ], kid: "people", alg: "ES256")
+            let (status, answer) = try await exchange(idToken)
+            #expect(status == 200, "\(answer)")
+            return try #require(answer["access_token"] as? String)
         }
 
         func jwksFetches() async throws -> Int {

@@ -12,6 +12,8 @@ public struct AuditEvent: Sendable, Equatable {
         case auth, session, statement, token, policy
         /// Written by retention pruning: records the hash at the cut.
         case checkpoint
+        /// An access request's transitions: requested, approved, denied, expired, revoked, finished, used.
+        case access
     }
 
     /// The store's row id: a global order for `--follow`; not part of the hash.

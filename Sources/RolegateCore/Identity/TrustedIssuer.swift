@@ -142,6 +142,8 @@ public struct IdentityGrant: Sendable, Equatable {
     /// Names the identity token itself (SHA-256 of its issuer and `jti`, else of the whole
     /// token): once a token exchanged for it is revoked, it cannot be exchanged again.
     public var identityDigest: String?
+    /// The groups the identity token listed (its `groups` claim): who it is for access requests.
+    public var groups: [String] = []
 
     public init(
         login: String, role: String, subject: String, trust: String, grant: String? = nil, source: String,

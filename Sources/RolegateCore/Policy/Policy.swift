@@ -24,6 +24,10 @@ public struct Policy: Sendable {
     public var people: [PersonSpec] = []
     /// `groups:`: the role of everyone in a group of a trusted issuer.
     public var groups: [GroupSpec] = []
+    /// `access:`: more privilege for a bounded time, after approval.
+    public var access: [AccessSpec] = []
+    /// `webhooks:`: where access request events are delivered, signed.
+    public var webhooks: [WebhookSpec] = []
 
     public init(
         version: Int = Policy.currentVersion,
@@ -67,6 +71,10 @@ public struct Policy: Sendable {
         people.first { $0.name == name }
     }
 
+    public func access(named name: String) -> AccessSpec? {
+        access.first { $0.name == name }
+    }
+
     /// What a token is bound to, by its binding key (``TokenRecord/bindingKey``): a service or a
     /// person by name, a group's members by `group:<name>`. A token is accepted only while its
     /// key is here with the token's role: a service, person or group that leaves the policy, or
@@ -75,13 +83,14 @@ public struct Policy: Sendable {
         var bindings = Dictionary(services.map { ($0.name, $0.role) }, uniquingKeysWith: { first, _ in first })
         for person in people where bindings[person.name] == nil { bindings[person.name] = person.role }
         for group in groups { bindings[group.grant] = group.role }
+        for grant in access { bindings[grant.grant] = grant.role }
         return bindings
     }
 
     /// Whether `user` may hold tokens at all: a service or a person of the policy, or, when
     /// groups exist, anyone (a group's members are not listed in the policy).
     public func mayHoldTokens(_ user: String) -> Bool {
-        service(named: user) != nil || person(named: user) != nil || !groups.isEmpty
+        service(named: user) != nil || person(named: user) != nil || !groups.isEmpty || !access.isEmpty
     }
 }
 

@@ -91,7 +91,7 @@ public enum PolicyLoader {
 
     static let topKeys: Set<String> = [
         "version", "databases", "roles", "services", "master_key_file", "store", "gateway", "audit", "trust",
-        "people", "groups",
+        "people", "groups", "access", "webhooks",
     ]
     static let databaseKeys: Set<String> = ["url", "future_owners", "description", "upstream_auth"]
     static let roleKeys: Set<String> = [
@@ -166,6 +166,11 @@ public enum PolicyLoader {
         policy.trusts = trusts
         policy.people = people
         policy.groups = groups
+        policy.access =
+            entries["access"].map {
+                AccessPolicyLoader.buildAccess($0, roleNames: roleNames, services: services, roles: roles)
+            } ?? []
+        policy.webhooks = entries["webhooks"].map(AccessPolicyLoader.buildWebhooks) ?? []
         return policy
     }
 

@@ -26,6 +26,10 @@ public struct TokenRecord: Sendable, Equatable {
     /// The identity token it was exchanged for (``IdentityGrant/identityDigest``), so that a
     /// revoked exchange cannot be replayed with the same identity token.
     public var identityDigest: String?
+    /// The groups the identity token listed (for access requests' `group:` requesters and approvers).
+    public var groups: [String] = []
+    /// The access request that granted it (elevated tokens only): every statement under it carries the id.
+    public var accessRequest: String?
     public var secret: TokenSecret
 
     public init(

@@ -30,10 +30,16 @@ package struct SessionAudit {
         var database: String?
         /// Who an exchanged token was exchanged for (recorded on each of the session's events).
         var subject: String?
+        /// The access request an elevated token was granted by (recorded on each event, too).
+        var accessRequest: String?
 
-        package init(service: String, tokenID: String, role: String, database: String?, subject: String? = nil) {
+        package init(
+            service: String, tokenID: String, role: String, database: String?, subject: String? = nil,
+            accessRequest: String? = nil
+        ) {
             (self.service, self.tokenID, self.role, self.database) = (service, tokenID, role, database)
             self.subject = subject
+            self.accessRequest = accessRequest
         }
     }
 
@@ -82,6 +88,7 @@ extension ClientSessionHandler {
         var detail = ["tls": (machine?.encrypted ?? false) ? "yes" : "no"]
         if let method = machine?.login?.method { detail["method"] = method == .scram ? "scram-sha-256" : "password" }
         if let subject = machine?.provenToken?.subject { detail["subject"] = subject }
+        if let request = machine?.provenToken?.accessRequest { detail["access_request"] = request }
         return detail
     }
 
@@ -133,7 +140,7 @@ extension ClientSessionHandler {
         audit.backendPID = upstream?.processID ?? 0
         audit.who = SessionAudit.Identity(
             service: login.service, tokenID: token.id, role: token.role, database: login.database.name,
-            subject: token.subject)
+            subject: token.subject, accessRequest: token.accessRequest)
         if shared.configuration.auditStatements {
             audit.tracker = StatementTracker(captureParameters: shared.configuration.auditParameters)
             upstream?.observesStatements = true
@@ -141,6 +148,7 @@ extension ClientSessionHandler {
         let client = clientAddress(context)
         var startDetail = ["backend_pid": String(audit.backendPID), "tls": machine.encrypted ? "yes" : "no"]
         if let subject = token.subject { startDetail["subject"] = subject }
+        if let request = token.accessRequest { startDetail["access_request"] = request }
         writer.record(
             AuditEvent(
                 kind: .auth, action: "allowed", service: login.service, tokenID: token.id, role: token.role,
@@ -165,6 +173,7 @@ extension ClientSessionHandler {
             "backend_pid": String(audit.backendPID),
         ]
         if let subject = token.subject { detail["subject"] = subject }
+        if let request = token.accessRequest { detail["access_request"] = request }
         writer.record(
             AuditEvent(
                 kind: .session, action: "end", service: token.service, tokenID: token.id, role: token.role,
@@ -216,6 +225,7 @@ extension SessionAudit {
     ) -> AuditEvent {
         var detail = cache.detail(command: statement.command, prepared: statement.preparedName)
         if let subject = who.subject { detail["subject"] = subject }
+        if let request = who.accessRequest { detail["access_request"] = request }
         if let function = statement.function {
             detail["command"] = "FUNCTION CALL"
             detail["function_oid"] = String(function.oid)

@@ -57,6 +57,11 @@ struct ContractAuthentication: ServerMiddleware {
         Operations.ExchangeToken.id, Operations.IdentityProviders.id,
     ]
     static let peerOperations: Set<String> = [Operations.ListSessions.id, Operations.EndSession.id]
+    /// Taken with any token, data or admin: who may do what is the policy's `access:` rules.
+    static let anyTokenOperations: Set<String> = [
+        Operations.ListAccessRequests.id, Operations.RequestAccess.id, Operations.ShowAccessRequest.id,
+        Operations.ApproveAccess.id, Operations.DenyAccess.id, Operations.RevokeAccess.id, Operations.AccessToken.id,
+    ]
 
     func intercept(
         _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
@@ -83,7 +88,8 @@ struct ContractAuthentication: ServerMiddleware {
             caller = Caller(admin: nil, actor: "\(peer.actor) via \(peer.instance)")
         } else {
             switch await api.authenticate(
-                authorization: request.headerFields[.authorization], admin: true, requestID: scope.requestID,
+                authorization: request.headerFields[.authorization], admin: true,
+                anyKind: Self.anyTokenOperations.contains(operationID), requestID: scope.requestID,
                 clientAddress: scope.clientAddress)
             {
             case .failure(let problem): throw problem

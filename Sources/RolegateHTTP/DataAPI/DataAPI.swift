@@ -239,6 +239,7 @@ extension HTTPAPI {
             if action == "error" { counters.errors.add() }
             var detail = base
             if let subject = record.subject { detail["subject"] = subject }
+            if let request = record.accessRequest { detail["access_request"] = request }
             if let command = result?.command { detail["command"] = command }
             if result?.truncated == true { detail["truncated"] = "yes" }
             audit?.record(

@@ -37,7 +37,7 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Problem/detail`.
             package var detail: Swift.String
-            /// Stable: token_invalid, token_expired, token_revoked, not_admin, admin_token, permission_denied, bad_request, body_too_large, body_timeout, timeout, upstream_unavailable, upstream_busy, audit_unavailable, constraint_violation, transaction_conflict, database_unknown, store_unavailable, refused, self_revocation, token_unknown, session_unknown, peer_signature_invalid, not_found, method_not_allowed, not_acceptable, internal, identity_malformed, algorithm_not_allowed, unknown_issuer, unknown_key, bad_signature, issuer_unreachable, identity_expired, identity_not_yet_valid, identity_too_old, wrong_audience, missing_claim, no_matching_rule, ambiguous_match, exchange_disabled
+            /// Stable: token_invalid, token_expired, token_revoked, not_admin, admin_token, permission_denied, bad_request, body_too_large, body_timeout, timeout, upstream_unavailable, upstream_busy, audit_unavailable, constraint_violation, transaction_conflict, database_unknown, store_unavailable, refused, self_revocation, token_unknown, session_unknown, peer_signature_invalid, not_found, method_not_allowed, not_acceptable, internal, identity_malformed, algorithm_not_allowed, unknown_issuer, unknown_key, bad_signature, issuer_unreachable, identity_expired, identity_not_yet_valid, identity_too_old, wrong_audience, missing_claim, no_matching_rule, ambiguous_match, exchange_disabled, identity_revoked, mcp_disabled, origin_not_allowed, not_a_requester, not_an_approver, self_approval, already_decided, not_requester, not_allowed, access_unknown, access_conflict
             ///
             /// - Remark: Generated from `#/components/schemas/Problem/code`.
             package var code: Swift.String
@@ -70,7 +70,7 @@ extension Components {
             ///   - title: The code's summary (the same for every occurrence).
             ///   - status:
             ///   - detail: What went wrong this time.
-            ///   - code: Stable: token_invalid, token_expired, token_revoked, not_admin, admin_token, permission_denied, bad_request, body_too_large, body_timeout, timeout, upstream_unavailable, upstream_busy, audit_unavailable, constraint_violation, transaction_conflict, database_unknown, store_unavailable, refused, self_revocation, token_unknown, session_unknown, peer_signature_invalid, not_found, method_not_allowed, not_acceptable, internal, identity_malformed, algorithm_not_allowed, unknown_issuer, unknown_key, bad_signature, issuer_unreachable, identity_expired, identity_not_yet_valid, identity_too_old, wrong_audience, missing_claim, no_matching_rule, ambiguous_match, exchange_disabled
+            ///   - code: Stable: token_invalid, token_expired, token_revoked, not_admin, admin_token, permission_denied, bad_request, body_too_large, body_timeout, timeout, upstream_unavailable, upstream_busy, audit_unavailable, constraint_violation, transaction_conflict, database_unknown, store_unavailable, refused, self_revocation, token_unknown, session_unknown, peer_signature_invalid, not_found, method_not_allowed, not_acceptable, internal, identity_malformed, algorithm_not_allowed, unknown_issuer, unknown_key, bad_signature, issuer_unreachable, identity_expired, identity_not_yet_valid, identity_too_old, wrong_audience, missing_claim, no_matching_rule, ambiguous_match, exchange_disabled, identity_revoked, mcp_disabled, origin_not_allowed, not_a_requester, not_an_approver, self_approval, already_decided, not_requester, not_allowed, access_unknown, access_conflict
             ///   - message: The same as `detail` (kept for clients of API version 1).
             ///   - requestId:
             ///   - sqlstate: PostgreSQL's SQLSTATE when PostgreSQL refused the statement
@@ -675,6 +675,309 @@ extension Components {
                 ])
             }
         }
+        /// - Remark: Generated from `#/components/schemas/AccessDecisionRecord`.
+        package struct AccessDecisionRecord: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/AccessDecisionRecord/approver`.
+            package var approver: Swift.String
+            /// - Remark: Generated from `#/components/schemas/AccessDecisionRecord/approve`.
+            package var approve: Swift.Bool
+            /// - Remark: Generated from `#/components/schemas/AccessDecisionRecord/comment`.
+            package var comment: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/AccessDecisionRecord/at`.
+            package var at: Foundation.Date
+            /// Creates a new `AccessDecisionRecord`.
+            ///
+            /// - Parameters:
+            ///   - approver:
+            ///   - approve:
+            ///   - comment:
+            ///   - at:
+            package init(
+                approver: Swift.String,
+                approve: Swift.Bool,
+                comment: Swift.String? = nil,
+                at: Foundation.Date
+            ) {
+                self.approver = approver
+                self.approve = approve
+                self.comment = comment
+                self.at = at
+            }
+            package enum CodingKeys: String, CodingKey {
+                case approver
+                case approve
+                case comment
+                case at
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/AccessRequest`.
+        package struct AccessRequest: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/id`.
+            package var id: Swift.String
+            /// The requestable grant (`access:` entry).
+            ///
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/access`.
+            package var access: Swift.String
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/role`.
+            package var role: Swift.String
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/requester`.
+            package var requester: Swift.String
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/reason`.
+            package var reason: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/duration_seconds`.
+            package var durationSeconds: Swift.Int
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/state`.
+            @frozen package enum StatePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case pending = "pending"
+                case approved = "approved"
+                case denied = "denied"
+                case expired = "expired"
+                case revoked = "revoked"
+                case finished = "finished"
+            }
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/state`.
+            package var state: Components.Schemas.AccessRequest.StatePayload
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/break_glass`.
+            package var breakGlass: Swift.Bool
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/created_at`.
+            package var createdAt: Foundation.Date
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/pending_until`.
+            package var pendingUntil: Foundation.Date
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/decided_at`.
+            package var decidedAt: Foundation.Date?
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/granted_until`.
+            package var grantedUntil: Foundation.Date?
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/token_id`.
+            package var tokenId: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/ended_at`.
+            package var endedAt: Foundation.Date?
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/end_reason`.
+            package var endReason: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/AccessRequest/decisions`.
+            package var decisions: [Components.Schemas.AccessDecisionRecord]
+            /// Creates a new `AccessRequest`.
+            ///
+            /// - Parameters:
+            ///   - id:
+            ///   - access: The requestable grant (`access:` entry).
+            ///   - role:
+            ///   - requester:
+            ///   - reason:
+            ///   - durationSeconds:
+            ///   - state:
+            ///   - breakGlass:
+            ///   - createdAt:
+            ///   - pendingUntil:
+            ///   - decidedAt:
+            ///   - grantedUntil:
+            ///   - tokenId:
+            ///   - endedAt:
+            ///   - endReason:
+            ///   - decisions:
+            package init(
+                id: Swift.String,
+                access: Swift.String,
+                role: Swift.String,
+                requester: Swift.String,
+                reason: Swift.String? = nil,
+                durationSeconds: Swift.Int,
+                state: Components.Schemas.AccessRequest.StatePayload,
+                breakGlass: Swift.Bool,
+                createdAt: Foundation.Date,
+                pendingUntil: Foundation.Date,
+                decidedAt: Foundation.Date? = nil,
+                grantedUntil: Foundation.Date? = nil,
+                tokenId: Swift.String? = nil,
+                endedAt: Foundation.Date? = nil,
+                endReason: Swift.String? = nil,
+                decisions: [Components.Schemas.AccessDecisionRecord]
+            ) {
+                self.id = id
+                self.access = access
+                self.role = role
+                self.requester = requester
+                self.reason = reason
+                self.durationSeconds = durationSeconds
+                self.state = state
+                self.breakGlass = breakGlass
+                self.createdAt = createdAt
+                self.pendingUntil = pendingUntil
+                self.decidedAt = decidedAt
+                self.grantedUntil = grantedUntil
+                self.tokenId = tokenId
+                self.endedAt = endedAt
+                self.endReason = endReason
+                self.decisions = decisions
+            }
+            package enum CodingKeys: String, CodingKey {
+                case id
+                case access
+                case role
+                case requester
+                case reason
+                case durationSeconds = "duration_seconds"
+                case state
+                case breakGlass = "break_glass"
+                case createdAt = "created_at"
+                case pendingUntil = "pending_until"
+                case decidedAt = "decided_at"
+                case grantedUntil = "granted_until"
+                case tokenId = "token_id"
+                case endedAt = "ended_at"
+                case endReason = "end_reason"
+                case decisions
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/AccessRequestList`.
+        package struct AccessRequestList: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/AccessRequestList/requests`.
+            package var requests: [Components.Schemas.AccessRequest]
+            /// Creates a new `AccessRequestList`.
+            ///
+            /// - Parameters:
+            ///   - requests:
+            package init(requests: [Components.Schemas.AccessRequest]) {
+                self.requests = requests
+            }
+            package enum CodingKeys: String, CodingKey {
+                case requests
+            }
+        }
+        /// A field that is null is the same as one left out.
+        ///
+        /// - Remark: Generated from `#/components/schemas/NewAccessRequest`.
+        package struct NewAccessRequest: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/NewAccessRequest/access`.
+            package var access: Swift.String
+            /// How long (a Duration); at most the grant's max_duration, which is the default.
+            ///
+            /// - Remark: Generated from `#/components/schemas/NewAccessRequest/duration`.
+            package var duration: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/NewAccessRequest/reason`.
+            package var reason: Swift.String?
+            /// Creates a new `NewAccessRequest`.
+            ///
+            /// - Parameters:
+            ///   - access:
+            ///   - duration: How long (a Duration); at most the grant's max_duration, which is the default.
+            ///   - reason:
+            package init(
+                access: Swift.String,
+                duration: Swift.String? = nil,
+                reason: Swift.String? = nil
+            ) {
+                self.access = access
+                self.duration = duration
+                self.reason = reason
+            }
+            package enum CodingKeys: String, CodingKey {
+                case access
+                case duration
+                case reason
+            }
+            package init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.access = try container.decode(
+                    Swift.String.self,
+                    forKey: .access
+                )
+                self.duration = try container.decodeIfPresent(
+                    Swift.String.self,
+                    forKey: .duration
+                )
+                self.reason = try container.decodeIfPresent(
+                    Swift.String.self,
+                    forKey: .reason
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "access",
+                    "duration",
+                    "reason"
+                ])
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/AccessComment`.
+        package struct AccessComment: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/AccessComment/comment`.
+            package var comment: Swift.String?
+            /// Creates a new `AccessComment`.
+            ///
+            /// - Parameters:
+            ///   - comment:
+            package init(comment: Swift.String? = nil) {
+                self.comment = comment
+            }
+            package enum CodingKeys: String, CodingKey {
+                case comment
+            }
+            package init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.comment = try container.decodeIfPresent(
+                    Swift.String.self,
+                    forKey: .comment
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "comment"
+                ])
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/AccessGrantToken`.
+        package struct AccessGrantToken: Codable, Hashable, Sendable {
+            /// The elevated token; shown only here.
+            ///
+            /// - Remark: Generated from `#/components/schemas/AccessGrantToken/access_token`.
+            package var accessToken: Swift.String
+            /// - Remark: Generated from `#/components/schemas/AccessGrantToken/token_id`.
+            package var tokenId: Swift.String
+            /// The `user` it logs in as (the requester).
+            ///
+            /// - Remark: Generated from `#/components/schemas/AccessGrantToken/user`.
+            package var user: Swift.String
+            /// - Remark: Generated from `#/components/schemas/AccessGrantToken/role`.
+            package var role: Swift.String
+            /// - Remark: Generated from `#/components/schemas/AccessGrantToken/database`.
+            package var database: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/AccessGrantToken/expires_at`.
+            package var expiresAt: Foundation.Date
+            /// - Remark: Generated from `#/components/schemas/AccessGrantToken/request`.
+            package var request: Components.Schemas.AccessRequest
+            /// Creates a new `AccessGrantToken`.
+            ///
+            /// - Parameters:
+            ///   - accessToken: The elevated token; shown only here.
+            ///   - tokenId:
+            ///   - user: The `user` it logs in as (the requester).
+            ///   - role:
+            ///   - database:
+            ///   - expiresAt:
+            ///   - request:
+            package init(
+                accessToken: Swift.String,
+                tokenId: Swift.String,
+                user: Swift.String,
+                role: Swift.String,
+                database: Swift.String? = nil,
+                expiresAt: Foundation.Date,
+                request: Components.Schemas.AccessRequest
+            ) {
+                self.accessToken = accessToken
+                self.tokenId = tokenId
+                self.user = user
+                self.role = role
+                self.database = database
+                self.expiresAt = expiresAt
+                self.request = request
+            }
+            package enum CodingKeys: String, CodingKey {
+                case accessToken = "access_token"
+                case tokenId = "token_id"
+                case user
+                case role
+                case database
+                case expiresAt = "expires_at"
+                case request
+            }
+        }
         /// A field that is null is the same as one left out.
         ///
         /// - Remark: Generated from `#/components/schemas/RevokeRequest`.
@@ -855,6 +1158,7 @@ extension Components {
             case token = "token"
             case policy = "policy"
             case checkpoint = "checkpoint"
+            case access = "access"
         }
         /// - Remark: Generated from `#/components/schemas/AuditEvents`.
         package struct AuditEvents: Codable, Hashable, Sendable {

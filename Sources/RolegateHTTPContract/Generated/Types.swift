@@ -42,6 +42,41 @@ package protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /v1/auth/exchange`.
     /// - Remark: Generated from `#/paths//v1/auth/exchange/post(exchangeToken)`.
     func exchangeToken(_ input: Operations.ExchangeToken.Input) async throws -> Operations.ExchangeToken.Output
+    /// Access requests the caller made or may decide (an admin token sees all), newest first.
+    ///
+    /// - Remark: HTTP `GET /v1/access/requests`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/get(listAccessRequests)`.
+    func listAccessRequests(_ input: Operations.ListAccessRequests.Input) async throws -> Operations.ListAccessRequests.Output
+    /// Ask for a requestable grant for a bounded time (break-glass grants are approved at once).
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/post(requestAccess)`.
+    func requestAccess(_ input: Operations.RequestAccess.Input) async throws -> Operations.RequestAccess.Output
+    /// One access request with its decisions.
+    ///
+    /// - Remark: HTTP `GET /v1/access/requests/{id}`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/get(showAccessRequest)`.
+    func showAccessRequest(_ input: Operations.ShowAccessRequest.Input) async throws -> Operations.ShowAccessRequest.Output
+    /// Approve (never your own request; each approver once).
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests/{id}/approve`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/approve/post(approveAccess)`.
+    func approveAccess(_ input: Operations.ApproveAccess.Input) async throws -> Operations.ApproveAccess.Output
+    /// Deny (final).
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests/{id}/deny`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/deny/post(denyAccess)`.
+    func denyAccess(_ input: Operations.DenyAccess.Input) async throws -> Operations.DenyAccess.Output
+    /// End a request now; its token is revoked and its sessions end on every instance.
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests/{id}/revoke`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/revoke/post(revokeAccess)`.
+    func revokeAccess(_ input: Operations.RevokeAccess.Input) async throws -> Operations.RevokeAccess.Output
+    /// The requester picks up the elevated token of an approved request (once); it lives until the grant ends.
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests/{id}/token`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/token/post(accessToken)`.
+    func accessToken(_ input: Operations.AccessToken.Input) async throws -> Operations.AccessToken.Output
     /// The trusted issuers people log in through (those with a client_id), and the wire address.
     ///
     /// - Remark: HTTP `GET /v1/auth/providers`.
@@ -157,6 +192,103 @@ extension APIProtocol {
         try await exchangeToken(Operations.ExchangeToken.Input(
             headers: headers,
             body: body
+        ))
+    }
+    /// Access requests the caller made or may decide (an admin token sees all), newest first.
+    ///
+    /// - Remark: HTTP `GET /v1/access/requests`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/get(listAccessRequests)`.
+    package func listAccessRequests(
+        query: Operations.ListAccessRequests.Input.Query = .init(),
+        headers: Operations.ListAccessRequests.Input.Headers = .init()
+    ) async throws -> Operations.ListAccessRequests.Output {
+        try await listAccessRequests(Operations.ListAccessRequests.Input(
+            query: query,
+            headers: headers
+        ))
+    }
+    /// Ask for a requestable grant for a bounded time (break-glass grants are approved at once).
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/post(requestAccess)`.
+    package func requestAccess(
+        headers: Operations.RequestAccess.Input.Headers = .init(),
+        body: Operations.RequestAccess.Input.Body
+    ) async throws -> Operations.RequestAccess.Output {
+        try await requestAccess(Operations.RequestAccess.Input(
+            headers: headers,
+            body: body
+        ))
+    }
+    /// One access request with its decisions.
+    ///
+    /// - Remark: HTTP `GET /v1/access/requests/{id}`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/get(showAccessRequest)`.
+    package func showAccessRequest(
+        path: Operations.ShowAccessRequest.Input.Path,
+        headers: Operations.ShowAccessRequest.Input.Headers = .init()
+    ) async throws -> Operations.ShowAccessRequest.Output {
+        try await showAccessRequest(Operations.ShowAccessRequest.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// Approve (never your own request; each approver once).
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests/{id}/approve`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/approve/post(approveAccess)`.
+    package func approveAccess(
+        path: Operations.ApproveAccess.Input.Path,
+        headers: Operations.ApproveAccess.Input.Headers = .init(),
+        body: Operations.ApproveAccess.Input.Body? = nil
+    ) async throws -> Operations.ApproveAccess.Output {
+        try await approveAccess(Operations.ApproveAccess.Input(
+            path: path,
+            headers: headers,
+            body: body
+        ))
+    }
+    /// Deny (final).
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests/{id}/deny`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/deny/post(denyAccess)`.
+    package func denyAccess(
+        path: Operations.DenyAccess.Input.Path,
+        headers: Operations.DenyAccess.Input.Headers = .init(),
+        body: Operations.DenyAccess.Input.Body? = nil
+    ) async throws -> Operations.DenyAccess.Output {
+        try await denyAccess(Operations.DenyAccess.Input(
+            path: path,
+            headers: headers,
+            body: body
+        ))
+    }
+    /// End a request now; its token is revoked and its sessions end on every instance.
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests/{id}/revoke`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/revoke/post(revokeAccess)`.
+    package func revokeAccess(
+        path: Operations.RevokeAccess.Input.Path,
+        headers: Operations.RevokeAccess.Input.Headers = .init(),
+        body: Operations.RevokeAccess.Input.Body? = nil
+    ) async throws -> Operations.RevokeAccess.Output {
+        try await revokeAccess(Operations.RevokeAccess.Input(
+            path: path,
+            headers: headers,
+            body: body
+        ))
+    }
+    /// The requester picks up the elevated token of an approved request (once); it lives until the grant ends.
+    ///
+    /// - Remark: HTTP `POST /v1/access/requests/{id}/token`.
+    /// - Remark: Generated from `#/paths//v1/access/requests/{id}/token/post(accessToken)`.
+    package func accessToken(
+        path: Operations.AccessToken.Input.Path,
+        headers: Operations.AccessToken.Input.Headers = .init()
+    ) async throws -> Operations.AccessToken.Output {
+        try await accessToken(Operations.AccessToken.Input(
+            path: path,
+            headers: headers
         ))
     }
     /// The trusted issuers people log in through (those with a client_id), and the wire address.

@@ -283,7 +283,7 @@ final class SQLStore: Store {
     static let columns = """
         id, service, role, issued_at, expires_at, revoked_at, revoke_reason, last_used_at, issuer, note, \
         superseded_by, secret_sha256, scram_salt, scram_iterations, scram_stored_key, scram_server_key, subject, \
-        grant_name, identity_digest
+        grant_name, identity_digest, groups_json, access_request
         """
 
     private static func insert(_ token: TokenRecord, _ db: any SQLExecutor) async throws {
@@ -291,7 +291,7 @@ final class SQLStore: Store {
         try await db.execute(
             """
             INSERT INTO rolegate_tokens (\(columns))
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
             """,
             [
                 .text(token.id), .text(token.service), .text(token.role), SQLValue(token.issuedAt),
@@ -299,7 +299,8 @@ final class SQLStore: Store {
                 SQLValue(token.lastUsedAt), .text(token.issuer), SQLValue(token.note), SQLValue(token.supersededBy),
                 b64(token.secret.sha256), b64(token.secret.scram.salt), .int(Int64(token.secret.scram.iterations)),
                 b64(token.secret.scram.storedKey), b64(token.secret.scram.serverKey), SQLValue(token.subject),
-                SQLValue(token.grant), SQLValue(token.identityDigest),
+                SQLValue(token.grant), SQLValue(token.identityDigest), SQLValue(Self.groupsJSON(token.groups)),
+                SQLValue(token.accessRequest),
             ])
     }
 
@@ -325,6 +326,12 @@ final class SQLStore: Store {
         if notify { try await db.execute("NOTIFY rolegate_changes") }
     }
 
+    /// A token's groups as stored (a JSON array; NULL for none).
+    static func groupsJSON(_ groups: [String]) -> String? {
+        guard !groups.isEmpty, let data = try? JSONEncoder().encode(groups) else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     struct CorruptRow: Error, CustomStringConvertible {
         var description: String { "a token row in the store is malformed" }
     }
@@ -334,11 +341,11 @@ final class SQLStore: Store {
             guard let text = value.text, let data = Data(base64Encoded: text) else { throw CorruptRow() }
             return Array(data)
         }
-        guard row.count == 19, let id = row[0].text, let service = row[1].text, let role = row[2].text,
+        guard row.count == 21, let id = row[0].text, let service = row[1].text, let role = row[2].text,
             let issued = row[3].date, let expires = row[4].date, let issuer = row[8].text,
             let iterations = row[13].int
         else { throw CorruptRow() }
-        return TokenRecord(
+        var record = TokenRecord(
             id: id, service: service, role: role, issuedAt: issued, expiresAt: expires, revokedAt: row[5].date,
             revokeReason: row[6].text, lastUsedAt: row[7].date, issuer: issuer, note: row[9].text,
             supersededBy: row[10].text, subject: row[16].text, grant: row[17].text, identityDigest: row[18].text,
@@ -347,6 +354,9 @@ final class SQLStore: Store {
                 scram: SCRAMSHA256.Verifier(
                     salt: try bytes(row[12]), iterations: Int(iterations), storedKey: try bytes(row[14]),
                     serverKey: try bytes(row[15]))))
+        record.groups = row[19].text.flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) } ?? []
+        record.accessRequest = row[20].text
+        return record
     }
 
     // MARK: - Errors
@@ -384,15 +394,67 @@ final class SQLStore: Store {
 enum Migrations {
     static let all: [@Sendable (SQLDialect) -> [String]] = [version1, version2, version3, version4]
 
-    /// Exchanged tokens: who they were exchanged for (the identity token's subject) and, for a
-    /// group's members, the group that granted them.
+    /// Exchanged tokens: who they were exchanged for (the identity token's subject), the group
+    /// that granted them, the groups their identity listed, the access request that granted an
+    /// elevated token; access requests, their decisions, and webhook deliveries.
     static func version4(_ dialect: SQLDialect) -> [String] {
-        [
+        let int = dialect == .sqlite ? "INTEGER" : "BIGINT"
+        let serial = dialect == .sqlite ? "INTEGER PRIMARY KEY AUTOINCREMENT" : "BIGSERIAL PRIMARY KEY"
+        return [
             "ALTER TABLE rolegate_tokens ADD COLUMN subject TEXT",
             "ALTER TABLE rolegate_tokens ADD COLUMN grant_name TEXT",
             "ALTER TABLE rolegate_tokens ADD COLUMN identity_digest TEXT",
+            "ALTER TABLE rolegate_tokens ADD COLUMN groups_json TEXT",
+            "ALTER TABLE rolegate_tokens ADD COLUMN access_request TEXT",
             "CREATE INDEX rolegate_tokens_by_subject ON rolegate_tokens (subject, expires_at)",
             "CREATE INDEX rolegate_tokens_by_identity ON rolegate_tokens (identity_digest)",
+            """
+            CREATE TABLE rolegate_access_requests (
+                id TEXT PRIMARY KEY,
+                access TEXT NOT NULL,
+                role TEXT NOT NULL,
+                requester TEXT NOT NULL,
+                reason TEXT,
+                duration_ms \(int) NOT NULL,
+                state TEXT NOT NULL,
+                break_glass \(int) NOT NULL,
+                created_at \(int) NOT NULL,
+                pending_until \(int) NOT NULL,
+                decided_at \(int),
+                granted_until \(int),
+                token_id TEXT,
+                ended_at \(int),
+                end_reason TEXT
+            )
+            """,
+            "CREATE INDEX rolegate_access_requests_by_state ON rolegate_access_requests (state, created_at)",
+            """
+            CREATE TABLE rolegate_access_decisions (
+                request_id TEXT NOT NULL,
+                approver TEXT NOT NULL,
+                approve \(int) NOT NULL,
+                comment TEXT,
+                at \(int) NOT NULL,
+                PRIMARY KEY (request_id, approver)
+            )
+            """,
+            """
+            CREATE TABLE rolegate_webhook_deliveries (
+                id \(serial),
+                webhook TEXT NOT NULL,
+                event TEXT NOT NULL,
+                request_id TEXT,
+                body TEXT NOT NULL,
+                created_at \(int) NOT NULL,
+                attempts \(int) NOT NULL,
+                next_attempt_at \(int) NOT NULL,
+                state TEXT NOT NULL,
+                last_status \(int),
+                last_error TEXT,
+                delivered_at \(int)
+            )
+            """,
+            "CREATE INDEX rolegate_webhook_deliveries_due ON rolegate_webhook_deliveries (state, next_attempt_at)",
         ]
     }
 

@@ -119,11 +119,12 @@ public struct TokenService: Sendable {
         }
         let (id, token) = TokenFormat.generate()
         let issuedAt = now.wholeMilliseconds
-        let record = TokenRecord(
+        var record = TokenRecord(
             id: id, service: grant.login, role: grant.role, issuedAt: issuedAt,
             expiresAt: issuedAt.addingTimeInterval(grant.ttl.timeInterval).wholeMilliseconds, issuer: issuer,
             note: "exchanged via \(grant.trust) (\(grant.source))", subject: grant.subject, grant: grant.grant,
             identityDigest: grant.identityDigest, secret: TokenSecret(token: token, salt: salt, iterations: iterations))
+        record.groups = grant.groups
         let superseded: [TokenRecord]
         do {
             superseded = try await store.exchange(

@@ -410,6 +410,16 @@ struct ServeCommand: AsyncParsableCommand {
                     service: RetentionService(
                         store: auditStore, retention: retention, slice: Self.pruneSlice, note: note)))
         }
+        if !loaded.access.isEmpty || !loaded.webhooks.isEmpty {
+            let writer = auditWriter
+            services.append(
+                .init(
+                    service: AccessService(
+                        requests: AccessRequests(store: store, policy: loaded) { events in
+                            for event in events { writer?.record(event) }
+                        },
+                        webhooks: WebhookDispatcher(store: store, webhooks: loaded.webhooks))))
+        }
         if exitWithParent {
             services.append(.init(service: ParentWatchService(), successTerminationBehavior: .gracefullyShutdownGroup))
         }

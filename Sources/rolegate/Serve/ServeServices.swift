@@ -141,3 +141,25 @@ struct ParentWatchService: Service, CustomStringConvertible {
         }
     }
 }
+
+/// Access requests' clock and mail: expires unanswered requests and finishes granted ones
+/// (every second; a transition happens once whichever instance makes it), and delivers queued
+/// webhook events.
+struct AccessService: Service, CustomStringConvertible {
+    let requests: AccessRequests
+    let webhooks: WebhookDispatcher
+    var description: String { "access requests" }
+
+    func run() async throws {
+        let ticking = Task {
+            while !Task.isCancelled {
+                await requests.sweep()
+                await webhooks.deliverDue()
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        try? await gracefulShutdown()
+        ticking.cancel()
+        _ = await ticking.value
+    }
+}
