@@ -18,7 +18,18 @@ import Testing
     static let policy =
         gatewayPolicy.replacingOccurrences(
             of: "reports: {role: events_reader, token_ttl: 1h, scram_iterations: 16}",
-            with: "reports: {role: events_reader, token_ttl: 1h, scram_iterations: 16, mcp: {max_rows: 100}}")
+            with: "reports: {role: events_reader, token_ttl: 1h, scram_iterations: 16, mcp: {max_rows: 100}}"
+        ).replacingOccurrences(
+            of: "services:\n",
+            with: "  events_writer: {grants: [{on: ALL TABLES IN SCHEMA analytics, privileges: [INSERT]}]}\nservices:\n"
+        )
+            + """
+
+              ops: {admin: true}
+            access:
+              agent-write: {role: events_writer, requesters: [service:reports], approvers: [service:ops]}
+
+            """
 
     struct Reply {
         var status: Int

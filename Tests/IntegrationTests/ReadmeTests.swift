@@ -42,6 +42,8 @@ import Testing
             "init", "validate", "plan", "apply", "token issue", "token rotate", "token revoke", "token list",
             "token show", "token exchange",
             "serve", "audit list", "audit verify", "demo", "login", "env", "psql", "mcp",
+            "access request", "access list", "access show", "access approve", "access deny", "access revoke",
+            "access token", "access webhooks",
         ]
         #expect(Set(documented.keys) == Set(commands), "docs/cli.md commands: \(documented.keys.sorted())")
         for command in commands {

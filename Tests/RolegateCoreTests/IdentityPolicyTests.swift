@@ -187,3 +187,74 @@ import Testing
         #expect(origin.count == 1 && origin[0].message.contains("is not an origin"), "\(origin)")
     }
 }
+
+/// `access:` and `webhooks:`: requestable grants and where their events go.
+@Suite struct AccessPolicyTests {
+    static let base = """
+        version: 1
+        databases: {app: {url: "postgres://admin@127.0.0.1/app"}}
+        roles: {billing_fixer: {}, billing_admin: {}, reader: {}}
+        services: {deploy-bot: {role: reader}, ops: {admin: true}}
+        """
+
+    @Test func theIssuesExampleLoads() throws {
+        let policy = try load(
+            Self.base + """
+
+                access:
+                  fix-billing:
+                    role: billing_fixer
+                    requesters: [group:oncall, alice@example.com, service:deploy-bot]
+                    approvers: [group:billing-leads]
+                    min_approvals: 1
+                    max_duration: 1h
+                    require_reason: true
+                    pending_timeout: 30m
+                  break-glass:
+                    role: billing_admin
+                    requesters: [group:oncall]
+                    approvers: []
+                    max_duration: 15m
+                webhooks:
+                  security: {url: "https://hooks.example.com/rolegate", secret: "0123456789abcdef0123", format: slack}
+                """)
+        let fix = try #require(policy.access(named: "fix-billing"))
+        #expect(fix.requesters == [.group("oncall"), .person("alice@example.com"), .service("deploy-bot")])
+        #expect(fix.minApprovals == 1 && fix.maxDuration == .seconds(3600) && fix.requireReason && !fix.isBreakGlass)
+        let glass = try #require(policy.access(named: "break-glass"))
+        #expect(glass.isBreakGlass && glass.minApprovals == 0 && glass.requireReason)  // always asks why
+        #expect(policy.webhooks.first?.format == .slack && policy.webhooks.first?.events == WebhookSpec.events)
+        #expect(policy.bindings["access:fix-billing"] == "billing_fixer")
+        #expect(Principal.group("oncall").includes(login: "bob@example.com", groups: ["oncall"], isService: false))
+        #expect(!Principal.person("deploy-bot").includes(login: "deploy-bot", groups: [], isService: true))
+    }
+
+    func expectIssue(_ access: String, _ fragment: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+        let found = issues(Self.base + "\naccess:\n  grant: " + access + "\n")
+        #expect(found.count == 1, "\(found)", sourceLocation: sourceLocation)
+        #expect(found.first?.message.contains(fragment) == true, "\(found)", sourceLocation: sourceLocation)
+        #expect(found.first?.location != nil, sourceLocation: sourceLocation)
+    }
+
+    @Test func mistakesAreNamed() {
+        expectIssue("{role: writer, requesters: [a@x.io], approvers: [b@x.io]}", "unknown role 'writer'")
+        expectIssue("{role: reader, requesters: [a@x.io], approvers: [b@x.io]}", "is service 'deploy-bot''s")
+        expectIssue(
+            "{role: billing_fixer, requesters: [service:ghost], approvers: [b@x.io]}", "service:ghost is not a service")
+        expectIssue("{role: billing_fixer, requesters: [a@x.io]}", "missing key 'approvers'")
+        expectIssue(
+            "{role: billing_fixer, requesters: [a@x.io], approvers: [], min_approvals: 1}", "min_approvals must be 0")
+        expectIssue(
+            "{role: billing_fixer, requesters: [a@x.io], approvers: [], require_reason: false}",
+            "break-glass (no approvers) always requires a reason")
+        expectIssue(
+            "{role: billing_fixer, requesters: [a@x.io], approvers: [b@x.io], max_duration: 2d}", "at most 24h")
+        let hook = issues(
+            Self.base + "\nwebhooks:\n  h: {url: \"https://h.example\", secret: short, events: [approvd]}\n")
+        #expect(hook.contains { $0.message.contains("at least 16 bytes") }, "\(hook)")
+        let events = issues(
+            Self.base + "\nwebhooks:\n  h: {url: \"https://h.example\", secret: 0123456789abcdef0, events: [approvd]}\n"
+        )
+        #expect(events.count == 1 && events[0].message.contains("unknown event approvd"), "\(events)")
+    }
+}

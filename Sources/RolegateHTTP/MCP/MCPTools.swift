@@ -2,6 +2,7 @@ import Foundation
 import MCP
 import RolegateAudit
 import RolegateCore
+import RolegateTokens
 
 /// The tools an agent gets on `/mcp`, each run as the token's role through the same pools,
 /// audit and limits as the data API: every call is one request of audited statements (channel
@@ -74,6 +75,25 @@ struct MCPTools: Sendable {
                     "analyze": ["type": "boolean", "description": "Run it and report actual times (if allowed)."],
                 ], required: ["sql"]),
             annotations: .init(readOnlyHint: false, openWorldHint: false)),
+        Tool(
+            name: "request_access",
+            description:
+                "Asks a person for more privilege for a bounded time (a grant of the policy's access:). Returns the request; poll it with access_status. A granted token is picked up by the requester with `rolegate access token`, never through this tool.",
+            inputSchema: schema(
+                [
+                    "access": ["type": "string", "description": "The grant's name."],
+                    "duration": [
+                        "type": "string", "description": "How long, e.g. 30m (default: the grant's maximum).",
+                    ],
+                    "reason": ["type": "string", "description": "Why (shown to the approvers)."],
+                ], required: ["access"]),
+            annotations: .init(readOnlyHint: false, openWorldHint: false)),
+        Tool(
+            name: "access_status",
+            description:
+                "The state of an access request this token made (pending, approved, denied, expired, revoked, finished).",
+            inputSchema: schema(["id": ["type": "string"]], required: ["id"]),
+            annotations: .init(readOnlyHint: true, openWorldHint: false)),
     ]
 
     /// A JSON Schema object with `properties`.
@@ -122,6 +142,26 @@ struct MCPTools: Sendable {
                 // Structured content is an object: the plan (PostgreSQL's JSON array) under "plan".
                 let value = try? JSONDecoder().decode(Value.self, from: Data(plan.utf8))
                 return Self.result(text: Self.asData(plan), structured: value.map { .object(["plan": $0]) })
+            }
+        case "request_access":
+            guard let name = text("access") else { return Self.refusal("request_access needs 'access'") }
+            var duration: Duration?
+            if let given = text("duration") {
+                guard let parsed = try? DurationText.parse(given) else {
+                    return Self.refusal("'\(given)' is not a duration (e.g. 30m)")
+                }
+                duration = parsed
+            }
+            let reason = text("reason")
+            return await access { service, caller throws(AccessRequests.Failure) in
+                try await service.request(access: name, duration: duration, reason: reason, caller: caller)
+            }
+        case "access_status":
+            guard let id = text("id") else { return Self.refusal("access_status needs 'id'") }
+            return await access { service, caller throws(AccessRequests.Failure) in
+                let request = try await service.existing(id)
+                guard request.requester == caller.login else { throw .notFound("no access request \(id)") }
+                return request
             }
         default:
             return Self.refusal(
@@ -195,6 +235,31 @@ struct MCPTools: Sendable {
                     "service": .string(record.service), "role": .string(record.role), "database": .string(database),
                     "expires_at": .string(record.expiresAt.rfc3339), "privileges": .array(lines.map { .string($0) }),
                 ]))
+        }
+    }
+
+    /// An access request made or read with the agent's token, as the tool's answer.
+    func access(
+        _ body: (AccessRequests, AccessRequests.Caller) async throws(AccessRequests.Failure) -> AccessRequest
+    ) async -> CallTool.Result {
+        let audit = api.audit
+        let service = AccessRequests(store: api.store, policy: api.policy) { events in
+            for event in events { audit?.record(event) }
+        }
+        do {
+            let request = try await body(service, AccessRequests.Caller(record, policy: api.policy))
+            let text =
+                "Access request \(request.id) for \(request.access) (role \(request.role)): \(request.state.rawValue)"
+                + (request.grantedUntil.map { " until \($0.rfc3339)" } ?? "")
+            return Self.result(
+                text: text,
+                structured: .object([
+                    "id": .string(request.id), "access": .string(request.access), "role": .string(request.role),
+                    "state": .string(request.state.rawValue), "break_glass": .bool(request.breakGlass),
+                    "approvals": .int(request.approvals.count),
+                ]))
+        } catch {
+            return Self.refusal(error.description)
         }
     }
 

@@ -38,7 +38,8 @@ def text(result):
 async def scenario(session):
     await session.initialize()
     tools = {tool.name for tool in (await session.list_tools()).tools}
-    check(tools == {"whoami", "list_schemas", "list_tables", "describe_table", "query", "explain"}, f"tools {tools}")
+    check(tools == {"whoami", "list_schemas", "list_tables", "describe_table", "query", "explain", "request_access",
+                    "access_status"}, f"tools {tools}")
 
     whoami = await session.call_tool("whoami", {})
     check(not whoami.isError and "role events_reader" in text(whoami), "whoami names the role")
@@ -81,6 +82,14 @@ async def scenario(session):
     check(not plan.isError and "Plan" in plan.structuredContent["plan"][0], "explain returns the JSON plan")
     analyzed = await session.call_tool("explain", {"sql": "SELECT 1", "analyze": True})
     check(analyzed.isError and "explain_analyze" in text(analyzed), "EXPLAIN ANALYZE is off unless the policy allows it")
+
+    # An agent may ask a person for more, and wait; it never gets the elevated token this way.
+    asked = await session.call_tool("request_access", {"access": "agent-write", "duration": "10m", "reason": "backfill"})
+    check(not asked.isError and asked.structuredContent["state"] == "pending", f"request_access: {text(asked)}")
+    status = await session.call_tool("access_status", {"id": asked.structuredContent["id"]})
+    check(status.structuredContent["state"] == "pending", "access_status follows the request")
+    refused = await session.call_tool("request_access", {"access": "nope"})
+    check(refused.isError and "no requestable grant" in text(refused), "an unknown grant is refused")
 
 
 async def main():
