@@ -266,7 +266,9 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
             location,
             "DROP INDEX rolegate_tokens_by_subject; DROP INDEX rolegate_tokens_by_identity; "
                 + "ALTER TABLE rolegate_tokens DROP COLUMN subject; ALTER TABLE rolegate_tokens DROP COLUMN grant_name; "
-                + "ALTER TABLE rolegate_tokens DROP COLUMN identity_digest; "
+                + "ALTER TABLE rolegate_tokens DROP COLUMN identity_digest; ALTER TABLE rolegate_tokens DROP COLUMN groups_json; "
+                + "ALTER TABLE rolegate_tokens DROP COLUMN access_request; DROP TABLE rolegate_access_requests; "
+                + "DROP TABLE rolegate_access_decisions; DROP TABLE rolegate_webhook_deliveries; "
                 + "DROP TABLE rolegate_instances; DROP TABLE rolegate_audit; DROP TABLE rolegate_audit_chains; UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';"
         )
         let upgraded = try await location.open()

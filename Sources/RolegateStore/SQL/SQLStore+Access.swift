@@ -31,16 +31,20 @@ extension SQLStore {
 
     func accessRequests(states: [AccessRequest.State]?, limit: Int) async throws(StoreError) -> [AccessRequest] {
         try await read { db in
+            var arguments: [SQLValue] = [.int(Int64(limit))]
+            var filter = ""
+            if let states, !states.isEmpty {
+                filter = "WHERE state IN (" + states.indices.map { "$\($0 + 2)" }.joined(separator: ", ") + ")"
+                arguments += states.map { .text($0.rawValue) }
+            }
             let rows = try await db.query(
-                "SELECT \(Self.accessColumns) FROM rolegate_access_requests ORDER BY created_at DESC, id LIMIT $1",
-                [.int(Int64(limit * 4 + 100))])
+                "SELECT \(Self.accessColumns) FROM rolegate_access_requests \(filter) ORDER BY created_at DESC, id LIMIT $1",
+                arguments)
             var result: [AccessRequest] = []
             for row in rows {
                 guard var request = Self.accessRecord(row) else { continue }
-                if let states, !states.contains(request.state) { continue }
                 request.decisions = try await Self.decisions(request.id, db)
                 result.append(request)
-                if result.count == limit { break }
             }
             return result
         }
@@ -177,7 +181,15 @@ extension SQLStore {
     ) async throws(StoreError)
         -> [WebhookDelivery]
     {
-        try await run(transaction: true) { db in
+        // Asked every second by every instance: a read first, so an empty queue takes no write lock.
+        let anyDue = try await read { db in
+            try await db.query(
+                "SELECT id FROM rolegate_webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1 LIMIT 1",
+                [SQLValue(now)]
+            ).isEmpty == false
+        }
+        guard anyDue else { return [] }
+        return try await run(transaction: true) { db in
             let due = try await db.query(
                 """
                 SELECT \(Self.deliveryColumns) FROM rolegate_webhook_deliveries

@@ -182,8 +182,16 @@ public struct AccessRequests: Sendable {
         }
         let (tokenID, secret) = TokenFormat.generate()
         let salt: [UInt8]
+        let iterations: Int
         do {
             salt = try await store.serviceSalt(request.requester, proposed: TokenFormat.randomSalt())
+            // One SCRAM exchange announces one round count for all the login's tokens: take theirs.
+            let live = try await store.loginCandidates(service: request.requester, now: now).filter {
+                $0.isUsable(at: now)
+            }
+            iterations =
+                live.first?.secret.scram.iterations ?? policy.service(named: request.requester)?.scramIterations
+                ?? ServiceSpec.defaultSCRAMIterations
         } catch {
             throw .store(error.description)
         }
@@ -191,7 +199,7 @@ public struct AccessRequests: Sendable {
             id: tokenID, service: request.requester, role: grant.role, issuedAt: now.wholeMilliseconds,
             expiresAt: until, issuer: "access:\(id)", note: "access request \(id) (\(grant.name))", subject: subject,
             grant: grant.grant,
-            secret: TokenSecret(token: secret, salt: salt, iterations: ServiceSpec.defaultSCRAMIterations))
+            secret: TokenSecret(token: secret, salt: salt, iterations: iterations))
         elevated.accessRequest = id
         do throws(StoreError) {
             guard try await store.attachAccessToken(id: id, tokenID: tokenID) else {
