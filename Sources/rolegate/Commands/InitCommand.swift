@@ -36,8 +36,18 @@ struct ValidateCommand: ParsableCommand {
 
     func run() throws {
         let loaded = try policy.load()
-        print(
-            "\(policy.path): valid (\(loaded.databases.count) database(s), \(loaded.roles.count) role(s), \(loaded.services.count) service(s))"
-        )
+        var parts = [
+            "\(loaded.databases.count) database(s)", "\(loaded.roles.count) role(s)",
+            "\(loaded.services.count) service(s)",
+        ]
+        // The identity and access sections, when the policy has them.
+        for (count, name) in [
+            (loaded.trusts.count, "trusted issuer(s)"), (loaded.people.count, "person(s)"),
+            (loaded.groups.count, "group(s)"), (loaded.access.count, "requestable grant(s)"),
+            (loaded.webhooks.count, "webhook(s)"),
+        ] where count > 0 {
+            parts.append("\(count) \(name)")
+        }
+        print("\(policy.path): valid (\(parts.joined(separator: ", ")))")
     }
 }
