@@ -298,6 +298,37 @@ import Testing
         #expect(states.sorted() == ["grace", "live"], "\(tokens)")
         #expect(tokens.contains { $0["subject"] as? String == "repo:acme/billing:environment:prod" })
 
+        // From the CLI, as a CI job does it: the JWT from a file, PGUSER/PGPASSWORD out.
+        let jwtFile = setup.keys + "/ci-jwt"
+        try (try await setup.sign(setup.claims(["sub": "repo:acme/billing:environment:staging"])))
+            .write(toFile: jwtFile, atomically: true, encoding: .utf8)
+        let exported = try await Subprocess.runDetached(
+            RolegateBinary.path,
+            [
+                "token", "exchange", "--jwt-file", jwtFile, "--api", "http://127.0.0.1:\(setup.httpPort)", "--format",
+                "env",
+            ])
+        #expect(exported.status == 0 && exported.stdout.contains("export PGUSER='deploy-bot'"), "\(exported.stderr)")
+        let cliToken = try #require(
+            exported.stdout.split(separator: "\n").first { $0.hasPrefix("export PGPASSWORD=") }?.split(separator: "'")
+                .dropFirst().first.map(String.init))
+        #expect(try await gw.psql("deploy-bot", "SELECT current_user", token: cliToken).stdout.contains("migrator"))
+        let bySubject = try gw.fixture.expectRolegate([
+            "token", "list", "--subject", "repo:acme/billing:environment:staging", "--format", "json",
+        ]).stdout
+        #expect(bySubject.contains("environment:staging") && !bySubject.contains(Self.subject), "\(bySubject)")
+        try "\n".write(toFile: jwtFile, atomically: true, encoding: .utf8)
+        let refusedCLI = try await Subprocess.runDetached(
+            RolegateBinary.path,
+            ["token", "exchange", "--jwt-file", jwtFile, "--api", "http://127.0.0.1:\(setup.httpPort)"])
+        #expect(refusedCLI.status != 0 && refusedCLI.stderr.contains("is empty"), "\(refusedCLI.stderr)")
+        try "eyJhbGciOiJub25lIn0.e30.x".write(toFile: jwtFile, atomically: true, encoding: .utf8)
+        let noneCLI = try await Subprocess.runDetached(
+            RolegateBinary.path,
+            ["token", "exchange", "--jwt-file", jwtFile, "--api", "http://127.0.0.1:\(setup.httpPort)"])
+        #expect(
+            noneCLI.status != 0 && noneCLI.stderr.contains("401 algorithm_not_allowed"), "\(noneCLI.stderr)")
+
         // A JWT as the password, over TLS: psql as deploy-bot, no exchange first.
         let jwt = try await setup.sign(setup.claims(["jti": UUID().uuidString]))
         let tls = "dbname=app sslmode=verify-full sslrootcert=\(setup.keys)/gateway.crt"

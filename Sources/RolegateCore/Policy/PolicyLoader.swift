@@ -554,7 +554,7 @@ public enum PolicyLoader {
     /// (which also turns it on); `mcp: false` or absent: off.
     private static func buildMCP(_ value: YAMLValue) -> MCPSettings? {
         if case .scalar = value.node {
-            guard let on = value.bool(what: "mcp (true, false, or a mapping of limits)") else { return nil }
+            guard let on = value.bool(what: "mcp") else { return nil }
             return on ? MCPSettings() : nil
         }
         guard let fields = value.mapping(allowed: MCPSettings.keys, what: "the service's MCP settings") else {

@@ -26,13 +26,18 @@ extension TokenCommand {
 
         func run() async throws {
             let data: Data
-            do {
-                data =
-                    jwtFile == "-"
-                    ? FileHandle.standardInput.readDataToEndOfFile()
-                    : try Data(contentsOf: URL(fileURLWithPath: jwtFile))
-            } catch {
-                throw CLIError("cannot read --jwt-file \(jwtFile): \(error.localizedDescription)")
+            if jwtFile == "-" {
+                data = FileHandle.standardInput.readDataToEndOfFile()
+            } else {
+                guard FileManager.default.fileExists(atPath: jwtFile) else {
+                    throw CLIError("--jwt-file \(jwtFile) does not exist")
+                }
+                // A FileHandle reads what Data(contentsOf:) refuses (a FIFO, a projected token's symlink chain).
+                guard let handle = FileHandle(forReadingAtPath: jwtFile) else {
+                    throw CLIError("cannot read --jwt-file \(jwtFile) (permissions?)")
+                }
+                data = handle.readDataToEndOfFile()
+                try? handle.close()
             }
             let jwt = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard !jwt.isEmpty else { throw CLIError("--jwt-file \(jwtFile) is empty") }
