@@ -83,7 +83,12 @@ public actor IdentityExchange {
     > {
         let digest = Data(SHA256.hash(data: Data(jwt.utf8)))
         if let known = wireTokens[digest], known.until > now, known.record.service == user {
-            return .success(known.record)
+            // Shared while it is still usable; once another exchange by the same subject has
+            // replaced it and its grace is over, exchange again (a revoked one is refused there).
+            if let current = try? await store.token(id: known.record.id), current.isUsable(at: now) {
+                return .success(current)
+            }
+            wireTokens[digest] = nil
         }
         let issued: TokenService.Issued
         let identity: VerifiedIdentity
