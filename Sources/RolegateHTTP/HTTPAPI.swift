@@ -115,6 +115,7 @@ public final class HTTPAPI: Sendable {
         // POST /v1/query and /v1/batch never reach the router: see DataRequestHandler. Every
         // other route is generated from the contract (AdminAPI.swift).
         addMCPRoutes(to: router)
+        addConsoleRoutes(to: router)
         do {
             try addContractRoutes(to: router)
         } catch {

@@ -279,4 +279,93 @@ import Testing
             })
         #expect(!audit.description.contains(elevated) && !gw.server.output.contains(elevated))
     }
+    /// The console's inbox and history, as an approver uses them in a real browser; and what a
+    /// browser is told (CSP, framing, cookie attributes, CSRF).
+    @Test func anApproverDecidesInTheConsole() async throws {
+        try requirePythonModule("selenium")
+        try requirePythonModule("jwt")
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium") else {
+            Issue.record("chromium is not installed (./test.sh installs Debian's chromium and chromium-driver)")
+            return
+        }
+        let setup = try await IdentityTests.Setup { provider, _, _ in
+            Self.policy(provider: provider, webhook: try! PostgresCluster.freePort())
+        }
+        defer { withExtendedLifetime(setup) {} }
+        let api = "http://127.0.0.1:\(setup.httpPort)"
+        let alice = try await setup.personToken("u-alice", email: "alice@example.com", groups: ["oncall"])
+        let bob = try await setup.personToken("u-bob", email: "bob@example.com", groups: ["billing-leads"])
+        func ask(_ reason: String) async throws -> String {
+            let (status, json) = try await setup.call(
+                api + "/v1/access/requests", method: "POST",
+                body: try JSONSerialization.data(withJSONObject: [
+                    "access": "fix-billing", "duration": "10m", "reason": reason,
+                ]), bearer: alice)
+            #expect(status == 201)
+            return try #require(json["id"] as? String)
+        }
+        let approveID = try await ask("INC-1 <b>bold</b> & co")
+        let denyID = try await ask("INC-2 needs a look")
+
+        // What a browser is told: no framing, no inline anything, a strict cookie, no CSRF-less POST.
+        var login = URLRequest(url: URL(string: api + "/console/login")!)
+        login.httpMethod = "POST"
+        login.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
+        login.httpBody = Data("token=\(bob)".utf8)
+        let delegate = NoRedirects()
+        let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
+        let (_, loginResponse) = try await session.data(for: login)
+        let http = try #require(loginResponse as? HTTPURLResponse)
+        #expect(http.statusCode == 303)
+        let cookie = try #require(http.value(forHTTPHeaderField: "Set-Cookie"))
+        #expect(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/console"))
+        #expect(!cookie.contains(bob), "the token went into the cookie")
+        let csp = try #require(http.value(forHTTPHeaderField: "Content-Security-Policy"))
+        #expect(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"))
+        #expect(http.value(forHTTPHeaderField: "X-Frame-Options") == "DENY")
+        var forged = URLRequest(url: URL(string: api + "/console/access/\(denyID)/approve")!)
+        forged.httpMethod = "POST"
+        forged.setValue(String(cookie.split(separator: ";")[0]), forHTTPHeaderField: "Cookie")
+        forged.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
+        forged.httpBody = Data("comment=forged".utf8)
+        let (_, forgedResponse) = try await session.data(for: forged)
+        #expect((forgedResponse as? HTTPURLResponse)?.statusCode == 403, "a POST without the CSRF value was taken")
+
+        let screenshots =
+            (ProcessInfo.processInfo.environment["ROLEGATE_SCREENSHOTS"] ?? NSTemporaryDirectory())
+            + "/rolegate-console"
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Clients/console_access.py").path
+        let browser = try await Subprocess.runDetached(
+            TestClients.python, [script, api, bob, approveID, denyID, screenshots])
+        print(browser.stdout.split(separator: "\n").filter { $0.hasPrefix("console:") }.joined(separator: "\n"))
+        #expect(browser.status == 0, "\(browser.stdout)\n\(browser.stderr)")
+        print("console: screenshots in \(screenshots)")
+
+        // The decisions went through the same rules and into the audit log, with who made them.
+        let (_, denied) = try await setup.call(api + "/v1/access/requests/\(denyID)", bearer: alice)
+        #expect(denied["state"] as? String == "denied")
+        let (_, pending) = try await setup.call(api + "/v1/access/requests/\(approveID)", bearer: alice)
+        #expect(pending["state"] as? String == "pending")  // fix-billing needs two approvals
+        let decisions = (pending["decisions"] as? [[String: Any]]) ?? []
+        #expect(decisions.first?["approver"] as? String == "bob@example.com")
+        #expect(decisions.first?["comment"] as? String == "ok, pairing on it")
+        try await Task.sleep(for: .milliseconds(500))
+        let audit = try AuditTests.events(setup.gw, ["--kind", "access"])
+        #expect(
+            audit.contains {
+                ($0["detail"] as? [String: String])?["access_request"] == denyID && $0["action"] as? String == "denied"
+                    && ($0["detail"] as? [String: String])?["by"] == "bob@example.com"
+            })
+    }
+}
+
+/// Lets a test read a redirect's own headers (the console's login answer sets the cookie there).
+final class NoRedirects: NSObject, URLSessionTaskDelegate, Sendable {
+    func urlSession(
+        _ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+        newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void
+    ) {
+        completionHandler(nil)
+    }
 }

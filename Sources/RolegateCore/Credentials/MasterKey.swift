@@ -54,6 +54,10 @@ public struct MasterKey: Sendable {
     /// (``PeerRequestSignature``): never an admin token forwarded from a caller.
     public var peerRequestKey: [UInt8] { derive("rolegate/peer-requests/v1") }
 
+    /// The key the console signs its session cookies and form tokens with: every instance sharing
+    /// the master key accepts a session another one started.
+    public var consoleKey: [UInt8] { derive("rolegate/console/v1") }
+
     private func derive(_ label: String, _ context: String = "") -> [UInt8] {
         SCRAMSHA256.hmac(key: bytes, message: Array(label.utf8) + [0] + Array(context.utf8))
     }

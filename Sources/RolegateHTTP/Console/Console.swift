@@ -1,0 +1,212 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import RolegateCore
+import RolegateTokens
+
+/// `/console`: the web pages where people see and act on access, on the HTTP listener of every
+/// instance. This first part is the login and the access requests' inbox and history; the
+/// navigation has room for the rest of issue 30's pages.
+///
+/// Server-rendered HTML (every interpolated value escaped by ``ConsolePage``), one stylesheet
+/// shipped in the binary, no script. Every response carries `Content-Security-Policy`
+/// (`default-src 'none'`; the stylesheet from this origin only; forms post here only; no
+/// framing), `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and `Cache-Control:
+/// no-store`. The session is a signed cookie (`HttpOnly`, `SameSite=Strict`, `Secure` under TLS,
+/// ending with the token); every POST carries the session's CSRF value. Every action goes
+/// through the same code as the API (``AccessRequests``), so it is audited with who did it.
+extension HTTPAPI {
+    func addConsoleRoutes(to router: Router<APIContext>) {
+        let api = self
+        router.get("/console") { request, _ in
+            api.consoleSession(request) == nil ? Self.redirect("/console/login") : Self.redirect("/console/access")
+        }
+        router.get("/console/login") { _, _ in Self.page(ConsolePage.login(error: nil)) }
+        router.post("/console/login") { request, context in await api.consoleLogin(request, context) }
+        router.post("/console/logout") { request, _ in
+            guard let session = api.consoleSession(request),
+                api.csrfMatches(await Self.form(request)["csrf"], session: session)
+            else { return Self.redirect("/console/login") }
+            var response = Self.redirect("/console/login")
+            response.headers[.setCookie] = api.cookie("", maxAge: 0)
+            return response
+        }
+        router.get("/console/access") { request, _ in await api.accessPage(request, history: false) }
+        router.get("/console/access/history") { request, _ in await api.accessPage(request, history: true) }
+        router.post("/console/access/:id/:action") { request, context in
+            await api.decideFromConsole(request, context)
+        }
+        router.get("/console/static/console.css") { _, _ in
+            var response = Response(
+                status: .ok, headers: [.contentType: "text/css; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: ConsolePage.stylesheet)))
+            Self.secure(&response)
+            return response
+        }
+    }
+
+    /// The session its cookie holds, when it verifies and has not ended.
+    func consoleSession(_ request: Request) -> ConsoleSession? {
+        guard let cookie = Self.cookie(named: ConsoleSession.cookieName, in: request) else { return nil }
+        return ConsoleSession.parse(cookie, key: masterKey.consoleKey)
+    }
+
+    /// The session's token as it is now (revoked or expired: no session).
+    func consoleCaller(_ request: Request) async -> (ConsoleSession, TokenRecord)? {
+        guard let session = consoleSession(request),
+            let record = try? await store.token(id: session.tokenID),
+            case .success(let verified) = await verifier.admitCurrent(record)
+        else { return nil }
+        return (session, verified.record)
+    }
+
+    func consoleLogin(_ request: Request, _ context: APIContext) async -> Response {
+        let form = await Self.form(request)
+        guard let token = form["token"]?.trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty else {
+            return Self.page(ConsolePage.login(error: "Paste a Rolegate token to log in."), status: .badRequest)
+        }
+        let verification = await verifier.verify(token)
+        guard case .success(let verified) = verification else {
+            if case .failure(let failure) = verification {
+                recordRefusal(
+                    Problem(status: .unauthorized, code: "token_invalid", message: "console login: \(failure)"),
+                    requestID: context.requestID, clientAddress: context.clientAddress)
+            }
+            return Self.page(
+                ConsolePage.login(error: "That token is not valid (unknown, expired or revoked)."),
+                status: .unauthorized
+            )
+        }
+        let record = verified.record
+        let session = ConsoleSession.start(tokenID: record.id, expires: min(record.expiresAt, Date() + 12 * 3600))
+        audit?.record(
+            AuditEvent(
+                kind: .auth, action: "allowed", service: record.service, tokenID: record.id, role: record.role,
+                sessionID: context.requestID, client: context.clientAddress, detail: ["channel": "console"]))
+        var response = Self.redirect("/console/access")
+        response.headers[.setCookie] = cookie(
+            session.cookieValue(key: masterKey.consoleKey), maxAge: Int(session.expires.timeIntervalSinceNow))
+        return response
+    }
+
+    func accessPage(_ request: Request, history: Bool) async -> Response {
+        guard let (session, record) = await consoleCaller(request) else { return Self.redirect("/console/login") }
+        let service = AccessRequests(store: store, policy: policy) { _ in }
+        let caller = AccessRequests.Caller(record, policy: policy)
+        let visible = (try? await service.visible(to: caller, states: nil)) ?? []
+        let decidable = Set(
+            visible.filter { request in
+                request.state == .pending && request.requester.lowercased() != caller.login.lowercased()
+                    && !request.decisions.contains { $0.approver.lowercased() == caller.login.lowercased() }
+                    && (policy.access(named: request.access).map { grant in
+                        grant.approvers.contains {
+                            $0.includes(login: caller.login, groups: caller.groups, isService: caller.isService)
+                        }
+                    } ?? false)
+            }.map(\.id))
+        let notice = Self.query(request)["done"]
+        return Self.page(
+            ConsolePage.access(
+                who: record.service, role: record.role, requests: visible, decidable: decidable, history: history,
+                csrf: session.csrf(key: masterKey.consoleKey), notice: notice))
+    }
+
+    func decideFromConsole(_ request: Request, _ context: APIContext) async -> Response {
+        guard let (session, record) = await consoleCaller(request) else { return Self.redirect("/console/login") }
+        let form = await Self.form(request)
+        guard csrfMatches(form["csrf"], session: session) else {
+            return Self.page(
+                ConsolePage.message("This form has expired; reload the page and try again."), status: .forbidden)
+        }
+        let id = context.parameters.get("id") ?? ""
+        let action = context.parameters.get("action") ?? ""
+        let audit = self.audit
+        let service = AccessRequests(store: store, policy: policy) { events in
+            for event in events { audit?.record(event) }
+        }
+        let caller = AccessRequests.Caller(record, policy: policy)
+        let comment = form["comment"].flatMap { $0.isEmpty ? nil : String($0.prefix(500)) }
+        do {
+            switch action {
+            case "approve", "deny":
+                _ = try await service.decide(id: id, approve: action == "approve", comment: comment, caller: caller)
+            case "revoke":
+                _ = try await service.revoke(id: id, reason: comment, caller: caller)
+            default:
+                return Self.page(ConsolePage.message("Unknown action."), status: .notFound)
+            }
+        } catch {
+            return Self.page(ConsolePage.message("Not done: \(error.description)"), status: .conflict)
+        }
+        let done = "\(action == "approve" ? "approved" : action == "deny" ? "denied" : "revoked") \(id)"
+        return Self.redirect(
+            "/console/access?done=" + (done.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""))
+    }
+
+    // MARK: - HTTP pieces
+
+    func csrfMatches(_ sent: String?, session: ConsoleSession) -> Bool {
+        guard let sent else { return false }
+        return ConstantTime.equals(Array(sent.utf8), Array(session.csrf(key: masterKey.consoleKey).utf8))
+    }
+
+    func cookie(_ value: String, maxAge: Int) -> String {
+        var cookie =
+            "\(ConsoleSession.cookieName)=\(value); Path=/console; HttpOnly; SameSite=Strict; Max-Age=\(max(0, maxAge))"
+        if settings.tls != nil { cookie += "; Secure" }
+        return cookie
+    }
+
+    static func cookie(named name: String, in request: Request) -> String? {
+        for header in request.headers[values: .cookie] {
+            for pair in header.split(separator: ";") {
+                let parts = pair.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+                if parts.count == 2, parts[0] == name { return String(parts[1]) }
+            }
+        }
+        return nil
+    }
+
+    static func query(_ request: Request) -> [String: String] {
+        var values: [String: String] = [:]
+        for item in URLComponents(string: request.uri.description)?.queryItems ?? [] {
+            values[item.name] = item.value ?? ""
+        }
+        return values
+    }
+
+    /// A url-encoded form body (already read whole by BodyMiddleware).
+    static func form(_ request: Request) async -> [String: String] {
+        let body = request.body
+        guard let buffer = try? await body.collect(upTo: 64 << 10) else { return [:] }
+        var components = URLComponents()
+        components.percentEncodedQuery = String(buffer: buffer).replacingOccurrences(of: "+", with: "%20")
+        var values: [String: String] = [:]
+        for item in components.queryItems ?? [] { values[item.name] = item.value ?? "" }
+        return values
+    }
+
+    static func page(_ html: String, status: HTTPResponse.Status = .ok) -> Response {
+        var response = Response(
+            status: status, headers: [.contentType: "text/html; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: html)))
+        secure(&response)
+        return response
+    }
+
+    static func redirect(_ location: String) -> Response {
+        var response = Response(status: .seeOther, headers: [.location: location])
+        secure(&response)
+        return response
+    }
+
+    static func secure(_ response: inout Response) {
+        response.headers[.contentSecurityPolicy] =
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+        response.headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+        response.headers[.cacheControl] = "no-store"
+        response.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+    }
+}

@@ -1,0 +1,205 @@
+import Foundation
+import RolegateCore
+
+/// The console's HTML. Every value from outside (names, reasons, comments, ids) goes through
+/// ``escape(_:)``; the structure around them is this file's own text. Plain HTML forms, labelled,
+/// in document order (keyboard-navigable), with one stylesheet that follows the system's light
+/// or dark mode and narrows to a phone's width.
+enum ConsolePage {
+    static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.count)
+        for character in text {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    static func document(title: String, body: String, who: String? = nil, csrf: String? = nil) -> String {
+        var nav = ""
+        if let who, let csrf {
+            nav = """
+                <nav aria-label="Console">
+                  <a href="/console/access">Access requests</a>
+                  <a href="/console/access/history">History</a>
+                  <span class="who">\(escape(who))</span>
+                  <form method="post" action="/console/logout" class="inline">
+                    <input type="hidden" name="csrf" value="\(escape(csrf))">
+                    <button type="submit">Log out</button>
+                  </form>
+                </nav>
+                """
+        }
+        return """
+            <!doctype html>
+            <html lang="en">
+            <head>
+            <meta charset="utf-8">
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>\(escape(title)) · Rolegate</title>
+            <link rel="stylesheet" href="/console/static/console.css">
+            </head>
+            <body>
+            <header><span class="brand">Rolegate</span>\(nav)</header>
+            <main>
+            \(body)
+            </main>
+            </body>
+            </html>
+            """
+    }
+
+    static func login(error: String?) -> String {
+        let problem = error.map { "<p class=\"error\" role=\"alert\">\(escape($0))</p>" } ?? ""
+        return document(
+            title: "Log in",
+            body: """
+                <h1>Log in</h1>
+                \(problem)
+                <form method="post" action="/console/login" class="card">
+                  <label for="token">Your Rolegate token</label>
+                  <input id="token" name="token" type="password" autocomplete="off" required autofocus>
+                  <p class="hint">From <code>rolegate login</code> (<code>rolegate env</code> shows it) or an admin token.
+                  It is checked once; the console then keeps a session that ends with the token.</p>
+                  <button type="submit">Log in</button>
+                </form>
+                """)
+    }
+
+    static func message(_ text: String) -> String {
+        document(
+            title: "Console",
+            body: "<p class=\"error\" role=\"alert\">\(escape(text))</p><p><a href=\"/console/access\">Back</a></p>")
+    }
+
+    static func access(
+        who: String, role: String, requests: [AccessRequest], decidable: Set<String>, history: Bool, csrf: String,
+        notice: String?
+    ) -> String {
+        var body = notice.map { "<p class=\"notice\" role=\"status\">Done: \(escape($0)).</p>" } ?? ""
+        if history {
+            body += "<h1>History</h1>"
+            let done = requests.filter { $0.state.isFinal }
+            body += done.isEmpty ? "<p>No finished request yet.</p>" : table(done, decidable: [], csrf: csrf)
+        } else {
+            let inbox = requests.filter { decidable.contains($0.id) }
+            body += "<h1>Inbox</h1>"
+            body +=
+                inbox.isEmpty
+                ? "<p>Nothing waits for your decision.</p>" : table(inbox, decidable: decidable, csrf: csrf)
+            let mine = requests.filter { $0.requester.lowercased() == who.lowercased() && !$0.state.isFinal }
+            body += "<h2>Your open requests</h2>"
+            body += mine.isEmpty ? "<p>None.</p>" : table(mine, decidable: [], csrf: csrf)
+            let others = requests.filter {
+                !decidable.contains($0.id) && $0.requester.lowercased() != who.lowercased() && !$0.state.isFinal
+            }
+            if !others.isEmpty {
+                body += "<h2>Open requests you can see</h2>" + table(others, decidable: [], csrf: csrf)
+            }
+        }
+        return document(title: history ? "History" : "Access requests", body: body, who: "\(who) (\(role))", csrf: csrf)
+    }
+
+    static func table(_ requests: [AccessRequest], decidable: Set<String>, csrf: String) -> String {
+        var rows = ""
+        for request in requests {
+            let approvals = request.decisions.map { decision in
+                "\(escape(decision.approver)) \(decision.approve ? "approved" : "denied")"
+                    + (decision.comment.map { ": “\(escape($0))”" } ?? "")
+            }.joined(separator: "<br>")
+            var actions = ""
+            if decidable.contains(request.id) {
+                let id = escape(request.id)
+                actions = """
+                    <form method="post" action="/console/access/\(id)/approve" class="decide">
+                      <input type="hidden" name="csrf" value="\(escape(csrf))">
+                      <label for="comment-\(id)">Comment</label>
+                      <input id="comment-\(id)" name="comment" maxlength="500">
+                      <button type="submit" name="decision" value="approve">Approve</button>
+                      <button type="submit" formaction="/console/access/\(id)/deny" class="deny">Deny</button>
+                    </form>
+                    """
+            }
+            let flag = request.breakGlass ? " <strong class=\"flag\">break-glass</strong>" : ""
+            rows += """
+                <tr id="request-\(escape(request.id))">
+                  <td data-label="Request"><code>\(escape(request.id))</code>\(flag)</td>
+                  <td data-label="Grant">\(escape(request.access))<br><small>role \(escape(request.role))</small></td>
+                  <td data-label="Requester">\(escape(request.requester))</td>
+                  <td data-label="Reason">\(escape(request.reason ?? "—"))</td>
+                  <td data-label="For">\(DurationText.format(request.duration))</td>
+                  <td data-label="State"><span class="state \(request.state.rawValue)">\(request.state.rawValue)</span>\(
+                    request.grantedUntil.map { "<br><small>until \($0.rfc3339)</small>" } ?? "")</td>
+                  <td data-label="Decisions">\(approvals.isEmpty ? "—" : approvals)</td>
+                  <td data-label="Asked">\(request.createdAt.rfc3339)</td>
+                  <td data-label="Actions">\(actions)</td>
+                </tr>
+                """
+        }
+        return """
+            <table>
+            <thead><tr><th scope="col">Request</th><th scope="col">Grant</th><th scope="col">Requester</th>
+            <th scope="col">Reason</th><th scope="col">For</th><th scope="col">State</th><th scope="col">Decisions</th>
+            <th scope="col">Asked</th><th scope="col">Actions</th></tr></thead>
+            <tbody>
+            \(rows)
+            </tbody>
+            </table>
+            """
+    }
+
+    static let stylesheet = """
+        :root { color-scheme: light dark; --fg: #1b1f24; --bg: #ffffff; --muted: #57606a; --line: #d0d7de;
+          --accent: #0b57d0; --ok: #1a7f37; --bad: #cf222e; --card: #f6f8fa; }
+        @media (prefers-color-scheme: dark) {
+          :root { --fg: #e6edf3; --bg: #0d1117; --muted: #8d96a0; --line: #30363d; --accent: #4493f8;
+            --ok: #3fb950; --bad: #f85149; --card: #161b22; }
+        }
+        * { box-sizing: border-box; }
+        body { margin: 0; font: 15px/1.5 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
+        header { display: flex; flex-wrap: wrap; align-items: center; gap: 1rem; padding: .75rem 1.25rem;
+          border-bottom: 1px solid var(--line); }
+        .brand { font-weight: 700; }
+        nav { display: flex; flex-wrap: wrap; align-items: center; gap: 1rem; flex: 1; }
+        nav .who { margin-left: auto; color: var(--muted); }
+        a { color: var(--accent); }
+        a:focus-visible, button:focus-visible, input:focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; }
+        main { padding: 1.25rem; max-width: 1280px; }
+        h1 { font-size: 1.5rem; margin: .25rem 0 1rem; }
+        h2 { font-size: 1.15rem; margin: 1.75rem 0 .75rem; }
+        .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 1rem;
+          max-width: 32rem; display: grid; gap: .5rem; }
+        input { font: inherit; padding: .4rem .5rem; border: 1px solid var(--line); border-radius: 6px;
+          background: var(--bg); color: var(--fg); }
+        button { font: inherit; padding: .35rem .8rem; border-radius: 6px; border: 1px solid var(--accent);
+          background: var(--accent); color: #fff; cursor: pointer; }
+        button.deny { background: transparent; color: var(--bad); border-color: var(--bad); }
+        form.inline { display: inline; }
+        nav form.inline button { background: transparent; color: var(--accent); }
+        .hint, small { color: var(--muted); }
+        .error { color: var(--bad); font-weight: 600; }
+        .notice { color: var(--ok); font-weight: 600; }
+        .flag { color: var(--bad); text-transform: uppercase; font-size: .8rem; }
+        table { border-collapse: collapse; width: 100%; }
+        th, td { text-align: left; vertical-align: top; padding: .5rem; border-bottom: 1px solid var(--line); }
+        th { color: var(--muted); font-weight: 600; font-size: .85rem; }
+        .state { font-weight: 600; }
+        .state.approved, .state.finished { color: var(--ok); }
+        .state.denied, .state.revoked, .state.expired { color: var(--bad); }
+        form.decide { display: grid; gap: .35rem; min-width: 12rem; }
+        @media (max-width: 700px) {
+          thead { display: none; }
+          table, tbody, tr, td { display: block; width: 100%; }
+          tr { border: 1px solid var(--line); border-radius: 8px; margin-bottom: .75rem; padding: .25rem .5rem; }
+          td { border: 0; padding: .25rem 0; }
+          td::before { content: attr(data-label); display: block; color: var(--muted); font-size: .8rem; }
+        }
+        """
+}

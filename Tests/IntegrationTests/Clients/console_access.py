@@ -1,0 +1,77 @@
+"""An approver in the console, as a person uses it: headless Chromium (Selenium, Debian's
+chromium and chromium-driver) logs in with the approver's token, finds two pending requests in
+the inbox, approves one and denies the other with comments, and finds the denied one in the
+history. Screenshots of each page (at 1280 px, and the history at a phone's 390 px) go to
+SCREENSHOTS.
+
+    console_access.py BASE TOKEN APPROVE_ID DENY_ID SCREENSHOTS
+
+Prints "console: ..." lines and exits 1 at the first thing that is not as a person should see it.
+"""
+
+import os
+import shutil
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+base, token, approve_id, deny_id, screenshots = sys.argv[1:6]
+os.makedirs(screenshots, exist_ok=True)
+
+
+def check(condition, message):
+    if not condition:
+        print(f"FAIL: {message}", flush=True)
+        sys.exit(1)
+    print(f"console: {message}", flush=True)
+
+
+options = webdriver.ChromeOptions()
+options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
+    options.add_argument(argument)
+driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+try:
+    driver.get(base + "/console")
+    check(driver.current_url.endswith("/console/login"), "an unknown visitor is sent to the login page")
+    label = driver.find_element(By.CSS_SELECTOR, "label[for=token]")
+    check("token" in label.text.lower(), "the token field is labelled")
+    driver.save_screenshot(os.path.join(screenshots, "1-login.png"))
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form.card button[type=submit]").click()
+    check(driver.current_url.endswith("/console/access"), "logged in, on the inbox")
+    rows = {row.get_attribute("id") for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    check(f"request-{approve_id}" in rows and f"request-{deny_id}" in rows, f"both requests wait in the inbox: {rows}")
+    driver.save_screenshot(os.path.join(screenshots, "2-inbox.png"))
+
+    driver.find_element(By.ID, f"comment-{approve_id}").send_keys("ok, pairing on it")
+    driver.find_element(By.CSS_SELECTOR, f"#request-{approve_id} button[value=approve]").click()
+    notice = driver.find_element(By.CSS_SELECTOR, ".notice").text
+    check(approve_id in notice and "approved" in notice, f"the approval is confirmed: {notice}")
+    driver.find_element(By.ID, f"comment-{deny_id}").send_keys("use the <read> replica")
+    driver.find_element(By.CSS_SELECTOR, f"#request-{deny_id} button.deny").click()
+    notice = driver.find_element(By.CSS_SELECTOR, ".notice").text
+    check(deny_id in notice and "denied" in notice, f"the denial is confirmed: {notice}")
+    inbox = {row.get_attribute("id") for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    check(f"request-{deny_id}" not in inbox, "the denied request left the open lists")
+    driver.save_screenshot(os.path.join(screenshots, "3-after-decisions.png"))
+
+    driver.find_element(By.LINK_TEXT, "History").click()
+    row = driver.find_element(By.ID, f"request-{deny_id}")
+    check("denied" in row.text and "use the <read> replica" in row.text, f"the history shows the denial: {row.text}")
+    driver.save_screenshot(os.path.join(screenshots, "4-history.png"))
+    driver.set_window_size(390, 844)
+    driver.save_screenshot(os.path.join(screenshots, "5-history-phone.png"))
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    check(width <= 400, f"the history fits a phone's width ({width} px)")
+
+    driver.set_window_size(1280, 1000)
+    driver.find_element(By.CSS_SELECTOR, "nav form.inline button").click()
+    check(driver.current_url.endswith("/console/login"), "logged out")
+    driver.get(base + "/console/access")
+    check(driver.current_url.endswith("/console/login"), "after logging out, the inbox asks for a login again")
+finally:
+    driver.quit()
+print("console: all checks passed", flush=True)
