@@ -72,6 +72,14 @@ extension HTTPAPI {
                 recordRefusal(
                     Problem(status: .unauthorized, code: "token_invalid", message: "console login: \(failure)"),
                     requestID: context.requestID, clientAddress: context.clientAddress)
+                // Guessing through the login form is slowed like guessing anywhere else.
+                if let address = context.clientAddress,
+                    let failures = await gateway.loginThrottle.failedAndWait(address: address)
+                {
+                    audit?.record(
+                        gateway.loginThrottle.crossedLimitEvent(
+                            address: address, failures: failures, channel: "console"))
+                }
             }
             return Self.page(
                 ConsolePage.login(error: "That token is not valid (unknown, expired or revoked)."),

@@ -202,10 +202,14 @@ public struct AccessRequests: Sendable {
             secret: TokenSecret(token: secret, salt: salt, iterations: iterations))
         elevated.accessRequest = id
         do throws(StoreError) {
+            // The token first, then the request's claim on it: a failure in between leaves an
+            // unclaimed token (revoked here), never a request pointing at no token.
+            try await store.insertToken(elevated, exclusive: false, now: now.wholeMilliseconds)
             guard try await store.attachAccessToken(id: id, tokenID: tokenID) else {
+                _ = try await store.revoke(
+                    id: tokenID, reason: "request \(id) was picked up twice at once", now: now.wholeMilliseconds)
                 throw StoreError.accessConflict("request \(id)'s token was already picked up")
             }
-            try await store.insertToken(elevated, exclusive: false, now: now.wholeMilliseconds)
         } catch .accessConflict(let message) {
             throw .conflict(message)
         } catch {

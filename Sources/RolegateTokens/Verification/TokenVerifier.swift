@@ -102,8 +102,9 @@ public final class TokenVerifier: Sendable {
             policy.bindings
         }
 
-        /// Anyone may hold a token through a group: a login name not in the policy is looked up.
-        var groupsExist: Bool { !policy.groups.isEmpty }
+        /// Names outside the policy may hold tokens (a group's members, requesters of access
+        /// grants): a login name not in the bindings is looked up rather than refused.
+        var outsidersMayHoldTokens: Bool { !policy.groups.isEmpty || !policy.access.isEmpty }
     }
 
     public let store: any Store
@@ -296,7 +297,7 @@ public final class TokenVerifier: Sendable {
         let maxStaleness = self.maxStaleness
         return state.withLock { s -> Result<[TokenRecord]?, Failure>? in
             guard let last = s.lastRefresh, instant - last <= maxStaleness else { return nil }
-            guard s.bindings[service] != nil || s.groupsExist else { return .success(nil) }
+            guard s.bindings[service] != nil || s.outsidersMayHoldTokens else { return .success(nil) }
             guard let cached = s.byService[service] else { return nil }
             return .success(cached.isEmpty ? nil : cached)
         }
