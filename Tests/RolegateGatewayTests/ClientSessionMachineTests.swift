@@ -237,6 +237,36 @@ import Testing
         #expect(refusal(loopback.passwordVerified(.failure(.revoked))) == ErrorFields.fatal("28000", "token revoked"))
     }
 
+    /// A JWT sent as the password is exchanged (only when the gateway trusts an issuer); the
+    /// exchanged token must be for the user who logged in, and a refusal says why.
+    @Test func anIdentityTokenAsThePasswordIsExchanged() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+        func loggedIn(identity: Bool) -> Machine {
+            var m = machine(loopback: true, passwordOnLoopback: true)
+            m.settings.identityPasswords = identity
+            _ = m.startupPacket(startup([("user", "billing-api"), ("database", "app")]), bytesFollow: false)
+            return m
+        }
+        var without = loggedIn(identity: false)
+        #expect(without.passwordMessage(Frontend.password(jwt)) == .verifyPassword(jwt))
+        var with = loggedIn(identity: true)
+        #expect(with.passwordMessage(Frontend.password(jwt)) == .exchangeIdentity(jwt: jwt, user: "billing-api"))
+        let exchanged = record()
+        #expect(with.identityExchanged(.success(exchanged)) == .admit(exchanged))
+        var other = loggedIn(identity: true)
+        _ = other.passwordMessage(Frontend.password(jwt))
+        var foreign = record()
+        foreign.service = "reports"
+        #expect(refusal(other.identityExchanged(.success(foreign)))?.message.contains("user=reports") == true)
+        var refused = loggedIn(identity: true)
+        _ = refused.passwordMessage(Frontend.password(jwt))
+        let answer = refused.identityExchanged(.failure(IdentityLoginRefusal(message: "the identity token expired")))
+        #expect(refusal(answer) == ErrorFields.fatal("28000", "the identity token expired"))
+        // A Rolegate token is never taken for a JWT.
+        var token = loggedIn(identity: true)
+        #expect(token.passwordMessage(Frontend.password(self.token)) == .verifyPassword(self.token))
+    }
+
     @Test func startupProblemsAreNamed() {
         var unknownDatabase = machine()
         #expect(
