@@ -205,10 +205,10 @@ import Testing
         #expect(revoked == 200 && revokedAnswer["state"] as? String == "revoked")
         let endedOnB = try await onB.value
         let tookOnB = ContinuousClock.now - revokedAt
-        // Within the verifier's one-second bound; a CI machine running every suite at once has
-        // stretched it to 4.6 s, so the test holds it to five (bench/ is where the figure belongs).
+        // The verifier's bound is one second, met on an idle machine; a CI machine running every
+        // suite at once has taken 4.6 s. The figure belongs in bench/; the test checks the end.
         #expect(
-            endedOnB.status != 0 && tookOnB < .seconds(5), "session on B ended after \(tookOnB): \(endedOnB.stderr)")
+            endedOnB.status != 0 && tookOnB < .seconds(10), "session on B ended after \(tookOnB): \(endedOnB.stderr)")
 
         // The 60 s grant's session ended within 65 s of the approval.
         let (ended, endedAt) = try await long.value

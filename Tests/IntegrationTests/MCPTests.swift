@@ -171,7 +171,7 @@ import Testing
         try gw.fixture.expectRolegate(["token", "revoke", id, "--reason", "agent misbehaved"])
         let revokedAt = ContinuousClock.now
         var refusedOn: Set<Int> = []
-        while refusedOn.count < 2, ContinuousClock.now - revokedAt < .seconds(3) {
+        while refusedOn.count < 2, ContinuousClock.now - revokedAt < .seconds(10) {
             for port in [httpPort, secondHTTP] where !refusedOn.contains(port) {
                 let reply = try await Self.post(port, whoami, token: token)
                 if reply.status == 401 && reply.json["code"] as? String == "token_revoked" { refusedOn.insert(port) }
@@ -179,9 +179,10 @@ import Testing
             try await Task.sleep(for: .milliseconds(50))
         }
         let took = ContinuousClock.now - revokedAt
-        // The verifier's bound is one second (maxStaleness); a CI machine running every suite at
-        // once has stretched it past three (MultiInstanceTests allows for the same). bench/ is
-        // where the real figure belongs.
-        #expect(refusedOn.count == 2 && took < .seconds(5), "revoked token refused on \(refusedOn) after \(took)")
+        // Refused on both instances. The verifier's bound is one second (maxStaleness) and an idle
+        // machine meets it; a CI machine running every suite at once has taken five, counting each
+        // poll's own requests. The figure belongs in bench/, so the test checks the refusal, with
+        // a bound that only catches a revocation that never arrives.
+        #expect(refusedOn.count == 2 && took < .seconds(10), "revoked token refused on \(refusedOn) after \(took)")
     }
 }
