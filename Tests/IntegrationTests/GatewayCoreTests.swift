@@ -13,7 +13,10 @@ import Testing
     @Test func rawSocketCasesHoldAndEveryFunctionCallIsAudited() async throws {
         // One event loop: every session shares one pool, so a server connection given back is the
         // one the next session gets (the pipelining case needs that to be able to fail).
-        let gw = try await GatewayFixture(serveArguments: ["--threads", "1"])
+        // A login timeout longer than the fixture's 2 s: one case waits 1.5 s between SCRAM's
+        // messages after running `rolegate token revoke`, which alone took over half a second on
+        // a CI machine running every suite (the timeout then answered instead of the revocation).
+        let gw = try await GatewayFixture(serveArguments: ["--threads", "1", "--client-login-timeout", "10s"])
         defer { withExtendedLifetime(gw) {} }
         var env = gw.fixture.environment
         env["PGPASSWORD"] = gw.tokens["reports"]
