@@ -71,13 +71,13 @@ public actor IdentityExchange {
             } else {
                 "jwt\u{0}\(jwt)"
             }
-        return SHA256.hash(data: Data(material.utf8)).map { String(format: "%02x", $0) }.joined()
+        return SHA256.hash(data: Data(material.utf8)).hexString
     }
 
     /// A JWT sent as the password by `user` on the wire: the token it is exchanged for (shared by
     /// every connection with the same JWT while both live), or why not.
     public func wireLogin(
-        jwt: String, user: String, client: String?, now: Date = Date()
+        jwt: String, user: String, now: Date = Date()
     ) async -> Result<
         TokenRecord, IdentityLoginRefusal
     > {
@@ -93,8 +93,7 @@ public actor IdentityExchange {
         let issued: TokenService.Issued
         let identity: VerifiedIdentity
         do {
-            (issued, identity) = try await exchangeVerified(
-                jwt, issuer: "exchange:wire" + (client.map { "@\($0)" } ?? ""), now: now)
+            (issued, identity) = try await exchangeVerified(jwt, issuer: "exchange:wire", now: now)
         } catch {
             return .failure(refused(error))
         }

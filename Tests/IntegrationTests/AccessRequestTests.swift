@@ -72,12 +72,6 @@ import Testing
         """
     }
 
-    static func time(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.date(from: text)
-    }
-
     @Test func requestApproveUseExpireBreakGlassAndRevoke() async throws {
         try requirePythonModule("jwt")
         let webhookPort = try PostgresCluster.freePort()
@@ -135,8 +129,8 @@ import Testing
         // The second distinct approval grants it, for 60 s from now.
         let (second, approved) = try await call("POST", "/v1/access/requests/\(id)/approve", carol)
         #expect(second == 200 && approved["state"] as? String == "approved", "\(approved)")
-        let grantedUntil = try #require((approved["granted_until"] as? String).flatMap(Self.time))
-        let approvedAt = try #require((approved["decided_at"] as? String).flatMap(Self.time))
+        let grantedUntil = try #require((approved["granted_until"] as? String).flatMap(Date.init(rfc3339:)))
+        let approvedAt = try #require((approved["decided_at"] as? String).flatMap(Date.init(rfc3339:)))
         #expect(abs(grantedUntil.timeIntervalSince(approvedAt) - 60) < 0.01)
         #expect(try await call("POST", "/v1/access/requests/\(id)/token", bob).0 == 403)  // only the requester
         let (picked, grant) = try await call("POST", "/v1/access/requests/\(id)/token", alice)

@@ -38,6 +38,6 @@ public enum WebhookSignature {
     static func mac(body: String, secret: String, timestamp: Int64) -> String {
         let code = HMAC<SHA256>.authenticationCode(
             for: Data("\(timestamp).\(body)".utf8), using: SymmetricKey(data: Data(secret.utf8)))
-        return code.map { String(format: "%02x", $0) }.joined()
+        return code.hexString
     }
 }

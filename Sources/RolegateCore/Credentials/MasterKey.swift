@@ -65,7 +65,7 @@ public struct MasterKey: Sendable {
     var fileText: String { hex(bytes) + "\n" }
 
     private func hex(_ data: [UInt8]) -> String {
-        data.map { String(format: "%02x", $0) }.joined()
+        data.hexString
     }
 }
 

@@ -74,6 +74,6 @@ public struct PeerRequestSignature: Sendable {
 
     private func mac(method: String, path: String, seconds: Int64, instance: String, actor: String) -> String {
         let message = [method.uppercased(), path, String(seconds), instance, actor].joined(separator: "\n")
-        return SCRAMSHA256.hmac(key: key, message: Array(message.utf8)).map { String(format: "%02x", $0) }.joined()
+        return SCRAMSHA256.hmac(key: key, message: Array(message.utf8)).hexString
     }
 }

@@ -87,11 +87,15 @@ public struct Policy: Sendable {
         return bindings
     }
 
-    /// Whether `user` may hold tokens at all: a service or a person of the policy, or, when
-    /// groups exist, anyone (a group's members are not listed in the policy).
+    /// Whether `user` may hold tokens at all: a service or a person of the policy, or anyone
+    /// when ``outsidersMayHoldTokens``.
     public func mayHoldTokens(_ user: String) -> Bool {
-        service(named: user) != nil || person(named: user) != nil || !groups.isEmpty || !access.isEmpty
+        service(named: user) != nil || person(named: user) != nil || outsidersMayHoldTokens
     }
+
+    /// Names the policy does not list may hold tokens: a group's members, and requesters of
+    /// access grants (by group).
+    public var outsidersMayHoldTokens: Bool { !groups.isEmpty || !access.isEmpty }
 }
 
 /// `databases.<name>`: a database clients reach by `<name>`, and how Rolegate administers it.

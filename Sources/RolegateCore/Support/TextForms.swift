@@ -5,12 +5,25 @@ public import Foundation
 public enum PointInTime {
     public static func parse(_ text: String, now: Date = Date()) -> Date? {
         if let duration = try? DurationText.parse(text) { return now.addingTimeInterval(-duration.timeInterval) }
+        if let date = Date(rfc3339: text) { return date }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withFullDate]
+        return formatter.date(from: text)
+    }
+}
+
+extension Date {
+    /// An RFC 3339 time, with or without fractional seconds (what Rolegate's APIs write).
+    public init?(rfc3339 text: String) {
         let formatter = ISO8601DateFormatter()
         for options: ISO8601DateFormatter.Options in [
-            [.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime], [.withFullDate],
+            [.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime],
         ] {
             formatter.formatOptions = options
-            if let date = formatter.date(from: text) { return date }
+            if let date = formatter.date(from: text) {
+                self = date
+                return
+            }
         }
         return nil
     }
@@ -89,5 +102,32 @@ extension Date {
         digits(millis, 3)
         out.append(UInt8(ascii: "Z"))
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+extension Sequence where Element == UInt8 {
+    /// Lowercase hexadecimal, two digits a byte (digests, MACs, nonces).
+    public var hexString: String {
+        map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// Text placed in HTML: `&`, `<`, `>`, `"` and `'` as entities, so a value can never become
+/// markup or leave an attribute (the console's pages, the login's loopback page).
+public enum HTMLText {
+    public static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.count)
+        for character in text {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(character)
+            }
+        }
+        return out
     }
 }

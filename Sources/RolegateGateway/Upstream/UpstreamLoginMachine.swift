@@ -173,11 +173,8 @@ package struct UpstreamLoginMachine {
 
     /// MD5's answer: `md5` + md5(md5(password + user) + salt), in hex.
     package static func md5Response(password: String, role: String, salt: [UInt8]) -> String {
-        func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-            digest.map { String(format: "%02x", $0) }.joined()
-        }
-        let inner = hex(Insecure.MD5.hash(data: Array((password + role).utf8)))
-        return "md5" + hex(Insecure.MD5.hash(data: Array(inner.utf8) + salt))
+        let inner = Insecure.MD5.hash(data: Array((password + role).utf8)).hexString
+        return "md5" + Insecure.MD5.hash(data: Array(inner.utf8) + salt).hexString
     }
 
     private mutating func refuseMethod(_ asked: String) -> Action {

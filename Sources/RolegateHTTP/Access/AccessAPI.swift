@@ -39,21 +39,24 @@ extension ContractHandlers {
     }
 
     func approveAccess(_ input: Operations.ApproveAccess.Input) async throws -> Operations.ApproveAccess.Output {
-        var comment: String?
-        if case .json(let body)? = input.body { comment = try ContractFormats.text(body.comment, "comment") }
-        let request = try await access {
-            try await $0.decide(id: input.path.id, approve: true, comment: comment, caller: $1)
-        }
-        return .ok(.init(body: .json(Self.accessRequest(request))))
+        var body: Components.Schemas.AccessComment?
+        if case .json(let given)? = input.body { body = given }
+        return .ok(.init(body: .json(try await decide(input.path.id, body, approve: true))))
     }
 
     func denyAccess(_ input: Operations.DenyAccess.Input) async throws -> Operations.DenyAccess.Output {
-        var comment: String?
-        if case .json(let body)? = input.body { comment = try ContractFormats.text(body.comment, "comment") }
-        let request = try await access {
-            try await $0.decide(id: input.path.id, approve: false, comment: comment, caller: $1)
-        }
-        return .ok(.init(body: .json(Self.accessRequest(request))))
+        var body: Components.Schemas.AccessComment?
+        if case .json(let given)? = input.body { body = given }
+        return .ok(.init(body: .json(try await decide(input.path.id, body, approve: false))))
+    }
+
+    /// An approval or a denial, with its optional comment.
+    private func decide(
+        _ id: String, _ body: Components.Schemas.AccessComment?, approve: Bool
+    ) async throws -> Components.Schemas.AccessRequest {
+        let comment = try ContractFormats.text(body?.comment, "comment")
+        return Self.accessRequest(
+            try await access { try await $0.decide(id: id, approve: approve, comment: comment, caller: $1) })
     }
 
     func revokeAccess(_ input: Operations.RevokeAccess.Input) async throws -> Operations.RevokeAccess.Output {
@@ -80,12 +83,8 @@ extension ContractHandlers {
         _ body: (AccessRequests, AccessRequests.Caller) async throws -> T
     ) async throws -> T {
         guard let record = Caller.current?.admin else { throw Problem.missingCaller }
-        let audit = api.audit
-        let service = AccessRequests(store: api.store, policy: api.policy) { events in
-            for event in events { audit?.record(event) }
-        }
         do {
-            return try await body(service, AccessRequests.Caller(record, policy: api.policy))
+            return try await body(api.accessRequests, AccessRequests.Caller(record, policy: api.policy))
         } catch let failure as AccessRequests.Failure {
             switch failure {
             case .forbidden(let code, let message): throw Problem(status: .forbidden, code: code, message: message)

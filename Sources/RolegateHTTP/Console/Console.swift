@@ -46,6 +46,15 @@ extension HTTPAPI {
         }
     }
 
+    /// Access requests under this policy, audited to this instance's log: the API, the console
+    /// and the MCP tools all act through it.
+    var accessRequests: AccessRequests {
+        let audit = self.audit
+        return AccessRequests(store: store, policy: policy) { events in
+            for event in events { audit?.record(event) }
+        }
+    }
+
     /// The session its cookie holds, when it verifies and has not ended.
     func consoleSession(_ request: Request) -> ConsoleSession? {
         guard let cookie = Self.cookie(named: ConsoleSession.cookieName, in: request) else { return nil }
@@ -100,19 +109,10 @@ extension HTTPAPI {
 
     func accessPage(_ request: Request, history: Bool) async -> Response {
         guard let (session, record) = await consoleCaller(request) else { return Self.redirect("/console/login") }
-        let service = AccessRequests(store: store, policy: policy) { _ in }
+        let service = accessRequests
         let caller = AccessRequests.Caller(record, policy: policy)
         let visible = (try? await service.visible(to: caller, states: nil)) ?? []
-        let decidable = Set(
-            visible.filter { request in
-                request.state == .pending && request.requester.lowercased() != caller.login.lowercased()
-                    && !request.decisions.contains { $0.approver.lowercased() == caller.login.lowercased() }
-                    && (policy.access(named: request.access).map { grant in
-                        grant.approvers.contains {
-                            $0.includes(login: caller.login, groups: caller.groups, isService: caller.isService)
-                        }
-                    } ?? false)
-            }.map(\.id))
+        let decidable = Set(visible.filter { service.mayDecide($0, caller: caller) }.map(\.id))
         let notice = Self.query(request)["done"]
         return Self.page(
             ConsolePage.access(
@@ -129,10 +129,7 @@ extension HTTPAPI {
         }
         let id = context.parameters.get("id") ?? ""
         let action = context.parameters.get("action") ?? ""
-        let audit = self.audit
-        let service = AccessRequests(store: store, policy: policy) { events in
-            for event in events { audit?.record(event) }
-        }
+        let service = accessRequests
         let caller = AccessRequests.Caller(record, policy: policy)
         let comment = form["comment"].flatMap { $0.isEmpty ? nil : String($0.prefix(500)) }
         do {

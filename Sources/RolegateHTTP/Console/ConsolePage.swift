@@ -7,19 +7,7 @@ import RolegateCore
 /// or dark mode and narrows to a phone's width.
 enum ConsolePage {
     static func escape(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.count)
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(character)
-            }
-        }
-        return out
+        HTMLText.escape(text)
     }
 
     static func document(title: String, body: String, who: String? = nil, csrf: String? = nil) -> String {

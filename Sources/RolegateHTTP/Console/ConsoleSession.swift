@@ -14,7 +14,7 @@ struct ConsoleSession: Sendable, Equatable {
     var nonce: String
 
     static func start(tokenID: String, expires: Date) -> ConsoleSession {
-        let nonce = SecureRandom.bytes(12).map { String(format: "%02x", $0) }.joined()
+        let nonce = SecureRandom.bytes(12).hexString
         return ConsoleSession(tokenID: tokenID, expires: expires, nonce: nonce)
     }
 
@@ -41,6 +41,6 @@ struct ConsoleSession: Sendable, Equatable {
     }
 
     static func mac(_ text: String, key: [UInt8]) -> String {
-        SCRAMSHA256.hmac(key: key, message: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        SCRAMSHA256.hmac(key: key, message: Array(text.utf8)).hexString
     }
 }

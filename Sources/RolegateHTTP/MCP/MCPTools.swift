@@ -242,12 +242,8 @@ struct MCPTools: Sendable {
     func access(
         _ body: (AccessRequests, AccessRequests.Caller) async throws(AccessRequests.Failure) -> AccessRequest
     ) async -> CallTool.Result {
-        let audit = api.audit
-        let service = AccessRequests(store: api.store, policy: api.policy) { events in
-            for event in events { audit?.record(event) }
-        }
         do {
-            let request = try await body(service, AccessRequests.Caller(record, policy: api.policy))
+            let request = try await body(api.accessRequests, AccessRequests.Caller(record, policy: api.policy))
             let text =
                 "Access request \(request.id) for \(request.access) (role \(request.role)): \(request.state.rawValue)"
                 + (request.grantedUntil.map { " until \($0.rfc3339)" } ?? "")

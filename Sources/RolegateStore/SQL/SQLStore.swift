@@ -94,21 +94,47 @@ final class SQLStore: Store {
         let notify = driver.dialect == .postgres
         return try await run(transaction: true) { db in
             let usable = try await Self.usableTokens(service: token.service, now: now, db)
-            var superseded: [TokenRecord] = []
-            for var old in usable {
-                // At most two usable tokens per service: one already in a grace window ends now.
-                old.expiresAt = old.supersededBy != nil ? now : min(old.expiresAt, graceUntil)
-                old.supersededBy = token.id
-                try await db.execute(
-                    "UPDATE rolegate_tokens SET expires_at = $1, superseded_by = $2 WHERE id = $3",
-                    [SQLValue(old.expiresAt), .text(token.id), .text(old.id)])
-                try await Self.appendChange(.rotated, token: old, at: now, db, notify: notify)
-                superseded.append(old)
-            }
-            try await Self.insert(token, db)
-            try await Self.appendChange(.issued, token: token, at: now, db, notify: notify)
-            return superseded
+            return try await Self.supersede(usable, with: token, graceUntil: graceUntil, now: now, db, notify: notify)
         }
+    }
+
+    /// Lets `old` live only until `graceUntil` (one already in a grace window ends now: at most
+    /// two usable tokens per service or subject), then stores `token`; the change feed gets
+    /// `rotated` for each old one and `issued`. Returns the superseded tokens.
+    private static func supersede(
+        _ old: [TokenRecord], with token: TokenRecord, graceUntil: Date, now: Date, _ db: any SQLExecutor,
+        notify: Bool
+    ) async throws -> [TokenRecord] {
+        var superseded: [TokenRecord] = []
+        for var record in old {
+            record.expiresAt = record.supersededBy != nil ? now : min(record.expiresAt, graceUntil)
+            record.supersededBy = token.id
+            try await db.execute(
+                "UPDATE rolegate_tokens SET expires_at = $1, superseded_by = $2 WHERE id = $3",
+                [SQLValue(record.expiresAt), .text(token.id), .text(record.id)])
+            try await appendChange(.rotated, token: record, at: now, db, notify: notify)
+            superseded.append(record)
+        }
+        try await insert(token, db)
+        try await appendChange(.issued, token: token, at: now, db, notify: notify)
+        return superseded
+    }
+
+    /// Revokes each of `tokens` now, with the change feed told of each; returns them revoked.
+    private static func revokeEach(
+        _ tokens: [TokenRecord], reason: String?, now: Date, _ db: any SQLExecutor, notify: Bool
+    ) async throws -> [TokenRecord] {
+        var revoked: [TokenRecord] = []
+        for var token in tokens {
+            token.revokedAt = now
+            token.revokeReason = reason
+            try await db.execute(
+                "UPDATE rolegate_tokens SET revoked_at = $1, revoke_reason = $2 WHERE id = $3",
+                [SQLValue(now), SQLValue(reason), .text(token.id)])
+            try await appendChange(.revoked, token: token, at: now, db, notify: notify)
+            revoked.append(token)
+        }
+        return revoked
     }
 
     func revoke(id: String, reason: String?, now: Date) async throws(StoreError) -> TokenRecord? {
@@ -129,17 +155,9 @@ final class SQLStore: Store {
     func revokeAll(service: String, reason: String?, now: Date) async throws(StoreError) -> [TokenRecord] {
         let notify = driver.dialect == .postgres
         return try await run(transaction: true) { db in
-            var revoked: [TokenRecord] = []
-            for var token in try await Self.usableTokens(service: service, now: now, db) {
-                token.revokedAt = now
-                token.revokeReason = reason
-                try await db.execute(
-                    "UPDATE rolegate_tokens SET revoked_at = $1, revoke_reason = $2 WHERE id = $3",
-                    [SQLValue(now), SQLValue(reason), .text(token.id)])
-                try await Self.appendChange(.revoked, token: token, at: now, db, notify: notify)
-                revoked.append(token)
-            }
-            return revoked
+            try await Self.revokeEach(
+                try await Self.usableTokens(service: service, now: now, db), reason: reason, now: now, db,
+                notify: notify)
         }
     }
 
@@ -159,19 +177,9 @@ final class SQLStore: Store {
             let usable = try await Self.usableTokens(service: token.service, now: now, db)
             let others = usable.filter { $0.subject != token.subject && $0.supersededBy == nil }
             if others.count >= maxLive { throw StoreError.tooManyLiveTokens(limit: maxLive) }
-            var superseded: [TokenRecord] = []
-            for var old in usable where old.subject == token.subject {
-                old.expiresAt = old.supersededBy != nil ? now : min(old.expiresAt, graceUntil)
-                old.supersededBy = token.id
-                try await db.execute(
-                    "UPDATE rolegate_tokens SET expires_at = $1, superseded_by = $2 WHERE id = $3",
-                    [SQLValue(old.expiresAt), .text(token.id), .text(old.id)])
-                try await Self.appendChange(.rotated, token: old, at: now, db, notify: notify)
-                superseded.append(old)
-            }
-            try await Self.insert(token, db)
-            try await Self.appendChange(.issued, token: token, at: now, db, notify: notify)
-            return superseded
+            return try await Self.supersede(
+                usable.filter { $0.subject == token.subject }, with: token, graceUntil: graceUntil, now: now, db,
+                notify: notify)
         }
     }
 
@@ -182,22 +190,14 @@ final class SQLStore: Store {
     {
         let notify = driver.dialect == .postgres
         return try await run(transaction: true) { db in
-            var revoked: [TokenRecord] = []
             let rows = try await db.query(
                 """
                 SELECT \(Self.columns) FROM rolegate_tokens
                  WHERE subject = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY issued_at
                 """, [.text(subject), SQLValue(now)])
-            for var token in try rows.map(Self.record) where service == nil || token.service == service {
-                token.revokedAt = now
-                token.revokeReason = reason
-                try await db.execute(
-                    "UPDATE rolegate_tokens SET revoked_at = $1, revoke_reason = $2 WHERE id = $3",
-                    [SQLValue(now), SQLValue(reason), .text(token.id)])
-                try await Self.appendChange(.revoked, token: token, at: now, db, notify: notify)
-                revoked.append(token)
-            }
-            return revoked
+            return try await Self.revokeEach(
+                try rows.map(Self.record).filter { service == nil || $0.service == service }, reason: reason, now: now,
+                db, notify: notify)
         }
     }
 

@@ -113,6 +113,15 @@ public struct AccessRequests: Sendable {
 
     // MARK: - Deciding
 
+    /// Whether `caller` may decide `request` now: it is pending, they are an approver of its
+    /// grant, not its requester, and have not answered it yet (``decide(id:approve:comment:caller:now:)``
+    /// says which of these failed).
+    public func mayDecide(_ request: AccessRequest, caller: Caller) -> Bool {
+        request.state == .pending && caller.login.lowercased() != request.requester.lowercased()
+            && !request.decisions.contains { $0.approver.lowercased() == caller.login.lowercased() }
+            && caller.isOne(of: policy.access(named: request.access)?.approvers ?? [])
+    }
+
     public func decide(
         id: String, approve: Bool, comment: String?, caller: Caller, now: Date = Date()
     ) async throws(Failure) -> AccessRequest {
@@ -181,17 +190,13 @@ public struct AccessRequests: Sendable {
             throw .conflict("the grant \(request.access) is no longer in the policy")
         }
         let (tokenID, secret) = TokenFormat.generate()
-        let salt: [UInt8]
-        let iterations: Int
+        let (salt, iterations): ([UInt8], Int)
         do {
-            salt = try await store.serviceSalt(request.requester, proposed: TokenFormat.randomSalt())
-            // One SCRAM exchange announces one round count for all the login's tokens: take theirs.
-            let live = try await store.loginCandidates(service: request.requester, now: now).filter {
-                $0.isUsable(at: now)
-            }
-            iterations =
-                live.first?.secret.scram.iterations ?? policy.service(named: request.requester)?.scramIterations
-                ?? ServiceSpec.defaultSCRAMIterations
+            (salt, iterations) = try await store.newTokenSCRAM(
+                login: request.requester,
+                fallback: policy.service(named: request.requester)?.scramIterations
+                    ?? ServiceSpec.defaultSCRAMIterations,
+                now: now)
         } catch {
             throw .store(error.description)
         }
@@ -340,8 +345,7 @@ public struct AccessRequests: Sendable {
     }
 
     static func newID() -> String {
-        let alphabet = Array("abcdefghijkmnpqrstuvwxyz23456789")
-        return "ar-" + String(SecureRandom.bytes(12).map { alphabet[Int($0) % alphabet.count] })
+        "ar-" + RandomID.make(length: 12)
     }
 }
 

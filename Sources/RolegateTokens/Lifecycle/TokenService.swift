@@ -108,12 +108,10 @@ public struct TokenService: Sendable {
     /// subject, one live token per subject (the subject's previous token keeps working for the
     /// grace), at most `maxLive` subjects per login.
     public func exchange(_ grant: IdentityGrant, now: Date = Date()) async throws(Failure) -> Issued {
-        let salt: [UInt8]
-        let iterations: Int
+        let (salt, iterations): ([UInt8], Int)
         do {
-            salt = try await store.serviceSalt(grant.login, proposed: TokenFormat.randomSalt())
-            let live = try await store.loginCandidates(service: grant.login, now: now).filter { $0.isUsable(at: now) }
-            iterations = live.first?.secret.scram.iterations ?? grant.scramIterations
+            (salt, iterations) = try await store.newTokenSCRAM(
+                login: grant.login, fallback: grant.scramIterations, now: now)
         } catch {
             throw .store(error)
         }
@@ -212,18 +210,9 @@ public struct TokenService: Sendable {
                 "--ttl \(DurationText.format(ttl)) is longer than service \(name)'s max_token_ttl \(DurationText.format(service.maxTokenTTL))"
             )
         }
-        let salt: [UInt8]
+        let (salt, iterations): ([UInt8], Int)
         do {
-            salt = try await store.serviceSalt(name, proposed: TokenFormat.randomSalt())
-        } catch {
-            throw .store(error)
-        }
-        // A SCRAM exchange announces one round count for all of a service's live tokens (a
-        // rotation's grace keeps two): a new token takes the live ones' count, the policy's otherwise.
-        let iterations: Int
-        do {
-            let live = try await store.tokens(service: name).filter { $0.revokedAt == nil && $0.expiresAt > now }
-            iterations = live.first?.secret.scram.iterations ?? service.scramIterations
+            (salt, iterations) = try await store.newTokenSCRAM(login: name, fallback: service.scramIterations, now: now)
         } catch {
             throw .store(error)
         }
@@ -234,6 +223,18 @@ public struct TokenService: Sendable {
             expiresAt: issuedAt.addingTimeInterval(ttl.timeInterval).wholeMilliseconds, issuer: issuer, note: note,
             secret: TokenSecret(token: token, salt: salt, iterations: iterations))
         return (service, record, token)
+    }
+}
+
+extension Store {
+    /// The SCRAM salt a new token of `login` takes (the one all its tokens share, made on first
+    /// use) and its round count: a SCRAM exchange announces one count for all of a login's usable
+    /// tokens (a grace keeps two; a person may hold an elevated one beside their own), so a new
+    /// token takes theirs, `fallback` (the policy's) when there are none.
+    func newTokenSCRAM(login: String, fallback: Int, now: Date) async throws(StoreError) -> ([UInt8], Int) {
+        let salt = try await serviceSalt(login, proposed: TokenFormat.randomSalt())
+        let usable = try await loginCandidates(service: login, now: now).first { $0.isUsable(at: now) }
+        return (salt, usable?.secret.scram.iterations ?? fallback)
     }
 }
 

@@ -102,9 +102,6 @@ public final class TokenVerifier: Sendable {
             policy.bindings
         }
 
-        /// Names outside the policy may hold tokens (a group's members, requesters of access
-        /// grants): a login name not in the bindings is looked up rather than refused.
-        var outsidersMayHoldTokens: Bool { !policy.groups.isEmpty || !policy.access.isEmpty }
     }
 
     public let store: any Store
@@ -297,7 +294,8 @@ public final class TokenVerifier: Sendable {
         let maxStaleness = self.maxStaleness
         return state.withLock { s -> Result<[TokenRecord]?, Failure>? in
             guard let last = s.lastRefresh, instant - last <= maxStaleness else { return nil }
-            guard s.bindings[service] != nil || s.outsidersMayHoldTokens else { return .success(nil) }
+            // A name not in the bindings is looked up when outsiders may hold tokens (Policy).
+            guard s.bindings[service] != nil || s.policy.outsidersMayHoldTokens else { return .success(nil) }
             guard let cached = s.byService[service] else { return nil }
             return .success(cached.isEmpty ? nil : cached)
         }

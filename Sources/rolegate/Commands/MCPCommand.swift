@@ -63,13 +63,9 @@ struct MCPRelay: Sendable {
         let data: Data
         let status: Int
         do {
-            let (body, response) = try await URLSession.shared.data(for: request)
-            (data, status) = (body, (response as? HTTPURLResponse)?.statusCode ?? 0)
+            (data, status) = try await send(request, cannotReach: "the gateway at \(endpoint)")
         } catch {
-            if isRequest {
-                await output.write(
-                    Self.error(id, "cannot reach the gateway at \(endpoint): \(error.localizedDescription)"))
-            }
+            if isRequest { await output.write(Self.error(id, "\(error)")) }
             return
         }
         if status == 202 { return }

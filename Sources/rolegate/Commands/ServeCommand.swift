@@ -343,7 +343,7 @@ struct ServeCommand: AsyncParsableCommand {
                 verifier: IdentityVerifier(trusts: loaded.trusts), policy: loaded, store: store
             ) { events in for event in events { writer?.record(event) } }
             identityExchange = exchange
-            configuration.identityLogin = { jwt, user in await exchange.wireLogin(jwt: jwt, user: user, client: nil) }
+            configuration.identityLogin = { jwt, user in await exchange.wireLogin(jwt: jwt, user: user) }
         }
         let server: GatewayServer
         let address: SocketAddress

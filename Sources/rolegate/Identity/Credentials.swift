@@ -65,19 +65,10 @@ struct Credentials: Codable {
         guard let login = try load().logins[api.absoluteString] else {
             throw CLIError("not logged in to \(api.absoluteString): run rolegate login --api \(api.absoluteString)")
         }
-        if let expires = parseTime(login.expires_at), expires <= Date() {
+        if let expires = Date(rfc3339: login.expires_at), expires <= Date() {
             throw CLIError(
                 "your login to \(api.absoluteString) expired at \(login.expires_at): run rolegate login again")
         }
         return login
     }
-}
-
-/// An RFC 3339 time with or without fractional seconds.
-func parseTime(_ text: String) -> Date? {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    if let date = formatter.date(from: text) { return date }
-    formatter.formatOptions = [.withInternetDateTime]
-    return formatter.date(from: text)
 }

@@ -46,17 +46,12 @@ struct ExchangeClient {
 
     func providers() async throws -> Providers {
         let url = api.appendingPathComponent("v1/auth/providers")
-        let (data, response): (Data, URLResponse)
-        do {
-            (data, response) = try await URLSession.shared.data(from: url)
-        } catch {
-            throw CLIError("cannot reach the gateway at \(api): \(error.localizedDescription)")
-        }
-        guard (response as? HTTPURLResponse)?.statusCode == 200,
+        let (data, status) = try await send(URLRequest(url: url), cannotReach: "the gateway at \(api)")
+        guard status == 200,
             let providers = try? JSONDecoder().decode(Providers.self, from: data)
         else {
             throw CLIError(
-                "\(url) did not list identity providers (\((response as? HTTPURLResponse)?.statusCode ?? 0)); is it a Rolegate gateway?"
+                "\(url) did not list identity providers (\(status)); is it a Rolegate gateway?"
             )
         }
         return providers
@@ -72,13 +67,7 @@ struct ExchangeClient {
                 "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": jwt,
                 "subject_token_type": type,
             ]).utf8)
-        let (data, response): (Data, URLResponse)
-        do {
-            (data, response) = try await URLSession.shared.data(for: request)
-        } catch {
-            throw CLIError("cannot reach the gateway at \(api): \(error.localizedDescription)")
-        }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let (data, status) = try await send(request, cannotReach: "the gateway at \(api)")
         guard status == 200 else {
             let problem = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
             let code = problem?["code"] as? String ?? "http_\(status)"
@@ -99,5 +88,16 @@ struct ExchangeClient {
         return fields.sorted { $0.key < $1.key }.map {
             "\($0.key)=\($0.value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
         }.joined(separator: "&")
+    }
+}
+
+/// One HTTP request of the CLI's (to the gateway, or a person's identity provider): the body and
+/// the status, or an error naming what could not be reached (`cannotReach`) and why.
+func send(_ request: URLRequest, cannotReach what: String) async throws -> (data: Data, status: Int) {
+    do {
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return (data, (response as? HTTPURLResponse)?.statusCode ?? 0)
+    } catch {
+        throw CLIError("cannot reach \(what): \(error.localizedDescription)")
     }
 }

@@ -102,7 +102,7 @@ final class LoopbackListener: @unchecked Sendable {
     }
 
     static func respond(_ client: Int32, status: String, text: String) {
-        let escaped = text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+        let escaped = HTMLText.escape(text)
         let body =
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Rolegate login</title></head>"
             + "<body><main><h1>Rolegate</h1><p id=\"result\">\(escaped)</p></main></body></html>"

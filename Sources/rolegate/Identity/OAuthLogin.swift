@@ -147,17 +147,12 @@ struct OAuthLogin {
     }
 
     static func getJSON(_ url: URL, what: String) async throws -> [String: Any] {
-        let (data, response): (Data, URLResponse)
-        do {
-            (data, response) = try await URLSession.shared.data(from: url)
-        } catch {
-            throw CLIError("cannot read \(what) at \(url): \(error.localizedDescription)")
-        }
-        guard (response as? HTTPURLResponse)?.statusCode == 200,
+        let (data, status) = try await send(URLRequest(url: url), cannotReach: "\(what) at \(url)")
+        guard status == 200,
             let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
         else {
             throw CLIError(
-                "\(what) at \(url) is not a JSON object (\((response as? HTTPURLResponse)?.statusCode ?? 0))")
+                "\(what) at \(url) is not a JSON object (\(status))")
         }
         return object
     }
@@ -170,13 +165,7 @@ struct OAuthLogin {
         request.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json", forHTTPHeaderField: "Accept")
         request.httpBody = Data(ExchangeClient.form(fields).utf8)
-        let (data, response): (Data, URLResponse)
-        do {
-            (data, response) = try await URLSession.shared.data(for: request)
-        } catch {
-            throw CLIError("cannot reach \(url): \(error.localizedDescription)")
-        }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let (data, status) = try await send(request, cannotReach: url.absoluteString)
         let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
         if status == 200, let object { return object }
         if acceptErrors, status == 400, let object, object["error"] != nil { return object }
