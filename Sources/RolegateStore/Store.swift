@@ -128,6 +128,10 @@ public protocol Store: Sendable {
 
     func auditEvents(_ query: AuditQuery) async throws(StoreError) -> [AuditEvent]
 
+    /// How many events of each of `kinds` (by action) each `bucket` (whole seconds) since `since`
+    /// held, oldest first (the console's activity chart): counted by the store, never loaded.
+    func auditActivity(kinds: [AuditEvent.Kind], since: Date, bucket: Int) async throws(StoreError) -> [AuditActivity]
+
     /// Every chain's head: the sequence and hash of its last append.
     func auditHeads() async throws(StoreError) -> [AuditChainHead]
 
@@ -195,6 +199,11 @@ public struct AuditQuery: Sendable {
     public var kinds: [AuditEvent.Kind] = []
     public var service: String?
     public var tokenID: String?
+    /// One session's (or HTTP request's) events; pair it with `tokenID` on a big log, which
+    /// is indexed.
+    public var sessionID: String?
+    /// Only these actions (`ok`, `error`, `refused`…); empty for all.
+    public var actions: [String] = []
     public var since: Date?
     public var until: Date?
     public var afterID: Int64?
@@ -204,6 +213,22 @@ public struct AuditQuery: Sendable {
     public var order: Order = .newestFirst
 
     public init() {}
+}
+
+/// Part of one bar of the activity chart: `count` events of `kind` and `action` in the bucket
+/// starting `start`.
+public struct AuditActivity: Sendable, Equatable {
+    public var start: Date
+    public var kind: AuditEvent.Kind
+    public var action: String
+    public var count: Int
+
+    public init(start: Date, kind: AuditEvent.Kind, action: String, count: Int) {
+        self.start = start
+        self.kind = kind
+        self.action = action
+        self.count = count
+    }
 }
 
 /// The last append to one audit chain, as the store recorded it.

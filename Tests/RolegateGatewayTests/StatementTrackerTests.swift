@@ -253,3 +253,26 @@ import Testing
         #expect(StatementTracker.rows("") == nil)
     }
 }
+
+extension StatementTrackerTests {
+    /// A session that ends with statements unanswered (a kill, a revocation) still has them in the
+    /// audit log, in order, marked interrupted: the server may have run them.
+    @Test func statementsUnansweredAtTheEndAreReportedInterrupted() {
+        var tracker = StatementTracker(captureParameters: false)
+        tracker.client(type: t("Q"), body: query("SELECT 1"), now: 10)
+        _ = tracker.server(type: t("C"), body: tag("SELECT 1"), now: 20)
+        #expect(tracker.server(type: t("Z"), body: idle, now: 30).count == 1)
+        tracker.client(type: t("P"), body: parse("", "UPDATE t SET x = 1"), now: 40)
+        tracker.client(type: t("B"), body: bind("", "", []), now: 40)
+        tracker.client(type: t("E"), body: execute(""), now: 40)
+        tracker.client(type: t("S"), body: ByteBuffer(), now: 40)
+        tracker.client(type: t("Q"), body: query("DROP TABLE t"), now: 50)
+        var interrupted: [StatementTracker.Statement] = []
+        tracker.interrupted(now: 90) { interrupted.append($0) }
+        #expect(interrupted.map(\.sql) == ["UPDATE t SET x = 1", "DROP TABLE t"])
+        #expect(interrupted.allSatisfy { $0.interrupted && $0.finishedAt == 90 })
+        var again: [StatementTracker.Statement] = []
+        tracker.interrupted(now: 100) { again.append($0) }
+        #expect(again.isEmpty, "each is reported once")
+    }
+}

@@ -368,3 +368,55 @@ import Testing
             == nil
     }
 }
+
+extension AuditStoreTests {
+    /// What the console asks of the log: one session's events, an outcome's actions, counts per
+    /// minute made by the store, and the verification walk naming the event edited behind its back.
+    @Test(arguments: Backend.allCases)
+    func sessionsOutcomesActivityAndTheVerificationWalk(backend: Backend) async throws {
+        try await withStore(backend) { store, location in
+            let start = Date(timeIntervalSince1970: 1_800_000_000)  // a whole minute
+            var events: [AuditEvent] = []
+            for minute in 0..<3 {
+                let at = start + TimeInterval(minute * 60 + 5)
+                events.append(AuditEvent(at: at, kind: .session, action: "start", sessionID: "s\(minute)"))
+                for i in 0..<(minute + 1) {
+                    events.append(
+                        AuditEvent(
+                            at: at + 1, kind: .statement, action: i == 0 ? "ok" : "error", tokenID: "t",
+                            sessionID: "s\(minute)", sql: "SELECT \(i)"))
+                }
+                events.append(AuditEvent(at: at + 2, kind: .session, action: "end", sessionID: "s\(minute)"))
+            }
+            _ = try await store.appendAudit(events, instance: "gw-a")
+
+            var query = AuditQuery()
+            query.sessionID = "s2"
+            query.order = .oldestFirst
+            #expect(try await store.auditEvents(query).map(\.action) == ["start", "ok", "error", "error", "end"])
+            query = AuditQuery()
+            query.kinds = [.statement]
+            query.actions = ["error"]
+            #expect(try await store.auditEvents(query).count == 3)
+
+            let activity = try await store.auditActivity(kinds: [.session, .statement], since: start, bucket: 60)
+            func count(_ minute: Int, _ kind: AuditEvent.Kind, _ action: String) -> Int {
+                activity.first {
+                    $0.start == start + TimeInterval(minute * 60) && $0.kind == kind && $0.action == action
+                }?
+                .count ?? 0
+            }
+            #expect(count(0, .session, "start") == 1 && count(2, .session, "start") == 1)
+            #expect(count(0, .statement, "ok") == 1 && count(2, .statement, "error") == 2)
+            #expect(activity.map(\.start) == activity.map(\.start).sorted(), "oldest first")
+            #expect(try await store.auditActivity(kinds: [.statement], since: start + 120, bucket: 60).count == 2)
+
+            let intact = try await store.verifyAuditChains(pageSize: 4)
+            #expect(intact.count == 1 && intact[0].problem == nil && intact[0].events == events.count)
+            try backend.tamper(
+                location, "UPDATE rolegate_audit SET sql_text = 'SELECT 9' WHERE instance = 'gw-a' AND sequence = 9")
+            let broken = try await store.verifyAuditChains(pageSize: 4)
+            #expect(broken.first?.problem?.sequence == 9, "\(broken)")
+        }
+    }
+}

@@ -58,6 +58,9 @@ public struct MasterKey: Sendable {
     /// the master key accepts a session another one started.
     public var consoleKey: [UInt8] { derive("rolegate/console/v1") }
 
+    /// The key the console seals a just-issued token with for the one page that shows it.
+    public var consoleSealKey: [UInt8] { derive("rolegate/console/seal/v1") }
+
     private func derive(_ label: String, _ context: String = "") -> [UInt8] {
         SCRAMSHA256.hmac(key: bytes, message: Array(label.utf8) + [0] + Array(context.utf8))
     }

@@ -117,6 +117,20 @@ enum AccessPolicyLoader {
         return result
     }
 
+    /// `console: {admin: [...], operator: [...], viewer: [...]}`.
+    static func buildConsole(_ value: YAMLValue, services: [ServiceSpec]) -> ConsoleSettings {
+        let keys = Set(ConsoleRole.allCases.map(\.rawValue))
+        guard let fields = value.mapping(allowed: keys, what: "console roles (admin, operator, viewer)") else {
+            return ConsoleSettings()
+        }
+        var settings = ConsoleSettings()
+        for (key, list) in fields {
+            guard let role = ConsoleRole(rawValue: key) else { continue }
+            settings.members[role] = principals(list, services: services)
+        }
+        return settings
+    }
+
     static func buildWebhooks(_ value: YAMLValue) -> [WebhookSpec] {
         guard let items = value.mapping(what: "webhooks by name") else { return [] }
         var result: [WebhookSpec] = []

@@ -28,6 +28,8 @@ public struct Policy: Sendable {
     public var access: [AccessSpec] = []
     /// `webhooks:`: where access request events are delivered, signed.
     public var webhooks: [WebhookSpec] = []
+    /// `console:`: who may see and act in the web console.
+    public var console = ConsoleSettings()
 
     public init(
         version: Int = Policy.currentVersion,

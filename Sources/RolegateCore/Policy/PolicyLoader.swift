@@ -91,7 +91,7 @@ public enum PolicyLoader {
 
     static let topKeys: Set<String> = [
         "version", "databases", "roles", "services", "master_key_file", "store", "gateway", "audit", "trust",
-        "people", "groups", "access", "webhooks",
+        "people", "groups", "access", "webhooks", "console",
     ]
     static let databaseKeys: Set<String> = ["url", "future_owners", "description", "upstream_auth"]
     static let roleKeys: Set<String> = [
@@ -171,6 +171,7 @@ public enum PolicyLoader {
                 AccessPolicyLoader.buildAccess($0, roleNames: roleNames, services: services, roles: roles)
             } ?? []
         policy.webhooks = entries["webhooks"].map(AccessPolicyLoader.buildWebhooks) ?? []
+        policy.console = entries["console"].map { AccessPolicyLoader.buildConsole($0, services: services) } ?? .init()
         return policy
     }
 

@@ -27,6 +27,8 @@ package struct StatementTracker {
         package var executed = true
         /// The function a `FunctionCall` ran (no SQL then).
         package var function: FunctionCall?
+        /// Sent, but the session ended before the server answered it (it may have run).
+        package var interrupted = false
 
         package mutating func addCommand(_ tag: String) {
             if let command { self.command = command + "; " + tag } else { command = tag }
@@ -220,6 +222,21 @@ package struct StatementTracker {
             }
         default:
             break
+        }
+    }
+
+    /// The statements the client sent that the server had not finished when the session ended,
+    /// in order, marked ``Statement/interrupted``: the server may have run them, so they are
+    /// recorded like any other.
+    package mutating func interrupted(now: UInt64, finished: (Statement) -> Void) {
+        while pendingStart < pending.count {
+            guard pending[pendingStart].kind != .sync else {
+                dequeue()
+                continue
+            }
+            var statement = finish(now)
+            statement.interrupted = true
+            finished(statement)
         }
     }
 

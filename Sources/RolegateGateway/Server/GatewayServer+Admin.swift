@@ -14,6 +14,11 @@ public struct LiveSession: Sendable {
     public var startedAt: Date
     /// The statement it sent last (while statement audit is on).
     public var statement: String?
+    /// Whether that statement still runs, and how long it has run (or ran).
+    public var statementRunning: Bool?
+    public var statementDuration: Duration?
+    /// Who its token was exchanged for (a person's or workload's subject).
+    public var subject: String?
 }
 
 extension GatewayServer {
@@ -24,10 +29,12 @@ extension GatewayServer {
 
     public var liveSessions: [LiveSession] {
         shared.registry.all.map { entry in
-            LiveSession(
+            let activity = entry.status.activity
+            return LiveSession(
                 id: entry.status.id, service: entry.record.service, role: entry.record.role, tokenID: entry.record.id,
                 database: entry.status.database, client: entry.status.client, startedAt: entry.status.startedAt,
-                statement: entry.status.statement)
+                statement: activity?.sql, statementRunning: activity?.running, statementDuration: activity?.duration,
+                subject: entry.record.subject)
         }.sorted { $0.startedAt < $1.startedAt }
     }
 

@@ -13,10 +13,14 @@ package struct SessionAudit {
     var bytesOut = 0
     /// Why the session ended, when the gateway knows (otherwise the client went away).
     var endReason: String?
+    /// Who ended it (an administrator's or console person's actor), when someone did.
+    var endedBy: String?
     /// Server messages forwarded to the client whose statements the tracker has yet to follow,
     /// and when they were read (see ``ClientSessionHandler/upstream(_:forward:status:statementsEnded:)``).
     var unfollowedAnswers: (messages: ByteBuffer, now: UInt64)?
     var backendPID: Int32 = 0
+    /// The tracker's statement count when the session's status last heard of a statement.
+    var statusCount = 0
     /// This session's statement counters (looked up once, added to atomically).
     var statements: Counter?
     var statementErrors: Counter?
@@ -167,6 +171,7 @@ extension ClientSessionHandler {
         else { return }
         audit.started = nil
         upstream?.observesStatements = false
+        recordInterruptedStatements()
         var detail = [
             "reason": audit.endReason ?? "client disconnected", "bytes_in": String(audit.bytesIn),
             "bytes_out": String(audit.bytesOut), "statements": String(audit.tracker?.count ?? 0),
@@ -174,6 +179,7 @@ extension ClientSessionHandler {
         ]
         if let subject = token.subject { detail["subject"] = subject }
         if let request = token.accessRequest { detail["access_request"] = request }
+        if let by = audit.endedBy { detail["ended_by"] = by }
         writer.record(
             AuditEvent(
                 kind: .session, action: "end", service: token.service, tokenID: token.id, role: token.role,
@@ -199,6 +205,17 @@ extension ClientSessionHandler {
                 statementMessage(type: type, body: messages.getSlice(at: body, length: length)!, now: now)
             }
             return true
+        }
+    }
+
+    /// What the server never answered before the session ended is recorded too (`interrupted`):
+    /// a statement cut short by a kill or a revocation may still have run.
+    private func recordInterruptedStatements() {
+        guard audit.tracker != nil, let writer = auditWriter, let who = audit.who else { return }
+        let sessionID = audit.id
+        audit.tracker!.interrupted(now: NIODeadline.now().uptimeNanoseconds) { statement in
+            writer.record(
+                SessionAudit.statementEvent(statement, who: who, sessionID: sessionID, detail: &self.statementDetail))
         }
     }
 
@@ -239,7 +256,8 @@ extension SessionAudit {
         }
         return AuditEvent(
             kind: .statement,
-            action: !statement.executed ? "skipped" : statement.sqlState == nil ? "ok" : "error",
+            action: statement.interrupted
+                ? "interrupted" : !statement.executed ? "skipped" : statement.sqlState == nil ? "ok" : "error",
             service: who.service, tokenID: who.tokenID, role: who.role,
             database: who.database, sessionID: sessionID, sql: statement.sql,
             sqlState: statement.sqlState, rows: statement.rows,

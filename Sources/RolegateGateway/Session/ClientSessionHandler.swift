@@ -143,6 +143,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             // server connection (a revocation or a kill must not slip in between).
             guard let machine, !machine.isClosed else { return }
             audit.endReason = end.cause.rawValue
+            audit.endedBy = end.by
             if let upstream, upstream.busy { shared.cancelUpstream(upstream) }
             self.event(context) { $0.ended(end) }
         }
@@ -479,8 +480,9 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             audit.bytesIn += step.startedBytes
             upstream.write(buffer.readSlice(length: step.startedBytes)!)
         }
-        if let sql = audit.tracker?.lastSQL, let status = sessionStatus, status.statement != sql {
-            status.statement = sql
+        if let tracker = audit.tracker, tracker.count != audit.statusCount, let status = sessionStatus {
+            audit.statusCount = tracker.count
+            status.sent(tracker.lastSQL, at: NIODeadline.now().uptimeNanoseconds)
         }
         switch step.next {
         case .readMore:
@@ -520,6 +522,7 @@ final class ClientSessionHandler: ChannelInboundHandler, UpstreamSink {
             }
         }
         guard let statementsEnded else { return }
+        sessionStatus?.answered(at: statementsEnded)
         // The answer goes to the client first: following its statements for the audit log is
         // then off the client's wait. Held in `audit` meanwhile, so that a session ending inside
         // the flush (the client gone) records them before its end.

@@ -28,6 +28,8 @@ package struct SessionEnd: Sendable, Equatable {
     /// The SQLSTATE the client gets.
     package var code: String
     package var message: String
+    /// Who ended it, when a person or token did (the audit's `ended_by`).
+    package var by: String?
 
     static func shutdown() -> SessionEnd {
         SessionEnd(cause: .shutdown, code: "57P01", message: "terminating connection: the gateway is shutting down")
@@ -36,7 +38,7 @@ package struct SessionEnd: Sendable, Equatable {
     static func administrator(_ actor: String) -> SessionEnd {
         SessionEnd(
             cause: .administrator, code: "57P01",
-            message: "terminating connection: ended by an administrator (\(actor))")
+            message: "terminating connection: ended by an administrator (\(actor))", by: actor)
     }
 
     static func storeOutage() -> SessionEnd {
@@ -46,14 +48,22 @@ package struct SessionEnd: Sendable, Equatable {
     }
 }
 
-/// What the admin API shows of a live session; `statement` is kept current by the session
+/// What the admin API shows of a live session; its statement is kept current by the session
 /// (while statement audit is on).
 public final class SessionStatus: Sendable {
     public let id: String
     public let client: String?
     public let database: String
     public let startedAt: Date
-    private let current = NIOLockedValueBox<String?>(nil)
+    private let current = NIOLockedValueBox<Activity?>(nil)
+
+    /// The statement the client sent last, when (the loop's monotonic clock, in nanoseconds)
+    /// and when its answers ended (nil while it runs).
+    public struct Activity: Sendable {
+        public var sql: String?
+        public var sentAt: UInt64
+        public var answeredAt: UInt64?
+    }
 
     init(id: String, client: String?, database: String, startedAt: Date = Date()) {
         self.id = id
@@ -62,9 +72,23 @@ public final class SessionStatus: Sendable {
         self.startedAt = startedAt
     }
 
-    public var statement: String? {
-        get { current.withLockedValue { $0 } }
-        set { current.withLockedValue { $0 = newValue } }
+    public var statement: String? { current.withLockedValue { $0?.sql } }
+
+    /// The current statement and for how long it has run (or, once answered, how long it ran).
+    public var activity: (sql: String?, running: Bool, duration: Duration)? {
+        guard let activity = current.withLockedValue({ $0 }) else { return nil }
+        let end = activity.answeredAt ?? NIODeadline.now().uptimeNanoseconds
+        return (activity.sql, activity.answeredAt == nil, .nanoseconds(Int64(end &- activity.sentAt)))
+    }
+
+    func sent(_ sql: String?, at now: UInt64) {
+        current.withLockedValue { $0 = Activity(sql: sql, sentAt: now) }
+    }
+
+    func answered(at now: UInt64) {
+        current.withLockedValue { activity in
+            if activity != nil, activity?.answeredAt == nil { activity?.answeredAt = now }
+        }
     }
 }
 

@@ -310,7 +310,11 @@ struct ContractHandlers: APIProtocol {
         var sessions = gateway.liveSessions.map { s in
             Components.Schemas.Session(
                 id: s.id, service: s.service, role: s.role, tokenId: s.tokenID, database: s.database, client: s.client,
-                startedAt: s.startedAt, statement: s.statement, instance: gateway.instanceID)
+                startedAt: s.startedAt, statement: s.statement, statementRunning: s.statementRunning,
+                statementMs: s.statementDuration.map {
+                    Double($0.components.seconds) * 1000 + Double($0.components.attoseconds) / 1e15
+                },
+                subject: s.subject, instance: gateway.instanceID)
         }
         // Every instance's sessions, unless a peer is asking for this one's alone.
         guard input.query.scope != .local, let peers = gateway.peers else {

@@ -6,11 +6,13 @@ import RolegateCore
 import RolegateTokens
 
 /// `/console`: the web pages where people see and act on access, on the HTTP listener of every
-/// instance. This first part is the login and the access requests' inbox and history; the
-/// navigation has room for the rest of issue 30's pages.
+/// instance: an overview (drift, instances, counts, activity), services and roles, tokens, live
+/// sessions, the audit log, access requests and identity providers.
 ///
 /// Server-rendered HTML (every interpolated value escaped by ``ConsolePage``), one stylesheet
-/// shipped in the binary, no script. Every response carries `Content-Security-Policy`
+/// and one small script (a copy button) shipped in the binary. What a person may do is their
+/// console role (``ConsoleRole``, the policy's `console:`): every page checks it, and so does
+/// every POST, whether or not the page showed the button. Every response carries `Content-Security-Policy`
 /// (`default-src 'none'`; the stylesheet from this origin only; forms post here only; no
 /// framing), `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and `Cache-Control:
 /// no-store`. The session is a signed cookie (`HttpOnly`, `SameSite=Strict`, `Secure` under TLS,
@@ -20,7 +22,8 @@ extension HTTPAPI {
     func addConsoleRoutes(to router: Router<APIContext>) {
         let api = self
         router.get("/console") { request, _ in
-            api.consoleSession(request) == nil ? Self.redirect("/console/login") : Self.redirect("/console/access")
+            guard let viewer = await api.consoleViewer(request) else { return Self.redirect("/console/login") }
+            return viewer.role == nil ? Self.redirect("/console/access") : await api.overviewPage(viewer)
         }
         router.get("/console/login") { _, _ in Self.page(ConsolePage.login(error: nil)) }
         router.post("/console/login") { request, context in await api.consoleLogin(request, context) }
@@ -37,12 +40,57 @@ extension HTTPAPI {
         router.post("/console/access/:id/:action") { request, context in
             await api.decideFromConsole(request, context)
         }
-        router.get("/console/static/console.css") { _, _ in
-            var response = Response(
-                status: .ok, headers: [.contentType: "text/css; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: ConsolePage.stylesheet)))
-            Self.secure(&response)
-            return response
+        addConsoleOverviewRoutes(to: router)
+        addConsoleTokenRoutes(to: router)
+        addConsoleSessionRoutes(to: router)
+        addConsoleAuditRoutes(to: router)
+        addConsoleDirectoryRoutes(to: router)
+        router.get("/console/static/console.css") { _, _ in Self.asset(ConsolePage.stylesheet, type: "text/css") }
+        router.get("/console/static/console.js") { _, _ in
+            Self.asset(ConsolePage.script, type: "text/javascript")
+        }
+    }
+
+    /// A console page for a signed-in person whose console role is at least `needs` (nil: any
+    /// signed-in person): the login page when there is no session, 403 when the role falls short.
+    func consolePage(
+        _ request: Request, needs: ConsoleRole?, _ body: (ConsoleViewer) async -> Response
+    ) async -> Response {
+        guard let viewer = await consoleViewer(request) else { return Self.redirect("/console/login") }
+        if let needs, !viewer.may(needs) { return Self.forbidden(viewer, needs: needs) }
+        return await body(viewer)
+    }
+
+    /// A console form's POST: the session, its CSRF value and the role are checked first, in
+    /// that order (a cross-site or forged POST gets 403 before anything is done).
+    func consoleAction(
+        _ request: Request, needs: ConsoleRole?, _ body: (ConsoleViewer, [String: String]) async -> Response
+    ) async -> Response {
+        guard let viewer = await consoleViewer(request) else { return Self.redirect("/console/login") }
+        let form = await Self.form(request)
+        guard csrfMatches(form["csrf"], session: viewer.session) else {
+            return Self.page(
+                ConsolePage.message("This form has expired or came from another site; reload the page and try again."),
+                status: .forbidden)
+        }
+        if let needs, !viewer.may(needs) { return Self.forbidden(viewer, needs: needs) }
+        return await body(viewer, form)
+    }
+
+    static func forbidden(_ viewer: ConsoleViewer, needs: ConsoleRole) -> Response {
+        page(
+            ConsolePage.message(
+                "This needs the console role \(needs.rawValue); yours is \(viewer.role?.rawValue ?? "none") (set in the policy's console: section)."
+            ), status: .forbidden)
+    }
+
+    /// Runs an admin API operation as the console's person: the same handler, checks and audit
+    /// events as `/admin/v1`, with the person named as who acted.
+    func asAdmin<T: Sendable>(
+        _ viewer: ConsoleViewer, _ operation: (ContractHandlers) async throws -> T
+    ) async throws -> T {
+        try await Caller.$current.withValue(Caller(admin: viewer.record, actor: viewer.actor)) {
+            try await operation(ContractHandlers(api: self))
         }
     }
 
@@ -61,13 +109,19 @@ extension HTTPAPI {
         return ConsoleSession.parse(cookie, key: masterKey.consoleKey)
     }
 
-    /// The session's token as it is now (revoked or expired: no session).
-    func consoleCaller(_ request: Request) async -> (ConsoleSession, TokenRecord)? {
+    /// Who the session's token is for, as it is now (revoked or expired: no session), with
+    /// their console role under the policy.
+    func consoleViewer(_ request: Request) async -> ConsoleViewer? {
         guard let session = consoleSession(request),
             let record = try? await store.token(id: session.tokenID),
             case .success(let verified) = await verifier.admitCurrent(record)
         else { return nil }
-        return (session, verified.record)
+        let caller = AccessRequests.Caller(verified.record, policy: policy)
+        let role = policy.console.role(
+            login: caller.login, groups: caller.groups, isService: caller.isService, isAdminService: caller.isAdmin)
+        return ConsoleViewer(
+            session: session, record: verified.record, caller: caller, role: role,
+            csrf: session.csrf(key: masterKey.consoleKey))
     }
 
     func consoleLogin(_ request: Request, _ context: APIContext) async -> Response {
@@ -101,36 +155,35 @@ extension HTTPAPI {
             AuditEvent(
                 kind: .auth, action: "allowed", service: record.service, tokenID: record.id, role: record.role,
                 sessionID: context.requestID, client: context.clientAddress, detail: ["channel": "console"]))
-        var response = Self.redirect("/console/access")
+        var response = Self.redirect("/console")
         response.headers[.setCookie] = cookie(
             session.cookieValue(key: masterKey.consoleKey), maxAge: Int(session.expires.timeIntervalSinceNow))
         return response
     }
 
     func accessPage(_ request: Request, history: Bool) async -> Response {
-        guard let (session, record) = await consoleCaller(request) else { return Self.redirect("/console/login") }
-        let service = accessRequests
-        let caller = AccessRequests.Caller(record, policy: policy)
-        let visible = (try? await service.visible(to: caller, states: nil)) ?? []
-        let decidable = Set(visible.filter { service.mayDecide($0, caller: caller) }.map(\.id))
-        let notice = Self.query(request)["done"]
-        return Self.page(
-            ConsolePage.access(
-                who: record.service, role: record.role, requests: visible, decidable: decidable, history: history,
-                csrf: session.csrf(key: masterKey.consoleKey), notice: notice))
+        await consolePage(request, needs: nil) { viewer in
+            let service = accessRequests
+            let visible = (try? await service.visible(to: viewer.caller, states: nil)) ?? []
+            let decidable = Set(visible.filter { service.mayDecide($0, caller: viewer.caller) }.map(\.id))
+            let notice = Self.query(request)["done"]
+            return Self.page(
+                ConsolePage.access(
+                    viewer, requests: visible, decidable: decidable, history: history, notice: notice))
+        }
     }
 
     func decideFromConsole(_ request: Request, _ context: APIContext) async -> Response {
-        guard let (session, record) = await consoleCaller(request) else { return Self.redirect("/console/login") }
-        let form = await Self.form(request)
-        guard csrfMatches(form["csrf"], session: session) else {
-            return Self.page(
-                ConsolePage.message("This form has expired; reload the page and try again."), status: .forbidden)
+        await consoleAction(request, needs: nil) { viewer, form in
+            await decide(
+                viewer, form, id: context.parameters.get("id") ?? "", action: context.parameters.get("action") ?? "")
         }
-        let id = context.parameters.get("id") ?? ""
-        let action = context.parameters.get("action") ?? ""
+    }
+
+    private func decide(_ viewer: ConsoleViewer, _ form: [String: String], id: String, action: String) async -> Response
+    {
         let service = accessRequests
-        let caller = AccessRequests.Caller(record, policy: policy)
+        let caller = viewer.caller
         let comment = form["comment"].flatMap { $0.isEmpty ? nil : String($0.prefix(500)) }
         do {
             switch action {
@@ -192,6 +245,14 @@ extension HTTPAPI {
         return values
     }
 
+    static func asset(_ text: String, type: String) -> Response {
+        var response = Response(
+            status: .ok, headers: [.contentType: "\(type); charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
+        secure(&response)
+        return response
+    }
+
     static func page(_ html: String, status: HTTPResponse.Status = .ok) -> Response {
         var response = Response(
             status: status, headers: [.contentType: "text/html; charset=utf-8"],
@@ -208,7 +269,7 @@ extension HTTPAPI {
 
     static func secure(_ response: inout Response) {
         response.headers[.contentSecurityPolicy] =
-            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
         response.headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
         response.headers[.cacheControl] = "no-store"

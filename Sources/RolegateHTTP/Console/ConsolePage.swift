@@ -10,18 +10,30 @@ enum ConsolePage {
         HTMLText.escape(text)
     }
 
-    static func document(title: String, body: String, who: String? = nil, csrf: String? = nil) -> String {
+    /// The navigation's pages, with the console role each needs (nil: anyone signed in).
+    static let sections: [(path: String, title: String, needs: ConsoleRole?)] = [
+        ("/console", "Overview", .viewer), ("/console/services", "Services", .viewer),
+        ("/console/tokens", "Tokens", .viewer), ("/console/sessions", "Sessions", .viewer),
+        ("/console/audit", "Audit", .viewer), ("/console/access", "Access requests", nil),
+        ("/console/identity", "Identity providers", .viewer),
+    ]
+
+    static func document(title: String, body: String, viewer: ConsoleViewer? = nil, current: String? = nil) -> String {
         var nav = ""
-        if let who, let csrf {
+        if let viewer {
+            let links = sections.filter { $0.needs.map(viewer.may) ?? true }.map { section in
+                let here = section.path == current ? " aria-current=\"page\"" : ""
+                return "<a href=\"\(section.path)\"\(here)>\(escape(section.title))</a>"
+            }.joined(separator: "\n")
+            let role = viewer.role.map { " · \($0.rawValue)" } ?? ""
             nav = """
                 <nav aria-label="Console">
-                  <a href="/console/access">Access requests</a>
-                  <a href="/console/access/history">History</a>
-                  <span class="who">\(escape(who))</span>
-                  <form method="post" action="/console/logout" class="inline">
-                    <input type="hidden" name="csrf" value="\(escape(csrf))">
-                    <button type="submit">Log out</button>
-                  </form>
+                \(links)
+                <span class="who">\(escape(viewer.name))\(role)</span>
+                <form method="post" action="/console/logout" class="inline">
+                  \(csrfField(viewer))
+                  <button type="submit">Log out</button>
+                </form>
                 </nav>
                 """
         }
@@ -33,15 +45,76 @@ enum ConsolePage {
             <meta name="viewport" content="width=device-width, initial-scale=1">
             <title>\(escape(title)) · Rolegate</title>
             <link rel="stylesheet" href="/console/static/console.css">
+            <script src="/console/static/console.js" defer></script>
             </head>
             <body>
-            <header><span class="brand">Rolegate</span>\(nav)</header>
+            <header><a class="brand" href="/console">Rolegate</a>\(nav)</header>
             <main>
             \(body)
             </main>
             </body>
             </html>
             """
+    }
+
+    static func csrfField(_ viewer: ConsoleViewer) -> String {
+        "<input type=\"hidden\" name=\"csrf\" value=\"\(escape(viewer.csrf))\">"
+    }
+
+    /// A notice after an action (`?done=`), announced to screen readers.
+    static func notice(_ text: String?) -> String {
+        text.map { "<p class=\"notice\" role=\"status\">Done: \(escape($0)).</p>" } ?? ""
+    }
+
+    /// A table whose cells are already HTML (escaped by the caller); each cell is labelled with
+    /// its column for the phone layout.
+    static func table(_ headers: [String], _ rows: [[String]], id: String? = nil) -> String {
+        let head = headers.map { "<th scope=\"col\">\(escape($0))</th>" }.joined()
+        let body = rows.map { row in
+            "<tr>"
+                + zip(headers, row).map { "<td data-label=\"\(escape($0))\">\($1)</td>" }.joined() + "</tr>"
+        }.joined(separator: "\n")
+        let idAttribute = id.map { " id=\"\(escape($0))\"" } ?? ""
+        return "<table\(idAttribute)><thead><tr>\(head)</tr></thead><tbody>\n\(body)\n</tbody></table>"
+    }
+
+    /// A select whose options are escaped, `selected` the current one.
+    static func select(
+        _ name: String, label: String, options: [(value: String, text: String)], selected: String?
+    )
+        -> String
+    {
+        let items = options.map { option in
+            let mark = option.value == (selected ?? "") ? " selected" : ""
+            return "<option value=\"\(escape(option.value))\"\(mark)>\(escape(option.text))</option>"
+        }.joined()
+        return
+            "<label>\(escape(label)) <select name=\"\(escape(name))\">\(items)</select></label>"
+    }
+
+    /// A labelled text input.
+    static func input(
+        _ name: String, label: String, value: String?, placeholder: String = "", size: Int = 14
+    )
+        -> String
+    {
+        """
+        <label>\(escape(label)) <input name="\(escape(name))" value="\(escape(value ?? ""))" \
+        placeholder="\(escape(placeholder))" size="\(size)"></label>
+        """
+    }
+
+    static func time(_ date: Date) -> String {
+        "<time datetime=\"\(date.rfc3339)\">\(escape(date.rfc3339))</time>"
+    }
+
+    /// `3 s`, `4 min`, `2 h 5 min`: how long, for people.
+    static func ago(_ seconds: TimeInterval) -> String {
+        let s = Int(max(0, seconds))
+        if s < 90 { return "\(s) s" }
+        if s < 5400 { return "\(s / 60) min" }
+        if s < 172_800 { return "\(s / 3600) h \(s % 3600 / 60) min" }
+        return "\(s / 86400) d"
     }
 
     static func login(error: String?) -> String {
@@ -68,10 +141,15 @@ enum ConsolePage {
     }
 
     static func access(
-        who: String, role: String, requests: [AccessRequest], decidable: Set<String>, history: Bool, csrf: String,
-        notice: String?
+        _ viewer: ConsoleViewer, requests: [AccessRequest], decidable: Set<String>, history: Bool, notice: String?
     ) -> String {
+        let who = viewer.name
+        let csrf = viewer.csrf
         var body = notice.map { "<p class=\"notice\" role=\"status\">Done: \(escape($0)).</p>" } ?? ""
+        body += """
+            <p class="subnav"><a href="/console/access"\(history ? "" : " aria-current=\"page\"")>Open</a> · \
+            <a href="/console/access/history"\(history ? " aria-current=\"page\"" : "")>History</a></p>
+            """
         if history {
             body += "<h1>History</h1>"
             let done = requests.filter { $0.state.isFinal }
@@ -92,7 +170,8 @@ enum ConsolePage {
                 body += "<h2>Open requests you can see</h2>" + table(others, decidable: [], csrf: csrf)
             }
         }
-        return document(title: history ? "History" : "Access requests", body: body, who: "\(who) (\(role))", csrf: csrf)
+        return document(
+            title: history ? "History" : "Access requests", body: body, viewer: viewer, current: "/console/access")
     }
 
     static func table(_ requests: [AccessRequest], decidable: Set<String>, csrf: String) -> String {
@@ -182,12 +261,83 @@ enum ConsolePage {
         .state.approved, .state.finished { color: var(--ok); }
         .state.denied, .state.revoked, .state.expired { color: var(--bad); }
         form.decide { display: grid; gap: .35rem; min-width: 12rem; }
+        .brand { color: var(--fg); text-decoration: none; }
+        nav a[aria-current="page"], .subnav a[aria-current="page"] { font-weight: 700; text-decoration: none;
+          border-bottom: 2px solid var(--accent); }
+        select { font: inherit; padding: .35rem .4rem; border: 1px solid var(--line); border-radius: 6px;
+          background: var(--bg); color: var(--fg); }
+        select:focus-visible, a.button:focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; }
+        form.filters { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: end; margin-bottom: 1rem; }
+        form.filters label { display: grid; gap: .15rem; color: var(--muted); font-size: .85rem; }
+        .card label { color: var(--muted); font-size: .9rem; }
+        .card > label { display: grid; gap: .15rem; }
+        form.inline-form { display: flex; flex-wrap: wrap; align-items: center; gap: .75rem; margin: .75rem 0; }
+        a.button { display: inline-block; padding: .35rem .8rem; border-radius: 6px; border: 1px solid var(--accent);
+          text-decoration: none; }
+        button.danger, a.button.danger { background: transparent; color: var(--bad); border-color: var(--bad); }
+        .ok { color: var(--ok); font-weight: 600; }
+        .bad { color: var(--bad); font-weight: 600; }
+        .muted { color: var(--muted); }
+        .state.live { color: var(--ok); }
+        .state.grace { color: #9a6700; }
+        ul.counts { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 1rem; }
+        ul.counts li a { display: block; padding: .75rem 1rem; border: 1px solid var(--line); border-radius: 8px;
+          background: var(--card); text-decoration: none; color: var(--fg); min-width: 10rem; }
+        ul.counts strong { display: block; font-size: 1.6rem; }
+        ul.privileges { margin: 0; padding-left: 1.1rem; }
+        pre.sql { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .75rem;
+          overflow-x: auto; white-space: pre-wrap; }
+        code { font-family: ui-monospace, monospace; font-size: .88em; overflow-wrap: anywhere; }
+        .once input { font-family: ui-monospace, monospace; width: 100%; }
+        figure.chart { margin: 0; max-width: 760px; }
+        figure.chart svg { width: 100%; height: 160px; border: 1px solid var(--line); border-radius: 8px;
+          background: var(--card); }
+        figure.chart .statements rect { fill: var(--accent); opacity: .75; }
+        figure.chart polyline.sessions { fill: none; stroke: var(--ok); stroke-width: 2; }
+        figcaption { color: var(--muted); font-size: .85rem; margin-top: .35rem; }
+        .axis { display: flex; justify-content: space-between; color: var(--muted); font-size: .8rem; }
+        .key { display: inline-block; width: .8rem; height: .8rem; border-radius: 2px; vertical-align: middle; }
+        .key.statements { background: var(--accent); }
+        .key.sessions { background: var(--ok); }
+        table { display: block; overflow-x: auto; }
         @media (max-width: 700px) {
           thead { display: none; }
           table, tbody, tr, td { display: block; width: 100%; }
           tr { border: 1px solid var(--line); border-radius: 8px; margin-bottom: .75rem; padding: .25rem .5rem; }
           td { border: 0; padding: .25rem 0; }
           td::before { content: attr(data-label); display: block; color: var(--muted); font-size: .8rem; }
+          table { overflow-x: visible; }
+          header { gap: .5rem; }
+          nav { flex-basis: 100%; gap: .4rem 1rem; }
+          nav .who { margin-left: 0; }
         }
+        """
+
+    /// The console's only script: the copy button of a just-issued token (hidden without
+    /// script, where the field is selected for a manual copy), and the sessions page's refresh.
+    static let script = """
+        "use strict";
+        document.addEventListener("DOMContentLoaded", function () {
+          document.querySelectorAll("[data-copy]").forEach(function (button) {
+            button.hidden = false;
+            button.addEventListener("click", function () {
+              var field = document.getElementById(button.getAttribute("data-copy"));
+              if (!field) { return; }
+              field.select();
+              var done = function () { button.textContent = "Copied"; };
+              if (navigator.clipboard && window.isSecureContext) {
+                navigator.clipboard.writeText(field.value).then(done, function () { document.execCommand("copy"); done(); });
+              } else {
+                document.execCommand("copy");
+                done();
+              }
+            });
+          });
+          var refresh = document.querySelector("[data-refresh]");
+          if (refresh) {
+            var seconds = parseInt(refresh.getAttribute("data-refresh"), 10) || 5;
+            window.setTimeout(function () { window.location.reload(); }, seconds * 1000);
+          }
+        });
         """
 }

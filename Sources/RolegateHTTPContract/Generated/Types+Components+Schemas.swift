@@ -1195,6 +1195,18 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Session/statement`.
             package var statement: Swift.String?
+            /// Whether that statement still runs.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Session/statement_running`.
+            package var statementRunning: Swift.Bool?
+            /// How long it has run (or ran)
+            ///
+            /// - Remark: Generated from `#/components/schemas/Session/statement_ms`.
+            package var statementMs: Swift.Double?
+            /// The person or workload its token was exchanged for.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Session/subject`.
+            package var subject: Swift.String?
             /// The gateway instance that holds it.
             ///
             /// - Remark: Generated from `#/components/schemas/Session/instance`.
@@ -1210,6 +1222,9 @@ extension Components {
             ///   - client:
             ///   - startedAt:
             ///   - statement: The last statement it sent (under statement audit).
+            ///   - statementRunning: Whether that statement still runs.
+            ///   - statementMs: How long it has run (or ran)
+            ///   - subject: The person or workload its token was exchanged for.
             ///   - instance: The gateway instance that holds it.
             package init(
                 id: Swift.String,
@@ -1220,6 +1235,9 @@ extension Components {
                 client: Swift.String? = nil,
                 startedAt: Foundation.Date,
                 statement: Swift.String? = nil,
+                statementRunning: Swift.Bool? = nil,
+                statementMs: Swift.Double? = nil,
+                subject: Swift.String? = nil,
                 instance: Swift.String? = nil
             ) {
                 self.id = id
@@ -1230,6 +1248,9 @@ extension Components {
                 self.client = client
                 self.startedAt = startedAt
                 self.statement = statement
+                self.statementRunning = statementRunning
+                self.statementMs = statementMs
+                self.subject = subject
                 self.instance = instance
             }
             package enum CodingKeys: String, CodingKey {
@@ -1241,6 +1262,9 @@ extension Components {
                 case client
                 case startedAt = "started_at"
                 case statement
+                case statementRunning = "statement_running"
+                case statementMs = "statement_ms"
+                case subject
                 case instance
             }
         }

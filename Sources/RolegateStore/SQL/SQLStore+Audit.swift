@@ -46,6 +46,7 @@ extension SQLStore {
             }
             if let service = query.service { add("service = ?", .text(service)) }
             if let token = query.tokenID { add("token_id = ?", .text(token)) }
+            if let session = query.sessionID { add("session_id = ?", .text(session)) }
             if let since = query.since { add("at >= ?", SQLValue(since)) }
             if let until = query.until { add("at <= ?", SQLValue(until)) }
             if let after = query.afterID { add("id > ?", .int(after)) }
@@ -57,6 +58,13 @@ extension SQLStore {
                     return "$\(binds.count)"
                 }
                 conditions.append("kind IN (\(placeholders.joined(separator: ", ")))")
+            }
+            if !query.actions.isEmpty {
+                let placeholders = query.actions.map { action -> String in
+                    binds.append(.text(action))
+                    return "$\(binds.count)"
+                }
+                conditions.append("action IN (\(placeholders.joined(separator: ", ")))")
             }
             let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             binds.append(.int(Int64(query.limit)))
@@ -70,6 +78,33 @@ extension SQLStore {
                 "SELECT \(Self.auditColumns) FROM rolegate_audit \(filter) ORDER BY \(order) LIMIT $\(binds.count)",
                 binds)
             return try rows.map(Self.auditEvent)
+        }
+    }
+
+    func auditActivity(
+        kinds: [AuditEvent.Kind], since: Date, bucket: Int
+    ) async throws(StoreError) -> [AuditActivity] {
+        let width = Int64(max(bucket, 1)) * 1000
+        return try await read { db in
+            var binds: [SQLValue] = [SQLValue(since), .int(width)]
+            let placeholders = kinds.map { kind -> String in
+                binds.append(.text(kind.rawValue))
+                return "$\(binds.count)"
+            }
+            let kindFilter = kinds.isEmpty ? "" : " AND kind IN (\(placeholders.joined(separator: ", ")))"
+            // `at` is whole milliseconds in both dialects, so integer division buckets it; the
+            // time index bounds the scan.
+            let rows = try await db.query(
+                """
+                SELECT (at / $2) * $2 AS bucket, kind, action, COUNT(*) FROM rolegate_audit
+                 WHERE at >= $1\(kindFilter) GROUP BY bucket, kind, action ORDER BY bucket
+                """, binds)
+            return rows.compactMap { row in
+                guard let start = row[0].date, let kind = row[1].text.flatMap(AuditEvent.Kind.init(rawValue:)),
+                    let action = row[2].text, let count = row[3].int
+                else { return nil }
+                return AuditActivity(start: start, kind: kind, action: action, count: Int(count))
+            }
         }
     }
 

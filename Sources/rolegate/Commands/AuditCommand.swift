@@ -112,35 +112,16 @@ struct AuditVerify: AsyncParsableCommand {
         let store = try await storeOptions.open(policy: loaded, policyPath: policy.path)
         var broken = false
         do {
-            let heads = try await store.auditHeads()
-            for head in heads {
-                var verifier = ChainVerifier(instance: head.instance)
-                var query = AuditQuery()
-                query.instance = head.instance
-                query.order = .chain
-                query.limit = 5000
-                query.afterSequence = 0
-                var problem: AuditChain.Problem?
-                pages: while true {
-                    let page = try await store.auditEvents(query)
-                    for event in page {
-                        if let found = verifier.next(event) {
-                            problem = found
-                            break pages
-                        }
-                    }
-                    guard page.count == query.limit, let last = page.last else { break }
-                    query.afterSequence = last.sequence
-                }
-                problem = problem ?? verifier.finish(head: (head.sequence, head.hash))
-                if let problem {
+            let reports = try await store.verifyAuditChains()
+            for report in reports {
+                if let problem = report.problem {
                     broken = true
                     print("BROKEN \(problem)")
                 } else {
-                    print("ok     chain \(head.instance): \(verifier.count) events, last #\(head.sequence)")
+                    print("ok     chain \(report.instance): \(report.events) events, last #\(report.lastSequence)")
                 }
             }
-            if heads.isEmpty { print("no audit events yet") }
+            if reports.isEmpty { print("no audit events yet") }
         } catch {
             await store.close()
             throw CLIError("\(error)")

@@ -48,18 +48,21 @@ struct PlanCommand: AsyncParsableCommand {
         case .json:
             print(PlanRenderer.json(plans), terminator: "")
         }
-        if check, !plans.allSatisfy(\.inSync) {
-            let drifted = plans.filter { !$0.inSync }
+        if check {
+            // Every check is recorded, in sync or not: the console's overview shows each
+            // database's last result and when it was taken.
             await AuditSupport.record(
-                drifted.map { plan in
+                plans.map { plan in
                     AuditEvent(
-                        kind: .policy, action: "drift", database: plan.database,
-                        sql: plan.statements.map(\.display).joined(separator: "\n"),
+                        kind: .policy, action: plan.inSync ? "in_sync" : "drift", database: plan.database,
+                        sql: plan.inSync ? nil : plan.statements.map(\.display).joined(separator: "\n"),
                         detail: [
                             "by": AuditSupport.actor, "policy": policy.path,
                             "roles": plan.roles.filter { $0.action != .unchanged }.map(\.role).joined(separator: ", "),
                         ])
                 }, policy: loaded, policyPath: policy.path, storeOptions: storeOptions)
+        }
+        if check, !plans.allSatisfy(\.inSync) {
             throw ExitCode(2)
         }
     }

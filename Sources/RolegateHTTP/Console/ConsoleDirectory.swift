@@ -1,0 +1,164 @@
+import Foundation
+import Hummingbird
+import RolegateCore
+import RolegateProvision
+
+/// `/console/services`: each service with its role, the privileges the database reports for the
+/// role (read by `plan`'s inspection, in words), and its tokens by state. `/console/identity`:
+/// the trusted identity providers and who each one lets in (services by claims, people, groups,
+/// requestable grants).
+extension HTTPAPI {
+    func addConsoleDirectoryRoutes(to router: Router<APIContext>) {
+        let api = self
+        router.get("/console/services") { request, _ in
+            await api.consolePage(request, needs: .viewer) { viewer in await api.servicesPage(viewer) }
+        }
+        router.get("/console/identity") { request, _ in
+            await api.consolePage(request, needs: .viewer) { viewer in
+                Self.page(ConsolePage.identity(viewer, policy: api.policy))
+            }
+        }
+    }
+
+    func servicesPage(_ viewer: ConsoleViewer) async -> Response {
+        let provisioner = Provisioner(policy: policy, key: masterKey)
+        var privileges: [String: [String]] = [:]
+        var problems: [String: String] = [:]
+        for database in policy.databases {
+            do {
+                for (role, lines) in try await provisioner.privileges(database) {
+                    privileges[role, default: []] += lines
+                }
+            } catch {
+                problems[database.name] = "\(error)"
+            }
+        }
+        let now = Date()
+        var states: [String: [TokenState: Int]] = [:]
+        for record in (try? await store.tokens(service: nil)) ?? [] {
+            states[record.service, default: [:]][record.state(at: now), default: 0] += 1
+        }
+        return Self.page(
+            ConsolePage.services(viewer, policy: policy, privileges: privileges, problems: problems, tokens: states))
+    }
+}
+
+extension ConsolePage {
+    static func services(
+        _ viewer: ConsoleViewer, policy: Policy, privileges: [String: [String]], problems: [String: String],
+        tokens: [String: [TokenState: Int]]
+    ) -> String {
+        var body = "<h1>Services and roles</h1>"
+        for (database, problem) in problems.sorted(by: { $0.key < $1.key }) {
+            body +=
+                "<p class=\"error\" role=\"alert\">Could not read the privileges in \(escape(database)): \(escape(problem))</p>"
+        }
+        func privilegeList(_ role: String) -> String {
+            let lines = privileges[role] ?? []
+            return lines.isEmpty
+                ? "<span class=\"muted\">none reported</span>"
+                : "<ul class=\"privileges\">" + lines.map { "<li>\(escape($0))</li>" }.joined() + "</ul>"
+        }
+        func roleDatabase(_ role: String) -> String {
+            policy.roles.first { $0.name == role }.map { escape($0.database) } ?? "—"
+        }
+        let rows = policy.services.map { service -> [String] in
+            let counts = tokens[service.name] ?? [:]
+            let tokenSummary = TokenState.allCases.compactMap { state in
+                counts[state].map { "<span class=\"state \(state.rawValue)\">\($0) \(state.rawValue)</span>" }
+            }.joined(separator: ", ")
+            var kind: [String] = []
+            if service.admin { kind.append("admin API") }
+            if service.identity != nil { kind.append("identity: \(escape(service.identity?.trust ?? ""))") }
+            if service.mcp != nil { kind.append("MCP") }
+            return [
+                "<strong>\(escape(service.name))</strong>"
+                    + (service.description.map { "<br><small>\(escape($0))</small>" } ?? "")
+                    + (kind.isEmpty ? "" : "<br><small>\(kind.joined(separator: " · "))</small>"),
+                service.admin ? "—" : escape(service.role), service.admin ? "—" : roleDatabase(service.role),
+                service.admin ? "<span class=\"muted\">no database access</span>" : privilegeList(service.role),
+                "<a href=\"/console/tokens?service=\(escape(service.name))\">\(tokenSummary.isEmpty ? "none" : tokenSummary)</a>",
+            ]
+        }
+        body += table(
+            ["Service", "Role", "Database", "Privileges (as the database reports)", "Tokens"], rows, id: "services")
+        let bound = Set(policy.services.map(\.role))
+        let others = policy.roles.filter { !bound.contains($0.name) }
+        if !others.isEmpty {
+            body += "<h2>Roles bound to people, groups and requestable grants</h2>"
+            body += table(
+                ["Role", "Database", "Privileges (as the database reports)", "Bound to"],
+                others.map { role in
+                    let holders =
+                        policy.people.filter { $0.role == role.name }.map { escape($0.name) }
+                        + policy.groups.filter { $0.role == role.name }.map { "group \(escape($0.name))" }
+                        + policy.access.filter { $0.role == role.name }.map { "grant \(escape($0.name))" }
+                    return [
+                        "<strong>\(escape(role.name))</strong>", escape(role.database), privilegeList(role.name),
+                        holders.isEmpty ? "—" : holders.joined(separator: "<br>"),
+                    ]
+                }, id: "roles")
+        }
+        return document(title: "Services", body: body, viewer: viewer, current: "/console/services")
+    }
+
+    static func identity(_ viewer: ConsoleViewer, policy: Policy) -> String {
+        var body = "<h1>Identity providers</h1>"
+        if policy.trusts.isEmpty {
+            body += "<p>No identity provider is trusted (the policy has no <code>trust:</code>).</p>"
+        } else {
+            body += table(
+                ["Provider", "Issuer", "Audiences", "Keys", "Max age", "People log in"],
+                policy.trusts.map { trust in
+                    let keys: String
+                    switch trust.keys {
+                    case .url(let url): keys = "JWKS \(escape(url.absoluteString))"
+                    case .file(let path): keys = "file \(escape(path))"
+                    case .discovery: keys = "discovery"
+                    }
+                    return [
+                        "<strong>\(escape(trust.name))</strong>", "<code>\(escape(trust.issuer))</code>",
+                        escape(trust.acceptedAudiences.joined(separator: ", ")), keys,
+                        trust.maxAge.map { escape(DurationText.format($0)) } ?? "—",
+                        trust.clientID.map { "yes, client <code>\(escape($0))</code>" } ?? "no (workloads only)",
+                    ]
+                }, id: "trusts")
+        }
+        let workloads = policy.services.filter { $0.identity != nil }
+        if !workloads.isEmpty {
+            body += "<h2>Workloads (services by claims)</h2>"
+            body += table(
+                ["Service", "Role", "Provider", "Claims"],
+                workloads.map { service in
+                    let claims = (service.identity?.claims ?? []).map {
+                        "<code>\(escape($0.claim))</code> = <code>\(escape($0.pattern))</code>"
+                    }.joined(separator: "<br>")
+                    return [
+                        escape(service.name), escape(service.role), escape(service.identity?.trust ?? ""), claims,
+                    ]
+                }, id: "workloads")
+        }
+        if !policy.people.isEmpty || !policy.groups.isEmpty {
+            body += "<h2>People and groups</h2>"
+            body += table(
+                ["Who", "Role", "Provider"],
+                policy.people.map { [escape($0.name), escape($0.role), escape($0.trust)] }
+                    + policy.groups.map {
+                        [
+                            "group <strong>\(escape($0.name))</strong> <small>(claim \(escape($0.claim)))</small>",
+                            escape($0.role), escape($0.trust),
+                        ]
+                    }, id: "people")
+        }
+        let members = ConsoleRole.allCases.sorted(by: >).compactMap { role -> [String]? in
+            guard let list = policy.console.members[role], !list.isEmpty else { return nil }
+            return [escape(role.rawValue), escape(list.map(\.description).joined(separator: ", "))]
+        }
+        body += "<h2>Console roles</h2>"
+        body +=
+            members.isEmpty
+            ? "<p>Only admin tokens see the console's pages (the policy has no <code>console:</code>).</p>"
+            : table(["Console role", "Who"], members, id: "console-roles")
+        return document(title: "Identity providers", body: body, viewer: viewer, current: "/console/identity")
+    }
+}
