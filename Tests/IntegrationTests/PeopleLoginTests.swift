@@ -38,6 +38,8 @@ import Testing
           alice@example.com: {role: analyst_ro, trust: corp-sso}
         groups:
           oncall: {role: oncall_rw, trust: corp-sso}
+        console:
+          operator: [group:oncall]
         """
     }
 
@@ -188,5 +190,39 @@ import Testing
                 .dropFirst().first)
         #expect(!audit.contains(token) && !gw.server.output.contains(token) && !printed.contains(token))
         #expect(try String(contentsOfFile: credentials, encoding: .utf8).contains("bob@example.com"))
+
+        // Bob logs in to the console through the same provider: he is an operator there (his
+        // group), his terminal's token keeps working, and revoking his subject ends both.
+        let cookieFile = home + "/console-cookie"
+        let consoleScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Clients/console_oidc_login.py").path
+        let consoleLogin = try await Subprocess.runDetached(
+            TestClients.python, [consoleScript, api, "corp-sso", "bob-2", cookieFile, screenshots + "-console"])
+        #expect(consoleLogin.status == 0, "\(consoleLogin.stdout)\n\(consoleLogin.stderr)")
+        #expect(consoleLogin.stdout.contains("logged in as bob@example.com · operator at \(api)/console"))
+        let cookie = "rolegate_console=" + (try String(contentsOfFile: cookieFile, encoding: .utf8))
+        func consoleStatus() async throws -> Int {
+            var request = URLRequest(url: URL(string: api + "/console/sessions")!)
+            request.setValue(cookie, forHTTPHeaderField: "Cookie")
+            let session = URLSession(configuration: .ephemeral, delegate: NoRedirects(), delegateQueue: nil)
+            let (_, response) = try await session.data(for: request)
+            return (response as? HTTPURLResponse)?.statusCode ?? 0
+        }
+        #expect(try await consoleStatus() == 200)
+        let stillWorks = try await Subprocess.runDetached(
+            RolegateBinary.path, ["psql", "--api", api, "--", "-X", "-A", "-t", "-c", "SELECT current_user"],
+            environment: environment)
+        #expect(
+            stillWorks.status == 0 && stillWorks.stdout.contains("oncall_rw"),
+            "the console login cut short bob's terminal token: \(stillWorks.stderr)")
+        try gw.fixture.expectRolegate(["token", "revoke", "--subject", "bob-2", "--reason", "left the team"])
+        var ended = false
+        for _ in 0..<50 where !ended {
+            ended = try await consoleStatus() == 303
+            if !ended { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(ended, "the console session outlived its subject's revocation")
+        let consoleEvents = try gw.fixture.expectRolegate(["audit", "--format", "json", "--kind", "auth"]).stdout
+        #expect(consoleEvents.contains(#""method":"oidc""#) && consoleEvents.contains(#""channel":"console""#))
     }
 }

@@ -13,6 +13,8 @@ public struct TokenRecord: Sendable, Equatable {
     public var lastUsedAt: Date?
     /// Who issued it, e.g. `cli:alice@build-7`.
     public var issuer: String
+    /// The issuer of tokens a console login through an OpenID provider is exchanged for.
+    public static let consoleIssuerPrefix = "console:"
     public var note: String?
     /// The token that replaced this one in a rotation; this one then lives until the grace ends.
     public var supersededBy: String?
@@ -119,4 +121,11 @@ extension Duration {
     public var timeInterval: TimeInterval {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
+}
+
+extension TokenRecord {
+    /// A token the console exchanged a person's identity for at login: it never leaves the
+    /// server, and it does not take the place of the person's other token (`rolegate login`'s),
+    /// nor that one its place.
+    public var isConsoleLogin: Bool { issuer.hasPrefix(Self.consoleIssuerPrefix) }
 }

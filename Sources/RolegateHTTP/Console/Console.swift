@@ -25,7 +25,9 @@ extension HTTPAPI {
             guard let viewer = await api.consoleViewer(request) else { return Self.redirect("/console/login") }
             return viewer.role == nil ? Self.redirect("/console/access") : await api.overviewPage(viewer)
         }
-        router.get("/console/login") { _, _ in Self.page(ConsolePage.login(error: nil)) }
+        router.get("/console/login") { _, _ in
+            Self.page(ConsolePage.login(error: nil, providers: api.consoleProviders))
+        }
         router.post("/console/login") { request, context in await api.consoleLogin(request, context) }
         router.post("/console/logout") { request, _ in
             guard let session = api.consoleSession(request),
@@ -40,6 +42,7 @@ extension HTTPAPI {
         router.post("/console/access/:id/:action") { request, context in
             await api.decideFromConsole(request, context)
         }
+        addConsoleOIDCRoutes(to: router)
         addConsoleOverviewRoutes(to: router)
         addConsoleTokenRoutes(to: router)
         addConsoleSessionRoutes(to: router)
@@ -127,7 +130,9 @@ extension HTTPAPI {
     func consoleLogin(_ request: Request, _ context: APIContext) async -> Response {
         let form = await Self.form(request)
         guard let token = form["token"]?.trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty else {
-            return Self.page(ConsolePage.login(error: "Paste a Rolegate token to log in."), status: .badRequest)
+            return Self.page(
+                ConsolePage.login(error: "Paste a Rolegate token to log in.", providers: consoleProviders),
+                status: .badRequest)
         }
         let verification = await verifier.verify(token)
         guard case .success(let verified) = verification else {
@@ -145,7 +150,8 @@ extension HTTPAPI {
                 }
             }
             return Self.page(
-                ConsolePage.login(error: "That token is not valid (unknown, expired or revoked)."),
+                ConsolePage.login(
+                    error: "That token is not valid (unknown, expired or revoked).", providers: consoleProviders),
                 status: .unauthorized
             )
         }

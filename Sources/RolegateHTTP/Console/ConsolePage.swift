@@ -117,16 +117,31 @@ enum ConsolePage {
         return "\(s / 86400) d"
     }
 
-    static func login(error: String?) -> String {
+    static func login(error: String?, providers: [String]) -> String {
         let problem = error.map { "<p class=\"error\" role=\"alert\">\(escape($0))</p>" } ?? ""
+        let buttons = providers.map { name in
+            "<a class=\"button\" href=\"/console/login/oidc/\(escape(name))\">Log in with \(escape(name))</a>"
+        }.joined(separator: "\n")
+        let sso =
+            providers.isEmpty
+            ? ""
+            : """
+            <div class="card providers">
+            \(buttons)
+            <p class="hint">Your organisation's login. The console keeps a session of its own, which
+            ends with your login's token.</p>
+            </div>
+            <p class="or">or</p>
+            """
         return document(
             title: "Log in",
             body: """
                 <h1>Log in</h1>
                 \(problem)
+                \(sso)
                 <form method="post" action="/console/login" class="card">
                   <label for="token">Your Rolegate token</label>
-                  <input id="token" name="token" type="password" autocomplete="off" required autofocus>
+                  <input id="token" name="token" type="password" autocomplete="off" required\(providers.isEmpty ? " autofocus" : "")>
                   <p class="hint">From <code>rolegate login</code> (<code>rolegate env</code> shows it) or an admin token.
                   It is checked once; the console then keeps a session that ends with the token.</p>
                   <button type="submit">Log in</button>
@@ -295,6 +310,8 @@ enum ConsolePage {
         figure.chart .statements rect { fill: var(--accent); opacity: .75; }
         figure.chart polyline.sessions { fill: none; stroke: var(--ok); stroke-width: 2; }
         figcaption { color: var(--muted); font-size: .85rem; margin-top: .35rem; }
+        .providers a.button { text-align: center; }
+        p.or { color: var(--muted); margin: .75rem 0; }
         .axis { display: flex; justify-content: space-between; color: var(--muted); font-size: .8rem; }
         .key { display: inline-block; width: .8rem; height: .8rem; border-radius: 2px; vertical-align: middle; }
         .key.statements { background: var(--accent); }

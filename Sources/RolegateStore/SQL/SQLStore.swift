@@ -177,9 +177,11 @@ final class SQLStore: Store {
             let usable = try await Self.usableTokens(service: token.service, now: now, db)
             let others = usable.filter { $0.subject != token.subject && $0.supersededBy == nil }
             if others.count >= maxLive { throw StoreError.tooManyLiveTokens(limit: maxLive) }
+            // One live token per subject, and one per subject's console login: logging in to the
+            // console does not cut short the token `rolegate login` keeps, nor the other way.
             return try await Self.supersede(
-                usable.filter { $0.subject == token.subject }, with: token, graceUntil: graceUntil, now: now, db,
-                notify: notify)
+                usable.filter { $0.subject == token.subject && $0.isConsoleLogin == token.isConsoleLogin }, with: token,
+                graceUntil: graceUntil, now: now, db, notify: notify)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import RolegateIdentity
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -83,11 +84,7 @@ struct ExchangeClient {
 
     /// `application/x-www-form-urlencoded`, RFC 6749 appendix B.
     static func form(_ fields: [String: String]) -> String {
-        // RFC 3986's unreserved characters, ASCII only (CharacterSet.alphanumerics has every script's letters).
-        let allowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-        return fields.sorted { $0.key < $1.key }.map {
-            "\($0.key)=\($0.value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
-        }.joined(separator: "&")
+        OIDCClient.form(fields)
     }
 }
 
