@@ -114,6 +114,31 @@ extension HeavyTests {
             }
             #expect(Set(listed.compactMap { $0["instance"] as? String }) == ["gw-a", "gw-b", "gw-c"], "\(listed)")
 
+            // The console is the same on every instance: a login made on A is a session on C, whose
+            // sessions page lists the sessions of all three.
+            let consoleLogin = try await Subprocess.runDetached(
+                "curl",
+                [
+                    "-s", "-o", "/dev/null", "-D", "-", "--data-urlencode", "token=\(tokens["ops"]!)",
+                    "http://127.0.0.1:\(instances[0].httpPort)/console/login",
+                ])
+            let consoleCookie = try #require(
+                consoleLogin.stdout.split(separator: "\n").first {
+                    $0.lowercased().hasPrefix("set-cookie: rolegate_console=")
+                }?
+                .dropFirst("set-cookie: ".count).split(separator: ";").first.map(String.init),
+                "\(consoleLogin.stdout)")
+            let sessionsPage = try await Subprocess.runDetached(
+                "curl",
+                [
+                    "-s", "-H", "Cookie: \(consoleCookie)",
+                    "http://127.0.0.1:\(instances[2].httpPort)/console/sessions",
+                ])
+            let rows = sessionsPage.stdout.components(separatedBy: "<tr>").dropFirst(2)
+            #expect(
+                ["gw-a", "gw-b", "gw-c"].allSatisfy { id in rows.contains { $0.contains(">\(id)<") } },
+                "the console on gw-c did not list every instance's sessions: \(sessionsPage.stdout.prefix(3000))")
+
             // Revoke through A: the sessions on A, B and C end.
             let reportsID = try TokenFormat.parse(tokens["reports"]!).id
             let clock = ContinuousClock()

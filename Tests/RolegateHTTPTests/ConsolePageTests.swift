@@ -32,20 +32,33 @@ import Testing
             AuditActivity(start: from + 120, kind: .session, action: "start", count: 3),
             AuditActivity(start: from + 120, kind: .session, action: "end", count: 9),
         ]
-        let svg = ActivityChart.svg(activity, from: from, to: to)
+        let svg = ActivityChart.svg(activity, from: from, to: to).text
         #expect(svg.components(separatedBy: "<rect").count - 1 == 2, "one bar per minute with statements")
         #expect(svg.contains("peak 50") && svg.contains("peak 3"), "statements of every action; sessions started only")
         #expect(svg.contains("75 statements, 3 sessions in all"))
-        #expect(ActivityChart.svg([], from: from, to: to).contains("No session started"))
+        #expect(ActivityChart.svg([], from: from, to: to).text.contains("No session started"))
     }
 
-    @Test func tableCellsAndFormValuesAreEscapedByTheirBuilders() {
+    @Test func textIsEscapedAndOnlyMarkupIsInsertedAsItIs() {
+        let hostile = "\"><script>alert(1)</script>"
+        let page: HTML = "<p title=\"\(hostile)\">\(hostile)</p>"
+        #expect(
+            page.text
+                == "<p title=\"&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\">&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;</p>"
+        )
+        let inner: HTML = "<b>\(hostile)</b>"
+        let outer: HTML = "<div>\(inner)</div>"
+        #expect(outer.text.hasPrefix("<div><b>&quot;"), "markup nests without being escaped twice")
         let select = ConsolePage.select(
-            "kind", label: "Kind <b>", options: [("x\"><script>", "<i>")], selected: "x\"><script>")
+            "kind", label: "Kind <b>", options: [("x\"><script>", "<i>")], selected: "x\"><script>"
+        ).text
         #expect(!select.contains("<script>") && !select.contains("<i>") && select.contains("selected"))
-        let input = ConsolePage.input("q", label: "Q", value: "\"><img src=x>")
+        let input = ConsolePage.input("q", label: "Q", value: "\"><img src=x>").text
         #expect(!input.contains("<img") && input.contains("&quot;&gt;&lt;img"))
-        let table = ConsolePage.table(["A<"], [["<b>already html</b>"]])
-        #expect(table.contains("data-label=\"A&lt;\"") && table.contains("<b>already html</b>"))
+        let table = ConsolePage.table(["A<"], [["<b>\(hostile)</b>"]]).text
+        #expect(table.contains("data-label=\"A&lt;\"") && table.contains("<b>&quot;&gt;&lt;script"))
+        #expect(
+            [HTML("<br>"), "\(hostile)"].joined(separator: ", ").text
+                == "<br>, &quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;")
     }
 }

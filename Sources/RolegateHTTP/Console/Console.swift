@@ -9,7 +9,8 @@ import RolegateTokens
 /// instance: an overview (drift, instances, counts, activity), services and roles, tokens, live
 /// sessions, the audit log, access requests and identity providers.
 ///
-/// Server-rendered HTML (every interpolated value escaped by ``ConsolePage``), one stylesheet
+/// Server-rendered ``HTML`` (a value interpolated into a page is escaped unless it is markup
+/// the page made), one stylesheet
 /// and one small script (a copy button) shipped in the binary. What a person may do is their
 /// console role (``ConsoleRole``, the policy's `console:`): every page checks it, and so does
 /// every POST, whether or not the page showed the button. Every response carries `Content-Security-Policy`
@@ -259,10 +260,10 @@ extension HTTPAPI {
         return response
     }
 
-    static func page(_ html: String, status: HTTPResponse.Status = .ok) -> Response {
+    static func page(_ html: HTML, status: HTTPResponse.Status = .ok) -> Response {
         var response = Response(
             status: status, headers: [.contentType: "text/html; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(string: html)))
+            body: .init(byteBuffer: ByteBuffer(string: html.text)))
         secure(&response)
         return response
     }

@@ -195,9 +195,9 @@ enum AuditExport {
 extension ConsolePage {
     static func audit(
         _ viewer: ConsoleViewer, events: [AuditEvent], filter: ConsoleAuditFilter, problem: String?
-    ) -> String {
-        var body = "<h1>Audit log</h1>"
-        if let problem { body += "<p class=\"error\" role=\"alert\">\(escape(problem))</p>" }
+    ) -> HTML {
+        var body: HTML = "<h1>Audit log</h1>"
+        if let problem { body += alert(problem) }
         let kinds = [("", "any kind")] + AuditEvent.Kind.allCases.map { ($0.rawValue, $0.rawValue) }
         let outcomes = [("", "any outcome"), ("ok", "ok"), ("error", "error"), ("refused", "refused")]
         body += """
@@ -213,7 +213,7 @@ extension ConsolePage {
             </form>
             """
         let query = filter.queryString
-        let separator = query.isEmpty ? "" : "&amp;"
+        let separator = query.isEmpty ? "" : "&"
         body += """
             <p class="actions">
             <a class="button" href="/console/audit/export?format=csv\(separator)\(escape(query))">Export CSV</a>
@@ -228,21 +228,21 @@ extension ConsolePage {
         if filter.session != nil {
             body += "<h2>Session \(escape(filter.session ?? "")), in order</h2>"
         }
-        let rows = events.map { e -> [String] in
-            let details = e.detail.keys.sorted().map { "\(escape($0))=\(escape(e.detail[$0] ?? ""))" }
-                .joined(separator: " ")
-            let session =
+        let rows = events.map { e -> [HTML] in
+            let details = e.detail.keys.sorted().map { "\($0)=\(e.detail[$0] ?? "")" }.joined(separator: " ")
+            let session: HTML =
                 e.sessionID.map { id in
-                    "<a href=\"/console/audit?session=\(escape(id))\(e.tokenID.map { "&amp;token=\(escape($0))" } ?? "")\"><code>\(escape(id))</code></a>"
+                    let token = e.tokenID.map { "&token=\($0)" } ?? ""
+                    return "<a href=\"/console/audit?session=\(id)\(token)\">\(code(id))</a>"
                 } ?? "—"
             let outcomeClass =
                 ["error", "refused", "throttled", "drift", "revoked", "interrupted"].contains(e.action) ? "bad" : "ok"
             return [
-                "#\(e.sequence) <small>\(escape(e.instance))</small>", time(e.at),
-                "\(escape(e.kind.rawValue)) <span class=\"\(outcomeClass)\">\(escape(e.action))</span>",
-                escape(e.service ?? "—"), e.tokenID.map { "<code>\(escape($0))</code>" } ?? "—", session,
-                e.sql.map { "<code>\(escape(String($0.prefix(400))))</code>" } ?? "—", escape(e.sqlState ?? "—"),
-                e.durationMicros.map { String(format: "%.3f ms", Double($0) / 1000) } ?? "—",
+                "#\(e.sequence) <small>\(e.instance)</small>", time(e.at),
+                "\(e.kind.rawValue) <span class=\"\(outcomeClass)\">\(e.action)</span>", "\(e.service ?? "—")",
+                e.tokenID.map(code) ?? "—", session, e.sql.map { code(String($0.prefix(400))) } ?? "—",
+                "\(e.sqlState ?? "—")",
+                "\(e.durationMicros.map { String(format: "%.3f ms", Double($0) / 1000) } ?? "—")",
                 "<small>\(details)</small>",
             ]
         }
@@ -256,10 +256,10 @@ extension ConsolePage {
         return document(title: "Audit log", body: body, viewer: viewer, current: "/console/audit")
     }
 
-    static func verified(_ viewer: ConsoleViewer, reports: [AuditChainReport]?) -> String {
-        var body = "<h1>Audit chain verification</h1>"
+    static func verified(_ viewer: ConsoleViewer, reports: [AuditChainReport]?) -> HTML {
+        var body: HTML = "<h1>Audit chain verification</h1>"
         guard let reports else {
-            body += "<p class=\"error\" role=\"alert\">The store could not be read.</p>"
+            body += alert("The store could not be read.")
             return document(title: "Verify", body: body, viewer: viewer, current: "/console/audit")
         }
         let broken = reports.filter { $0.problem != nil }
@@ -269,10 +269,10 @@ extension ConsolePage {
             : "<p class=\"error\" role=\"alert\">\(broken.count) of \(reports.count) chains are broken.</p>"
         body += table(
             ["Chain", "Events checked", "Last", "Result"],
-            reports.map { report in
+            reports.map { report -> [HTML] in
                 [
-                    escape(report.instance), String(report.events), "#\(report.lastSequence)",
-                    report.problem.map { "<span class=\"bad\">BROKEN</span> \(escape($0.description))" }
+                    "\(report.instance)", "\(report.events)", "#\(report.lastSequence)",
+                    report.problem.map { "<span class=\"bad\">BROKEN</span> \($0.description)" }
                         ?? "<span class=\"ok\">intact</span>",
                 ]
             }, id: "chains")

@@ -47,37 +47,36 @@ extension ConsolePage {
     static func services(
         _ viewer: ConsoleViewer, policy: Policy, privileges: [String: [String]], problems: [String: String],
         tokens: [String: [TokenState: Int]]
-    ) -> String {
-        var body = "<h1>Services and roles</h1>"
+    ) -> HTML {
+        var body: HTML = "<h1>Services and roles</h1>"
         for (database, problem) in problems.sorted(by: { $0.key < $1.key }) {
-            body +=
-                "<p class=\"error\" role=\"alert\">Could not read the privileges in \(escape(database)): \(escape(problem))</p>"
+            body += alert("Could not read the privileges in \(database): \(problem)")
         }
-        func privilegeList(_ role: String) -> String {
+        func privilegeList(_ role: String) -> HTML {
             let lines = privileges[role] ?? []
             return lines.isEmpty
                 ? "<span class=\"muted\">none reported</span>"
-                : "<ul class=\"privileges\">" + lines.map { "<li>\(escape($0))</li>" }.joined() + "</ul>"
+                : "<ul class=\"privileges\">\(lines.map { line -> HTML in "<li>\(line)</li>" }.joined())</ul>"
         }
-        func roleDatabase(_ role: String) -> String {
-            policy.roles.first { $0.name == role }.map { escape($0.database) } ?? "—"
+        func roleDatabase(_ role: String) -> HTML {
+            "\(policy.roles.first { $0.name == role }?.database ?? "—")"
         }
-        let rows = policy.services.map { service -> [String] in
+        let rows = policy.services.map { service -> [HTML] in
             let counts = tokens[service.name] ?? [:]
-            let tokenSummary = TokenState.allCases.compactMap { state in
+            let tokenSummary = TokenState.allCases.compactMap { state -> HTML? in
                 counts[state].map { "<span class=\"state \(state.rawValue)\">\($0) \(state.rawValue)</span>" }
             }.joined(separator: ", ")
             var kind: [String] = []
             if service.admin { kind.append("admin API") }
-            if service.identity != nil { kind.append("identity: \(escape(service.identity?.trust ?? ""))") }
+            if let trust = service.identity?.trust { kind.append("identity: \(trust)") }
             if service.mcp != nil { kind.append("MCP") }
+            let description: HTML = service.description.map { "<br><small>\($0)</small>" } ?? ""
+            let kinds: HTML = kind.isEmpty ? "" : "<br><small>\(kind.joined(separator: " · "))</small>"
             return [
-                "<strong>\(escape(service.name))</strong>"
-                    + (service.description.map { "<br><small>\(escape($0))</small>" } ?? "")
-                    + (kind.isEmpty ? "" : "<br><small>\(kind.joined(separator: " · "))</small>"),
-                service.admin ? "—" : escape(service.role), service.admin ? "—" : roleDatabase(service.role),
+                "<strong>\(service.name)</strong>\(description)\(kinds)",
+                service.admin ? "—" : "\(service.role)", service.admin ? "—" : roleDatabase(service.role),
                 service.admin ? "<span class=\"muted\">no database access</span>" : privilegeList(service.role),
-                "<a href=\"/console/tokens?service=\(escape(service.name))\">\(tokenSummary.isEmpty ? "none" : tokenSummary)</a>",
+                "<a href=\"/console/tokens?service=\(service.name)\">\(tokenSummary.isEmpty ? "none" : tokenSummary)</a>",
             ]
         }
         body += table(
@@ -88,13 +87,13 @@ extension ConsolePage {
             body += "<h2>Roles bound to people, groups and requestable grants</h2>"
             body += table(
                 ["Role", "Database", "Privileges (as the database reports)", "Bound to"],
-                others.map { role in
-                    let holders =
-                        policy.people.filter { $0.role == role.name }.map { escape($0.name) }
-                        + policy.groups.filter { $0.role == role.name }.map { "group \(escape($0.name))" }
-                        + policy.access.filter { $0.role == role.name }.map { "grant \(escape($0.name))" }
+                others.map { role -> [HTML] in
+                    let holders: [HTML] =
+                        policy.people.filter { $0.role == role.name }.map { "\($0.name)" }
+                        + policy.groups.filter { $0.role == role.name }.map { "group \($0.name)" }
+                        + policy.access.filter { $0.role == role.name }.map { "grant \($0.name)" }
                     return [
-                        "<strong>\(escape(role.name))</strong>", escape(role.database), privilegeList(role.name),
+                        "<strong>\(role.name)</strong>", "\(role.database)", privilegeList(role.name),
                         holders.isEmpty ? "—" : holders.joined(separator: "<br>"),
                     ]
                 }, id: "roles")
@@ -102,25 +101,25 @@ extension ConsolePage {
         return document(title: "Services", body: body, viewer: viewer, current: "/console/services")
     }
 
-    static func identity(_ viewer: ConsoleViewer, policy: Policy) -> String {
-        var body = "<h1>Identity providers</h1>"
+    static func identity(_ viewer: ConsoleViewer, policy: Policy) -> HTML {
+        var body: HTML = "<h1>Identity providers</h1>"
         if policy.trusts.isEmpty {
             body += "<p>No identity provider is trusted (the policy has no <code>trust:</code>).</p>"
         } else {
             body += table(
                 ["Provider", "Issuer", "Audiences", "Keys", "Max age", "People log in"],
-                policy.trusts.map { trust in
+                policy.trusts.map { trust -> [HTML] in
                     let keys: String
                     switch trust.keys {
-                    case .url(let url): keys = "JWKS \(escape(url.absoluteString))"
-                    case .file(let path): keys = "file \(escape(path))"
+                    case .url(let url): keys = "JWKS \(url.absoluteString)"
+                    case .file(let path): keys = "file \(path)"
                     case .discovery: keys = "discovery"
                     }
                     return [
-                        "<strong>\(escape(trust.name))</strong>", "<code>\(escape(trust.issuer))</code>",
-                        escape(trust.acceptedAudiences.joined(separator: ", ")), keys,
-                        trust.maxAge.map { escape(DurationText.format($0)) } ?? "—",
-                        trust.clientID.map { "yes, client <code>\(escape($0))</code>" } ?? "no (workloads only)",
+                        "<strong>\(trust.name)</strong>", code(trust.issuer),
+                        "\(trust.acceptedAudiences.joined(separator: ", "))", "\(keys)",
+                        "\(trust.maxAge.map(DurationText.format) ?? "—")",
+                        trust.clientID.map { "yes, client \(code($0))" } ?? "no (workloads only)",
                     ]
                 }, id: "trusts")
         }
@@ -129,30 +128,29 @@ extension ConsolePage {
             body += "<h2>Workloads (services by claims)</h2>"
             body += table(
                 ["Service", "Role", "Provider", "Claims"],
-                workloads.map { service in
-                    let claims = (service.identity?.claims ?? []).map {
-                        "<code>\(escape($0.claim))</code> = <code>\(escape($0.pattern))</code>"
+                workloads.map { service -> [HTML] in
+                    let claims = (service.identity?.claims ?? []).map { rule -> HTML in
+                        "\(code(rule.claim)) = \(code(rule.pattern))"
                     }.joined(separator: "<br>")
-                    return [
-                        escape(service.name), escape(service.role), escape(service.identity?.trust ?? ""), claims,
-                    ]
+                    return ["\(service.name)", "\(service.role)", "\(service.identity?.trust ?? "")", claims]
                 }, id: "workloads")
         }
         if !policy.people.isEmpty || !policy.groups.isEmpty {
             body += "<h2>People and groups</h2>"
-            body += table(
-                ["Who", "Role", "Provider"],
-                policy.people.map { [escape($0.name), escape($0.role), escape($0.trust)] }
-                    + policy.groups.map {
-                        [
-                            "group <strong>\(escape($0.name))</strong> <small>(claim \(escape($0.claim)))</small>",
-                            escape($0.role), escape($0.trust),
-                        ]
-                    }, id: "people")
+            let people = policy.people.map { person -> [HTML] in
+                ["\(person.name)", "\(person.role)", "\(person.trust)"]
+            }
+            let groups = policy.groups.map { group -> [HTML] in
+                [
+                    "group <strong>\(group.name)</strong> <small>(claim \(group.claim))</small>", "\(group.role)",
+                    "\(group.trust)",
+                ]
+            }
+            body += table(["Who", "Role", "Provider"], people + groups, id: "people")
         }
-        let members = ConsoleRole.allCases.sorted(by: >).compactMap { role -> [String]? in
+        let members = ConsoleRole.allCases.sorted(by: >).compactMap { role -> [HTML]? in
             guard let list = policy.console.members[role], !list.isEmpty else { return nil }
-            return [escape(role.rawValue), escape(list.map(\.description).joined(separator: ", "))]
+            return ["\(role.rawValue)", "\(list.map(\.description).joined(separator: ", "))"]
         }
         body += "<h2>Console roles</h2>"
         body +=

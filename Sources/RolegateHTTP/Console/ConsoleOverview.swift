@@ -72,8 +72,8 @@ extension ConsolePage {
         _ viewer: ConsoleViewer, databases: [String], lastCheck: [String: AuditEvent],
         readiness: Components.Schemas.Readiness, instances: [GatewayInstance], liveTokens: Int, sessions: Int?,
         refused: Int, activity: [AuditActivity], hours: Int, now: Date
-    ) -> String {
-        var body = "<h1>Overview</h1>"
+    ) -> HTML {
+        var body: HTML = "<h1>Overview</h1>"
         body += """
             <ul class="counts">
             <li><a href="/console/tokens"><strong>\(liveTokens)</strong> live tokens</a></li>
@@ -84,27 +84,26 @@ extension ConsolePage {
         body += "<h2>Activity, last \(hours) hours</h2>"
         body += ActivityChart.svg(activity, from: now - TimeInterval(hours * 3600), to: now)
         body += "<h2>Databases</h2>"
-        let probes = Dictionary(
-            readiness.checks.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let probes = Dictionary(readiness.checks.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         body += table(
             ["Database", "Reachable", "Drift", "Checked"],
-            databases.map { name in
+            databases.map { name -> [HTML] in
                 let probe = probes["database:\(name)"]
-                let reachable =
+                let reachable: HTML =
                     probe?.ok == true
-                    ? "<span class=\"ok\">yes</span>" : "<span class=\"bad\">no</span> \(escape(probe?.detail ?? ""))"
+                    ? "<span class=\"ok\">yes</span>" : "<span class=\"bad\">no</span> \(probe?.detail ?? "")"
                 let check = lastCheck[name]
-                let drift: String
+                let drift: HTML
                 switch check?.action {
                 case "drift": drift = "<span class=\"bad\">drift</span>"
                 case "in_sync", "applied": drift = "<span class=\"ok\">in sync</span>"
                 default: drift = "<span class=\"muted\">never checked</span>"
                 }
-                let checked =
+                let checked: HTML =
                     check.map { e in
-                        "\(time(e.at)) <small>(\(escape(ago(now.timeIntervalSince(e.at)))) ago, \(escape(e.detail["by"] ?? "")))</small>"
+                        "\(time(e.at)) <small>(\(ago(now.timeIntervalSince(e.at))) ago, \(e.detail["by"] ?? ""))</small>"
                     } ?? "—"
-                return [escape(name), reachable, drift, checked]
+                return ["\(name)", reachable, drift, checked]
             }, id: "databases")
         if viewer.may(.admin) {
             body += """
@@ -116,23 +115,22 @@ extension ConsolePage {
                 """
         }
         body += "<h2>Instances</h2>"
-        let checks = readiness.checks.filter { !$0.name.hasPrefix("database:") }.map { check in
-            "\(escape(check.name)): "
-                + (check.ok ? "<span class=\"ok\">ok</span>" : "<span class=\"bad\">failing</span>")
-                + (check.detail.map { " <small>\(escape($0))</small>" } ?? "")
+        let checks = readiness.checks.filter { !$0.name.hasPrefix("database:") }.map { check -> HTML in
+            let state: HTML = check.ok ? "<span class=\"ok\">ok</span>" : "<span class=\"bad\">failing</span>"
+            let detail: HTML = check.detail.map { " <small>\($0)</small>" } ?? ""
+            return "\(check.name): \(state)\(detail)"
         }.joined(separator: "<br>")
         if instances.isEmpty {
             body += "<p>One instance (no peers registered). This instance: \(checks)</p>"
         } else {
             body += table(
                 ["Instance", "Wire", "HTTP", "Started", "Last seen"],
-                instances.map { instance in
-                    let fresh = now.timeIntervalSince(instance.seenAt) < 30
+                instances.map { instance -> [HTML] in
+                    let fresh: HTML = now.timeIntervalSince(instance.seenAt) < 30 ? "ok" : "bad"
                     return [
-                        escape(instance.id), escape(instance.wireAddress), escape(instance.httpAddress ?? "—"),
+                        "\(instance.id)", "\(instance.wireAddress)", "\(instance.httpAddress ?? "—")",
                         time(instance.startedAt),
-                        (fresh ? "<span class=\"ok\">" : "<span class=\"bad\">")
-                            + "\(escape(ago(now.timeIntervalSince(instance.seenAt)))) ago</span>",
+                        "<span class=\"\(fresh)\">\(ago(now.timeIntervalSince(instance.seenAt))) ago</span>",
                     ]
                 }, id: "instances")
             body += "<p><small>This instance's checks:</small><br>\(checks)</p>"
@@ -140,17 +138,17 @@ extension ConsolePage {
         return document(title: "Overview", body: body, viewer: viewer, current: "/console")
     }
 
-    static func plan(_ viewer: ConsoleViewer, plan: Components.Schemas.Plan) -> String {
-        var body = "<h1>Plan</h1><p>" + (plan.inSync ? "Every database matches the policy." : "Drift found.")
+    static func plan(_ viewer: ConsoleViewer, plan: Components.Schemas.Plan) -> HTML {
+        var body: HTML = "<h1>Plan</h1><p>\(plan.inSync ? "Every database matches the policy." : "Drift found.")"
         body += " Nothing was applied; <code>rolegate apply</code> would run the SQL below.</p>"
         for database in plan.databases {
-            body += "<h2>\(escape(database.name))</h2>"
+            body += "<h2>\(database.name)</h2>"
             if let error = database.error {
-                body += "<p class=\"error\">Could not inspect: \(escape(error))</p>"
+                body += "<p class=\"error\">Could not inspect: \(error)</p>"
             } else if database.inSync == true {
                 body += "<p class=\"ok\">In sync.</p>"
             } else {
-                body += "<pre class=\"sql\">\(escape((database.statements ?? []).joined(separator: "\n")))</pre>"
+                body += "<pre class=\"sql\">\((database.statements ?? []).joined(separator: "\n"))</pre>"
             }
         }
         body += "<p><a href=\"/console\">Back to the overview</a></p>"
@@ -167,7 +165,7 @@ enum ActivityChart {
         String(date.rfc3339.dropFirst(11).prefix(5))
     }
 
-    static func svg(_ activity: [AuditActivity], from: Date, to: Date) -> String {
+    static func svg(_ activity: [AuditActivity], from: Date, to: Date) -> HTML {
         let width = 720.0
         let height = 160.0
         let minutes = max(1, Int(to.timeIntervalSince(from) / 60))
@@ -182,12 +180,14 @@ enum ActivityChart {
         let maxStatements = max(1, statements.max() ?? 1)
         let maxSessions = max(1, sessions.max() ?? 1)
         let step = width / Double(minutes + 1)
-        var bars = ""
+        var bars: HTML = ""
         for (index, count) in statements.enumerated() where count > 0 {
             let h = Double(count) / Double(maxStatements) * (height - 20)
-            bars += String(
-                format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>", Double(index) * step,
-                height - h, max(step - 0.5, 0.5), h)
+            // Numbers this function formatted: markup of its own.
+            bars += HTML(
+                trusted: String(
+                    format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>", Double(index) * step,
+                    height - h, max(step - 0.5, 0.5), h))
         }
         let points = sessions.enumerated().map { index, count in
             String(
@@ -198,18 +198,18 @@ enum ActivityChart {
         let totalSessions = sessions.reduce(0, +)
         if totalStatements == 0, totalSessions == 0 {
             return
-                "<p class=\"muted\" id=\"activity\">No session started and no statement ran since \(HTMLText.escape(from.rfc3339)).</p>"
+                "<p class=\"muted\" id=\"activity\">No session started and no statement ran since \(from.rfc3339).</p>"
         }
         let summary =
             "\(totalStatements) statements and \(totalSessions) sessions started from \(from.rfc3339) to \(to.rfc3339); busiest minute \(maxStatements) statements, \(maxSessions) sessions"
         return """
             <figure class="chart" id="activity">
             <svg viewBox="0 0 \(Int(width)) \(Int(height))" role="img" aria-labelledby="chart-title" preserveAspectRatio="none">
-            <title id="chart-title">\(HTMLText.escape(summary))</title>
+            <title id="chart-title">\(summary)</title>
             <g class="statements">\(bars)</g>
             <polyline class="sessions" points="\(points)"/>
             </svg>
-            <div class="axis"><span>\(HTMLText.escape(Self.clock(from)))</span><span>\(HTMLText.escape(Self.clock(to))) UTC</span></div>
+            <div class="axis"><span>\(clock(from))</span><span>\(clock(to)) UTC</span></div>
             <figcaption><span class="key statements"></span> statements per minute (peak \(maxStatements)) \
             <span class="key sessions"></span> sessions started per minute (peak \(maxSessions)) · \
             \(totalStatements) statements, \(totalSessions) sessions in all</figcaption>

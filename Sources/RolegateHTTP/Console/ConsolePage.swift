@@ -1,13 +1,14 @@
 import Foundation
 import RolegateCore
 
-/// The console's HTML. Every value from outside (names, reasons, comments, ids) goes through
-/// ``escape(_:)``; the structure around them is this file's own text. Plain HTML forms, labelled,
-/// in document order (keyboard-navigable), with one stylesheet that follows the system's light
-/// or dark mode and narrows to a phone's width.
+/// The console's pages, as ``HTML``: a value from outside (names, reasons, comments, SQL, ids)
+/// interpolated into them is escaped unless it is markup this code made. Plain HTML forms,
+/// labelled, in document order (keyboard-navigable), with one stylesheet that follows the
+/// system's light or dark mode and narrows to a phone's width.
 enum ConsolePage {
-    static func escape(_ text: String) -> String {
-        HTMLText.escape(text)
+    /// Text from outside, escaped, as markup to insert (what interpolating a `String` does).
+    static func escape(_ text: String) -> HTML {
+        "\(text)"
     }
 
     /// The navigation's pages, with the console role each needs (nil: anyone signed in).
@@ -18,18 +19,18 @@ enum ConsolePage {
         ("/console/identity", "Identity providers", .viewer),
     ]
 
-    static func document(title: String, body: String, viewer: ConsoleViewer? = nil, current: String? = nil) -> String {
-        var nav = ""
+    static func document(title: String, body: HTML, viewer: ConsoleViewer? = nil, current: String? = nil) -> HTML {
+        var nav: HTML = ""
         if let viewer {
-            let links = sections.filter { $0.needs.map(viewer.may) ?? true }.map { section in
-                let here = section.path == current ? " aria-current=\"page\"" : ""
-                return "<a href=\"\(section.path)\"\(here)>\(escape(section.title))</a>"
+            let links = sections.filter { $0.needs.map(viewer.may) ?? true }.map { section -> HTML in
+                let here: HTML = section.path == current ? " aria-current=\"page\"" : ""
+                return "<a href=\"\(section.path)\"\(here)>\(section.title)</a>"
             }.joined(separator: "\n")
             let role = viewer.role.map { " · \($0.rawValue)" } ?? ""
             nav = """
                 <nav aria-label="Console">
                 \(links)
-                <span class="who">\(escape(viewer.name))\(role)</span>
+                <span class="who">\(viewer.name)\(role)</span>
                 <form method="post" action="/console/logout" class="inline">
                   \(csrfField(viewer))
                   <button type="submit">Log out</button>
@@ -43,7 +44,7 @@ enum ConsolePage {
             <head>
             <meta charset="utf-8">
             <meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>\(escape(title)) · Rolegate</title>
+            <title>\(title) · Rolegate</title>
             <link rel="stylesheet" href="/console/static/console.css">
             <script src="/console/static/console.js" defer></script>
             </head>
@@ -57,55 +58,59 @@ enum ConsolePage {
             """
     }
 
-    static func csrfField(_ viewer: ConsoleViewer) -> String {
-        "<input type=\"hidden\" name=\"csrf\" value=\"\(escape(viewer.csrf))\">"
+    static func csrfField(_ viewer: ConsoleViewer) -> HTML {
+        "<input type=\"hidden\" name=\"csrf\" value=\"\(viewer.csrf)\">"
     }
 
     /// A notice after an action (`?done=`), announced to screen readers.
-    static func notice(_ text: String?) -> String {
-        text.map { "<p class=\"notice\" role=\"status\">Done: \(escape($0)).</p>" } ?? ""
+    static func notice(_ text: String?) -> HTML {
+        guard let text else { return "" }
+        return "<p class=\"notice\" role=\"status\">Done: \(text).</p>"
     }
 
-    /// A table whose cells are already HTML (escaped by the caller); each cell is labelled with
-    /// its column for the phone layout.
-    static func table(_ headers: [String], _ rows: [[String]], id: String? = nil) -> String {
-        let head = headers.map { "<th scope=\"col\">\(escape($0))</th>" }.joined()
-        let body = rows.map { row in
-            "<tr>"
-                + zip(headers, row).map { "<td data-label=\"\(escape($0))\">\($1)</td>" }.joined() + "</tr>"
+    /// A problem, announced to screen readers.
+    static func alert(_ text: String) -> HTML {
+        "<p class=\"error\" role=\"alert\">\(text)</p>"
+    }
+
+    /// A table; each cell is labelled with its column for the phone layout.
+    static func table(_ headers: [String], _ rows: [[HTML]], id: String? = nil) -> HTML {
+        let head = headers.map { header -> HTML in "<th scope=\"col\">\(header)</th>" }.joined()
+        let body = rows.map { row -> HTML in
+            "<tr>\(zip(headers, row).map { header, cell -> HTML in "<td data-label=\"\(header)\">\(cell)</td>" }.joined())</tr>"
         }.joined(separator: "\n")
-        let idAttribute = id.map { " id=\"\(escape($0))\"" } ?? ""
+        let idAttribute: HTML = id.map { " id=\"\($0)\"" } ?? ""
         return "<table\(idAttribute)><thead><tr>\(head)</tr></thead><tbody>\n\(body)\n</tbody></table>"
     }
 
-    /// A select whose options are escaped, `selected` the current one.
+    /// A labelled select, `selected` the current option.
     static func select(
         _ name: String, label: String, options: [(value: String, text: String)], selected: String?
-    )
-        -> String
-    {
-        let items = options.map { option in
-            let mark = option.value == (selected ?? "") ? " selected" : ""
-            return "<option value=\"\(escape(option.value))\"\(mark)>\(escape(option.text))</option>"
+    ) -> HTML {
+        let items = options.map { option -> HTML in
+            let mark: HTML = option.value == (selected ?? "") ? " selected" : ""
+            return "<option value=\"\(option.value)\"\(mark)>\(option.text)</option>"
         }.joined()
-        return
-            "<label>\(escape(label)) <select name=\"\(escape(name))\">\(items)</select></label>"
+        return "<label>\(label) <select name=\"\(name)\">\(items)</select></label>"
     }
 
     /// A labelled text input.
     static func input(
         _ name: String, label: String, value: String?, placeholder: String = "", size: Int = 14
-    )
-        -> String
-    {
+    ) -> HTML {
         """
-        <label>\(escape(label)) <input name="\(escape(name))" value="\(escape(value ?? ""))" \
-        placeholder="\(escape(placeholder))" size="\(size)"></label>
+        <label>\(label) <input name="\(name)" value="\(value ?? "")" \
+        placeholder="\(placeholder)" size="\(size)"></label>
         """
     }
 
-    static func time(_ date: Date) -> String {
-        "<time datetime=\"\(date.rfc3339)\">\(escape(date.rfc3339))</time>"
+    static func time(_ date: Date) -> HTML {
+        "<time datetime=\"\(date.rfc3339)\">\(date.rfc3339)</time>"
+    }
+
+    /// `<code>text</code>`.
+    static func code(_ text: String) -> HTML {
+        "<code>\(text)</code>"
     }
 
     /// `3 s`, `4 min`, `2 h 5 min`: how long, for people.
@@ -117,12 +122,12 @@ enum ConsolePage {
         return "\(s / 86400) d"
     }
 
-    static func login(error: String?, providers: [String]) -> String {
-        let problem = error.map { "<p class=\"error\" role=\"alert\">\(escape($0))</p>" } ?? ""
-        let buttons = providers.map { name in
-            "<a class=\"button\" href=\"/console/login/oidc/\(escape(name))\">Log in with \(escape(name))</a>"
+    static func login(error: String?, providers: [String]) -> HTML {
+        let problem = error.map(alert) ?? ""
+        let buttons = providers.map { name -> HTML in
+            "<a class=\"button\" href=\"/console/login/oidc/\(name)\">Log in with \(name)</a>"
         }.joined(separator: "\n")
-        let sso =
+        let sso: HTML =
             providers.isEmpty
             ? ""
             : """
@@ -133,6 +138,7 @@ enum ConsolePage {
             </div>
             <p class="or">or</p>
             """
+        let autofocus: HTML = providers.isEmpty ? " autofocus" : ""
         return document(
             title: "Log in",
             body: """
@@ -141,7 +147,7 @@ enum ConsolePage {
                 \(sso)
                 <form method="post" action="/console/login" class="card">
                   <label for="token">Your Rolegate token</label>
-                  <input id="token" name="token" type="password" autocomplete="off" required\(providers.isEmpty ? " autofocus" : "")>
+                  <input id="token" name="token" type="password" autocomplete="off" required\(autofocus)>
                   <p class="hint">From <code>rolegate login</code> (<code>rolegate env</code> shows it) or an admin token.
                   It is checked once; the console then keeps a session that ends with the token.</p>
                   <button type="submit">Log in</button>
@@ -149,21 +155,21 @@ enum ConsolePage {
                 """)
     }
 
-    static func message(_ text: String) -> String {
-        document(
-            title: "Console",
-            body: "<p class=\"error\" role=\"alert\">\(escape(text))</p><p><a href=\"/console/access\">Back</a></p>")
+    static func message(_ text: String) -> HTML {
+        document(title: "Console", body: alert(text) + "<p><a href=\"/console\">Back</a></p>")
     }
 
     static func access(
         _ viewer: ConsoleViewer, requests: [AccessRequest], decidable: Set<String>, history: Bool, notice: String?
-    ) -> String {
+    ) -> HTML {
         let who = viewer.name
         let csrf = viewer.csrf
-        var body = notice.map { "<p class=\"notice\" role=\"status\">Done: \(escape($0)).</p>" } ?? ""
+        var body = self.notice(notice)
+        let open: HTML = history ? "" : " aria-current=\"page\""
+        let past: HTML = history ? " aria-current=\"page\"" : ""
         body += """
-            <p class="subnav"><a href="/console/access"\(history ? "" : " aria-current=\"page\"")>Open</a> · \
-            <a href="/console/access/history"\(history ? " aria-current=\"page\"" : "")>History</a></p>
+            <p class="subnav"><a href="/console/access"\(open)>Open</a> · \
+            <a href="/console/access/history"\(past)>History</a></p>
             """
         if history {
             body += "<h1>History</h1>"
@@ -189,19 +195,19 @@ enum ConsolePage {
             title: history ? "History" : "Access requests", body: body, viewer: viewer, current: "/console/access")
     }
 
-    static func table(_ requests: [AccessRequest], decidable: Set<String>, csrf: String) -> String {
-        var rows = ""
+    static func table(_ requests: [AccessRequest], decidable: Set<String>, csrf: String) -> HTML {
+        var rows: HTML = ""
         for request in requests {
-            let approvals = request.decisions.map { decision in
-                "\(escape(decision.approver)) \(decision.approve ? "approved" : "denied")"
-                    + (decision.comment.map { ": “\(escape($0))”" } ?? "")
+            let approvals = request.decisions.map { decision -> HTML in
+                let comment: HTML = decision.comment.map { ": “\($0)”" } ?? ""
+                return "\(decision.approver) \(decision.approve ? "approved" : "denied")\(comment)"
             }.joined(separator: "<br>")
-            var actions = ""
+            var actions: HTML = ""
             if decidable.contains(request.id) {
-                let id = escape(request.id)
+                let id = request.id
                 actions = """
                     <form method="post" action="/console/access/\(id)/approve" class="decide">
-                      <input type="hidden" name="csrf" value="\(escape(csrf))">
+                      <input type="hidden" name="csrf" value="\(csrf)">
                       <label for="comment-\(id)">Comment</label>
                       <input id="comment-\(id)" name="comment" maxlength="500">
                       <button type="submit" name="decision" value="approve">Approve</button>
@@ -209,16 +215,16 @@ enum ConsolePage {
                     </form>
                     """
             }
-            let flag = request.breakGlass ? " <strong class=\"flag\">break-glass</strong>" : ""
+            let flag: HTML = request.breakGlass ? " <strong class=\"flag\">break-glass</strong>" : ""
+            let until: HTML = request.grantedUntil.map { "<br><small>until \($0.rfc3339)</small>" } ?? ""
             rows += """
-                <tr id="request-\(escape(request.id))">
-                  <td data-label="Request"><code>\(escape(request.id))</code>\(flag)</td>
-                  <td data-label="Grant">\(escape(request.access))<br><small>role \(escape(request.role))</small></td>
-                  <td data-label="Requester">\(escape(request.requester))</td>
-                  <td data-label="Reason">\(escape(request.reason ?? "—"))</td>
+                <tr id="request-\(request.id)">
+                  <td data-label="Request"><code>\(request.id)</code>\(flag)</td>
+                  <td data-label="Grant">\(request.access)<br><small>role \(request.role)</small></td>
+                  <td data-label="Requester">\(request.requester)</td>
+                  <td data-label="Reason">\(request.reason ?? "—")</td>
                   <td data-label="For">\(DurationText.format(request.duration))</td>
-                  <td data-label="State"><span class="state \(request.state.rawValue)">\(request.state.rawValue)</span>\(
-                    request.grantedUntil.map { "<br><small>until \($0.rfc3339)</small>" } ?? "")</td>
+                  <td data-label="State"><span class="state \(request.state.rawValue)">\(request.state.rawValue)</span>\(until)</td>
                   <td data-label="Decisions">\(approvals.isEmpty ? "—" : approvals)</td>
                   <td data-label="Asked">\(request.createdAt.rfc3339)</td>
                   <td data-label="Actions">\(actions)</td>

@@ -76,10 +76,10 @@ extension ConsolePage {
         _ viewer: ConsoleViewer, sessions: [Components.Schemas.Session],
         instances: [Components.Schemas.InstanceAnswer], service: String?, token: String?, notice: String?,
         failed: Bool
-    ) -> String {
-        var body = "<h1>Live sessions</h1>" + self.notice(notice)
+    ) -> HTML {
+        var body: HTML = "<h1>Live sessions</h1>" + self.notice(notice)
         let now = Date()
-        if failed { body += "<p class=\"error\" role=\"alert\">The sessions could not be listed.</p>" }
+        if failed { body += alert("The sessions could not be listed.") }
         body += """
             <form method="get" action="/console/sessions" class="filters" aria-label="Filter sessions">
             \(input("service", label: "Service", value: service))
@@ -90,10 +90,8 @@ extension ConsolePage {
             """
         let unanswered = instances.filter { !$0.ok }
         if !unanswered.isEmpty {
-            body +=
-                "<p class=\"error\" role=\"alert\">Not answering: "
-                + unanswered.map { "\(escape($0.id)) (\(escape($0.detail ?? "")))" }.joined(separator: ", ")
-                + ". Their sessions are missing below.</p>"
+            let names = unanswered.map { "\($0.id) (\($0.detail ?? ""))" }.joined(separator: ", ")
+            body += alert("Not answering: \(names). Their sessions are missing below.")
         }
         if viewer.may(.operator), token != nil || service != nil, !sessions.isEmpty {
             let whose = token.map { "token \($0)" } ?? "service \(service ?? "")"
@@ -106,30 +104,27 @@ extension ConsolePage {
                 </form>
                 """
         }
-        let rows = sessions.map { s -> [String] in
-            var statement = "—"
+        let rows = sessions.map { s -> [HTML] in
+            var statement: HTML = "—"
             if let sql = s.statement {
                 let running = s.statementRunning == true
                 let duration = s.statementMs.map { String(format: "%.1f ms", $0) } ?? ""
                 statement =
-                    "<code>\(escape(String(sql.prefix(300))))</code><br><small>"
-                    + (running ? "running for \(duration)" : "took \(duration)") + "</small>"
+                    "\(code(String(sql.prefix(300))))<br><small>\(running ? "running for \(duration)" : "took \(duration)")</small>"
             }
-            var actions = ""
+            var actions: HTML = ""
             if viewer.may(.operator) {
                 actions = """
                     <form method="post" action="/console/sessions/\(escape(s.id))/end" class="inline">\(csrfField(viewer))\
                     <button type="submit" class="danger">End</button></form>
                     """
             }
-            let tokenLink =
-                "<a href=\"/console/sessions?token=\(escape(s.tokenId))\"><code>\(escape(s.tokenId))</code></a>"
+            let tokenLink: HTML = "<a href=\"/console/sessions?token=\(s.tokenId)\">\(code(s.tokenId))</a>"
             return [
-                "<a href=\"/console/audit?token=\(escape(s.tokenId))&amp;session=\(escape(s.id))\"><code>\(escape(s.id))</code></a>",
-                escape(s.instance ?? "—"),
-                "<a href=\"/console/sessions?service=\(escape(s.service))\">\(escape(s.service))</a>",
-                escape(s.role), escape(s.subject ?? "—"), tokenLink, escape(s.database), escape(s.client ?? "—"),
-                "\(time(s.startedAt))<br><small>\(escape(ago(now.timeIntervalSince(s.startedAt))))</small>", statement,
+                "<a href=\"/console/audit?token=\(s.tokenId)&amp;session=\(s.id)\">\(code(s.id))</a>",
+                "\(s.instance ?? "—")", "<a href=\"/console/sessions?service=\(s.service)\">\(s.service)</a>",
+                "\(s.role)", "\(s.subject ?? "—")", tokenLink, "\(s.database)", "\(s.client ?? "—")",
+                "\(time(s.startedAt))<br><small>\(ago(now.timeIntervalSince(s.startedAt)))</small>", statement,
                 actions,
             ]
         }

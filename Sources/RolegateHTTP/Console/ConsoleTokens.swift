@@ -149,9 +149,9 @@ extension ConsolePage {
         _ viewer: ConsoleViewer, records: [TokenRecord], total: Int, services: [String],
         filter: (service: String?, subject: String?, state: TokenState?), now: Date, notice: String?,
         problem: String?
-    ) -> String {
-        var body = "<h1>Tokens</h1>" + self.notice(notice)
-        if let problem { body += "<p class=\"error\" role=\"alert\">Not done: \(escape(problem))</p>" }
+    ) -> HTML {
+        var body: HTML = "<h1>Tokens</h1>" + self.notice(notice)
+        if let problem { body += alert("Not done: \(problem)") }
         let serviceOptions = [("", "any service")] + services.map { ($0, $0) }
         body += """
             <form method="get" action="/console/tokens" class="filters" aria-label="Filter tokens">
@@ -161,19 +161,18 @@ extension ConsolePage {
             <button type="submit">Filter</button>
             </form>
             """
-        let rows = records.map { record -> [String] in
+        let rows = records.map { record -> [HTML] in
             let state = record.state(at: now)
-            var actions = ""
+            var actions: HTML = ""
             if viewer.may(.operator), state == .live || state == .grace, record.id != viewer.record.id {
                 actions = "<a class=\"button danger\" href=\"/console/tokens/\(escape(record.id))/revoke\">Revoke…</a>"
             }
+            let reason: HTML = record.revokeReason.map { "<br><small>\($0)</small>" } ?? ""
             return [
-                "<code>\(escape(record.id))</code>", escape(record.service), escape(record.role),
-                escape(record.subject ?? "—"),
-                "<span class=\"state \(state.rawValue)\">\(state.rawValue)</span>"
-                    + (record.revokeReason.map { "<br><small>\(escape($0))</small>" } ?? ""),
-                time(record.issuedAt), time(record.expiresAt),
-                record.lastUsedAt.map(time) ?? "—", escape(record.note ?? ""), actions,
+                code(record.id), "\(record.service)", "\(record.role)", "\(record.subject ?? "—")",
+                "<span class=\"state \(state.rawValue)\">\(state.rawValue)</span>\(reason)",
+                time(record.issuedAt), time(record.expiresAt), record.lastUsedAt.map(time) ?? "—",
+                "\(record.note ?? "")", actions,
             ]
         }
         body +=
@@ -182,7 +181,9 @@ extension ConsolePage {
             : table(
                 ["Token", "Service", "Role", "Subject", "State", "Issued", "Expires", "Last used", "Note", ""], rows,
                 id: "tokens")
-        if total > records.count { body += "<p class=\"hint\">Showing the newest \(records.count) of \(total).</p>" }
+        if total > records.count {
+            body += "<p class=\"hint\">Showing the newest \(records.count) of \(total).</p>"
+        }
         if viewer.may(.admin) {
             let options = services.map { ($0, $0) }
             body += """
@@ -209,8 +210,8 @@ extension ConsolePage {
         return document(title: "Tokens", body: body, viewer: viewer, current: "/console/tokens")
     }
 
-    static func issued(_ viewer: ConsoleViewer, token: String?) -> String {
-        var body = "<h1>New token</h1>"
+    static func issued(_ viewer: ConsoleViewer, token: String?) -> HTML {
+        var body: HTML = "<h1>New token</h1>"
         if let token {
             body += """
                 <p class="notice" role="status">Copy it now: this page shows it once, and no page or log shows it again.</p>
@@ -231,21 +232,21 @@ extension ConsolePage {
         return document(title: "New token", body: body, viewer: viewer, current: "/console/tokens")
     }
 
-    static func revoke(_ viewer: ConsoleViewer, record: TokenRecord, sessions: [Components.Schemas.Session]) -> String {
-        var body = "<h1>Revoke token <code>\(escape(record.id))</code>?</h1>"
+    static func revoke(_ viewer: ConsoleViewer, record: TokenRecord, sessions: [Components.Schemas.Session]) -> HTML {
+        var body: HTML = "<h1>Revoke token <code>\(escape(record.id))</code>?</h1>"
+        let subject = record.subject.map { ", subject \($0)" } ?? ""
         body +=
-            "<p>Service <strong>\(escape(record.service))</strong>, role \(escape(record.role))"
-            + (record.subject.map { ", subject \(escape($0))" } ?? "") + ", expires \(time(record.expiresAt)).</p>"
+            "<p>Service <strong>\(record.service)</strong>, role \(record.role)\(subject), expires \(time(record.expiresAt)).</p>"
         if sessions.isEmpty {
             body += "<p>It has no live session.</p>"
         } else {
             body += "<p><strong>These \(sessions.count) live sessions end at once:</strong></p>"
             body += table(
                 ["Session", "Instance", "Database", "Client", "Since", "Statement"],
-                sessions.map { s in
+                sessions.map { s -> [HTML] in
                     [
-                        "<code>\(escape(s.id))</code>", escape(s.instance ?? "—"), escape(s.database),
-                        escape(s.client ?? "—"), time(s.startedAt), "<code>\(escape(s.statement ?? "—"))</code>",
+                        code(s.id), "\(s.instance ?? "—")", "\(s.database)", "\(s.client ?? "—")", time(s.startedAt),
+                        code(s.statement ?? "—"),
                     ]
                 }, id: "sessions-to-end")
         }

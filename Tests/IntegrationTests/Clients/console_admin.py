@@ -29,6 +29,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 base, store_path, psql, wire_port, serve_log, screenshots = sys.argv[1:7]
@@ -58,9 +59,17 @@ driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromed
 shots = 0
 
 
+MARKUP_AS_TEXT = ["<td", "<br", "<span", "<code", "<a href", "<small", "<strong", "<input", "<form", "<li",
+                  "<time", "&lt;", "&gt;", "&quot;", "&amp;", "&#39;"]
+
+
 def shoot(name):
-    """The page at desktop and phone width; it must fit the phone without sideways scrolling."""
+    """The page at desktop and phone width; it must fit the phone without sideways scrolling, and
+    none of its markup may show as text (escaped twice)."""
     global shots
+    visible = driver.find_element(By.TAG_NAME, "body").text
+    shown = [m for m in MARKUP_AS_TEXT if m in visible]
+    check(not shown, f"{name} shows no markup as text {shown}")
     shots += 1
     driver.set_window_size(1280, 1300)
     driver.save_screenshot(os.path.join(screenshots, f"{shots:02d}-{name}-desktop.png"))
@@ -75,6 +84,13 @@ def text(selector):
     return driver.find_element(By.CSS_SELECTOR, selector).text
 
 
+def navigate(element):
+    """Clicks something that loads a page, and waits until the new page replaced the old one."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+
+
 def wait_until(condition, seconds=10):
     WebDriverWait(driver, seconds).until(lambda _: condition())
 
@@ -82,13 +98,11 @@ def wait_until(condition, seconds=10):
 def login(token):
     driver.get(base + "/console/login")
     driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "form.card button[type=submit]").click()
-    wait_until(lambda: not driver.current_url.endswith("/console/login"))
+    navigate(driver.find_element(By.CSS_SELECTOR, "form.card button[type=submit]"))
 
 
 def logout():
-    driver.find_element(By.CSS_SELECTOR, "nav form.inline button").click()
-    wait_until(lambda: driver.current_url.endswith("/console/login") and driver.find_elements(By.ID, "token"))
+    navigate(driver.find_element(By.CSS_SELECTOR, "nav form.inline button"))
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -171,7 +185,7 @@ try:
         stops.append(driver.switch_to.active_element.text)
         driver.switch_to.active_element.send_keys(Keys.TAB)
     check(stops == ["Rolegate", "Overview", "Services"], f"Tab walks the navigation in order: {stops}")
-    driver.find_element(By.XPATH, "//button[normalize-space()='Run a plan']").click()
+    navigate(driver.find_element(By.XPATH, "//button[normalize-space()='Run a plan']"))
     check(text("h1") == "Plan" and "Every database matches the policy" in text("main"), "the plan finds no drift")
     shoot("plan")
     driver.get(base + "/console")
@@ -193,7 +207,7 @@ try:
     driver.get(base + "/console/tokens")
     Select(driver.find_element(By.CSS_SELECTOR, "form[aria-label='Issue a token'] select[name=service]")).select_by_value("batch")
     driver.find_element(By.CSS_SELECTOR, "form[aria-label='Issue a token'] input[name=note]").send_keys(HOSTILE_NOTE)
-    driver.find_element(By.CSS_SELECTOR, "form[aria-label='Issue a token'] button[type=submit]").click()
+    navigate(driver.find_element(By.CSS_SELECTOR, "form[aria-label='Issue a token'] button[type=submit]"))
     check(driver.current_url.endswith("/console/tokens/issued"), "issuing leads to the page that shows the token")
     token = driver.find_element(By.ID, "new-token").get_attribute("value")
     check(len(token) > 20, "the new token is shown")
@@ -220,7 +234,7 @@ try:
     session_id = row.find_element(By.CSS_SELECTOR, "td code").text
     token_id = row.find_element(By.CSS_SELECTOR, "td[data-label=Token] code").text
     shoot("sessions")
-    row.find_element(By.XPATH, ".//button[normalize-space()='End']").click()
+    navigate(row.find_element(By.XPATH, ".//button[normalize-space()='End']"))
     check(f"ended session {session_id}" in text(".notice"), "ending it is confirmed")
     check(ended_within(first, 10), "psql's session ended")
     told = first.stderr.read()
@@ -232,19 +246,20 @@ try:
     check(row is not None and "<img src=x onerror=alert(1)>" in row.text and no_alert(),
           "a second session appears; its statement's markup shows as text and runs nothing")
     driver.get(base + "/console/tokens?service=batch")
-    driver.find_element(By.CSS_SELECTOR, f"a[href='/console/tokens/{token_id}/revoke']").click()
+    navigate(driver.find_element(By.CSS_SELECTOR, f"a[href='/console/tokens/{token_id}/revoke']"))
     listed = text("#sessions-to-end")
     check("batch" in driver.find_element(By.CSS_SELECTOR, "main").text and "pg_sleep" in listed,
           "the confirmation lists the session the revocation ends")
     shoot("revoke-confirmation")
     driver.find_element(By.ID, "reason").send_keys("console test: leaked")
-    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    navigate(driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
     check(f"revoked {token_id}" in text(".notice"), "the revocation is confirmed")
     check(ended_within(second, 10), "the revoked token's session ended")
     states = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#tokens tbody tr") if token_id in r.text]
     check(states and "revoked" in states[0] and "console test: leaked" in states[0],
           "the token shows as revoked, with the reason")
     check(HOSTILE_NOTE in states[0] and no_alert(), "the token's note shows its markup as text")
+    shoot("tokens")
 
     # The first session's events, in order, and their export.
     driver.get(base + f"/console/audit?token={token_id}&session={session_id}")
@@ -270,7 +285,7 @@ try:
             (session_id,)).fetchone()
         db.execute("UPDATE rolegate_audit SET sql_text = 'SELECT 1' WHERE instance = ? AND sequence = ?", (instance, sequence))
     driver.get(base + "/console/audit")
-    driver.find_element(By.XPATH, "//button[normalize-space()='Verify the chain']").click()
+    navigate(driver.find_element(By.XPATH, "//button[normalize-space()='Verify the chain']"))
     chains = text("#chains")
     check("BROKEN" in chains and f"event #{sequence}" in chains, f"verify names the edited event #{sequence}: {chains}")
     shoot("verify")
