@@ -123,7 +123,7 @@ extension HeavyTests {
                     "http://127.0.0.1:\(instances[0].httpPort)/console/login",
                 ])
             let consoleCookie = try #require(
-                consoleLogin.stdout.split(separator: "\n").first {
+                consoleLogin.stdout.split(whereSeparator: \.isNewline).first {
                     $0.lowercased().hasPrefix("set-cookie: rolegate_console=")
                 }?
                 .dropFirst("set-cookie: ".count).split(separator: ";").first.map(String.init),

@@ -10,15 +10,16 @@ import RolegateTokens
 /// sessions, the audit log, access requests and identity providers.
 ///
 /// Server-rendered ``HTML`` (a value interpolated into a page is escaped unless it is markup
-/// the page made), one stylesheet
-/// and one small script (a copy button) shipped in the binary. What a person may do is their
-/// console role (``ConsoleRole``, the policy's `console:`): every page checks it, and so does
-/// every POST, whether or not the page showed the button. Every response carries `Content-Security-Policy`
-/// (`default-src 'none'`; the stylesheet from this origin only; forms post here only; no
-/// framing), `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and `Cache-Control:
-/// no-store`. The session is a signed cookie (`HttpOnly`, `SameSite=Strict`, `Secure` under TLS,
-/// ending with the token); every POST carries the session's CSRF value. Every action goes
-/// through the same code as the API (``AccessRequests``), so it is audited with who did it.
+/// the page made), one stylesheet and one small script (the copy button, the sessions page's
+/// refresh) shipped in the binary. What a person may do is their console role (``ConsoleRole``,
+/// the policy's `console:`): every page checks it, and so does every POST, whether or not the
+/// page showed the button. Every response carries `Content-Security-Policy` (`default-src
+/// 'none'`; style and script from this origin only; forms post here only; no framing),
+/// `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and `Cache-Control: no-store`. The
+/// session is a signed cookie (`HttpOnly`, `SameSite=Strict`, `Secure` under TLS, ending with
+/// the token); every POST carries the session's CSRF value. Every action goes through the same
+/// code as the API (the admin API's handlers, ``AccessRequests``), so it is audited with who
+/// did it.
 extension HTTPAPI {
     func addConsoleRoutes(to router: Router<APIContext>) {
         let api = self

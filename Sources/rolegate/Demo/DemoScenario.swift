@@ -119,6 +119,9 @@ enum DemoScenario {
           curl -s $API/v1/query -H "Authorization: Bearer $DASHBOARD_TOKEN" -d '{"sql": "SELECT * FROM billing.invoices"}'   # 403 permission_denied
           curl -s $API/admin/v1/sessions -H "Authorization: Bearer $OPS_TOKEN"
 
+        The console, in a browser: open http://127.0.0.1:\(httpPort)/console and paste the admin token
+        (echo $OPS_TOKEN): the services' privileges, live sessions, tokens and the audit log.
+
         Revoke a token and watch its open session end within a second:
 
           PGPASSWORD=$DASHBOARD_TOKEN psql "$GW user=dashboard" -c 'SELECT pg_sleep(60)' &
