@@ -125,6 +125,12 @@ import Testing
         // Filters.
         #expect(try Self.events(gw, ["--service", "notes", "--kind", "statement"]).count == 1)
         #expect(try Self.events(gw, ["--token", reportsID, "--kind", "auth"]).count >= 3)
+        let notesSession = try #require(session?["session_id"] as? String)
+        let oneSession = try Self.events(gw, ["--session", notesSession])
+        #expect(
+            oneSession.map { "\($0["kind"] ?? "") \($0["action"] ?? "")" } == [
+                "auth allowed", "session start", "statement ok", "session end",
+            ], "\(oneSession)")
 
         // No token secret anywhere: not in the events, not in the store's files.
         let everything =

@@ -217,9 +217,20 @@ extension HTTPAPI {
         return ConstantTime.equals(Array(sent.utf8), Array(session.csrf(key: masterKey.consoleKey).utf8))
     }
 
+    /// The console session's cookie (`value` empty and `maxAge` 0 to end it).
     func cookie(_ value: String, maxAge: Int) -> String {
-        var cookie =
-            "\(ConsoleSession.cookieName)=\(value); Path=/console; HttpOnly; SameSite=Strict; Max-Age=\(max(0, maxAge))"
+        setCookie(ConsoleSession.cookieName, value, path: "/console", maxAge: maxAge)
+    }
+
+    /// A `Set-Cookie` value the console sends: never readable by script, `Secure` under TLS,
+    /// scoped to `path`; `SameSite=Strict` unless the cookie must survive a navigation from
+    /// another site (the identity provider's redirect back).
+    func setCookie(
+        _ name: String, _ value: String, path: String, maxAge: Int, sameSite: String = "Strict"
+    )
+        -> String
+    {
+        var cookie = "\(name)=\(value); Path=\(path); HttpOnly; SameSite=\(sameSite); Max-Age=\(max(0, maxAge))"
         if settings.tls != nil { cookie += "; Secure" }
         return cookie
     }

@@ -118,9 +118,6 @@ extension HTTPAPI {
     /// `Lax`, not `Strict`: the provider's redirect back is a navigation from another site, and
     /// must carry it.
     func oidcCookie(_ value: String, maxAge: Int) -> String {
-        var cookie =
-            "\(Self.oidcCookie)=\(value); Path=/console/login/oidc; HttpOnly; SameSite=Lax; Max-Age=\(maxAge)"
-        if settings.tls != nil { cookie += "; Secure" }
-        return cookie
+        setCookie(Self.oidcCookie, value, path: "/console/login/oidc", maxAge: maxAge, sameSite: "Lax")
     }
 }

@@ -99,10 +99,7 @@ extension HTTPAPI {
     }
 
     func issuedCookie(_ value: String, maxAge: Int) -> String {
-        var cookie =
-            "\(Self.issuedCookie)=\(value); Path=/console/tokens/issued; HttpOnly; SameSite=Strict; Max-Age=\(maxAge)"
-        if settings.tls != nil { cookie += "; Secure" }
-        return cookie
+        setCookie(Self.issuedCookie, value, path: "/console/tokens/issued", maxAge: maxAge)
     }
 
     func revokeConfirmation(_ viewer: ConsoleViewer, id: String) async -> Response {

@@ -27,8 +27,13 @@ struct AuditList: AsyncParsableCommand {
     @Option(name: .customLong("token"), help: ArgumentHelp("Only this token's events.", valueName: "id"))
     var tokenID: String?
     @Option(
+        name: .customLong("session"),
+        help: ArgumentHelp("Only this session's events (wire session or HTTP request id).", valueName: "id"))
+    var sessionID: String?
+    @Option(
         help: ArgumentHelp(
-            "Only these kinds (repeatable): auth, session, statement, token, policy, checkpoint.", valueName: "kind"))
+            "Only these kinds (repeatable): auth, session, statement, token, policy, checkpoint, access.",
+            valueName: "kind"))
     var kind: [String] = []
     @Option(help: ArgumentHelp("From this long ago (e.g. 1h) or this time (RFC 3339).", valueName: "when"))
     var since: String?
@@ -62,6 +67,7 @@ struct AuditList: AsyncParsableCommand {
         query.kinds = kind.compactMap(AuditEvent.Kind.init)
         query.service = service
         query.tokenID = tokenID
+        query.sessionID = sessionID
         query.since = try Self.time(since, flag: "--since")
         query.until = try Self.time(until, flag: "--until")
         query.limit = limit

@@ -10,29 +10,17 @@ Prints "console: ..." lines and exits 1 at the first thing that is not as a pers
 """
 
 import os
-import shutil
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from browser import checker, chromium
 from selenium.webdriver.common.by import By
 
 base, token, approve_id, deny_id, screenshots = sys.argv[1:6]
 os.makedirs(screenshots, exist_ok=True)
 
 
-def check(condition, message):
-    if not condition:
-        print(f"FAIL: {message}", flush=True)
-        sys.exit(1)
-    print(f"console: {message}", flush=True)
-
-
-options = webdriver.ChromeOptions()
-options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
-    options.add_argument(argument)
-driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+check = checker("console")
+driver = chromium()
 try:
     driver.get(base + "/console")
     check(driver.current_url.endswith("/console/login"), "an unknown visitor is sent to the login page")

@@ -16,16 +16,15 @@ import csv
 import io
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from browser import checker, chromium
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -42,20 +41,13 @@ for old in os.listdir(screenshots):
 clients = []
 
 
-def check(condition, message):
-    if not condition:
-        print(f"FAIL: {message}", flush=True)
-        for client in clients:
-            client.kill()
-        sys.exit(1)
-    print(f"console: {message}", flush=True)
+def kill_clients():
+    for client in clients:
+        client.kill()
 
 
-options = webdriver.ChromeOptions()
-options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
-    options.add_argument(argument)
-driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+check = checker("console", on_failure=kill_clients)
+driver = chromium()
 shots = 0
 
 

@@ -10,11 +10,9 @@ Prints "console login: ..." lines and exits 1 at the first thing that is not as 
 """
 
 import os
-import shutil
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from browser import checker, chromium
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -23,18 +21,8 @@ base, provider, subject, cookie_file, screenshots = sys.argv[1:6]
 os.makedirs(screenshots, exist_ok=True)
 
 
-def check(condition, message):
-    if not condition:
-        print(f"FAIL: {message}", flush=True)
-        sys.exit(1)
-    print(f"console login: {message}", flush=True)
-
-
-options = webdriver.ChromeOptions()
-options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"]:
-    options.add_argument(argument)
-driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+check = checker("console login")
+driver = chromium(height=900)
 try:
     driver.set_page_load_timeout(30)
     wait = WebDriverWait(driver, 20)

@@ -10,11 +10,9 @@ worked; 1 otherwise.
 """
 
 import os
-import shutil
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from browser import chromium
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -22,12 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 url, subject, screenshots = sys.argv[1:4]
 os.makedirs(screenshots, exist_ok=True)
 
-options = webdriver.ChromeOptions()
-options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"]:
-    options.add_argument(argument)
-service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
-driver = webdriver.Chrome(options=options, service=service)
+driver = chromium(height=900)
 try:
     driver.set_page_load_timeout(30)
     driver.get(url)
