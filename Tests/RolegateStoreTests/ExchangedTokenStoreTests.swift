@@ -44,6 +44,33 @@ import Testing
         }
     }
 
+    /// A person's console login (issuer `console:…`) and their terminal's token stand side by
+    /// side: neither takes the other's place, and together they are one subject of `maxLive`.
+    @Test(arguments: Backend.allCases)
+    func aConsoleLoginKeepsItsOwnPlaceBesideTheTerminalsToken(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let terminal = TokenService(store: store, policy: storePolicy, issuer: "exchange:http")
+            let console = TokenService(
+                store: store, policy: storePolicy, issuer: TokenRecord.consoleIssuerPrefix + "oidc@127.0.0.1")
+            let now = Date()
+            let cli = try await terminal.exchange(Self.grant("alice", maxLive: 2), now: now)
+            let page = try await console.exchange(Self.grant("alice", maxLive: 2), now: now + 1)
+            #expect(page.superseded.isEmpty && page.record.isConsoleLogin && !cli.record.isConsoleLogin)
+            #expect(try await store.token(id: cli.record.id)?.state(at: now + 120) == .live)
+            // Logging in to the console again replaces only the console's token.
+            let again = try await console.exchange(Self.grant("alice", maxLive: 2), now: now + 2)
+            #expect(again.superseded.map(\.id) == [page.record.id])
+            // alice is one subject, with two tokens: bob fits under maxLive 2, carol does not.
+            _ = try await terminal.exchange(Self.grant("bob", maxLive: 2), now: now + 3)
+            await #expect(throws: TokenService.Failure.self) {
+                _ = try await terminal.exchange(Self.grant("carol", maxLive: 2), now: now + 4)
+            }
+            // Revoking the subject ends both of alice's tokens.
+            let revoked = try await terminal.revokeAll(subject: "alice", service: nil, reason: "left", now: now + 5)
+            #expect(Set(revoked.map(\.id)).isSuperset(of: [cli.record.id, again.record.id]))
+        }
+    }
+
     @Test(arguments: Backend.allCases)
     func anIdentityTokenWhoseTokenWasRevokedCannotBeExchangedAgain(backend: Backend) async throws {
         try await withStore(backend) { store, _ in

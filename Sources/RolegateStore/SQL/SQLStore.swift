@@ -175,7 +175,8 @@ final class SQLStore: Store {
                 throw StoreError.identityRevoked(at: revoked)
             }
             let usable = try await Self.usableTokens(service: token.service, now: now, db)
-            let others = usable.filter { $0.subject != token.subject && $0.supersededBy == nil }
+            // Subjects, not tokens: a person's console login is a second live token of theirs.
+            let others = Set(usable.filter { $0.subject != token.subject && $0.supersededBy == nil }.map(\.subject))
             if others.count >= maxLive { throw StoreError.tooManyLiveTokens(limit: maxLive) }
             // One live token per subject, and one per subject's console login: logging in to the
             // console does not cut short the token `rolegate login` keeps, nor the other way.
