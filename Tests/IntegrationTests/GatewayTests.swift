@@ -188,7 +188,10 @@ import Testing
         #expect(policy != gatewayPolicy)
         let gw = try await GatewayFixture(policy: policy)
         defer { withExtendedLifetime(gw) {} }
-        let holder = Task { try await gw.psql("notes", "SELECT pg_sleep(7)") }
+        // The holder keeps the only server connection for 20 s: the second client's refusal (2 s
+        // after it connects) must come while it is held, and a full CI run has once started that
+        // client more than 5 s after the holder's statement began.
+        let holder = Task { try await gw.psql("notes", "SELECT pg_sleep(20)") }
         try await waitForBackend(gw, role: "notes_rw", state: "active")
         // The second client waits for the only server connection, then gives up at the login timeout (2 s).
         let waiting = try await gw.psql("notes", "SELECT 1")
