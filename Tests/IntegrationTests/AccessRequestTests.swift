@@ -289,12 +289,8 @@ import Testing
     /// The console's inbox and history, as an approver uses them in a real browser; and what a
     /// browser is told (CSP, framing, cookie attributes, CSRF).
     @Test func anApproverDecidesInTheConsole() async throws {
-        try requirePythonModule("selenium")
+        try requireBrowser()
         try requirePythonModule("jwt")
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium") else {
-            Issue.record("chromium is not installed (./test.sh installs Debian's chromium and chromium-driver)")
-            return
-        }
         let setup = try await IdentityTests.Setup { provider, _, _ in
             Self.policy(provider: provider, webhook: try! PostgresCluster.freePort())
         }

@@ -35,11 +35,7 @@ extension HeavyTests {
                 """
 
         @Test func anAdminAndAViewerUseTheConsoleInABrowser() async throws {
-            try requirePythonModule("selenium")
-            guard FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium") else {
-                Issue.record("chromium is not installed (./test.sh installs Debian's chromium and chromium-driver)")
-                return
-            }
+            try requireBrowser()
             let httpPort = try PostgresCluster.freePort()
             let gw = try await GatewayFixture(policy: Self.policy, serveArguments: ["--http", "127.0.0.1:\(httpPort)"])
             defer { withExtendedLifetime(gw) {} }

@@ -46,11 +46,7 @@ extension HeavyTests {
 
         @Test func aPersonLogsInThroughTheProvidersFormAndRunsPsqlAsThemselves() async throws {
             try requirePythonModule("oidc_provider_mock")
-            try requirePythonModule("selenium")
-            guard FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium") else {
-                Issue.record("chromium is not installed (./test.sh installs Debian's chromium and chromium-driver)")
-                return
-            }
+            try requireBrowser()
             let home = NSTemporaryDirectory() + "rolegate-people-" + UUID().uuidString
             try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: home) }

@@ -216,8 +216,8 @@ extension ConsolePage {
         let separator = query.isEmpty ? "" : "&"
         body += """
             <p class="actions">
-            <a class="button" href="/console/audit/export?format=csv\(separator)\(escape(query))">Export CSV</a>
-            <a class="button" href="/console/audit/export?format=jsonl\(separator)\(escape(query))">Export JSON lines</a>
+            <a class="button" href="/console/audit/export?format=csv\(separator)\(query)">Export CSV</a>
+            <a class="button" href="/console/audit/export?format=jsonl\(separator)\(query)">Export JSON lines</a>
             </p>
             <form method="post" action="/console/audit/verify" class="inline-form">
             \(csrfField(viewer))
@@ -226,7 +226,7 @@ extension ConsolePage {
             </form>
             """
         if filter.session != nil {
-            body += "<h2>Session \(escape(filter.session ?? "")), in order</h2>"
+            body += "<h2>Session \(filter.session ?? ""), in order</h2>"
         }
         let rows = events.map { e -> [HTML] in
             let details = e.detail.keys.sorted().map { "\($0)=\(e.detail[$0] ?? "")" }.joined(separator: " ")

@@ -27,11 +27,7 @@ extension HTTPAPI {
         let readiness = await readiness()
         let instances = (try? await store.instances()) ?? []
         let liveTokens = ((try? await store.tokens(service: nil)) ?? []).filter { $0.isUsable(at: now) }.count
-        let sessions = (try? await asAdmin(viewer) { try await $0.listSessions(.init(query: .init())) })
-            .flatMap { output -> [Components.Schemas.Session]? in
-                if case .ok(let ok) = output, case .json(let list) = ok.body { return list.sessions }
-                return nil
-            }
+        let sessions = await sessionList(viewer)?.sessions
         var refusals = AuditQuery()
         refusals.kinds = [.auth]
         refusals.actions = ["refused", "throttled"]

@@ -6,11 +6,6 @@ import RolegateCore
 /// labelled, in document order (keyboard-navigable), with one stylesheet that follows the
 /// system's light or dark mode and narrows to a phone's width.
 enum ConsolePage {
-    /// Text from outside, escaped, as markup to insert (what interpolating a `String` does).
-    static func escape(_ text: String) -> HTML {
-        "\(text)"
-    }
-
     /// The navigation's pages, with the console role each needs (nil: anyone signed in).
     static let sections: [(path: String, title: String, needs: ConsoleRole?)] = [
         ("/console", "Overview", .viewer), ("/console/services", "Services", .viewer),

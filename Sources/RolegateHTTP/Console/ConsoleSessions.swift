@@ -98,9 +98,9 @@ extension ConsolePage {
             body += """
                 <form method="post" action="/console/sessions/end" class="inline-form">
                 \(csrfField(viewer))
-                <input type="hidden" name="service" value="\(escape(service ?? ""))">
-                <input type="hidden" name="token" value="\(escape(token ?? ""))">
-                <button type="submit" class="danger">End all \(sessions.count) sessions of \(escape(whose))</button>
+                <input type="hidden" name="service" value="\(service ?? "")">
+                <input type="hidden" name="token" value="\(token ?? "")">
+                <button type="submit" class="danger">End all \(sessions.count) sessions of \(whose)</button>
                 </form>
                 """
         }
@@ -115,7 +115,7 @@ extension ConsolePage {
             var actions: HTML = ""
             if viewer.may(.operator) {
                 actions = """
-                    <form method="post" action="/console/sessions/\(escape(s.id))/end" class="inline">\(csrfField(viewer))\
+                    <form method="post" action="/console/sessions/\(s.id)/end" class="inline">\(csrfField(viewer))\
                     <button type="submit" class="danger">End</button></form>
                     """
             }

@@ -162,7 +162,7 @@ extension ConsolePage {
             let state = record.state(at: now)
             var actions: HTML = ""
             if viewer.may(.operator), state == .live || state == .grace, record.id != viewer.record.id {
-                actions = "<a class=\"button danger\" href=\"/console/tokens/\(escape(record.id))/revoke\">Revoke…</a>"
+                actions = "<a class=\"button danger\" href=\"/console/tokens/\(record.id)/revoke\">Revoke…</a>"
             }
             let reason: HTML = record.revokeReason.map { "<br><small>\($0)</small>" } ?? ""
             return [
@@ -214,7 +214,7 @@ extension ConsolePage {
                 <p class="notice" role="status">Copy it now: this page shows it once, and no page or log shows it again.</p>
                 <div class="card once">
                 <label for="new-token">Token</label>
-                <input id="new-token" value="\(escape(token))" readonly autocomplete="off" spellcheck="false">
+                <input id="new-token" value="\(token)" readonly autocomplete="off" spellcheck="false">
                 <button type="button" data-copy="new-token" hidden>Copy</button>
                 <p class="hint">Connect with <code>psql "host=… user=&lt;service&gt; password=&lt;token&gt;"</code>, or send it as <code>Authorization: Bearer</code>.</p>
                 </div>
@@ -230,7 +230,7 @@ extension ConsolePage {
     }
 
     static func revoke(_ viewer: ConsoleViewer, record: TokenRecord, sessions: [Components.Schemas.Session]) -> HTML {
-        var body: HTML = "<h1>Revoke token <code>\(escape(record.id))</code>?</h1>"
+        var body: HTML = "<h1>Revoke token <code>\(record.id)</code>?</h1>"
         let subject = record.subject.map { ", subject \($0)" } ?? ""
         body +=
             "<p>Service <strong>\(record.service)</strong>, role \(record.role)\(subject), expires \(time(record.expiresAt)).</p>"
@@ -248,7 +248,7 @@ extension ConsolePage {
                 }, id: "sessions-to-end")
         }
         body += """
-            <form method="post" action="/console/tokens/\(escape(record.id))/revoke" class="card" aria-label="Revoke">
+            <form method="post" action="/console/tokens/\(record.id)/revoke" class="card" aria-label="Revoke">
             \(csrfField(viewer))
             <label for="reason">Reason (kept with the token and in the audit log)</label>
             <input id="reason" name="reason" maxlength="500" required>
