@@ -4,12 +4,16 @@ that print what passed and stop at the first failure.
     from browser import chromium, checker
     driver = chromium()
     check = checker("console")        # prints "console: <message>", or "FAIL: <message>" and exits 1
+    navigate(driver, button)          # click, and wait until the next page replaced this one
 """
 import shutil
 import sys
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def chromium(width=1280, height=1000):
@@ -32,3 +36,11 @@ def checker(prefix, on_failure=lambda: None):
             sys.exit(1)
         print(f"{prefix}: {message}", flush=True)
     return check
+
+
+def navigate(driver, element):
+    """Clicks something that loads a page, and waits until the new page replaced the old one
+    (reading the page right after a click can read the old one)."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))

@@ -12,7 +12,7 @@ Prints "console: ..." lines and exits 1 at the first thing that is not as a pers
 import os
 import sys
 
-from browser import checker, chromium
+from browser import checker, chromium, navigate
 from selenium.webdriver.common.by import By
 
 base, token, approve_id, deny_id, screenshots = sys.argv[1:6]
@@ -28,25 +28,25 @@ try:
     check("token" in label.text.lower(), "the token field is labelled")
     driver.save_screenshot(os.path.join(screenshots, "1-login.png"))
     driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "form.card button[type=submit]").click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "form.card button[type=submit]"))
     check(driver.current_url.endswith("/console/access"), "logged in, on the inbox")
     rows = {row.get_attribute("id") for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr")}
     check(f"request-{approve_id}" in rows and f"request-{deny_id}" in rows, f"both requests wait in the inbox: {rows}")
     driver.save_screenshot(os.path.join(screenshots, "2-inbox.png"))
 
     driver.find_element(By.ID, f"comment-{approve_id}").send_keys("ok, pairing on it")
-    driver.find_element(By.CSS_SELECTOR, f"#request-{approve_id} button[value=approve]").click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, f"#request-{approve_id} button[value=approve]"))
     notice = driver.find_element(By.CSS_SELECTOR, ".notice").text
     check(approve_id in notice and "approved" in notice, f"the approval is confirmed: {notice}")
     driver.find_element(By.ID, f"comment-{deny_id}").send_keys("use the <read> replica")
-    driver.find_element(By.CSS_SELECTOR, f"#request-{deny_id} button.deny").click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, f"#request-{deny_id} button.deny"))
     notice = driver.find_element(By.CSS_SELECTOR, ".notice").text
     check(deny_id in notice and "denied" in notice, f"the denial is confirmed: {notice}")
     inbox = {row.get_attribute("id") for row in driver.find_elements(By.CSS_SELECTOR, "tbody tr")}
     check(f"request-{deny_id}" not in inbox, "the denied request left the open lists")
     driver.save_screenshot(os.path.join(screenshots, "3-after-decisions.png"))
 
-    driver.find_element(By.LINK_TEXT, "History").click()
+    navigate(driver, driver.find_element(By.LINK_TEXT, "History"))
     row = driver.find_element(By.ID, f"request-{deny_id}")
     check("denied" in row.text and "use the <read> replica" in row.text, f"the history shows the denial: {row.text}")
     driver.save_screenshot(os.path.join(screenshots, "4-history.png"))
@@ -56,7 +56,7 @@ try:
     check(width <= 400, f"the history fits a phone's width ({width} px)")
 
     driver.set_window_size(1280, 1000)
-    driver.find_element(By.CSS_SELECTOR, "nav form.inline button").click()
+    navigate(driver, driver.find_element(By.CSS_SELECTOR, "nav form.inline button"))
     check(driver.current_url.endswith("/console/login"), "logged out")
     driver.get(base + "/console/access")
     check(driver.current_url.endswith("/console/login"), "after logging out, the inbox asks for a login again")

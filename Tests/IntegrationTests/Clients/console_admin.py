@@ -25,11 +25,11 @@ import urllib.parse
 import urllib.request
 
 from browser import checker, chromium
+from browser import navigate as browser_navigate
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 base, store_path, psql, wire_port, serve_log, screenshots = sys.argv[1:7]
 admin_token = os.environ["CONSOLE_ADMIN_TOKEN"]
@@ -77,14 +77,7 @@ def text(selector):
 
 
 def navigate(element):
-    """Clicks something that loads a page, and waits until the new page replaced the old one."""
-    old = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
-
-
-def wait_until(condition, seconds=10):
-    WebDriverWait(driver, seconds).until(lambda _: condition())
+    browser_navigate(driver, element)
 
 
 def login(token):
