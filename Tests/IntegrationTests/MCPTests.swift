@@ -170,31 +170,49 @@ import Testing
         let id = try #require(token.split(separator: "_").dropFirst().first.map(String.init))
         try gw.fixture.expectRolegate(["token", "revoke", id, "--reason", "agent misbehaved"])
         let revokedAt = ContinuousClock.now
-        // Polled with tools/list, which runs no SQL: the token is checked before any method, and
-        // the poll's own cost stays out of the figure. Each instance's refusal is timed as it comes.
+        // Polled with tools/list, which runs no SQL: the token is checked before any method.
         let listTools: [String: Any] = ["jsonrpc": "2.0", "id": 3, "method": "tools/list"]
-        var refusedAfter: [Int: Duration] = [:]
+        var refusedOn: Set<Int> = []
         var lastReply: [Int: String] = [:]
-        while refusedAfter.count < 2, ContinuousClock.now - revokedAt < .seconds(10) {
-            for port in [httpPort, secondHTTP] where refusedAfter[port] == nil {
+        // A give-up deadline, not the bound: a loaded machine has taken 7 s to answer one poll.
+        while refusedOn.count < 2, ContinuousClock.now - revokedAt < .seconds(60) {
+            for port in [httpPort, secondHTTP] where !refusedOn.contains(port) {
                 let asked = ContinuousClock.now
                 let reply = try await Self.post(port, listTools, token: token)
                 lastReply[port] =
                     "\(reply.status) \(reply.json["code"] as? String ?? "") (answered in \(ContinuousClock.now - asked))"
-                if reply.status == 401 && reply.json["code"] as? String == "token_revoked" {
-                    refusedAfter[port] = ContinuousClock.now - revokedAt
-                }
+                if reply.status == 401 && reply.json["code"] as? String == "token_revoked" { refusedOn.insert(port) }
             }
             try await Task.sleep(for: .milliseconds(50))
         }
-        let refusedOn = Set(refusedAfter.keys)
-        let took = refusedAfter.values.max() ?? ContinuousClock.now - revokedAt
-        // Refused on both instances. The verifier's bound is one second (maxStaleness) and an idle
-        // machine meets it; a CI machine running every suite at once has taken five, counting each
-        // poll's own requests. The figure belongs in bench/, so the test checks the refusal, with
-        // a bound that only catches a revocation that never arrives.
+        #expect(refusedOn.count == 2, "the revoked token was refused only on \(refusedOn): \(lastReply)")
+        // How fast, on the gateways' own clocks: the revocation, and each instance's first refusal
+        // of it, as they recorded them in the shared audit log. Timed from this test process, a
+        // full run's load put seconds of each poll's own answer into the figure (6.7 s for one
+        // answer). The verifier's bound is one second (maxStaleness) and an idle machine meets
+        // it; that figure belongs in bench/, so the bound here only catches a revocation that
+        // never arrives.
+        try await Task.sleep(for: .milliseconds(500))
+        let revokedEvent = try AuditTests.events(gw, ["--token", id, "--kind", "token"]).first {
+            $0["action"] as? String == "revoked"
+        }
+        let revokedText = revokedEvent?["at"] as? String
+        let revocation = try #require(revokedText.flatMap { Date(rfc3339: $0) }, "no revocation event")
+        var firstRefusal: [String: Date] = [:]
+        for event in try AuditTests.events(gw, ["--kind", "auth", "--since", "5m"]) {
+            guard event["action"] as? String == "refused",
+                (event["detail"] as? [String: String])?["code"] == "token_revoked",
+                let instance = event["instance"] as? String,
+                let at = (event["at"] as? String).flatMap(Date.init(rfc3339:))
+            else { continue }
+            firstRefusal[instance] = min(firstRefusal[instance] ?? at, at)
+        }
+        let took = (firstRefusal.values.max() ?? .distantFuture).timeIntervalSince(revocation)
+        print(
+            "mcp: the revoked token was refused by \(firstRefusal.count) instances within \(took) s (gateways' clocks)")
         #expect(
-            refusedOn.count == 2 && took < .seconds(10),
-            "revoked token refused on \(refusedOn) after \(took); each instance's last answer: \(lastReply)")
+            firstRefusal.count == 2 && took < 10,
+            "refusals by instance \(firstRefusal), \(took) s after the revocation at \(revocation); each instance's last answer: \(lastReply)"
+        )
     }
 }
