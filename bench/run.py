@@ -8,7 +8,8 @@ side on one machine, in one run, interleaved so drift hits all three alike.
 
 Only ratios measured in the same run mean anything; nothing here asserts a number.
 """
-import argparse, base64, hashlib, hmac, json, os, platform, re, shlex, shutil, signal, socket, statistics, struct, subprocess
+import argparse
+import glob, base64, hashlib, hmac, json, os, platform, re, shlex, shutil, signal, socket, statistics, struct, subprocess
 import sys, tempfile, time
 import urllib.request
 from datetime import datetime, timezone
@@ -413,6 +414,51 @@ server_tls_sslmode = disable
             f"linking, hashing and storing in SQLite group commits of 1,500 events).")
         print(f"  audit cost: {r}", flush=True)
 
+    def audit_store_snapshot(self):
+        """The events in the store's audit chains (as `audit verify` counts them) and the store's bytes on disk."""
+        out = sh([self.rolegate, "audit", "verify"], env=self.env).stdout
+        events = sum(int(n) for n in re.findall(r": (\d+) events", out))
+        size = sum(os.path.getsize(p) for p in glob.glob(f"{self.dir}/.rolegate/state.db*"))
+        return events, size
+
+    def audit_disk(self, before):
+        """What the audit group's runs left in the store: bytes per event, and how fast the CLI walks
+        and filters it (process start included)."""
+        events0, size0 = before
+        started = time.monotonic()
+        events1, size1 = self.audit_store_snapshot()
+        verify_seconds = time.monotonic() - started
+        if events1 <= events0:
+            self.notes.append("the audit group wrote no events")
+            return
+        last = json.loads(sh([self.rolegate, "audit", "--kind", "statement", "--limit", "1", "--format", "json"],
+                             env=self.env).stdout.strip().splitlines()[-1])
+        started = time.monotonic()
+        sh([self.rolegate, "audit", "--token", last["token_id"], "--limit", "100"], env=self.env)
+        token_seconds = time.monotonic() - started
+        self.others.append(
+            f"Audit storage after the audit cases: {(size1 - size0) / (events1 - events0):.0f} bytes per event on disk "
+            f"({events1 - events0:,} events written by those runs, {(size1 - size0) / 1e6:.0f} MB); "
+            f"`rolegate audit verify` walked all {events1:,} events in {verify_seconds:.1f} s "
+            f"({events1 / verify_seconds / 1e6:.2f} M events/s, process start included); "
+            f"`rolegate audit --token <the bench token> --limit 100` answered in {token_seconds * 1000:.0f} ms.")
+        print(f"  audit disk: {self.others[-1]}", flush=True)
+
+    def audit_store(self, events):
+        """The audit log's storage on its own (AuditBench store): bytes per event, the verification walk,
+        a token's newest events."""
+        r = self.micro_benchmark("AuditBench", ["store", events], "audit store")
+        if r is None:
+            return
+        self.others.append(
+            f"Audit storage on its own (AuditBench store, {r['events']:,.0f} `-M prepared` statement events of "
+            f"16 sessions at a time, group commits of 4,000, SQLite): {r['bytes_per_event']:.1f} bytes per event on "
+            f"disk; the writer {r['writer_ns_per_event'] / 1000:.2f} µs of CPU per event; the verification walk "
+            f"{r['verify_events_per_second'] / 1e6:.2f} M events/s ({r['verify_seconds']:.1f} s); a token's newest "
+            f"100 events in {r['token_query_seconds'] * 1000:.0f} ms, a token with none in "
+            f"{r['absent_token_query_seconds'] * 1000:.1f} ms.")
+        print(f"  audit store: {r}", flush=True)
+
     def idle_connections(self, count):
         pid = self.gateway.pid
         def rss():
@@ -536,7 +582,7 @@ server_tls_sslmode = disable
 
 
 GROUPS = ["simple", "extended", "prepared", "connect", "tls", "audit", "http", "revoke", "idle", "verify",
-          "auditcost", "large"]
+          "auditcost", "auditstore", "large"]
 
 
 def main():
@@ -583,6 +629,7 @@ def main():
         # pgbouncer too: its ratio to Rolegate without statement audit (the other cases run Rolegate's
         # default, audit on); and the bare relay, what relaying alone costs on this machine.
         if "audit" in only:
+            before = bench.audit_store_snapshot()
             noaudit = {"rolegate": bench.targets()["rolegate"],
                        "rolegate-noaudit": ("bench", bench.token, bench.gw_noaudit_port),
                        "pgbouncer": bench.targets()["pgbouncer"],
@@ -591,6 +638,7 @@ def main():
             for mode in ["simple", "extended", "prepared"]:
                 bench.compare(f"audit -S -M {mode}, 16", ["-S", "-M", mode, "-c", "16", "-j", "2"], seconds, rounds,
                               noaudit)
+            bench.audit_disk(before)
         if "http" in only:
             bench.http(seconds, rounds)
         if "revoke" in only:
@@ -601,6 +649,8 @@ def main():
             bench.token_verification(20_000 if args.quick else 1_000_000)
         if "auditcost" in only:
             bench.audit_cost(2_000 if args.quick else 50_000)
+        if "auditstore" in only:
+            bench.audit_store(200_000 if args.quick else 10_000_000)
         if "large" in only:
             bench.large_parameter([8 << 20] if args.quick else [50 << 20, 200 << 20], 1 if args.quick else 3)
         report = bench.report(seconds, rounds)

@@ -10,10 +10,24 @@ import RolegateStore
 ///
 /// Arguments: `[statements [rounds]]`, per round; the three measurements alternate within
 /// each round and each figure is the median of its rounds. Prints one JSON object.
+/// `store N` instead measures the storage itself (``AuditStoreBench``).
 @main
 struct AuditBench {
     static func main() async throws {
         let arguments = CommandLine.arguments.dropFirst()
+        if arguments.first == "store" {
+            guard arguments.count == 2, let events = Int(arguments.last!), events > 0 else {
+                FileHandle.standardError.write(Data("usage: AuditBench store EVENTS\n".utf8))
+                exit(2)
+            }
+            let directory = NSTemporaryDirectory() + "rolegate-audit-store-bench-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let result = try await AuditStoreBench.run(events: events, directory: directory)
+            let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: json, as: UTF8.self))
+            return
+        }
         guard let statements = Int(arguments.first ?? "50000"), statements > 0,
             let rounds = Int(arguments.dropFirst().first ?? "5"), rounds > 0, arguments.count <= 2
         else {

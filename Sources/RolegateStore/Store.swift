@@ -132,6 +132,11 @@ public protocol Store: Sendable {
     /// held, oldest first (the console's activity chart): counted by the store, never loaded.
     func auditActivity(kinds: [AuditEvent.Kind], since: Date, bucket: Int) async throws(StoreError) -> [AuditActivity]
 
+    /// Walks every instance's chain against its head, stopping each at its first altered,
+    /// missing, reordered or moved event: what `rolegate audit verify` and the console's
+    /// "verify" report. `pageSize` rows of the earlier layout are read at a time.
+    func verifyAuditChains(pageSize: Int) async throws(StoreError) -> [AuditChainReport]
+
     /// Every chain's head: the sequence and hash of its last append.
     func auditHeads() async throws(StoreError) -> [AuditChainHead]
 
@@ -199,8 +204,8 @@ public struct AuditQuery: Sendable {
     public var kinds: [AuditEvent.Kind] = []
     public var service: String?
     public var tokenID: String?
-    /// One session's (or HTTP request's) events; pair it with `tokenID` on a big log, which
-    /// is indexed.
+    /// One session's (or HTTP request's) events. Like `tokenID` and `service`, it picks the
+    /// blocks to read by their keys.
     public var sessionID: String?
     /// Only these actions (`ok`, `error`, `refused`…); empty for all.
     public var actions: [String] = []

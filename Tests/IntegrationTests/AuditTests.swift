@@ -145,22 +145,18 @@ import Testing
         #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
         let statementSequence = try #require(refused?["sequence"] as? Int)
         let instance = try #require(refused?["instance"] as? String)
-        try Self.sqlite(
-            gw,
-            "UPDATE rolegate_audit SET sql_text = 'SELECT 1' WHERE instance = '\(instance)' AND sequence = \(statementSequence)"
-        )
+        // Behind the store's back: the statement's text in its block edited, then put back.
+        let tampering = AuditTampering.sqlite(path: gw.fixture.directory + "/.rolegate/state.db")
+        let original = try tampering.readBlock(instance: instance, containing: Int64(statementSequence))
+        try tampering.alter(instance: instance, sequence: Int64(statementSequence)) { $0.sql = "SELECT 1" }
         let edited = try gw.fixture.rolegate(["audit", "verify"])
         #expect(edited.status == 2)
         #expect(
             edited.stdout.contains("event #\(statementSequence)") && edited.stdout.contains("altered"),
             "\(edited.stdout)")
-        try Self.sqlite(
-            gw,
-            "UPDATE rolegate_audit SET sql_text = 'SELECT * FROM billing.invoices' WHERE instance = '\(instance)' AND sequence = \(statementSequence)"
-        )
+        try tampering.restore(original)
         #expect(try gw.fixture.rolegate(["audit", "verify"]).status == 0)
-        try Self.sqlite(
-            gw, "DELETE FROM rolegate_audit WHERE instance = '\(instance)' AND sequence = \(statementSequence - 1)")
+        try tampering.delete(instance: instance, sequence: Int64(statementSequence - 1))
         let deleted = try gw.fixture.rolegate(["audit", "verify"])
         #expect(deleted.status == 2)
         #expect(
@@ -198,12 +194,29 @@ import Testing
         #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
     }
 
+    /// `kill -9` under load: every event the writer had reported written (committed) before the
+    /// kill is in the store afterwards, the chain verifies, and a new gateway continues it.
     @Test func aGatewayKilledMidLoadLeavesAChainThatVerifies() async throws {
-        let gw = try await GatewayFixture()
+        let httpPort = try PostgresCluster.freePort()
+        let gw = try await GatewayFixture(serveArguments: ["--http", "127.0.0.1:\(httpPort)"])
         // Kill it mid-load: once statements are reaching the store, while pgbench keeps going.
         let load = try await Self.loadUntilAudited(gw, seconds: 20)
+        // What the writer has committed so far (it keeps writing until the kill).
+        let metrics = try await Subprocess.runDetached("curl", ["-s", "http://127.0.0.1:\(httpPort)/metrics"]).stdout
+        let written = try #require(
+            metrics.split(separator: "\n").first { $0.hasPrefix("rolegate_audit_events_written_total ") }
+                .flatMap { Double($0.split(separator: " ").last!) }, "\(metrics)")
         #expect(gw.server.stop(signal: 9) == 128 + 9)
         _ = try await load.value
+        // `ok     chain <instance>: <N> events, last #<M>`: the killed gateway's chain is the longest.
+        let verifiedAfterKill = try gw.fixture.expectRolegate(["audit", "verify"]).stdout
+        let stored =
+            verifiedAfterKill.split(separator: "\n").compactMap { line -> Int? in
+                guard let colon = line.range(of: ": ") else { return nil }
+                return Int(line[colon.upperBound...].prefix { $0.isNumber })
+            }.max() ?? 0
+        #expect(stored >= Int(written), "\(stored) events stored, \(Int(written)) reported written before the kill")
+        #expect(Int(written) > 100, "only \(written) events were written before the kill")
 
         // A new gateway on the same store continues its chain.
         var serveEnv = gw.fixture.environment

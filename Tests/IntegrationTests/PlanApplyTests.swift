@@ -148,23 +148,23 @@ let contractPrivileges: Set<String> = [
         try fixture.expectRolegate(["plan", "--check"], status: 0)
     }
 
-    @Test func managedRolesLogInWithTheirDerivedCredentialAndGetOnlyTheirGrants() throws {
+    @Test func managedRolesLogInWithTheirDerivedCredentialAndGetOnlyTheirGrants() async throws {
         let fixture = try Fixture()
         try fixture.writePolicy(contractPolicy)
         try fixture.expectRolegate(["apply", "--yes"])
 
-        let who = try fixture.sqlAsRole("billing_writer", "SELECT current_user, session_user")
+        let who = try await fixture.sqlAsRole("billing_writer", "SELECT current_user, session_user")
         #expect(who.status == 0, "\(who.stderr)")
         #expect(who.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "billing_writer|billing_writer")
-        let allowed = try fixture.sqlAsRole("billing_writer", "SELECT email FROM billing.customers ORDER BY id")
+        let allowed = try await fixture.sqlAsRole("billing_writer", "SELECT email FROM billing.customers ORDER BY id")
         #expect(allowed.stdout == "a@example.com\nb@example.com\n")
-        let denied = try fixture.sqlAsRole("billing_writer", "SELECT ssn FROM billing.customers")
+        let denied = try await fixture.sqlAsRole("billing_writer", "SELECT ssn FROM billing.customers")
         #expect(denied.status != 0)
         #expect(denied.stderr.contains("permission denied"))
-        let insert = try fixture.sqlAsRole(
+        let insert = try await fixture.sqlAsRole(
             "billing_writer", "INSERT INTO billing.invoices (customer_id, amount) VALUES (1, 9.5) RETURNING id")
         #expect(insert.status == 0, "\(insert.stderr)")
-        let timeout = try fixture.sqlAsRole("analytics_ro", "SHOW statement_timeout")
+        let timeout = try await fixture.sqlAsRole("analytics_ro", "SHOW statement_timeout")
         #expect(timeout.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "30s")
         // The credential of one role is not another's.
         let wrong = try Subprocess.run(
@@ -262,14 +262,14 @@ let contractPrivileges: Set<String> = [
         #expect(refused.stderr.contains("role 'bob' already exists and is not managed by Rolegate"))
     }
 
-    @Test func futureTablesAreCovered() throws {
+    @Test func futureTablesAreCovered() async throws {
         let fixture = try Fixture()
         try fixture.writePolicy(contractPolicy)
         try fixture.expectRolegate(["apply", "--yes"])
         try fixture.sql(
             "SET ROLE rolegate_admin; CREATE TABLE analytics.sessions (id int); INSERT INTO analytics.sessions VALUES (1);"
         )
-        let read = try fixture.sqlAsRole("analytics_ro", "SELECT count(*) FROM analytics.sessions")
+        let read = try await fixture.sqlAsRole("analytics_ro", "SELECT count(*) FROM analytics.sessions")
         #expect(read.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "\(read.stderr)")
         try fixture.expectRolegate(["plan", "--check"], status: 0)
     }
@@ -299,7 +299,7 @@ let contractPrivileges: Set<String> = [
 
         // An open session of the role being dropped is ended after the commit.
         try fixture.sql("GRANT pg_signal_backend TO rolegate_admin")
-        let session = Task.detached { try fixture.sqlAsRole("billing_writer", "SELECT pg_sleep(60)") }
+        let session = Task { try await fixture.sqlAsRole("billing_writer", "SELECT pg_sleep(60)") }
         // It must be running before the apply (a loaded machine can take a while to start psql).
         let deadline = ContinuousClock.now + .seconds(60)
         while try await fixture.cluster.psqlDetached(

@@ -86,7 +86,7 @@ import Testing
         #expect(!check.stdout.contains("chosen-by-the-service"))
         try gw.fixture.expectRolegate(["apply", "--yes"])
         #expect(try gw.fixture.rolegate(["plan", "--check"]).status == 0)
-        let direct = try gw.fixture.sqlAsRole("events_reader", "SELECT 1")
+        let direct = try await gw.fixture.sqlAsRole("events_reader", "SELECT 1")
         #expect(direct.status == 0, "the restored credential does not log in: \(direct.stderr)")
     }
 

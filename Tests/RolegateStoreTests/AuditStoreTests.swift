@@ -37,14 +37,18 @@ import Testing
             query.order = .chain
             query.limit = 1000
             let stored = try await store.auditEvents(query)
-            #expect(AuditChain.verify(instance: "gw-a", events: stored, head: (251, heads[0].hash)) == nil)
+            #expect(stored.map(\.sequence) == Array(1...251) && stored.last?.hash == heads[0].hash)
+            #expect(
+                zip(stored, stored.dropFirst()).allSatisfy { $0.hash == $1.previousHash }, "each links the one before")
 
-            // Edit one row behind the store's back: verify names it.
-            try backend.tamper(
-                location,
-                "UPDATE rolegate_audit SET sql_text = 'SELECT harmless' WHERE instance = 'gw-a' AND sequence = 7")
-            let edited = try await store.auditEvents(query)
-            #expect(AuditChain.verify(instance: "gw-a", events: edited, head: (251, heads[0].hash))?.sequence == 7)
+            #expect(try await store.verifyAuditChains().allSatisfy { $0.problem == nil })
+
+            // Edit one event behind the store's back: verify names it.
+            try backend.tampering(location).alter(instance: "gw-a", sequence: 7) { $0.sql = "SELECT harmless" }
+            let edited = try await store.verifyAuditChains().first { $0.instance == "gw-a" }?.problem
+            #expect(
+                edited?.sequence == 7 && edited?.message.contains("was altered") == true,
+                "\(String(describing: edited))")
         }
     }
 
@@ -64,17 +68,21 @@ import Testing
             #expect(kept.first?.sequence == 11)
             #expect(kept.last?.kind == .checkpoint && kept.last?.sequence == 16)
             let head = try await store.auditHeads()[0]
-            #expect(AuditChain.verify(instance: "gw", events: kept, head: (head.sequence, head.hash)) == nil)
+            #expect(kept.last?.hash == head.hash && head.sequence == 16)
+            #expect(try await store.verifyAuditChains().first?.problem == nil)
         }
     }
 
-    /// Retention deletes in slices, oldest first, each leaving its own checkpoint; the chain
-    /// verifies after every slice, and events newer than the cut-off are never touched.
+    /// Retention deletes whole blocks in slices, oldest first, each leaving its own checkpoint;
+    /// the chain verifies after every slice, and events newer than the cut-off are never touched.
     @Test(arguments: Backend.allCases)
     func retentionInSlicesLeavesAVerifiableChainAfterEach(backend: Backend) async throws {
         try await withStore(backend) { store, _ in
             let old = Date().addingTimeInterval(-7200)
-            _ = try await store.appendAudit((0..<10).map { statement($0, at: old) }, instance: "gw")
+            // Three group commits, so three blocks: retention drops whole blocks.
+            for range in [0..<4, 4..<8, 8..<10] {
+                _ = try await store.appendAudit(range.map { statement($0, at: old) }, instance: "gw")
+            }
             _ = try await store.appendAudit((10..<15).map { statement($0) }, instance: "gw")
             var query = AuditQuery()
             query.instance = "gw"
@@ -88,9 +96,8 @@ import Testing
                 let kept = try await store.auditEvents(query)
                 firstKept.append(kept.first?.sequence ?? 0)
                 let head = try await store.auditHeads()[0]
-                #expect(
-                    AuditChain.verify(instance: "gw", events: kept, head: (head.sequence, head.hash)) == nil,
-                    "after slice \(deleted.count)")
+                #expect(kept.last?.hash == head.hash)
+                #expect(try await store.verifyAuditChains().first?.problem == nil, "after slice \(deleted.count)")
             }
             #expect(deleted == [4, 4, 2, 0])
             #expect(firstKept == [5, 9, 11, 11])
@@ -246,7 +253,9 @@ import Testing
         query.limit = 10_000
         let read = try await store.auditEvents(query)
         let head = try #require(try await store.auditHeads().first)
-        #expect(AuditChain.verify(instance: "gw", events: read, head: (head.sequence, head.hash)) == nil)
+        #expect(read.last?.hash == head.hash && read.last?.sequence == head.sequence)
+        #expect(zip(read, read.dropFirst()).allSatisfy { $0.hash == $1.previousHash }, "each links the one before")
+        #expect(try await store.verifyAuditChains().first?.problem == nil)
         return (read, (head.sequence, head.hash))
     }
 
@@ -291,11 +300,10 @@ import Testing
         let recorded = events(50, from: sent.count)
         try await writer.recordAudit(recorded, instance: "gw")
         sent += recorded
-        stored += AuditChain.link(recorded, instance: "gw", after: (stored.last!.sequence, stored.last!.hash))
 
         let (read, head) = try await verifiedChain(reader)
-        #expect(head.sequence == Int64(sent.count) && head.hash == stored.last!.hash)
-        #expect(read.map(\.hash) == stored.map(\.hash))
+        #expect(head.sequence == Int64(sent.count))
+        #expect(read.prefix(stored.count).map(\.hash) == stored.map(\.hash), "as the appends returned them")
         // Field for field what was sent (times as stored, to the millisecond).
         #expect(read.count == sent.count)
         for (back, original) in zip(read, sent) {
@@ -318,9 +326,9 @@ import Testing
         let writer = try await location.open(forAudit: true)
         _ = try await writer.appendAudit(events(5, from: 0), instance: "gw")
         // Another connection holds the write lock past nothing here: break the table instead.
-        try Backend.sqlite.tamper(location, "ALTER TABLE rolegate_audit RENAME TO rolegate_audit_away")
+        try Backend.sqlite.tamper(location, "ALTER TABLE rolegate_audit_blocks RENAME TO rolegate_audit_away")
         await #expect(throws: StoreError.self) { try await writer.appendAudit(self.events(3, from: 5), instance: "gw") }
-        try Backend.sqlite.tamper(location, "ALTER TABLE rolegate_audit_away RENAME TO rolegate_audit")
+        try Backend.sqlite.tamper(location, "ALTER TABLE rolegate_audit_away RENAME TO rolegate_audit_blocks")
         let next = try await writer.appendAudit(events(3, from: 5), instance: "gw")
         #expect(next.map(\.sequence) == [6, 7, 8])
         #expect(try await chainVerifies(reader))
@@ -328,29 +336,24 @@ import Testing
         await reader.close()
     }
 
-    /// A row that breaks a constraint in the middle of a multi-row INSERT (here: a sequence
-    /// number already taken) ends the whole append: none of the batch is kept, the head stays,
-    /// and once the conflict is gone the same batch goes in.
+    /// A row that breaks a constraint after the block's own row (here: one of its keys, already
+    /// taken) ends the whole append: none of the batch is kept, the head stays, and once the
+    /// conflict is gone the same batch goes in.
     @Test func aRowFailingMidBatchKeepsNoneOfTheBatch() async throws {
         let location = try Backend.sqlite.freshLocation()
         let reader = try await location.open()
         let writer = try await location.open(forAudit: true)
         _ = try await writer.appendAudit(events(5, from: 0), instance: "gw")
-        // The next batch is #6 to #17: a 10-row INSERT, then two 1-row ones. #9 is taken.
-        try Backend.sqlite.tamper(
-            location,
-            """
-            INSERT INTO rolegate_audit (instance, sequence, at, kind, action, detail, previous_hash, hash)
-            VALUES ('gw', 9, 0, 'statement', 'ok', '{}', '', '')
-            """)
+        // The next block is id 2; its keys include the token `tok1`.
+        try Backend.sqlite.tamper(location, "INSERT INTO rolegate_audit_keys (key, block) VALUES ('t:tok1', 2)")
         await #expect(throws: StoreError.self) {
             try await writer.appendAudit(self.events(12, from: 5), instance: "gw")
         }
         var query = AuditQuery()
         query.order = .chain
-        #expect(try await reader.auditEvents(query).map(\.sequence) == [1, 2, 3, 4, 5, 9])
+        #expect(try await reader.auditEvents(query).map(\.sequence) == [1, 2, 3, 4, 5])
         #expect(try await reader.auditHeads().first?.sequence == 5)
-        try Backend.sqlite.tamper(location, "DELETE FROM rolegate_audit WHERE sequence = 9")
+        try Backend.sqlite.tamper(location, "DELETE FROM rolegate_audit_keys WHERE block = 2")
         let next = try await writer.appendAudit(events(12, from: 5), instance: "gw")
         #expect(next.map(\.sequence) == Array(6...17))
         #expect(try await chainVerifies(reader))
@@ -363,9 +366,9 @@ import Testing
         let head = try #require(try await store.auditHeads().first)
         var query = AuditQuery()
         query.order = .chain
-        return AuditChain.verify(
-            instance: head.instance, events: try await store.auditEvents(query), head: (head.sequence, head.hash))
-            == nil
+        let walk = try await store.verifyAuditChains()
+        return try await store.auditEvents(query).last?.hash == head.hash && walk.count == 1
+            && walk[0].problem == nil
     }
 }
 
@@ -413,10 +416,115 @@ extension AuditStoreTests {
 
             let intact = try await store.verifyAuditChains(pageSize: 4)
             #expect(intact.count == 1 && intact[0].problem == nil && intact[0].events == events.count)
-            try backend.tamper(
-                location, "UPDATE rolegate_audit SET sql_text = 'SELECT 9' WHERE instance = 'gw-a' AND sequence = 9")
+            try backend.tampering(location).alter(instance: "gw-a", sequence: 9) { $0.sql = "SELECT 9" }
             let broken = try await store.verifyAuditChains(pageSize: 4)
             #expect(broken.first?.problem?.sequence == 9, "\(broken)")
+        }
+    }
+}
+
+extension AuditStoreTests {
+    /// The block layout behind the store's back: an event's content altered, an event deleted,
+    /// two events stored in each other's place, a block forged with every hash recomputed. Each
+    /// is named by the verification walk, on both stores.
+    @Test(arguments: Backend.allCases)
+    func verificationNamesEveryKindOfTamperingWithBlocks(backend: Backend) async throws {
+        for tamper in ["altered", "deleted", "reordered", "forged", "forged last", "unreadable"] {
+            try await withStore(backend) { store, location in
+                // Three blocks of 10: #1–#10, #11–#20, #21–#30.
+                for block in 0..<3 {
+                    _ = try await store.appendAudit((0..<10).map { statement(block * 10 + $0) }, instance: "gw")
+                }
+                #expect(try await store.verifyAuditChains().first?.problem == nil)
+                let tampering = try backend.tampering(location)
+                let expected: (sequence: Int64, words: String)
+                switch tamper {
+                case "altered":
+                    try tampering.alter(instance: "gw", sequence: 14) { $0.tokenID = "someone-else" }
+                    expected = (14, "was altered")
+                case "deleted":
+                    try tampering.delete(instance: "gw", sequence: 15)
+                    expected = (15, "is missing")
+                case "reordered":
+                    try tampering.swapWithNext(instance: "gw", sequence: 16)
+                    expected = (16, "appears out of order")
+                case "forged":
+                    // Consistent in itself, but the next block was chained to the original.
+                    try tampering.forge(instance: "gw", sequence: 13) { $0.sql = "SELECT 'nothing to see'" }
+                    expected = (21, "does not follow")
+                case "forged last":
+                    try tampering.forge(instance: "gw", sequence: 25) { $0.sql = "SELECT 'nothing to see'" }
+                    expected = (30, "differs from the last event the chain head recorded")
+                default:
+                    try backend.tamper(
+                        location, "UPDATE rolegate_audit_blocks SET event_count = 3 WHERE first_sequence = 11")
+                    expected = (11, "cannot be read")
+                }
+                let report = try #require(try await store.verifyAuditChains().first)
+                #expect(
+                    report.problem?.sequence == expected.sequence, "\(tamper): \(String(describing: report.problem))")
+                #expect(
+                    report.problem?.message.contains(expected.words) == true,
+                    "\(tamper): \(String(describing: report.problem))")
+            }
+        }
+    }
+
+    /// A store whose events were written one row each (the layout before blocks) is read and
+    /// verified as it is; new events continue its chain in blocks, queries see both, retention
+    /// takes the old rows first, and an old row edited behind the store's back is still named.
+    @Test(arguments: Backend.allCases)
+    func eventsOfTheEarlierLayoutAreReadVerifiedContinuedAndPruned(backend: Backend) async throws {
+        try await withStore(backend) { store, location in
+            let old = Date().addingTimeInterval(-7200)
+            let legacy = AuditChain.link((0..<6).map { statement($0, at: old) }, instance: "gw", after: nil)
+            func quoted(_ text: String?) -> String { text.map { "'\($0)'" } ?? "NULL" }
+            let rows = legacy.map { e in
+                """
+                ('gw', \(e.sequence), \(e.at.millisecondsSince1970), 'statement', 'ok', \(quoted(e.service)),
+                 \(quoted(e.tokenID)), \(quoted(e.sql)), '{}', '\(e.previousHash)', '\(e.hash)')
+                """
+            }
+            try backend.tamper(
+                location,
+                """
+                INSERT INTO rolegate_audit (instance, sequence, at, kind, action, service, token_id, sql_text, detail,
+                    previous_hash, hash) VALUES \(rows.joined(separator: ", "));
+                INSERT INTO rolegate_audit_chains (instance, last_sequence, last_hash, updated_at)
+                VALUES ('gw', 6, '\(legacy.last!.hash)', \(legacy.last!.at.millisecondsSince1970));
+                """)
+            let appended = try await store.appendAudit((6..<10).map { statement($0) }, instance: "gw")
+            #expect(appended.first?.sequence == 7 && appended.first?.previousHash == legacy.last!.hash)
+            let ids = appended.compactMap(\.id)
+            #expect(ids.count == 4 && ids.min()! > 6, "block events' ids follow the rows': \(ids)")
+            #expect(try await store.verifyAuditChains().first.map { ($0.problem, $0.events) }! == (nil, 10))
+
+            var query = AuditQuery()
+            query.tokenID = "t1"
+            query.limit = 100
+            #expect(try await store.auditEvents(query).map(\.sequence) == [8, 5, 2], "newest first, both layouts")
+            query.order = .oldestFirst
+            query.limit = 2
+            #expect(try await store.auditEvents(query).map(\.sequence) == [2, 5])
+            query.limit = 3
+            #expect(try await store.auditEvents(query).map(\.sequence) == [2, 5, 8])
+            query = AuditQuery()
+            query.order = .oldestFirst
+            query.afterID = 3
+            #expect(try await store.auditEvents(query).map(\.sequence) == [4, 5, 6, 7, 8, 9, 10], "--follow")
+
+            try backend.tamper(location, "UPDATE rolegate_audit SET sql_text = 'SELECT 0' WHERE sequence = 3")
+            #expect(try await store.verifyAuditChains().first?.problem?.sequence == 3)
+            try backend.tamper(location, "UPDATE rolegate_audit SET sql_text = 'SELECT 2' WHERE sequence = 3")
+
+            #expect(
+                try await store.pruneAudit(
+                    instance: "gw", before: Date().addingTimeInterval(-3600), now: Date(), limit: 100) == 6)
+            query = AuditQuery()
+            query.instance = "gw"
+            query.order = .chain
+            #expect(try await store.auditEvents(query).map(\.sequence) == [7, 8, 9, 10, 11])
+            #expect(try await store.verifyAuditChains().first?.problem == nil)
         }
     }
 }

@@ -53,6 +53,18 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
         }
     }
 
+    /// Edits the store's audit blocks behind its back (see ``AuditTampering``).
+    func tampering(_ location: StoreLocation) throws -> AuditTampering {
+        switch location {
+        case .sqlite(let path):
+            return .sqlite(path: path)
+        case .postgres(let url):
+            let database = String(url.split(separator: "/").last!.split(separator: "?").first!)
+            let cluster = try Self.cluster.get()
+            return AuditTampering(dialect: .postgres) { sql in try cluster.psql(sql, database: database) }
+        }
+    }
+
     /// Runs SQL on the store's own database (to tamper with it in tests).
     func tamper(_ location: StoreLocation, _ sql: String) throws {
         switch location {

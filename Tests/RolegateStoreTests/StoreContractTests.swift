@@ -183,11 +183,11 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
     func migratesAndReopens(backend: Backend) async throws {
         let location = try backend.freshLocation()
         let store = try await location.open()
-        #expect(try await store.schemaVersion() == 4)
+        #expect(try await store.schemaVersion() == 5)
         let issued = try await service(store).issue(service: "dash", ttl: nil, note: "first")
         await store.close()
         let again = try await location.open()
-        #expect(try await again.schemaVersion() == 4)
+        #expect(try await again.schemaVersion() == 5)
         #expect(try await again.token(id: issued.record.id) == issued.record)
         await again.close()
     }
@@ -256,8 +256,8 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
         let issued = try await service(store).issue(service: "dash", ttl: nil, note: nil)
         await store.close()
         try backend.tamper(location, "UPDATE rolegate_meta SET value = '99' WHERE key = 'schema_version';")
-        await #expect(throws: StoreError.tooNew(found: 99, supported: 4)) { _ = try await location.open() }
-        try backend.tamper(location, "UPDATE rolegate_meta SET value = '4' WHERE key = 'schema_version';")
+        await #expect(throws: StoreError.tooNew(found: 99, supported: 5)) { _ = try await location.open() }
+        try backend.tamper(location, "UPDATE rolegate_meta SET value = '5' WHERE key = 'schema_version';")
         let reopened = try await location.open()
         #expect(try await reopened.token(id: issued.record.id) == issued.record)
         await reopened.close()
@@ -269,10 +269,13 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
                 + "ALTER TABLE rolegate_tokens DROP COLUMN identity_digest; ALTER TABLE rolegate_tokens DROP COLUMN groups_json; "
                 + "ALTER TABLE rolegate_tokens DROP COLUMN access_request; DROP TABLE rolegate_access_requests; "
                 + "DROP TABLE rolegate_access_decisions; DROP TABLE rolegate_webhook_deliveries; "
-                + "DROP TABLE rolegate_instances; DROP TABLE rolegate_audit; DROP TABLE rolegate_audit_chains; UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';"
+                + "DROP TABLE rolegate_instances; DROP TABLE rolegate_audit; DROP TABLE rolegate_audit_chains; "
+                + "DROP TABLE rolegate_audit_blocks; DROP TABLE rolegate_audit_keys; "
+                + (backend == .postgres ? "DROP SEQUENCE rolegate_audit_block_ids; " : "")
+                + "UPDATE rolegate_meta SET value = '1' WHERE key = 'schema_version';"
         )
         let upgraded = try await location.open()
-        #expect(try await upgraded.schemaVersion() == 4)
+        #expect(try await upgraded.schemaVersion() == 5)
         #expect(try await upgraded.token(id: issued.record.id) == issued.record)
         #expect(try await upgraded.appendAudit([AuditEvent(kind: .auth, action: "allowed")], instance: "x").count == 1)
         #expect(try await upgraded.instances().isEmpty)

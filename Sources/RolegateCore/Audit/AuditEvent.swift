@@ -309,6 +309,13 @@ public enum AuditChain {
         public var id: Int64?
         public var message: String
 
+        public init(instance: String, sequence: Int64, id: Int64?, message: String) {
+            self.instance = instance
+            self.sequence = sequence
+            self.id = id
+            self.message = message
+        }
+
         public var description: String {
             "chain \(instance), event #\(sequence)\(id.map { " (id \($0))" } ?? ""): \(message)"
         }
@@ -334,8 +341,10 @@ public enum AuditChain {
 /// previous-hash links. A chain may start after #1 only where a checkpoint records the cut.
 public struct ChainVerifier: Sendable {
     public let instance: String
-    private var first: AuditEvent?
-    private var expectedSequence: Int64 = 0
+    /// The first event's sequence and previous hash.
+    private var first: (sequence: Int64, previousHash: String)?
+    /// The sequence the next event must have (once one was checked).
+    public private(set) var expectedSequence: Int64 = 0
     private var previous = ""
     private var cuts: Set<String> = []
     public private(set) var count = 0
@@ -344,12 +353,18 @@ public struct ChainVerifier: Sendable {
         self.instance = instance
     }
 
-    public mutating func next(_ event: AuditEvent) -> AuditChain.Problem? {
+    /// The hash of the last event checked (the chain's previous hash for the next).
+    public var lastHash: String { previous }
+
+    /// Checks `event`, the next in sequence order. `hashChecked`: its reader already recomputed
+    /// its hash from its content and the chain before it (an audit block does), so only the
+    /// sequence and the links are checked here.
+    public mutating func next(_ event: AuditEvent, hashChecked: Bool = false) -> AuditChain.Problem? {
         func problem(_ sequence: Int64, _ message: String) -> AuditChain.Problem {
             AuditChain.Problem(instance: instance, sequence: sequence, id: event.id, message: message)
         }
         if first == nil {
-            first = event
+            first = (event.sequence, event.previousHash)
             expectedSequence = event.sequence
             previous = event.previousHash
         }
@@ -363,7 +378,7 @@ public struct ChainVerifier: Sendable {
                     ? "is missing" : "is missing (and so are the events up to #\(event.sequence - 1))")
         }
         if event.instance != instance { return problem(event.sequence, "was moved from chain \(event.instance)") }
-        if AuditChain.hash(event) != event.hash {
+        if !hashChecked, AuditChain.hash(event) != event.hash {
             return problem(event.sequence, "was altered (its content no longer matches its hash)")
         }
         if event.previousHash != previous {
@@ -379,6 +394,38 @@ public struct ChainVerifier: Sendable {
         previous = event.hash
         expectedSequence += 1
         count += 1
+        return nil
+    }
+
+    /// Checks a whole block of `count` events its reader vouched for inside (``AuditBlock/isIntact``:
+    /// numbered without a gap, each matching its hash, ending at `lastHash`): only that it
+    /// follows on from the events before it.
+    public mutating func nextBlock(
+        firstSequence: Int64, count blockCount: Int, previousHash: String, lastHash: String
+    ) -> AuditChain.Problem? {
+        if first == nil {
+            first = (firstSequence, previousHash)
+            expectedSequence = firstSequence
+            previous = previousHash
+        }
+        func problem(_ sequence: Int64, _ message: String) -> AuditChain.Problem {
+            AuditChain.Problem(instance: instance, sequence: sequence, id: nil, message: message)
+        }
+        if firstSequence != expectedSequence {
+            if firstSequence < expectedSequence { return problem(firstSequence, "appears out of order") }
+            return problem(
+                expectedSequence,
+                firstSequence - 1 == expectedSequence
+                    ? "is missing" : "is missing (and so are the events up to #\(firstSequence - 1))")
+        }
+        if previousHash != previous {
+            return problem(
+                firstSequence,
+                "does not follow #\(firstSequence - 1) (an event before it was altered, replaced or reordered)")
+        }
+        previous = lastHash
+        expectedSequence += Int64(blockCount)
+        count += blockCount
         return nil
     }
 

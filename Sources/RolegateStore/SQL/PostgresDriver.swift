@@ -143,6 +143,7 @@ final class PostgresDriver: SQLDriver {
                 switch value {
                 case .text(let s): bindings.append(s)
                 case .int(let i): bindings.append(i)
+                case .bytes(let b): bindings.append(ByteBuffer(bytes: b))
                 case .null: bindings.appendNull()
                 }
             }
@@ -158,6 +159,7 @@ final class PostgresDriver: SQLDriver {
                     }
                     switch cell.dataType {
                     case .int2, .int4, .int8: values.append(.int(try cell.decode(Int64.self)))
+                    case .bytea: values.append(.bytes(Array(try cell.decode(ByteBuffer.self).readableBytesView)))
                     default: values.append(.text(try cell.decode(String.self)))
                     }
                 }

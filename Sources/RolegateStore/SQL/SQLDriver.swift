@@ -2,11 +2,13 @@ import Foundation
 import RolegateCore
 
 /// A value bound to or read from a store query. The stores keep text and 64-bit integers
-/// only (times as milliseconds since 1970, binary as base64), so both backends read and
-/// write the same values.
+/// (times as milliseconds since 1970), and bytes only for audit blocks, so both backends read
+/// and write the same values.
 enum SQLValue: Sendable, Equatable {
     case text(String)
     case int(Int64)
+    /// `BLOB` in SQLite, `bytea` in PostgreSQL.
+    case bytes([UInt8])
     case null
 
     init(_ value: String?) { self = value.map { .text($0) } ?? .null }
@@ -17,7 +19,7 @@ enum SQLValue: Sendable, Equatable {
         switch self {
         case .text(let s): s
         case .int(let i): String(i)
-        case .null: nil
+        case .bytes, .null: nil
         }
     }
 
@@ -25,11 +27,16 @@ enum SQLValue: Sendable, Equatable {
         switch self {
         case .int(let i): i
         case .text(let s): Int64(s)
-        case .null: nil
+        case .bytes, .null: nil
         }
     }
 
     var date: Date? { int.map { Date(milliseconds: $0) } }
+
+    var bytes: [UInt8]? {
+        if case .bytes(let b) = self { return b }
+        return nil
+    }
 }
 
 enum SQLDialect: Sendable {

@@ -29,56 +29,248 @@ extension SQLStore {
         let dialect = driver.dialect
         return try await run(transaction: true, serialized: false) { db in
             let head = try await Self.lockHead(instance: instance, dialect: dialect, db)
-            let linked = AuditChain.link(events, instance: instance, after: head)
-            try await Self.insertAudit(linked, db, dialect: dialect)
-            try await Self.moveHead(instance: instance, to: linked.last!, db)
-            return linked
+            return try await Self.appendBlocks(
+                events, instance: instance, after: head, dialect: dialect, returningLinked: returningLinked, db)
         }
+    }
+
+    /// Seals `events` into blocks after `head`, stores them with their keys and moves the head;
+    /// inside the caller's transaction, which holds the chain's head.
+    static func appendBlocks(
+        _ events: [AuditEvent], instance: String, after head: (sequence: Int64, hash: String)?,
+        dialect: SQLDialect, returningLinked: Bool, _ db: any SQLExecutor
+    ) async throws -> [AuditEvent] {
+        var linked: [AuditEvent] = []
+        let blocks = AuditBlock.seal(events, instance: instance, after: head)
+        for block in blocks {
+            let id = try await nextBlockID(dialect: dialect, db)
+            try await db.execute(insertBlockSQL, blockBinds(block, id: id))
+            var start = 0
+            while start < block.keys.count {
+                let keys = block.keys[start..<min(block.keys.count, start + keyChunk)]
+                start += keys.count
+                let tuples = (0..<keys.count).map { "($\(2 * $0 + 1), $\(2 * $0 + 2))" }.joined(separator: ", ")
+                try await db.execute(
+                    "INSERT INTO rolegate_audit_keys (key, block) VALUES \(tuples)",
+                    keys.flatMap { [SQLValue.text($0), .int(id)] })
+            }
+            if returningLinked { linked += try block.decode(blockID: id).events }
+        }
+        let last = blocks.last!
+        try await moveHead(instance: instance, sequence: last.lastSequence, hash: last.lastHash, at: last.lastAt, db)
+        return linked
+    }
+
+    static let keyChunk = 200
+
+    static let insertBlockSQL = """
+        INSERT INTO rolegate_audit_blocks (id, instance, first_sequence, last_sequence, first_at, last_at,
+            event_count, kinds, counts, previous_hash, last_hash, payload)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        """
+
+    static func blockBinds(_ block: AuditBlock, id: Int64) -> [SQLValue] {
+        [
+            .int(id), .text(block.instance), .int(block.firstSequence), .int(block.lastSequence),
+            .int(block.firstAt), .int(block.lastAt), .int(Int64(block.count)), .int(block.kinds),
+            .text(block.counts), .text(block.previousHash), .text(block.lastHash), .bytes(block.payload),
+        ]
+    }
+
+    /// The next block's id: PostgreSQL's sequence (several instances append at once); in SQLite,
+    /// whose writes are serialised, one past the newest block, or past every event of the
+    /// earlier layout for the first.
+    static func nextBlockID(dialect: SQLDialect, _ db: any SQLExecutor) async throws -> Int64 {
+        if dialect == .postgres {
+            guard let id = try await db.query("SELECT nextval('rolegate_audit_block_ids')", []).first?.first?.int else {
+                throw CorruptAuditRow()
+            }
+            return id
+        }
+        if let newest = try await db.query("SELECT MAX(id) FROM rolegate_audit_blocks", []).first?.first?.int {
+            return newest + 1
+        }
+        let legacy = try await db.query("SELECT MAX(id) FROM rolegate_audit", []).first?.first?.int ?? 0
+        return legacy / AuditBlock.idsPerBlock + 1
     }
 
     func auditEvents(_ query: AuditQuery) async throws(StoreError) -> [AuditEvent] {
         try await read { db in
-            var conditions: [String] = []
-            var binds: [SQLValue] = []
-            func add(_ condition: String, _ value: SQLValue) {
-                binds.append(value)
-                conditions.append(condition.replacingOccurrences(of: "?", with: "$\(binds.count)"))
+            // Every event of the earlier layout is older (lower ids and sequences) than every block.
+            let legacyFirst = query.order != .newestFirst
+            var events: [AuditEvent] = []
+            if legacyFirst { events = try await Self.legacyEvents(query, limit: query.limit, db) }
+            if events.count < query.limit {
+                events += try await Self.blockEvents(query, limit: query.limit - events.count, db)
             }
-            if let service = query.service { add("service = ?", .text(service)) }
-            if let token = query.tokenID { add("token_id = ?", .text(token)) }
-            if let session = query.sessionID { add("session_id = ?", .text(session)) }
-            if let since = query.since { add("at >= ?", SQLValue(since)) }
-            if let until = query.until { add("at <= ?", SQLValue(until)) }
-            if let after = query.afterID { add("id > ?", .int(after)) }
-            if let instance = query.instance { add("instance = ?", .text(instance)) }
-            if let afterSequence = query.afterSequence { add("sequence > ?", .int(afterSequence)) }
-            if !query.kinds.isEmpty {
-                let placeholders = query.kinds.map { kind -> String in
-                    binds.append(.text(kind.rawValue))
-                    return "$\(binds.count)"
-                }
-                conditions.append("kind IN (\(placeholders.joined(separator: ", ")))")
+            if !legacyFirst, events.count < query.limit {
+                events += try await Self.legacyEvents(query, limit: query.limit - events.count, db)
             }
-            if !query.actions.isEmpty {
-                let placeholders = query.actions.map { action -> String in
-                    binds.append(.text(action))
-                    return "$\(binds.count)"
-                }
-                conditions.append("action IN (\(placeholders.joined(separator: ", ")))")
-            }
-            let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-            binds.append(.int(Int64(query.limit)))
-            let order: String
-            switch query.order {
-            case .newestFirst: order = "id DESC"
-            case .oldestFirst: order = "id"
-            case .chain: order = "sequence"
-            }
-            let rows = try await db.query(
-                "SELECT \(Self.auditColumns) FROM rolegate_audit \(filter) ORDER BY \(order) LIMIT $\(binds.count)",
-                binds)
-            return try rows.map(Self.auditEvent)
+            return events
         }
+    }
+
+    /// Events of the layout before blocks (one row each), as that layout answered.
+    private static func legacyEvents(
+        _ query: AuditQuery, limit: Int, _ db: any SQLExecutor
+    ) async throws
+        -> [AuditEvent]
+    {
+        var conditions: [String] = []
+        var binds: [SQLValue] = []
+        func add(_ condition: String, _ value: SQLValue) {
+            binds.append(value)
+            conditions.append(condition.replacingOccurrences(of: "?", with: "$\(binds.count)"))
+        }
+        if let service = query.service { add("service = ?", .text(service)) }
+        if let token = query.tokenID { add("token_id = ?", .text(token)) }
+        if let session = query.sessionID { add("session_id = ?", .text(session)) }
+        if let since = query.since { add("at >= ?", SQLValue(since)) }
+        if let until = query.until { add("at <= ?", SQLValue(until)) }
+        if let after = query.afterID { add("id > ?", .int(after)) }
+        if let instance = query.instance { add("instance = ?", .text(instance)) }
+        if let afterSequence = query.afterSequence { add("sequence > ?", .int(afterSequence)) }
+        if !query.kinds.isEmpty {
+            let placeholders = query.kinds.map { kind -> String in
+                binds.append(.text(kind.rawValue))
+                return "$\(binds.count)"
+            }
+            conditions.append("kind IN (\(placeholders.joined(separator: ", ")))")
+        }
+        if !query.actions.isEmpty {
+            let placeholders = query.actions.map { action -> String in
+                binds.append(.text(action))
+                return "$\(binds.count)"
+            }
+            conditions.append("action IN (\(placeholders.joined(separator: ", ")))")
+        }
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        binds.append(.int(Int64(limit)))
+        let order: String
+        switch query.order {
+        case .newestFirst: order = "id DESC"
+        case .oldestFirst: order = "id"
+        case .chain: order = "sequence"
+        }
+        let rows = try await db.query(
+            "SELECT \(Self.auditColumns) FROM rolegate_audit \(filter) ORDER BY \(order) LIMIT $\(binds.count)",
+            binds)
+        return try rows.map(Self.auditEvent)
+    }
+
+    static let blockColumns = """
+        id, instance, first_sequence, last_sequence, first_at, last_at, event_count, kinds, counts, previous_hash, \
+        last_hash, payload
+        """
+
+    /// A block row (``blockColumns``) and its id.
+    static func block(_ row: [SQLValue]) throws -> (id: Int64, block: AuditBlock) {
+        guard row.count == 12, let id = row[0].int, let instance = row[1].text, let first = row[2].int,
+            let last = row[3].int, let firstAt = row[4].int, let lastAt = row[5].int, let count = row[6].int,
+            let kinds = row[7].int, let counts = row[8].text, let previous = row[9].text, let lastHash = row[10].text,
+            let payload = row[11].bytes
+        else { throw CorruptAuditRow() }
+        return (
+            id,
+            AuditBlock(
+                instance: instance, firstSequence: first, lastSequence: last, firstAt: firstAt, lastAt: lastAt,
+                count: Int(count), previousHash: previous, lastHash: lastHash, kinds: kinds, counts: counts, keys: [],
+                payload: payload)
+        )
+    }
+
+    /// Blocks per read: a page of blocks is decoded before the next is asked for.
+    static let blocksPerPage = 16
+
+    /// The events in blocks matching `query`: blocks are chosen by their summaries and keys,
+    /// then read and their events filtered.
+    private static func blockEvents(
+        _ query: AuditQuery, limit: Int, _ db: any SQLExecutor
+    ) async throws
+        -> [AuditEvent]
+    {
+        var conditions: [String] = []
+        var binds: [SQLValue] = []
+        func add(_ condition: String, _ value: SQLValue) {
+            binds.append(value)
+            conditions.append(condition.replacingOccurrences(of: "?", with: "$\(binds.count)"))
+        }
+        if let instance = query.instance { add("instance = ?", .text(instance)) }
+        if let since = query.since { add("last_at >= ?", SQLValue(since)) }
+        if let until = query.until { add("first_at <= ?", SQLValue(until)) }
+        if let after = query.afterID { add("id >= ?", .int(after / AuditBlock.idsPerBlock)) }
+        if let afterSequence = query.afterSequence { add("last_sequence > ?", .int(afterSequence)) }
+        if !query.kinds.isEmpty {
+            add("(kinds & ?) != 0", .int(query.kinds.reduce(0) { $0 | AuditBlock.kindBit($1) }))
+        }
+        let keys = [
+            query.tokenID.map(AuditBlock.key(token:)), query.sessionID.map(AuditBlock.key(session:)),
+            query.service.map(AuditBlock.key(service:)),
+        ]
+        for case let key? in keys { add("id IN (SELECT block FROM rolegate_audit_keys WHERE key = ?)", .text(key)) }
+        let order: String
+        let cursor: String
+        switch query.order {
+        case .newestFirst: (order, cursor) = ("id DESC", "id < ?")
+        case .oldestFirst: (order, cursor) = ("id", "id > ?")
+        case .chain: (order, cursor) = ("first_sequence, id", "(first_sequence, id) > (?, ?)")
+        }
+        var events: [AuditEvent] = []
+        var after: (sequence: Int64, id: Int64)?
+        while true {
+            var pageConditions = conditions
+            var pageBinds = binds
+            if let after {
+                var text = cursor
+                for value in query.order == .chain ? [after.sequence, after.id] : [after.id] {
+                    pageBinds.append(.int(value))
+                    text = text.replacingOccurrences(
+                        of: "?", with: "$\(pageBinds.count)", range: text.range(of: "?"))
+                }
+                pageConditions.append(text)
+            }
+            let filter = pageConditions.isEmpty ? "" : "WHERE " + pageConditions.joined(separator: " AND ")
+            let rows = try await db.query(
+                "SELECT \(blockColumns) FROM rolegate_audit_blocks \(filter) ORDER BY \(order) LIMIT \(blocksPerPage)",
+                pageBinds)
+            for row in rows {
+                let (id, block) = try Self.block(row)
+                after = (block.firstSequence, id)
+                let decoded: [AuditEvent]
+                do {
+                    decoded = try block.decode(blockID: id).events
+                } catch {
+                    throw UnreadableBlock(
+                        description:
+                            "audit events #\(block.firstSequence)–#\(block.lastSequence) of chain \(block.instance) cannot be read: \(error)"
+                    )
+                }
+                let matching = decoded.filter { Self.matches($0, query) }
+                events += query.order == .newestFirst ? matching.reversed() : matching
+                if events.count >= limit { return Array(events.prefix(limit)) }
+            }
+            if rows.count < blocksPerPage { return events }
+        }
+    }
+
+    struct UnreadableBlock: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Whether `e` (from a block the summaries chose) is one `query` asks for.
+    static func matches(_ e: AuditEvent, _ query: AuditQuery) -> Bool {
+        if let service = query.service, e.service != service { return false }
+        if let token = query.tokenID, e.tokenID != token { return false }
+        if let session = query.sessionID, e.sessionID != session { return false }
+        let at = e.at.millisecondsSince1970
+        if let since = query.since, at < since.millisecondsSince1970 { return false }
+        if let until = query.until, at > until.millisecondsSince1970 { return false }
+        if let after = query.afterID, let id = e.id, id <= after { return false }
+        if let instance = query.instance, e.instance != instance { return false }
+        if let afterSequence = query.afterSequence, e.sequence <= afterSequence { return false }
+        if !query.kinds.isEmpty, !query.kinds.contains(e.kind) { return false }
+        if !query.actions.isEmpty, !query.actions.contains(e.action) { return false }
+        return true
     }
 
     func auditActivity(
@@ -99,14 +291,172 @@ extension SQLStore {
                 SELECT (at / $2) * $2 AS bucket, kind, action, COUNT(*) FROM rolegate_audit
                  WHERE at >= $1\(kindFilter) GROUP BY bucket, kind, action ORDER BY bucket
                 """, binds)
-            return rows.compactMap { row in
-                guard let start = row[0].date, let kind = row[1].text.flatMap(AuditEvent.Kind.init(rawValue:)),
+            var counts: [AuditActivityKey: Int] = [:]
+            for row in rows {
+                guard let start = row[0].int, let kind = row[1].text.flatMap(AuditEvent.Kind.init(rawValue:)),
                     let action = row[2].text, let count = row[3].int
-                else { return nil }
-                return AuditActivity(start: start, kind: kind, action: action, count: Int(count))
+                else { continue }
+                counts[AuditActivityKey(start: start, kind: kind, action: action), default: 0] += Int(count)
             }
+            // Blocks: a block within one bucket and after `since` is counted from its summary;
+            // only one that straddles a bucket's edge (or `since`) is read.
+            let sinceMilliseconds = since.millisecondsSince1970
+            let mask = kinds.reduce(Int64(0)) { $0 | AuditBlock.kindBit($1) }
+            let summaries = try await db.query(
+                """
+                SELECT id, first_at, last_at, counts FROM rolegate_audit_blocks
+                 WHERE last_at >= $1 AND (kinds & $2) != 0 ORDER BY id
+                """, [.int(sinceMilliseconds), .int(kinds.isEmpty ? -1 : mask)])
+            for row in summaries {
+                guard let id = row[0].int, let firstAt = row[1].int, let lastAt = row[2].int, let text = row[3].text
+                else { continue }
+                if firstAt >= sinceMilliseconds, firstAt / width == lastAt / width {
+                    for entry in AuditBlock.counts(text) where kinds.isEmpty || kinds.contains(entry.kind) {
+                        counts[
+                            AuditActivityKey(start: firstAt / width * width, kind: entry.kind, action: entry.action),
+                            default: 0] += entry.count
+                    }
+                    continue
+                }
+                guard
+                    let full = try await db.query(
+                        "SELECT \(Self.blockColumns) FROM rolegate_audit_blocks WHERE id = $1", [.int(id)]
+                    ).first
+                else { continue }
+                let (_, block) = try Self.block(full)
+                for event in try block.decode(blockID: id, hashing: false).events
+                where event.at.millisecondsSince1970 >= sinceMilliseconds
+                    && (kinds.isEmpty || kinds.contains(event.kind))
+                {
+                    let at = event.at.millisecondsSince1970
+                    counts[
+                        AuditActivityKey(start: at / width * width, kind: event.kind, action: event.action), default: 0] +=
+                        1
+                }
+            }
+            return counts.map { key, count in
+                AuditActivity(start: Date(milliseconds: key.start), kind: key.kind, action: key.action, count: count)
+            }.sorted { ($0.start, $0.kind.rawValue, $0.action) < ($1.start, $1.kind.rawValue, $1.action) }
         }
     }
+
+    private struct AuditActivityKey: Hashable {
+        var start: Int64
+        var kind: AuditEvent.Kind
+        var action: String
+    }
+
+    func verifyAuditChains(pageSize: Int) async throws(StoreError) -> [AuditChainReport] {
+        var reports: [AuditChainReport] = []
+        for head in try await auditHeads() {
+            let walked = try await read { db in
+                try await Self.verifyChain(instance: head.instance, pageSize: pageSize, db)
+            }
+            let problem = walked.problem ?? walked.verifier.finish(head: (head.sequence, head.hash))
+            reports.append(
+                AuditChainReport(
+                    instance: head.instance, events: walked.verifier.count, lastSequence: head.sequence,
+                    problem: problem))
+        }
+        return reports
+    }
+
+    /// Walks one chain: the earlier layout's rows page by page, then its blocks, read a page at
+    /// a time and decoded side by side (each block carries the hash before it, so blocks check
+    /// their own events independently; the walk then checks they join up).
+    private static func verifyChain(
+        instance: String, pageSize: Int, _ db: any SQLExecutor
+    ) async throws -> (verifier: ChainVerifier, problem: AuditChain.Problem?) {
+        var verifier = ChainVerifier(instance: instance)
+        var query = AuditQuery()
+        query.instance = instance
+        query.order = .chain
+        query.afterSequence = 0
+        while true {
+            let page = try await legacyEvents(query, limit: pageSize, db)
+            for event in page {
+                if let problem = verifier.next(event) { return (verifier, problem) }
+            }
+            guard page.count == pageSize, let last = page.last else { break }
+            query.afterSequence = last.sequence
+        }
+        var after: Int64 = -1
+        while true {
+            let rows = try await db.query(
+                """
+                SELECT \(blockColumns) FROM rolegate_audit_blocks WHERE instance = $1 AND first_sequence > $2
+                 ORDER BY first_sequence LIMIT \(verifyBlocksPerPage)
+                """, [.text(instance), .int(after)])
+            let blocks = try rows.map(Self.block)
+            // A block the fast check vouches for (all but a checkpoint's, whose detail records
+            // a cut) joins the walk whole; any other is read in full to name what is wrong.
+            let checkpoint = AuditBlock.kindBit(.checkpoint)
+            let decoded = await withTaskGroup(of: (Int, Result<AuditBlock.Events, AuditBlock.Unreadable>?).self) {
+                group in
+                for (index, (id, block)) in blocks.enumerated() {
+                    group.addTask {
+                        if block.kinds & checkpoint == 0, block.isIntact { return (index, nil) }
+                        return (index, Result { () throws(AuditBlock.Unreadable) in try block.decode(blockID: id) })
+                    }
+                }
+                var results = [Result<AuditBlock.Events, AuditBlock.Unreadable>?](repeating: nil, count: blocks.count)
+                for await (index, result) in group { results[index] = result }
+                return results
+            }
+            for ((_, block), result) in zip(blocks, decoded) {
+                guard let result else {
+                    if let problem = verifier.nextBlock(
+                        firstSequence: block.firstSequence, count: block.count, previousHash: block.previousHash,
+                        lastHash: block.lastHash)
+                    {
+                        return (verifier, problem)
+                    }
+                    after = block.firstSequence
+                    continue
+                }
+                switch result {
+                case .failure(let unreadable):
+                    return (
+                        verifier,
+                        AuditChain.Problem(
+                            instance: instance, sequence: block.firstSequence, id: nil,
+                            message:
+                                "cannot be read, nor can the events after it up to #\(block.lastSequence) stored with it: their block was altered (\(unreadable))"
+                        )
+                    )
+                case .success(let read):
+                    for (index, event) in read.events.enumerated() {
+                        let expected = verifier.expectedSequence
+                        if verifier.count > 0, event.sequence > expected,
+                            read.events[index...].contains(where: { $0.sequence == expected })
+                        {
+                            return (
+                                verifier,
+                                AuditChain.Problem(
+                                    instance: instance, sequence: expected, id: nil,
+                                    message: "appears out of order (it is stored after #\(event.sequence))")
+                            )
+                        }
+                        // A missing or moved event, or a block that does not join the chain
+                        // before it, is named as such (the hashes after it cannot match either).
+                        if let problem = verifier.next(event, hashChecked: true) { return (verifier, problem) }
+                        if index == read.firstAltered {
+                            return (
+                                verifier,
+                                AuditChain.Problem(
+                                    instance: instance, sequence: event.sequence, id: event.id,
+                                    message: "was altered (its content no longer matches its hash)")
+                            )
+                        }
+                    }
+                }
+                after = block.firstSequence
+            }
+            if rows.count < verifyBlocksPerPage { return (verifier, nil) }
+        }
+    }
+
+    static let verifyBlocksPerPage = 64
 
     func auditHeads() async throws(StoreError) -> [AuditChainHead] {
         try await read { db in
@@ -125,37 +475,81 @@ extension SQLStore {
         let dialect = driver.dialect
         return try await run(transaction: true, serialized: false) { db in
             let head = try await Self.lockHead(instance: instance, dialect: dialect, db)
-            // Events are appended in time order per chain, so those before the cut-off are its
-            // oldest: the cut is the `limit`-th of them, or the newest when there are fewer.
-            let slice = try await db.query(
-                "SELECT sequence, hash FROM rolegate_audit WHERE instance = $1 AND at < $2 ORDER BY sequence LIMIT 1 OFFSET $3",
-                [.text(instance), SQLValue(cutoff), .int(Int64(max(limit, 1) - 1))])
-            let newest = {
-                try await db.query(
-                    "SELECT sequence, hash FROM rolegate_audit WHERE instance = $1 AND at < $2 ORDER BY sequence DESC LIMIT 1",
-                    [.text(instance), SQLValue(cutoff)])
-            }
-            guard let last = try await slice.isEmpty ? newest().first : slice.first,
-                let through = last[0].int, let hash = last[1].text
-            else { return 0 }
-            let deleted =
-                try await db.query(
-                    "SELECT count(*) FROM rolegate_audit WHERE instance = $1 AND sequence <= $2",
-                    [.text(instance), .int(through)]
-                ).first?.first?.int ?? 0
-            try await db.execute(
-                "DELETE FROM rolegate_audit WHERE instance = $1 AND sequence <= $2", [.text(instance), .int(through)])
+            // The earlier layout's events are the oldest: they go first, in slices of rows.
+            var cut = try await Self.pruneLegacy(instance: instance, before: cutoff, limit: limit, db)
+            if cut == nil { cut = try await Self.pruneBlocks(instance: instance, before: cutoff, limit: limit, db) }
+            guard let cut else { return 0 }
             let checkpoint = AuditEvent(
                 at: now, kind: .checkpoint, action: "pruned",
                 detail: [
-                    "pruned_through": String(through), "hash_at_cut": hash, "cutoff": cutoff.rfc3339,
-                    "deleted": String(deleted),
+                    "pruned_through": String(cut.through), "hash_at_cut": cut.hash, "cutoff": cutoff.rfc3339,
+                    "deleted": String(cut.deleted),
                 ])
-            let linked = AuditChain.link([checkpoint], instance: instance, after: head)
-            try await Self.insertAudit(linked, db, dialect: dialect)
-            try await Self.moveHead(instance: instance, to: linked[0], db)
-            return Int(deleted)
+            _ = try await Self.appendBlocks(
+                [checkpoint], instance: instance, after: head, dialect: dialect, returningLinked: false, db)
+            return cut.deleted
         }
+    }
+
+    private struct Cut {
+        var through: Int64
+        var hash: String
+        var deleted: Int
+    }
+
+    /// Deletes the oldest `limit` rows of the earlier layout before `cutoff` (nil: none left).
+    private static func pruneLegacy(
+        instance: String, before cutoff: Date, limit: Int, _ db: any SQLExecutor
+    ) async throws -> Cut? {
+        // Events are appended in time order per chain, so those before the cut-off are its
+        // oldest: the cut is the `limit`-th of them, or the newest when there are fewer.
+        let slice = try await db.query(
+            "SELECT sequence, hash FROM rolegate_audit WHERE instance = $1 AND at < $2 ORDER BY sequence LIMIT 1 OFFSET $3",
+            [.text(instance), SQLValue(cutoff), .int(Int64(max(limit, 1) - 1))])
+        let newest = {
+            try await db.query(
+                "SELECT sequence, hash FROM rolegate_audit WHERE instance = $1 AND at < $2 ORDER BY sequence DESC LIMIT 1",
+                [.text(instance), SQLValue(cutoff)])
+        }
+        guard let last = try await slice.isEmpty ? newest().first : slice.first,
+            let through = last[0].int, let hash = last[1].text
+        else { return nil }
+        let deleted =
+            try await db.query(
+                "SELECT count(*) FROM rolegate_audit WHERE instance = $1 AND sequence <= $2",
+                [.text(instance), .int(through)]
+            ).first?.first?.int ?? 0
+        try await db.execute(
+            "DELETE FROM rolegate_audit WHERE instance = $1 AND sequence <= $2", [.text(instance), .int(through)])
+        return Cut(through: through, hash: hash, deleted: Int(deleted))
+    }
+
+    /// Deletes the oldest whole blocks that end before `cutoff`, as many as hold at most
+    /// `limit` events (at least one block), with their keys (nil: none).
+    private static func pruneBlocks(
+        instance: String, before cutoff: Date, limit: Int, _ db: any SQLExecutor
+    ) async throws -> Cut? {
+        let candidates = try await db.query(
+            """
+            SELECT last_sequence, last_hash, event_count FROM rolegate_audit_blocks
+             WHERE instance = $1 AND last_at < $2 ORDER BY first_sequence LIMIT $3
+            """, [.text(instance), SQLValue(cutoff), .int(Int64(max(limit, 1)))])
+        var cut: Cut?
+        for row in candidates {
+            guard let through = row[0].int, let hash = row[1].text, let count = row[2].int else { break }
+            if let cut, cut.deleted + Int(count) > limit { break }
+            cut = Cut(through: through, hash: hash, deleted: (cut?.deleted ?? 0) + Int(count))
+        }
+        guard let cut else { return nil }
+        try await db.execute(
+            """
+            DELETE FROM rolegate_audit_keys WHERE block IN
+                (SELECT id FROM rolegate_audit_blocks WHERE instance = $1 AND first_sequence <= $2)
+            """, [.text(instance), .int(cut.through)])
+        try await db.execute(
+            "DELETE FROM rolegate_audit_blocks WHERE instance = $1 AND first_sequence <= $2",
+            [.text(instance), .int(cut.through)])
+        return cut
     }
 
     /// The chain's head, locked for this transaction (SQLite's write lock already serialises).
@@ -188,63 +582,15 @@ extension SQLStore {
         return (sequence, hash)
     }
 
-    private static func moveHead(instance: String, to event: AuditEvent, _ db: any SQLExecutor) async throws {
+    static func moveHead(
+        instance: String, sequence: Int64, hash: String, at: Int64, _ db: any SQLExecutor
+    ) async throws {
         try await db.execute(
             """
             INSERT INTO rolegate_audit_chains (instance, last_sequence, last_hash, updated_at) VALUES ($1, $2, $3, $4)
             ON CONFLICT (instance) DO UPDATE SET last_sequence = excluded.last_sequence,
                 last_hash = excluded.last_hash, updated_at = excluded.updated_at
-            """, [.text(instance), .int(event.sequence), .text(event.hash), SQLValue(event.at)])
-    }
-
-    static let auditInsertColumns = """
-        instance, sequence, at, kind, action, service, token_id, role_name, database_name, session_id, client, \
-        sql_text, sql_state, row_count, duration_us, detail, previous_hash, hash
-        """
-    static let auditColumnCount = 18
-    static let auditChunk = 100
-
-    /// `INSERT … VALUES ($1, …), …` for `rows` rows; the full-chunk text is built once.
-    static func auditInsertSQL(rows: Int) -> String {
-        if rows == auditChunk { return fullChunkInsert }
-        return makeAuditInsertSQL(rows: rows)
-    }
-
-    private static let fullChunkInsert = makeAuditInsertSQL(rows: auditChunk)
-
-    private static func makeAuditInsertSQL(rows: Int) -> String {
-        let tuples = (0..<rows).map { row in
-            "(" + (1...auditColumnCount).map { "$\(row * auditColumnCount + $0)" }.joined(separator: ", ") + ")"
-        }
-        return "INSERT INTO rolegate_audit (\(auditInsertColumns)) VALUES \(tuples.joined(separator: ", "))"
-    }
-
-    /// Inserts in multi-row statements (group commit: one round trip per 100 events).
-    private static func insertAudit(_ events: [AuditEvent], _ db: any SQLExecutor, dialect: SQLDialect) async throws {
-        var start = 0
-        while start < events.count {
-            let chunk = events[start..<min(start + auditChunk, events.count)]
-            start += chunk.count
-            var binds: [SQLValue] = []
-            binds.reserveCapacity(chunk.count * auditColumnCount)
-            for e in chunk {
-                binds += [
-                    .text(e.instance), .int(e.sequence), SQLValue(e.at), .text(e.kind.rawValue), .text(e.action),
-                    SQLValue(e.service), SQLValue(e.tokenID), SQLValue(e.role), SQLValue(e.database),
-                    SQLValue(e.sessionID), SQLValue(e.client), SQLValue(e.sql), SQLValue(e.sqlState), SQLValue(e.rows),
-                    SQLValue(e.durationMicros), .text(encodeDetail(e.detail)), .text(e.previousHash), .text(e.hash),
-                ]
-            }
-            try await db.execute(auditInsertSQL(rows: chunk.count), binds)
-        }
-    }
-
-    /// `detail` as a JSON object with sorted keys (written as bytes: this runs for every event).
-    static func encodeDetail(_ detail: [String: String]) -> String {
-        guard !detail.isEmpty else { return "{}" }
-        var out = JSONWriter(capacity: 64)
-        out.object(detail)
-        return String(decoding: out.bytes, as: UTF8.self)
+            """, [.text(instance), .int(sequence), .text(hash), .int(at)])
     }
 
     struct CorruptAuditRow: Error, CustomStringConvertible {

@@ -395,7 +395,50 @@ final class SQLStore: Store {
 
 /// The store's schema, one entry per version. Never edit a shipped entry: add one.
 enum Migrations {
-    static let all: [@Sendable (SQLDialect) -> [String]] = [version1, version2, version3, version4]
+    static let all: [@Sendable (SQLDialect) -> [String]] = [version1, version2, version3, version4, version5]
+
+    /// The audit log in blocks (``AuditBlock``): one row per group commit with its summary, and
+    /// the keys (tokens, sessions, services) each block mentions. Events of the earlier layout
+    /// stay in `rolegate_audit` and are read, verified and pruned there; the chain continues
+    /// from them. Block ids start above every earlier event's id (an event's id is its block's
+    /// times 65,536 plus its place), so ids keep growing across the change.
+    static func version5(_ dialect: SQLDialect) -> [String] {
+        let int = dialect == .sqlite ? "INTEGER" : "BIGINT"
+        var statements = [
+            """
+            CREATE TABLE rolegate_audit_blocks (
+                id \(int) PRIMARY KEY,
+                instance TEXT NOT NULL,
+                first_sequence \(int) NOT NULL,
+                last_sequence \(int) NOT NULL,
+                first_at \(int) NOT NULL,
+                last_at \(int) NOT NULL,
+                event_count \(int) NOT NULL,
+                kinds \(int) NOT NULL,
+                counts TEXT NOT NULL,
+                previous_hash TEXT NOT NULL,
+                last_hash TEXT NOT NULL,
+                payload \(dialect == .sqlite ? "BLOB" : "BYTEA") NOT NULL,
+                UNIQUE (instance, first_sequence)
+            )
+            """,
+            "CREATE INDEX rolegate_audit_blocks_by_time ON rolegate_audit_blocks (last_at)",
+            """
+            CREATE TABLE rolegate_audit_keys (
+                key TEXT NOT NULL,
+                block \(int) NOT NULL,
+                PRIMARY KEY (key, block)
+            )\(dialect == .sqlite ? " WITHOUT ROWID" : "")
+            """,
+        ]
+        if dialect == .postgres {
+            statements += [
+                "CREATE SEQUENCE rolegate_audit_block_ids",
+                "SELECT setval('rolegate_audit_block_ids', COALESCE((SELECT MAX(id) FROM rolegate_audit), 0) / 65536 + 1)",
+            ]
+        }
+        return statements
+    }
 
     /// Exchanged tokens: who they were exchanged for (the identity token's subject), the group
     /// that granted them, the groups their identity listed, the access request that granted an

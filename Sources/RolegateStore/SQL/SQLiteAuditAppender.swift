@@ -7,25 +7,19 @@ import VaporCSQLite
 
 /// The audit writer's hot path on SQLite, through SQLite's C API on a connection of its own.
 ///
-/// A group commit is one hop to the store's thread (SQLiteNIO hops for every statement),
-/// and its INSERT statements are prepared once and reused: SQLiteNIO prepares every
-/// statement anew on every call, and parsing a 100-row INSERT of 1,800 parameters cost
-/// more than running it. Rows, hashes and the chain head are exactly what the portable
-/// path (``SQLStore`` over ``SQLExecutor``) writes; `audit verify` cannot tell them apart.
+/// A group commit is one hop to the store's thread (SQLiteNIO hops for every statement) and
+/// writes one ``AuditBlock`` row (more only past ``AuditBlock/maxEvents``), its keys and the
+/// chain head, with statements prepared once and reused. Blocks, keys and the head are exactly
+/// what the portable path (``SQLStore`` over ``SQLExecutor``) writes; `audit verify` cannot
+/// tell them apart.
 ///
 /// Used only on its thread (a one-thread pool the driver owns), hence `@unchecked Sendable`.
 final class SQLiteAuditAppender: @unchecked Sendable {
     private let path: String
     private let thread: NIOThreadPool
     private var db: OpaquePointer?
-    /// Prepared statements by their SQL text, and the audit INSERTs by their row count.
+    /// Prepared statements by their SQL text.
     private var statements: [String: OpaquePointer] = [:]
-    private var inserts: [Int: OpaquePointer] = [:]
-    /// The texts of the INSERT being bound (reused from one INSERT to the next).
-    private var staged = StagedTexts(capacity: StagedTexts.initialCapacity)
-
-    /// Rows per INSERT: a batch is written in as few statements of these sizes as fit.
-    static let chunkSizes = [100, 10, 1]
 
     init(path: String, thread: NIOThreadPool) {
         self.path = path
@@ -56,38 +50,37 @@ final class SQLiteAuditAppender: @unchecked Sendable {
         try execute("BEGIN IMMEDIATE", db)
         do {
             let head = try chainHead(instance: instance, db)
-            // The events are staged as they are, with their chain fields beside them: no copies.
-            let positions = AuditChain.positions(events, instance: instance, after: head)
-            // Staged in a local (the buffers are swapped, not copied): a stored property's every
-            // access is checked for exclusivity at run time.
-            var staged = StagedTexts(capacity: 0)
-            swap(&staged, &self.staged)
-            defer { swap(&staged, &self.staged) }
-            var start = 0
-            while start < events.count {
-                let rows = Self.chunkSizes.first { $0 <= events.count - start }!
-                let statement = try insert(rows: rows, db)
-                staged.removeAll()
-                for row in 0..<rows {
-                    staged.stage(
-                        events[start + row], at: positions[start + row], instance: instance,
-                        firstIndex: Int32(row * SQLStore.auditColumnCount + 1), statement)
+            var linked: [AuditEvent] = []
+            let blocks = AuditBlock.seal(events, instance: instance, after: head)
+            let insertBlock = try prepared(SQLiteDriver.Executor.sqlitePlaceholders(SQLStore.insertBlockSQL), db)
+            let insertKey = try prepared("INSERT INTO rolegate_audit_keys (key, block) VALUES (?1, ?2)", db)
+            for block in blocks {
+                let id = try nextBlockID(db)
+                sqlite_nio_sqlite3_bind_int64(insertBlock, 1, id)
+                Self.bind(text: block.instance, 2, insertBlock)
+                sqlite_nio_sqlite3_bind_int64(insertBlock, 3, block.firstSequence)
+                sqlite_nio_sqlite3_bind_int64(insertBlock, 4, block.lastSequence)
+                sqlite_nio_sqlite3_bind_int64(insertBlock, 5, block.firstAt)
+                sqlite_nio_sqlite3_bind_int64(insertBlock, 6, block.lastAt)
+                sqlite_nio_sqlite3_bind_int64(insertBlock, 7, Int64(block.count))
+                sqlite_nio_sqlite3_bind_int64(insertBlock, 8, block.kinds)
+                Self.bind(text: block.counts, 9, insertBlock)
+                Self.bind(text: block.previousHash, 10, insertBlock)
+                Self.bind(text: block.lastHash, 11, insertBlock)
+                try block.payload.withUnsafeBytes { payload in
+                    // Read in place until `run` resets the statement.
+                    sqlite_nio_sqlite3_bind_blob(
+                        insertBlock, 12, payload.baseAddress, Int32(payload.count), staticBytes)
+                    try run(insertBlock, db)
                 }
-                try staged.texts.bytes.withUnsafeBufferPointer { buffer in
-                    // An empty buffer may have no address, and a NULL pointer would bind SQL NULL.
-                    let empty: StaticString = ""
-                    let base = UnsafeRawPointer(buffer.baseAddress ?? empty.utf8Start)
-                    for text in staged.parameters {
-                        sqlite_nio_sqlite3_bind_text(
-                            statement, text.index, (base + text.offset).assumingMemoryBound(to: CChar.self),
-                            Int32(text.count), staticText)
-                    }
-                    // Runs while the buffer is pinned; `run` clears the bindings before it returns.
-                    try run(statement, db)
+                for key in block.keys {
+                    Self.bind(text: key, 1, insertKey)
+                    sqlite_nio_sqlite3_bind_int64(insertKey, 2, id)
+                    try run(insertKey, db)
                 }
-                start += rows
+                if returningLinked { linked += try block.decode(blockID: id).events }
             }
-            let last = positions.last!
+            let last = blocks.last!
             let moveHead = try prepared(
                 """
                 INSERT INTO rolegate_audit_chains (instance, last_sequence, last_hash, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -95,18 +88,33 @@ final class SQLiteAuditAppender: @unchecked Sendable {
                     last_hash = excluded.last_hash, updated_at = excluded.updated_at
                 """, db)
             Self.bind(text: instance, 1, moveHead)
-            sqlite_nio_sqlite3_bind_int64(moveHead, 2, last.sequence)
-            Self.bind(text: last.hash, 3, moveHead)
-            sqlite_nio_sqlite3_bind_int64(moveHead, 4, last.atMilliseconds)
+            sqlite_nio_sqlite3_bind_int64(moveHead, 2, last.lastSequence)
+            Self.bind(text: last.lastHash, 3, moveHead)
+            sqlite_nio_sqlite3_bind_int64(moveHead, 4, last.lastAt)
             try run(moveHead, db)
             try execute("COMMIT", db)
-            return returningLinked ? AuditChain.link(events, instance: instance, at: positions) : []
+            return linked
         } catch {
             _ = sqlite_nio_sqlite3_exec(db, "ROLLBACK", nil, nil, nil)
             // A statement may have gone stale (a schema change by another process): prepare afresh.
             finalizeStatements()
             throw error
         }
+    }
+
+    /// As ``SQLStore/nextBlockID(dialect:_:)`` decides it for SQLite.
+    private func nextBlockID(_ db: OpaquePointer) throws -> Int64 {
+        func maximum(_ sql: String) throws -> Int64? {
+            let select = try prepared(sql, db)
+            defer { sqlite_nio_sqlite3_reset(select) }
+            guard sqlite_nio_sqlite3_step(select) == SQLITE_ROW else {
+                throw failure("reading the newest audit block", db)
+            }
+            return sqlite_nio_sqlite3_column_type(select, 0) == SQLITE_NULL
+                ? nil : sqlite_nio_sqlite3_column_int64(select, 0)
+        }
+        if let newest = try maximum("SELECT MAX(id) FROM rolegate_audit_blocks") { return newest + 1 }
+        return (try maximum("SELECT MAX(id) FROM rolegate_audit") ?? 0) / AuditBlock.idsPerBlock + 1
     }
 
     private func chainHead(instance: String, _ db: OpaquePointer) throws -> (sequence: Int64, hash: String)? {
@@ -139,14 +147,6 @@ final class SQLiteAuditAppender: @unchecked Sendable {
         }
     }
 
-    fileprivate static func bind(int: Int64?, _ index: Int32, _ statement: OpaquePointer) {
-        if let int {
-            sqlite_nio_sqlite3_bind_int64(statement, index, int)
-        } else {
-            sqlite_nio_sqlite3_bind_null(statement, index)
-        }
-    }
-
     /// Steps a statement that returns no rows to its end, then readies it for reuse.
     private func run(_ statement: OpaquePointer, _ db: OpaquePointer) throws {
         defer {
@@ -167,17 +167,6 @@ final class SQLiteAuditAppender: @unchecked Sendable {
             throw failure("preparing an audit statement", db)
         }
         statements[sql] = statement
-        return statement
-    }
-
-    private func insert(rows: Int, _ db: OpaquePointer) throws -> OpaquePointer {
-        if let statement = inserts[rows] { return statement }
-        // `OR ROLLBACK`: a failed row ends the whole transaction (as the caller would), so SQLite
-        // keeps no statement journal to undo one INSERT alone (~8% of the writer's time).
-        let sql = SQLStore.auditInsertSQL(rows: rows).replacingOccurrences(
-            of: "INSERT INTO", with: "INSERT OR ROLLBACK INTO", options: .anchored)
-        let statement = try prepared(SQLiteDriver.Executor.sqlitePlaceholders(sql), db)
-        inserts[rows] = statement
         return statement
     }
 
@@ -205,7 +194,6 @@ final class SQLiteAuditAppender: @unchecked Sendable {
     private func finalizeStatements() {
         for statement in statements.values { sqlite_nio_sqlite3_finalize(statement) }
         statements = [:]
-        inserts = [:]
     }
 
     private func closeNow() {
@@ -215,72 +203,7 @@ final class SQLiteAuditAppender: @unchecked Sendable {
     }
 }
 
-/// The texts of one INSERT in one buffer that SQLite reads in place (`SQLITE_STATIC`) while the
-/// statement runs: binding each text for SQLite to copy cost an allocation apiece.
-private struct StagedTexts {
-    var texts: JSONWriter
-    /// Where each text parameter's bytes are in ``texts``.
-    var parameters: [(index: Int32, offset: Int, count: Int)] = []
-
-    init(capacity: Int) {
-        texts = JSONWriter(capacity: capacity)
-    }
-
-    /// Empties the buffer for the next INSERT, keeping its storage unless an INSERT of huge
-    /// statements or parameters made it larger than ``keptCapacity``.
-    mutating func removeAll() {
-        if texts.bytes.capacity > Self.keptCapacity {
-            texts = JSONWriter(capacity: Self.initialCapacity)
-        } else {
-            texts.removeAll()
-        }
-        parameters.removeAll(keepingCapacity: true)
-    }
-
-    static let initialCapacity = 64 * 1024
-    static let keptCapacity = 4 * 1024 * 1024
-
-    /// Binds `e`'s numbers and NULLs, and copies its texts into ``texts`` to be bound once the
-    /// whole INSERT's texts are there (the buffer may move while it grows).
-    mutating func stage(
-        _ e: AuditEvent, at position: AuditChain.Position, instance: String, firstIndex i: Int32,
-        _ statement: OpaquePointer
-    ) {
-        stage(text: instance, i, statement)
-        sqlite_nio_sqlite3_bind_int64(statement, i + 1, position.sequence)
-        sqlite_nio_sqlite3_bind_int64(statement, i + 2, position.atMilliseconds)
-        stage(text: e.kind.rawValue, i + 3, statement)
-        stage(text: e.action, i + 4, statement)
-        stage(text: e.service, i + 5, statement)
-        stage(text: e.tokenID, i + 6, statement)
-        stage(text: e.role, i + 7, statement)
-        stage(text: e.database, i + 8, statement)
-        stage(text: e.sessionID, i + 9, statement)
-        stage(text: e.client, i + 10, statement)
-        stage(text: e.sql, i + 11, statement)
-        stage(text: e.sqlState, i + 12, statement)
-        SQLiteAuditAppender.bind(int: e.rows, i + 13, statement)
-        SQLiteAuditAppender.bind(int: e.durationMicros, i + 14, statement)
-        // The same JSON as ``SQLStore/encodeDetail(_:)``, written straight into the buffer.
-        let offset = texts.bytes.count
-        texts.object(e.detail)
-        parameters.append((i + 15, offset, texts.bytes.count - offset))
-        stage(text: position.previousHash, i + 16, statement)
-        stage(text: position.hash, i + 17, statement)
-    }
-
-    mutating func stage(text: String?, _ index: Int32, _ statement: OpaquePointer) {
-        guard let text else {
-            sqlite_nio_sqlite3_bind_null(statement, index)
-            return
-        }
-        let offset = texts.bytes.count
-        texts.verbatim(text)
-        parameters.append((index, offset, texts.bytes.count - offset))
-    }
-}
-
 /// SQLite copies the bound bytes (`SQLITE_TRANSIENT`).
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 /// SQLite reads the bound bytes where they are, until the statement is reset (`SQLITE_STATIC`).
-private let staticText = unsafeBitCast(0, to: sqlite3_destructor_type.self)
+private let staticBytes = unsafeBitCast(0, to: sqlite3_destructor_type.self)

@@ -158,6 +158,7 @@ final class SQLiteDriver: SQLDriver {
             switch $0 {
             case .text(let s): .text(s)
             case .int(let i): .integer(Int(i))
+            case .bytes(let b): .blob(ByteBuffer(bytes: b))
             case .null: .null
             }
         }
@@ -168,7 +169,8 @@ final class SQLiteDriver: SQLDriver {
                 case .integer(let i): .int(Int64(i))
                 case .text(let s): .text(s)
                 case .float(let d): .int(Int64(d))
-                case .blob, .null: .null
+                case .blob(let b): .bytes(Array(b.readableBytesView))
+                case .null: .null
                 }
             }
         }

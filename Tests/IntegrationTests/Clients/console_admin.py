@@ -263,12 +263,16 @@ try:
     check(status == 200 and len(lines) == len(events) and all(e["session_id"] == session_id for e in lines),
           "the JSON lines export holds the same events")
 
-    # An event edited in the store: "verify" names it.
+    # An event edited in the store: one byte of the statement's text in its block. "verify" names it.
+    statement = next(e for e in lines if e["kind"] == "statement")
+    instance, sequence, sql = statement["instance"], statement["sequence"], statement["sql"].encode()
     with sqlite3.connect(store_path, timeout=10) as db:
-        instance, sequence = db.execute(
-            "SELECT instance, sequence FROM rolegate_audit WHERE session_id = ? AND kind = 'statement' ORDER BY sequence LIMIT 1",
-            (session_id,)).fetchone()
-        db.execute("UPDATE rolegate_audit SET sql_text = 'SELECT 1' WHERE instance = ? AND sequence = ?", (instance, sequence))
+        block, payload = db.execute(
+            "SELECT id, payload FROM rolegate_audit_blocks WHERE instance = ? AND first_sequence <= ? AND last_sequence >= ?",
+            (instance, sequence, sequence)).fetchone()
+        check(sql in payload, "the statement's text is in its block as it was sent")
+        edited = payload.replace(sql, sql.lower(), 1)
+        db.execute("UPDATE rolegate_audit_blocks SET payload = ? WHERE id = ?", (edited, block))
     driver.get(base + "/console/audit")
     navigate(driver.find_element(By.XPATH, "//button[normalize-space()='Verify the chain']"))
     chains = text("#chains")

@@ -92,9 +92,11 @@ final class Fixture: @unchecked Sendable {
         try MasterKeyFile.load(from: directory + "/.rolegate/master.key")
     }
 
-    /// Runs SQL over TCP (scram-sha-256) as a managed role with its derived credential.
-    func sqlAsRole(_ role: String, _ text: String) throws -> ProcessResult {
-        try Subprocess.run(
+    /// Runs SQL over TCP (scram-sha-256) as a managed role with its derived credential, waited
+    /// for on a thread of its own (a long statement must not hold one of the two threads of
+    /// Swift's cooperative pool: a full run once starved other tests' tasks for a minute).
+    func sqlAsRole(_ role: String, _ text: String) async throws -> ProcessResult {
+        try await Subprocess.runDetached(
             cluster.binaries.psql,
             [
                 "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", "\(cluster.port)", "-U", role,
