@@ -23,7 +23,9 @@ END = "<!-- measured by bench/capacity.py: end -->"
 def store_stats(bench):
     row = bench.psql(
         "SELECT xact_commit, tup_inserted, tup_fetched, "
-        "(SELECT count(*) FROM rolegate_audit), pg_total_relation_size('rolegate_audit') "
+        "(SELECT count(*) FROM rolegate_audit) + (SELECT COALESCE(SUM(event_count), 0) FROM rolegate_audit_blocks), "
+        "pg_total_relation_size('rolegate_audit') + pg_total_relation_size('rolegate_audit_blocks') "
+        "+ pg_total_relation_size('rolegate_audit_keys') "
         "FROM pg_stat_database WHERE datname = current_database()", db="rolegate_state")
     commits, inserted, fetched, events, size = (int(x) for x in row.split("|"))
     return {"commits": commits, "inserted": inserted, "fetched": fetched, "events": events, "bytes": size}

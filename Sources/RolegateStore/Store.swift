@@ -140,9 +140,10 @@ public protocol Store: Sendable {
     /// Every chain's head: the sequence and hash of its last append.
     func auditHeads() async throws(StoreError) -> [AuditChainHead]
 
-    /// Deletes `instance`'s oldest events older than `before`, at most `limit` of them, and
-    /// appends a checkpoint event recording the hash at the cut, in one transaction; returns
-    /// how many were deleted (`limit` when more may be left).
+    /// Deletes `instance`'s oldest events older than `before`, and appends a checkpoint event
+    /// recording the hash at the cut, in one transaction; returns how many were deleted (0 once
+    /// none is left). Events in blocks go by whole blocks: as many as hold at most `limit`
+    /// events, but always one; rows of the layout before blocks, `limit` at a time.
     func pruneAudit(instance: String, before: Date, now: Date, limit: Int) async throws(StoreError) -> Int
 
     // MARK: Gateway instances

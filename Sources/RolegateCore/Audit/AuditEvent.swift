@@ -8,6 +8,7 @@ public import Foundation
 /// number, the ``previousHash`` of the event before it, and its own ``hash`` over the
 /// canonical encoding (``AuditChain/canonicalEncoding(_:)``) of everything else.
 public struct AuditEvent: Sendable, Equatable {
+    /// Audit blocks store a kind by its place in `allCases`: add new kinds at the end.
     public enum Kind: String, Sendable, CaseIterable, Codable {
         case auth, session, statement, token, policy
         /// Written by retention pruning: records the hash at the cut.

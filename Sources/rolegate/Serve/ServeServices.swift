@@ -109,10 +109,11 @@ struct RetentionService: Service, CustomStringConvertible {
                 do {
                     for head in try await store.auditHeads() {
                         let cutoff = Date().addingTimeInterval(-retention.timeInterval)
+                        // Slice after slice until nothing older is left (a slice is whole blocks, so
+                        // it may hold fewer than `slice` events with more to come).
                         while !Task.isCancelled,
                             try await store.pruneAudit(
-                                instance: head.instance, before: cutoff, now: Date(), limit: slice)
-                                == slice
+                                instance: head.instance, before: cutoff, now: Date(), limit: slice) > 0
                         {
                             try? await Task.sleep(for: .milliseconds(50))
                         }
