@@ -429,7 +429,10 @@ extension AuditStoreTests {
     /// is named by the verification walk, on both stores.
     @Test(arguments: Backend.allCases)
     func verificationNamesEveryKindOfTamperingWithBlocks(backend: Backend) async throws {
-        for tamper in ["altered", "deleted", "reordered", "forged", "forged last", "unreadable"] {
+        let tampers = [
+            "altered", "deleted", "reordered", "forged", "forged last", "unreadable", "key removed", "counts changed",
+        ]
+        for tamper in tampers {
             try await withStore(backend) { store, location in
                 // Three blocks of 10: #1–#10, #11–#20, #21–#30.
                 for block in 0..<3 {
@@ -455,10 +458,24 @@ extension AuditStoreTests {
                 case "forged last":
                     try tampering.forge(instance: "gw", sequence: 25) { $0.sql = "SELECT 'nothing to see'" }
                     expected = (30, "differs from the last event the chain head recorded")
-                default:
+                case "unreadable":
                     try backend.tamper(
                         location, "UPDATE rolegate_audit_blocks SET event_count = 3 WHERE first_sequence = 11")
                     expected = (11, "cannot be read")
+                case "key removed":
+                    // `--token t1` would no longer read this block's events.
+                    try backend.tamper(
+                        location,
+                        """
+                        DELETE FROM rolegate_audit_keys WHERE key = 't:t1'
+                           AND block = (SELECT id FROM rolegate_audit_blocks WHERE first_sequence = 11)
+                        """)
+                    expected = (11, "summary was altered")
+                default:
+                    try backend.tamper(
+                        location, "UPDATE rolegate_audit_blocks SET counts = 'statement ok 9' WHERE first_sequence = 11"
+                    )
+                    expected = (11, "summary was altered")
                 }
                 let report = try #require(try await store.verifyAuditChains().first)
                 #expect(

@@ -435,47 +435,67 @@ extension AuditBlock {
         return (firstSequence, firstAt, texts)
     }
 
-    /// Whether the block is intact as stored and joins nothing but what its summary says: its
-    /// events numbered on from ``firstSequence`` without a gap, each matching its stored hash,
-    /// the last ending at ``lastHash``. The verification walk's fast path: nothing is decoded
-    /// into events, and a block it does not vouch for is read in full to name what is wrong.
-    public var isIntact: Bool {
+    /// Whether the block is intact as stored: its events numbered on from ``firstSequence``
+    /// without a gap, each matching its stored hash, the last ending at ``lastHash``, and its
+    /// summary (``kinds``, ``counts``) what its events give. See ``intactKeys``.
+    public var isIntact: Bool { intactKeys != nil }
+
+    /// When the block ``isIntact``, the keys its events give (sorted, as ``keys`` is written),
+    /// for the caller to hold against the keys stored for it; nil otherwise. The verification
+    /// walk's fast path: nothing is decoded into events, and a block it does not vouch for is
+    /// read in full to name what is wrong.
+    public var intactKeys: [String]? {
         var reader = ByteReader(payload)
         guard reader.byte() == Self.formatVersion, let firstSequence = reader.signed(),
             firstSequence == self.firstSequence, let firstAt = reader.signed(), let textCount = reader.unsigned(),
             textCount <= UInt64(payload.count)
-        else { return false }
+        else { return nil }
         var digests: [UInt64] = []
+        var places: [Range<Int>] = []
         digests.reserveCapacity(Int(textCount))
         for _ in 0..<textCount {
-            guard let length = reader.unsigned(), let bytes = reader.raw(Int(clamping: length)) else { return false }
+            guard let length = reader.unsigned() else { return nil }
+            let start = reader.offset
+            guard let bytes = reader.raw(Int(clamping: length)) else { return nil }
             digests.append(bytes.withUnsafeBytes { ChainHasher.digest($0) })
+            places.append(start..<reader.offset)
         }
         var chain = ChainHasher.start(
             instance: instance, previousHash: previousHash, header: Self.header(firstSequence, firstAt))
         var used: [Int] = []
         var events = 0
+        var kinds: Int64 = 0
+        var counts: [Int: Int] = [:]
+        // Texts used as a service (bit 0), a token (bit 1), a session (bit 4).
+        var keyed: [Set<Int>] = [[], [], []]
         let ok = payload.withUnsafeBytes { bytes -> Bool in
             while !reader.atEnd {
                 let start = reader.offset
                 used.removeAll(keepingCapacity: true)
                 guard reader.signed() == 0, reader.signed() != nil, let kind = reader.byte(),
                     Int(kind) < AuditEvent.Kind.allCases.count, let action = reader.unsigned(),
-                    let mask = reader.unsigned()
+                    action < textCount, let mask = reader.unsigned()
                 else { return false }
-                used.append(Int(clamping: action))
+                used.append(Int(action))
+                kinds |= 1 << Int64(kind)
+                counts[Int(kind) << 32 | Int(action), default: 0] += 1
                 for bit in 0..<8 where mask & (1 << UInt64(bit)) != 0 {
-                    guard let reference = reader.unsigned() else { return false }
-                    used.append(Int(clamping: reference))
+                    guard let reference = reader.unsigned(), reference < textCount else { return false }
+                    used.append(Int(reference))
+                    switch bit {
+                    case 0: keyed[0].insert(Int(reference))
+                    case 1: keyed[1].insert(Int(reference))
+                    case 4: keyed[2].insert(Int(reference))
+                    default: break
+                    }
                 }
                 if mask & (1 << 8) != 0, reader.signed() == nil { return false }
                 if mask & (1 << 9) != 0, reader.signed() == nil { return false }
                 guard let pairs = reader.unsigned(), pairs <= UInt64(payload.count) else { return false }
                 for _ in 0..<(2 * pairs) {
-                    guard let reference = reader.unsigned() else { return false }
-                    used.append(Int(clamping: reference))
+                    guard let reference = reader.unsigned(), reference < textCount else { return false }
+                    used.append(Int(reference))
                 }
-                guard used.allSatisfy({ $0 < digests.count }) else { return false }
                 let end = reader.offset
                 chain = ChainHasher.next(
                     after: chain, event: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), texts: used,
@@ -485,7 +505,25 @@ extension AuditBlock {
             }
             return true
         }
-        return ok && events == count && lastSequence == firstSequence + Int64(count) - 1 && chain.hex == lastHash
+        guard ok, events == count, lastSequence == firstSequence + Int64(count) - 1, chain.hex == lastHash,
+            kinds == self.kinds
+        else { return nil }
+        func text(_ index: Int) -> String { String(decoding: payload[places[index]], as: UTF8.self) }
+        let countsText = counts.sorted { $0.key < $1.key }.map { key, count in
+            "\(AuditEvent.Kind.allCases[key >> 32].rawValue) \(text(key & 0xFFFF_FFFF)) \(count)"
+        }.joined(separator: "\n")
+        guard countsText == self.counts else { return nil }
+        return
+            (keyed[0].map { Self.key(service: text($0)) } + keyed[1].map { Self.key(token: text($0)) }
+            + keyed[2].map { Self.key(session: text($0)) }).sorted()
+    }
+
+    /// The summary `events` (as read back from a block) give: what a block of them stores.
+    public static func summary(
+        of events: [AuditEvent], instance: String
+    ) -> (kinds: Int64, counts: String, keys: [String]) {
+        let block = reencoded(events, instance: instance)
+        return (block.kinds, block.counts, block.keys)
     }
 
     /// Encodes events already linked (their sequences and hashes set), as they are: for tools

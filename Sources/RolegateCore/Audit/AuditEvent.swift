@@ -235,19 +235,7 @@ public enum AuditChain {
         withCanonicalEncoding(
             event, instance: instance, sequence: sequence, atMilliseconds: atMilliseconds, previousHash: previousHash
         ) { hasher.update(bufferPointer: $0) }
-        let digest = hasher.finalize()
-        return digest.withUnsafeBytes { bytes in
-            String(unsafeUninitializedCapacity: 2 * bytes.count) { hex in
-                let digits: StaticString = "0123456789abcdef"
-                var at = 0
-                for byte in bytes {
-                    hex[at] = digits.utf8Start[Int(byte >> 4)]
-                    hex[at + 1] = digits.utf8Start[Int(byte & 0x0F)]
-                    at += 2
-                }
-                return at
-            }
-        }
+        return hasher.finalize().hex
     }
 
     /// Links `events` after a chain whose last event is `head` (nil: a new chain): sets

@@ -116,12 +116,8 @@ extension SQLStore {
     ) async throws
         -> [AuditEvent]
     {
-        var conditions: [String] = []
-        var binds: [SQLValue] = []
-        func add(_ condition: String, _ value: SQLValue) {
-            binds.append(value)
-            conditions.append(condition.replacingOccurrences(of: "?", with: "$\(binds.count)"))
-        }
+        var filter = SQLFilter()
+        func add(_ condition: String, _ value: SQLValue) { filter.add(condition, value) }
         if let service = query.service { add("service = ?", .text(service)) }
         if let token = query.tokenID { add("token_id = ?", .text(token)) }
         if let session = query.sessionID { add("session_id = ?", .text(session)) }
@@ -130,21 +126,9 @@ extension SQLStore {
         if let after = query.afterID { add("id > ?", .int(after)) }
         if let instance = query.instance { add("instance = ?", .text(instance)) }
         if let afterSequence = query.afterSequence { add("sequence > ?", .int(afterSequence)) }
-        if !query.kinds.isEmpty {
-            let placeholders = query.kinds.map { kind -> String in
-                binds.append(.text(kind.rawValue))
-                return "$\(binds.count)"
-            }
-            conditions.append("kind IN (\(placeholders.joined(separator: ", ")))")
-        }
-        if !query.actions.isEmpty {
-            let placeholders = query.actions.map { action -> String in
-                binds.append(.text(action))
-                return "$\(binds.count)"
-            }
-            conditions.append("action IN (\(placeholders.joined(separator: ", ")))")
-        }
-        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        if !query.kinds.isEmpty { filter.add(in: "kind", query.kinds.map { .text($0.rawValue) }) }
+        if !query.actions.isEmpty { filter.add(in: "action", query.actions.map { .text($0) }) }
+        var binds = filter.binds
         binds.append(.int(Int64(limit)))
         let order: String
         switch query.order {
@@ -153,7 +137,7 @@ extension SQLStore {
         case .chain: order = "sequence"
         }
         let rows = try await db.query(
-            "SELECT \(Self.auditColumns) FROM rolegate_audit \(filter) ORDER BY \(order) LIMIT $\(binds.count)",
+            "SELECT \(Self.auditColumns) FROM rolegate_audit \(filter.clause) ORDER BY \(order) LIMIT $\(binds.count)",
             binds)
         return try rows.map(Self.auditEvent)
     }
@@ -189,12 +173,8 @@ extension SQLStore {
     ) async throws
         -> [AuditEvent]
     {
-        var conditions: [String] = []
-        var binds: [SQLValue] = []
-        func add(_ condition: String, _ value: SQLValue) {
-            binds.append(value)
-            conditions.append(condition.replacingOccurrences(of: "?", with: "$\(binds.count)"))
-        }
+        var filter = SQLFilter()
+        func add(_ condition: String, _ value: SQLValue) { filter.add(condition, value) }
         if let instance = query.instance { add("instance = ?", .text(instance)) }
         if let since = query.since { add("last_at >= ?", SQLValue(since)) }
         if let until = query.until { add("first_at <= ?", SQLValue(until)) }
@@ -218,21 +198,13 @@ extension SQLStore {
         var events: [AuditEvent] = []
         var after: (sequence: Int64, id: Int64)?
         while true {
-            var pageConditions = conditions
-            var pageBinds = binds
+            var page = filter
             if let after {
-                var text = cursor
-                for value in query.order == .chain ? [after.sequence, after.id] : [after.id] {
-                    pageBinds.append(.int(value))
-                    text = text.replacingOccurrences(
-                        of: "?", with: "$\(pageBinds.count)", range: text.range(of: "?"))
-                }
-                pageConditions.append(text)
+                page.add(cursor, query.order == .chain ? [.int(after.sequence), .int(after.id)] : [.int(after.id)])
             }
-            let filter = pageConditions.isEmpty ? "" : "WHERE " + pageConditions.joined(separator: " AND ")
             let rows = try await db.query(
-                "SELECT \(blockColumns) FROM rolegate_audit_blocks \(filter) ORDER BY \(order) LIMIT \(blocksPerPage)",
-                pageBinds)
+                "SELECT \(blockColumns) FROM rolegate_audit_blocks \(page.clause) ORDER BY \(order) LIMIT \(blocksPerPage)",
+                page.binds)
             for row in rows {
                 let (id, block) = try Self.block(row)
                 after = (block.firstSequence, id)
@@ -251,6 +223,30 @@ extension SQLStore {
             }
             if rows.count < blocksPerPage { return events }
         }
+    }
+
+    /// `WHERE` conditions written with `?` for each value, numbered `$1`, `$2`… as they are added.
+    struct SQLFilter {
+        private(set) var conditions: [String] = []
+        private(set) var binds: [SQLValue] = []
+
+        mutating func add(_ condition: String, _ value: SQLValue) { add(condition, [value]) }
+
+        mutating func add(_ condition: String, _ values: [SQLValue]) {
+            var text = condition
+            for value in values {
+                binds.append(value)
+                text = text.replacingOccurrences(of: "?", with: "$\(binds.count)", range: text.range(of: "?"))
+            }
+            conditions.append(text)
+        }
+
+        /// `column IN ($n, …)`.
+        mutating func add(in column: String, _ values: [SQLValue]) {
+            add("\(column) IN (\(Array(repeating: "?", count: values.count).joined(separator: ", ")))", values)
+        }
+
+        var clause: String { conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ") }
     }
 
     struct UnreadableBlock: Error, CustomStringConvertible {
@@ -388,34 +384,62 @@ extension SQLStore {
                  ORDER BY first_sequence LIMIT \(verifyBlocksPerPage)
                 """, [.text(instance), .int(after)])
             let blocks = try rows.map(Self.block)
+            // The keys stored for these blocks: a block's must be what its events give, or
+            // filtered reads (`--token`, `--session`) would pass over some of its events.
+            var storedKeys: [Int64: [String]] = [:]
+            if let firstID = blocks.map(\.id).min(), let lastID = blocks.map(\.id).max() {
+                for row in try await db.query(
+                    "SELECT block, key FROM rolegate_audit_keys WHERE block >= $1 AND block <= $2",
+                    [.int(firstID), .int(lastID)])
+                {
+                    if let block = row[0].int, let key = row[1].text { storedKeys[block, default: []].append(key) }
+                }
+            }
             // A block the fast check vouches for (all but a checkpoint's, whose detail records
             // a cut) joins the walk whole; any other is read in full to name what is wrong.
             let checkpoint = AuditBlock.kindBit(.checkpoint)
-            let decoded = await withTaskGroup(of: (Int, Result<AuditBlock.Events, AuditBlock.Unreadable>?).self) {
-                group in
+            let decoded = await withTaskGroup(of: (Int, Checked).self) { group in
                 for (index, (id, block)) in blocks.enumerated() {
+                    let stored = (storedKeys[id] ?? []).sorted()
                     group.addTask {
-                        if block.kinds & checkpoint == 0, block.isIntact { return (index, nil) }
-                        return (index, Result { () throws(AuditBlock.Unreadable) in try block.decode(blockID: id) })
+                        if block.kinds & checkpoint == 0, let keys = block.intactKeys {
+                            return (index, keys == stored ? .intact : .summaryDiffers)
+                        }
+                        do throws(AuditBlock.Unreadable) {
+                            let read = try block.decode(blockID: id)
+                            let summary = AuditBlock.summary(of: read.events, instance: block.instance)
+                            let agrees =
+                                summary.kinds == block.kinds && summary.counts == block.counts
+                                && summary.keys == stored
+                            return (index, .read(read, summaryAgrees: agrees))
+                        } catch {
+                            return (index, .unreadable(error))
+                        }
                     }
                 }
-                var results = [Result<AuditBlock.Events, AuditBlock.Unreadable>?](repeating: nil, count: blocks.count)
+                var results = [Checked](repeating: .intact, count: blocks.count)
                 for await (index, result) in group { results[index] = result }
                 return results
             }
             for ((_, block), result) in zip(blocks, decoded) {
-                guard let result else {
+                func summaryProblem() -> AuditChain.Problem {
+                    AuditChain.Problem(
+                        instance: instance, sequence: block.firstSequence, id: nil,
+                        message:
+                            "is stored, with the events up to #\(block.lastSequence), in a block whose summary was altered (its kinds, counts or keys no longer match its events, so filtered reads would pass over some of them)"
+                    )
+                }
+                switch result {
+                case .intact:
                     if let problem = verifier.nextBlock(
                         firstSequence: block.firstSequence, count: block.count, previousHash: block.previousHash,
                         lastHash: block.lastHash)
                     {
                         return (verifier, problem)
                     }
-                    after = block.firstSequence
-                    continue
-                }
-                switch result {
-                case .failure(let unreadable):
+                case .summaryDiffers:
+                    return (verifier, summaryProblem())
+                case .unreadable(let unreadable):
                     return (
                         verifier,
                         AuditChain.Problem(
@@ -424,7 +448,7 @@ extension SQLStore {
                                 "cannot be read, nor can the events after it up to #\(block.lastSequence) stored with it: their block was altered (\(unreadable))"
                         )
                     )
-                case .success(let read):
+                case .read(let read, let summaryAgrees):
                     for (index, event) in read.events.enumerated() {
                         let expected = verifier.expectedSequence
                         if verifier.count > 0, event.sequence > expected,
@@ -449,6 +473,7 @@ extension SQLStore {
                             )
                         }
                     }
+                    if !summaryAgrees { return (verifier, summaryProblem()) }
                 }
                 after = block.firstSequence
             }
@@ -457,6 +482,16 @@ extension SQLStore {
     }
 
     static let verifyBlocksPerPage = 64
+
+    /// What checking one block found.
+    private enum Checked: Sendable {
+        /// The fast check vouched for it and its keys.
+        case intact
+        /// Intact events, but keys stored for it that they do not give.
+        case summaryDiffers
+        case unreadable(AuditBlock.Unreadable)
+        case read(AuditBlock.Events, summaryAgrees: Bool)
+    }
 
     func auditHeads() async throws(StoreError) -> [AuditChainHead] {
         try await read { db in
