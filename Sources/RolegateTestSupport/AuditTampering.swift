@@ -98,25 +98,32 @@ public struct AuditTampering: Sendable {
         try write(AuditBlock.reencoded(events, instance: instance), id: id)
     }
 
-    /// The block that holds `sequence`, with its id.
+    /// The block that holds `sequence`, with its id, its summary and its keys.
     public func readBlock(instance: String, containing sequence: Int64) throws -> (Int64, AuditBlock) {
-        let hex = dialect == .sqlite ? "hex(payload)" : "encode(payload, 'hex')"
+        let hex =
+            dialect == .sqlite
+            ? "hex(payload), hex(counts)" : "encode(payload, 'hex'), encode(convert_to(counts, 'UTF8'), 'hex')"
         let output = try run(
             """
             SELECT id, first_sequence, last_sequence, first_at, last_at, event_count, kinds, previous_hash, last_hash, \(hex)
               FROM rolegate_audit_blocks WHERE instance = '\(instance)' AND first_sequence <= \(sequence)
                AND last_sequence >= \(sequence)
             """)
-        let fields = output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "|").map(String.init)
-        guard fields.count == 10, let id = Int64(fields[0]), let first = Int64(fields[1]),
+        let fields = output.trimmingCharacters(in: .whitespacesAndNewlines).split(
+            separator: "|", omittingEmptySubsequences: false
+        ).map(String.init)
+        guard fields.count == 11, let id = Int64(fields[0]), let first = Int64(fields[1]),
             let last = Int64(fields[2]), let firstAt = Int64(fields[3]), let lastAt = Int64(fields[4]),
             let count = Int(fields[5]), let kinds = Int64(fields[6])
         else { throw Failure(description: "no block of chain \(instance) holds event #\(sequence): \(output)") }
+        let keys = try run("SELECT key FROM rolegate_audit_keys WHERE block = \(id) ORDER BY key")
+            .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         return (
             id,
             AuditBlock(
                 instance: instance, firstSequence: first, lastSequence: last, firstAt: firstAt, lastAt: lastAt,
-                count: count, previousHash: fields[7], lastHash: fields[8], kinds: kinds, counts: "", keys: [],
+                count: count, previousHash: fields[7], lastHash: fields[8], kinds: kinds,
+                counts: String(decoding: Self.bytes(hex: fields[10]), as: UTF8.self), keys: keys,
                 payload: Self.bytes(hex: fields[9]))
         )
     }
@@ -126,16 +133,28 @@ public struct AuditTampering: Sendable {
         try write(read.1, id: read.0)
     }
 
+    /// Writes `block` over the row `id`, summary and keys included (as a careful editor would:
+    /// only the chain can tell).
     private func write(_ block: AuditBlock, id: Int64) throws {
-        let hex = block.payload.map { String(format: "%02x", $0) }.joined()
-        let payload = dialect == .sqlite ? "X'\(hex)'" : "'\\x\(hex)'::bytea"
+        func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+        let payload = dialect == .sqlite ? "X'\(hex(block.payload))'" : "'\\x\(hex(block.payload))'::bytea"
+        let counts =
+            dialect == .sqlite
+            ? "CAST(X'\(hex(Array(block.counts.utf8)))' AS TEXT)"
+            : "convert_from('\\x\(hex(Array(block.counts.utf8)))'::bytea, 'UTF8')"
         _ = try run(
             """
             UPDATE rolegate_audit_blocks SET payload = \(payload), event_count = \(block.count),
                    first_sequence = \(block.firstSequence), last_sequence = \(block.lastSequence),
-                   previous_hash = '\(block.previousHash)', last_hash = '\(block.lastHash)'
+                   previous_hash = '\(block.previousHash)', last_hash = '\(block.lastHash)',
+                   kinds = \(block.kinds), counts = \(counts)
              WHERE id = \(id)
             """)
+        _ = try run("DELETE FROM rolegate_audit_keys WHERE block = \(id)")
+        if !block.keys.isEmpty {
+            let rows = block.keys.map { "('\($0.replacingOccurrences(of: "'", with: "''"))', \(id))" }
+            _ = try run("INSERT INTO rolegate_audit_keys (key, block) VALUES \(rows.joined(separator: ", "))")
+        }
     }
 
     static func bytes(hex: String) -> [UInt8] {

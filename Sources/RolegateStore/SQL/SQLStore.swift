@@ -430,6 +430,8 @@ enum Migrations {
                 PRIMARY KEY (key, block)
             )\(dialect == .sqlite ? " WITHOUT ROWID" : "")
             """,
+            // Verification reads a page of blocks' keys, retention deletes them: by block.
+            "CREATE INDEX rolegate_audit_keys_by_block ON rolegate_audit_keys (block)",
         ]
         if dialect == .postgres {
             statements += [
