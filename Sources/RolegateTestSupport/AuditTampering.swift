@@ -136,12 +136,11 @@ public struct AuditTampering: Sendable {
     /// Writes `block` over the row `id`, summary and keys included (as a careful editor would:
     /// only the chain can tell).
     private func write(_ block: AuditBlock, id: Int64) throws {
-        func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
-        let payload = dialect == .sqlite ? "X'\(hex(block.payload))'" : "'\\x\(hex(block.payload))'::bytea"
+        let payload = dialect == .sqlite ? "X'\(block.payload.hexString)'" : "'\\x\(block.payload.hexString)'::bytea"
         let counts =
             dialect == .sqlite
-            ? "CAST(X'\(hex(Array(block.counts.utf8)))' AS TEXT)"
-            : "convert_from('\\x\(hex(Array(block.counts.utf8)))'::bytea, 'UTF8')"
+            ? "CAST(X'\(block.counts.utf8.hexString)' AS TEXT)"
+            : "convert_from('\\x\(block.counts.utf8.hexString)'::bytea, 'UTF8')"
         _ = try run(
             """
             UPDATE rolegate_audit_blocks SET payload = \(payload), event_count = \(block.count),

@@ -31,7 +31,6 @@ public struct AuditBlock: Sendable, Equatable {
     public static let idsPerBlock: Int64 = 65_536
     static let formatVersion: UInt8 = 1
     static let prefixBytes = 4
-    static let textDigestBytes = 8
 
     public var instance: String
     public var firstSequence: Int64
@@ -82,6 +81,14 @@ public struct AuditBlock: Sendable, Equatable {
 
     /// ``counts`` read back.
     public var countsByKind: [(kind: AuditEvent.Kind, action: String, count: Int)] { Self.counts(counts) }
+
+    /// ``counts`` as written: events counted by `kind index << 32 | action's text number`, one
+    /// `kind action count` line each, in that key's order. `action` names a text by its number.
+    static func countsText(_ counts: [Int: Int], action: (Int) -> String) -> String {
+        counts.sorted { $0.key < $1.key }.map { key, count in
+            "\(AuditEvent.Kind.allCases[key >> 32].rawValue) \(action(key & 0xFFFF_FFFF)) \(count)"
+        }.joined(separator: "\n")
+    }
 
     /// A block's ``counts`` text read back.
     public static func counts(_ counts: String) -> [(kind: AuditEvent.Kind, action: String, count: Int)] {
@@ -288,9 +295,7 @@ extension AuditBlock {
         func countsText() -> String {
             var names = [String](repeating: "", count: textCount)
             for (text, index) in texts { names[index] = text }
-            return counts.sorted { $0.key < $1.key }.map { key, count in
-                "\(AuditEvent.Kind.allCases[key >> 32].rawValue) \(names[key & 0xFFFF_FFFF]) \(count)"
-            }.joined(separator: "\n")
+            return AuditBlock.countsText(counts) { names[$0] }
         }
 
         func payload(firstSequence: Int64, firstAt: Int64) -> [UInt8] {
@@ -509,10 +514,7 @@ extension AuditBlock {
             kinds == self.kinds
         else { return nil }
         func text(_ index: Int) -> String { String(decoding: payload[places[index]], as: UTF8.self) }
-        let countsText = counts.sorted { $0.key < $1.key }.map { key, count in
-            "\(AuditEvent.Kind.allCases[key >> 32].rawValue) \(text(key & 0xFFFF_FFFF)) \(count)"
-        }.joined(separator: "\n")
-        guard countsText == self.counts else { return nil }
+        guard Self.countsText(counts, action: text) == self.counts else { return nil }
         return
             (keyed[0].map { Self.key(service: text($0)) } + keyed[1].map { Self.key(token: text($0)) }
             + keyed[2].map { Self.key(session: text($0)) }).sorted()
@@ -631,11 +633,6 @@ struct ByteWriter {
             value >>= 7
         }
         bytes.append(UInt8(value))
-    }
-
-    /// A text's number in the block's table, when there is one.
-    mutating func reference(_ index: Int?) {
-        if let index { unsigned(UInt64(index)) }
     }
 
     mutating func signed(_ value: Int64) {
