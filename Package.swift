@@ -185,7 +185,7 @@ let package = Package(
             dependencies: [],
             swiftSettings: strict
         ),
-        // Helpers shared by the test targets (no test framework inside).
+        // Helpers shared by the test targets, and the `.ownThreads` trait their suites run on.
         .target(
             name: "RolegateTestSupport",
             dependencies: ["RolegateTokens"],
@@ -240,17 +240,20 @@ let package = Package(
         ),
         .testTarget(
             name: "RolegateIdentityTests",
-            dependencies: ["RolegateIdentity", "RolegateCore", .product(name: "JWTKit", package: "jwt-kit")],
+            dependencies: [
+                "RolegateTestSupport", "RolegateIdentity", "RolegateCore", .product(name: "JWTKit", package: "jwt-kit"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RolegateCoreTests",
-            dependencies: ["RolegateCore"],
+            dependencies: ["RolegateTestSupport", "RolegateCore"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RolegateHTTPTests",
             dependencies: [
+                "RolegateTestSupport",
                 "RolegateHTTP", "RolegateGateway", "RolegateCore", "PostgresWire", "RolegateHTTPContract",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
@@ -259,12 +262,14 @@ let package = Package(
         ),
         .testTarget(
             name: "RolegateProvisionTests",
-            dependencies: ["RolegateProvision", "RolegateCore"],
+            dependencies: ["RolegateTestSupport", "RolegateProvision", "RolegateCore"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "PostgresWireTests",
-            dependencies: ["PostgresWire", "RolegateCore", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "RolegateTestSupport", "PostgresWire", "RolegateCore", .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
@@ -279,6 +284,7 @@ let package = Package(
             name: "RolegateGatewayTests",
             dependencies: [
                 "RolegateGateway", "PostgresWire", "RolegateCore", "RolegateTokens", "PostgresCluster",
+                "RolegateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict

@@ -13,7 +13,7 @@ import Testing
 /// the elevated statement; the grant ends by itself (its session too); a webhook receiver that
 /// checks signatures and replays gets every event; break-glass works without approval and is
 /// flagged; a revocation ends a session on another instance within a second.
-@Suite(.serialized) struct AccessRequestTests {
+@Suite(.serialized, .ownThreads) struct AccessRequestTests {
     static let webhookSecret = "test-webhook-secret-0123456789"
 
     static func policy(provider: Int, webhook: Int) -> String {
@@ -184,25 +184,30 @@ import Testing
         }
         var clientEnv = gw.environment
         clientEnv["PGPASSWORD"] = glassToken
+        // The session's end is timed where psql exits, so a slow test thread cannot add to it.
         let onB = Task {
-            try await Subprocess.runDetached(
+            let result = try await Subprocess.runDetached(
                 gw.fixture.cluster.binaries.psql,
                 [
                     "-X", "-q", "-h", "127.0.0.1", "-p", "\(secondPort)", "-U", "alice@example.com", "-d", "app", "-c",
                     "SELECT pg_sleep(30)",
                 ], environment: clientEnv)
+            return (result, ContinuousClock.now)
         }
         try await Task.sleep(for: .seconds(1))
         let revokedAt = ContinuousClock.now
         let (revoked, revokedAnswer) = try await call(
             "POST", "/v1/access/requests/\(glassID)/revoke", alice, ["reason": "fixed"])
+        let answeredAfter = ContinuousClock.now - revokedAt
         #expect(revoked == 200 && revokedAnswer["state"] as? String == "revoked")
-        let endedOnB = try await onB.value
-        let tookOnB = ContinuousClock.now - revokedAt
+        let (endedOnB, endedOnBAt) = try await onB.value
+        let tookOnB = endedOnBAt - revokedAt
         // The verifier's bound is one second, met on an idle machine; a CI machine running every
         // suite at once has taken 4.6 s. The figure belongs in bench/; the test checks the end.
         #expect(
-            endedOnB.status != 0 && tookOnB < .seconds(10), "session on B ended after \(tookOnB): \(endedOnB.stderr)")
+            endedOnB.status != 0 && tookOnB < .seconds(10),
+            "session on B ended \(tookOnB) after the revoke request began (answered after \(answeredAfter)): \(endedOnB.stderr)"
+        )
 
         // The 60 s grant's session ended within 65 s of the approval.
         let (ended, _) = try await long.value

@@ -6,7 +6,7 @@ import Testing
 
 /// The audit log end to end: a scripted run through the gateway, read back with
 /// `rolegate audit`, proven with `rolegate audit verify`, then tampered with.
-@Suite(.serialized) struct AuditTests {
+@Suite(.serialized, .ownThreads) struct AuditTests {
     /// Events as `rolegate audit --format json` prints them, one object per line.
     static func events(_ gw: GatewayFixture, _ arguments: [String] = []) throws -> [[String: Any]] {
         let output = try gw.fixture.expectRolegate(["audit", "--format", "json", "--limit", "10000"] + arguments).stdout

@@ -1,10 +1,11 @@
 import Foundation
 import PostgresCluster
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 /// The CLI's contract without a database: exit codes and messages for bad input.
-@Suite struct CLITests {
+@Suite(.ownThreads) struct CLITests {
     func run(
         _ arguments: [String], in directory: String, environment: [String: String] = [:], stdin: String? = nil
     )

@@ -9,7 +9,7 @@ import Testing
 /// list, schema-valid requests refused, schema-violating ones accepted, undeclared methods not
 /// 405…) finds nothing with a data token and with admin tokens. `Clients/contract.py` drives it;
 /// `Clients/schemathesis.toml` holds its one setting.
-@Suite(.serialized) struct ContractTests {
+@Suite(.serialized, .ownThreads) struct ContractTests {
     static let policy =
         gatewayPolicy + """
 

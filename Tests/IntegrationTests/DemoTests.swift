@@ -1,8 +1,9 @@
 import Foundation
 import PostgresCluster
+import RolegateTestSupport
 import Testing
 
-@Suite struct DemoTests {
+@Suite(.ownThreads) struct DemoTests {
     /// `rolegate demo` brings everything up and prints a tour; every command of the tour works
     /// as printed; Ctrl-C leaves no process and no folder behind.
     @Test func theTourWorksAsPrintedAndCtrlCCleansUp() async throws {

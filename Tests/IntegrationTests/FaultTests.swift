@@ -6,7 +6,7 @@ import Testing
 
 /// Faults: processes killed mid-write, a full disk under the audit log. Nothing a command
 /// reported as done may be lost, the store must open cleanly, and the chain must verify.
-@Suite(.serialized) struct FaultTests {
+@Suite(.serialized, .ownThreads) struct FaultTests {
     /// The JSON a `--format json` command printed (stdout and stderr share the file).
     static func json(_ output: String) -> Any? {
         guard let start = output.firstIndex(where: { $0 == "{" || $0 == "[" }),

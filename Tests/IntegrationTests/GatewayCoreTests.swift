@@ -9,7 +9,7 @@ import Testing
 /// (application_name, its backend's process id, notifications, pg_terminate_backend),
 /// FunctionCall alone and pipelined, a pipelining client that vanishes, and a 50 MB parameter
 /// beside PostgreSQL direct. Then the audit log must hold every FunctionCall with its function.
-@Suite(.serialized) struct GatewayCoreTests {
+@Suite(.serialized, .ownThreads) struct GatewayCoreTests {
     @Test func rawSocketCasesHoldAndEveryFunctionCallIsAudited() async throws {
         // One event loop: every session shares one pool, so a server connection given back is the
         // one the next session gets (the pipelining case needs that to be able to fail).

@@ -5,7 +5,7 @@ import Testing
 
 /// The gateway's resources over time: memory across many connections and huge results,
 /// and what SIGTERM does to the sessions in flight.
-@Suite(.serialized) struct GatewayResourceTests {
+@Suite(.serialized, .ownThreads) struct GatewayResourceTests {
     /// Resident memory of a process, in KiB (Linux).
     static func residentKiB(_ pid: Int32) -> Int? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }

@@ -6,7 +6,7 @@ import RolegateTestSupport
 import RolegateTokens
 import Testing
 
-@Suite(.serialized) struct GatewayTests {
+@Suite(.serialized, .ownThreads) struct GatewayTests {
     @Test func eachServiceWorksAsItsRoleAndNothingMore() async throws {
         let gw = try await GatewayFixture()
         defer { withExtendedLifetime(gw) {} }

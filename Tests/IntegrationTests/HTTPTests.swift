@@ -5,7 +5,7 @@ import RolegateTestSupport
 import Testing
 
 /// The HTTP API with curl, against a gateway whose policy has an admin service.
-@Suite(.serialized) struct HTTPTests {
+@Suite(.serialized, .ownThreads) struct HTTPTests {
     static let policy =
         gatewayPolicy + """
 

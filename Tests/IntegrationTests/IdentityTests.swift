@@ -14,7 +14,7 @@ import Testing
 /// token for `deploy-bot` and a psql session as `migrator`; every wrong token is refused with
 /// its own code; a key rotation works without a restart; a flood of unknown `kid`s costs at
 /// most one fetch of the keys; a JWT works as the password over TLS.
-@Suite(.serialized) struct IdentityTests {
+@Suite(.serialized, .ownThreads) struct IdentityTests {
     static let audience = "rolegate-prod"
     static let subject = "repo:acme/billing:ref:refs/heads/main"
 

@@ -6,7 +6,7 @@ import Testing
 /// Suites that load the whole machine (1,000 clients) or time events across processes (three
 /// gateways): nested here so they run one after the other, never beside each other, while the
 /// rest of the suites still run in parallel with them.
-@Suite(.serialized) enum HeavyTests {}
+@Suite(.serialized, .ownThreads) enum HeavyTests {}
 
 extension HeavyTests {
     /// Many clients at once: 1,000 concurrent sessions across three services for a few seconds

@@ -14,7 +14,7 @@ import Testing
 /// Around it: who may call at all (401, 403 without `mcp: true`, a foreign `Origin`), a revoked
 /// token refused within a second, every tool call audited with its SQL, and a call on one
 /// instance followed by the next on another.
-@Suite(.serialized) struct MCPTests {
+@Suite(.serialized, .ownThreads) struct MCPTests {
     static let policy =
         gatewayPolicy.replacingOccurrences(
             of: "reports: {role: events_reader, token_ttl: 1h, scram_iterations: 16}",

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresCluster
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 let contractPolicy = """
@@ -99,7 +100,7 @@ let contractPrivileges: Set<String> = [
     "billing_writer|database|app|TEMPORARY",
 ]
 
-@Suite(.serialized) struct PlanApplyTests {
+@Suite(.serialized, .ownThreads) struct PlanApplyTests {
     @Test func planOnEmptyDatabaseListsEverythingAndChangesNothing() throws {
         let fixture = try Fixture()
         try fixture.writePolicy(contractPolicy)

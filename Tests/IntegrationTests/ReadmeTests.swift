@@ -1,10 +1,11 @@
 import Foundation
 import PostgresCluster
+import RolegateTestSupport
 import Testing
 
 /// The documentation is the user's guide: its CLI reference (docs/cli.md) must match the real
 /// commands, and every relative link in the README and docs/ must lead somewhere.
-@Suite struct ReadmeTests {
+@Suite(.ownThreads) struct ReadmeTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
     static let readme = root.appendingPathComponent("docs/cli.md")

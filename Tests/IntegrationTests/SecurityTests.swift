@@ -7,7 +7,7 @@ import Testing
 /// Attempts to get past the gateway: privilege escalation as a read-only service, hostile
 /// wire input, guessing tokens. Every attempt must fail, be audited, and leave the gateway
 /// serving.
-@Suite(.serialized) struct SecurityTests {
+@Suite(.serialized, .ownThreads) struct SecurityTests {
     static func client(_ name: String) -> String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/\(name)").path
     }

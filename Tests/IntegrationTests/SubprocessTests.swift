@@ -1,9 +1,10 @@
 import Foundation
 import PostgresCluster
+import RolegateTestSupport
 import Testing
 
 /// The process helpers the integration tests stand on.
-@Suite struct SubprocessTests {
+@Suite(.ownThreads) struct SubprocessTests {
     /// A process is waited for once: stopping it again returns the same status and signals
     /// nothing (its pid may belong to another process by then). Before, a second stop signalled
     /// the pid again and reported 0: on a busy CI machine that killed another test's psql.

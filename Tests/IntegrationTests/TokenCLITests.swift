@@ -27,7 +27,7 @@ let tokenPolicy = """
         max_grace: 5m
     """
 
-@Suite(.serialized) struct TokenCLITests {
+@Suite(.serialized, .ownThreads) struct TokenCLITests {
     enum StoreKind: String, CaseIterable { case sqlite, postgres }
 
     /// A fixture whose token commands use `kind`'s store (the policy's default SQLite file,

@@ -1,9 +1,10 @@
 import NIOCore
+import RolegateTestSupport
 import Testing
 
 @testable import PostgresWire
 
-@Suite struct FramingTests {
+@Suite(.ownThreads) struct FramingTests {
     func bytes(_ values: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: values) }
 
     func int32(_ value: Int32) -> [UInt8] {

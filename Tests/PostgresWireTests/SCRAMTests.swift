@@ -1,10 +1,11 @@
 import Foundation
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 @testable import PostgresWire
 
-@Suite struct SCRAMTests {
+@Suite(.ownThreads) struct SCRAMTests {
     let salt = Array(Data(base64Encoded: "W22ZaJ0SNY7soEsUEjb6gQ==")!)
 
     /// RFC 7677's exchange, reproduced byte for byte by both sides.

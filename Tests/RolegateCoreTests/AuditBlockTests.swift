@@ -1,4 +1,5 @@
 import Foundation
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
@@ -6,7 +7,7 @@ import Testing
 /// The audit log's storage unit: events in, the same events (and chain) out, a few bytes per
 /// repeated statement, and a payload edited behind the store's back named or refused, never
 /// read as something else.
-@Suite struct AuditBlockTests {
+@Suite(.ownThreads) struct AuditBlockTests {
     /// Every field set, unset, empty or awkward; times that go backwards; several sessions.
     func varied(_ count: Int) -> [AuditEvent] {
         (0..<count).map { i -> AuditEvent in

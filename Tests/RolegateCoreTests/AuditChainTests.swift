@@ -1,9 +1,10 @@
 import Foundation
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
 
-@Suite struct AuditChainTests {
+@Suite(.ownThreads) struct AuditChainTests {
     func chain(_ count: Int = 5) -> [AuditEvent] {
         let events = (0..<count).map { i in
             AuditEvent(
@@ -88,7 +89,7 @@ import Testing
     }
 }
 
-@Suite struct CanonicalEncodingTests {
+@Suite(.ownThreads) struct CanonicalEncodingTests {
     /// The encoding as first written (a string per number and length): the fast writer must match it.
     static func reference(_ e: AuditEvent) -> [UInt8] {
         var out: [UInt8] = Array("rolegate-audit-v1;".utf8)
@@ -172,7 +173,7 @@ import Testing
     }
 }
 
-@Suite struct TimestampTests {
+@Suite(.ownThreads) struct TimestampTests {
     /// The hand-written RFC 3339 form equals Foundation's formatter's, before 1970 too.
     @Test func millisecondTimestampsMatchFoundationsFormatter() {
         let formatter = ISO8601DateFormatter()

@@ -1,11 +1,12 @@
 import Foundation
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
 
 /// `console:` in the policy (who is admin, operator or viewer in the web console), and the
 /// sealing the console hands a just-issued token to the browser with.
-@Suite struct ConsolePolicyTests {
+@Suite(.ownThreads) struct ConsolePolicyTests {
     static let base = """
         version: 1
         databases:

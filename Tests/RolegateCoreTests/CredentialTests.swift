@@ -1,9 +1,10 @@
 import Foundation
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
 
-@Suite struct CredentialTests {
+@Suite(.ownThreads) struct CredentialTests {
     /// RFC 7677, section 3: user "user", password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, i=4096.
     /// The server signature there is computed from ServerKey; check both derived keys against it.
     @Test func scramMatchesRFC7677() throws {

@@ -1,8 +1,9 @@
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
 
-@Suite struct GrantTargetTests {
+@Suite(.ownThreads) struct GrantTargetTests {
     @Test(arguments: [
         ("DATABASE", GrantTarget.database),
         ("schema Billing", .schema("billing")),
@@ -47,7 +48,7 @@ import Testing
     }
 }
 
-@Suite struct DurationTests {
+@Suite(.ownThreads) struct DurationTests {
     @Test(arguments: [
         ("30s", 30_000), ("15m", 900_000), ("1h30m", 5_400_000), ("7d", 604_800_000), ("250ms", 250),
     ])
@@ -67,7 +68,7 @@ import Testing
     }
 }
 
-@Suite struct SQLQuoteTests {
+@Suite(.ownThreads) struct SQLQuoteTests {
     @Test func identifiers() {
         #expect(SQLQuote.ident("a") == "\"a\"")
         #expect(SQLQuote.ident("a\"b") == "\"a\"\"b\"")
@@ -82,7 +83,7 @@ import Testing
     }
 }
 
-@Suite struct ConnectionURLTests {
+@Suite(.ownThreads) struct ConnectionURLTests {
     @Test func parsesAndRedacts() throws {
         let url = try ConnectionURL(parsing: "postgresql://ad%40min:p%2Fw@db.example:6543/my%20db?sslmode=require")
         #expect(url.user == "ad@min")

@@ -1,11 +1,12 @@
 import Foundation
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
 
 /// The identity sections of the policy: `trust:`, a service's `identity:`, `people:` and
 /// `groups:`, read as strictly as the rest of the file.
-@Suite struct IdentityPolicyTests {
+@Suite(.ownThreads) struct IdentityPolicyTests {
     static let base = """
         version: 1
         databases:
@@ -150,7 +151,7 @@ import Testing
 }
 
 /// `mcp:` on a service: off by default, `true`, or limits (which turn it on).
-@Suite struct MCPPolicyTests {
+@Suite(.ownThreads) struct MCPPolicyTests {
     static func policy(_ service: String, gateway: String = "") -> String {
         """
         version: 1
@@ -189,7 +190,7 @@ import Testing
 }
 
 /// `access:` and `webhooks:`: requestable grants and where their events go.
-@Suite struct AccessPolicyTests {
+@Suite(.ownThreads) struct AccessPolicyTests {
     static let base = """
         version: 1
         databases: {app: {url: "postgres://admin@127.0.0.1/app"}}

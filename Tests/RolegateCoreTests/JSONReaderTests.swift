@@ -1,9 +1,10 @@
 import Foundation
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
 
-@Suite struct JSONReaderTests {
+@Suite(.ownThreads) struct JSONReaderTests {
     func read(_ text: String) throws(JSONReader.Failure) -> JSONValue { try JSONReader.read(text) }
 
     func failure(_ text: String) -> JSONReader.Failure? {

@@ -1,9 +1,10 @@
 import Foundation
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
 
-@Suite struct JSONWriterTests {
+@Suite(.ownThreads) struct JSONWriterTests {
     /// Objects come out with their keys sorted whatever their number (up to two are ordered
     /// without sorting a copy), and keys and values escaped.
     @Test func objectsHaveSortedKeys() throws {

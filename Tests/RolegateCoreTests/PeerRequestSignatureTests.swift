@@ -1,9 +1,10 @@
 import Foundation
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 /// Instances authenticate their calls to each other with a signature under the shared master key.
-@Suite struct PeerRequestSignatureTests {
+@Suite(.ownThreads) struct PeerRequestSignatureTests {
     let signer = PeerRequestSignature(masterKey: MasterKey.generate())
     let now = Date(timeIntervalSince1970: 1_800_000_000)
 

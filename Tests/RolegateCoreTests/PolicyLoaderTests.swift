@@ -1,3 +1,4 @@
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
@@ -59,7 +60,7 @@ let contractExample = """
         token_ttl: 15m
     """
 
-@Suite struct PolicyLoaderTests {
+@Suite(.ownThreads) struct PolicyLoaderTests {
     @Test func loadsTheContractExample() throws {
         let policy = try load(contractExample)
         #expect(policy.databases.map(\.name) == ["app"])
@@ -362,7 +363,7 @@ let contractExample = """
     }
 }
 
-@Suite struct GatewaySettingsTests {
+@Suite(.ownThreads) struct GatewaySettingsTests {
     let base = """
         version: 1
         databases:
@@ -487,7 +488,7 @@ let contractExample = """
     }
 }
 
-@Suite struct SCRAMIterationPolicyTests {
+@Suite(.ownThreads) struct SCRAMIterationPolicyTests {
     @Test func servicesDefaultToSCRAMsUsualRoundsAndMayLowerThem() throws {
         let policy = try load(
             contractExample.replacingOccurrences(

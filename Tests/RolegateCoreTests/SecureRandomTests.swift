@@ -1,8 +1,9 @@
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
 
-@Suite struct SecureRandomTests {
+@Suite(.ownThreads) struct SecureRandomTests {
     @Test func everyByteOfEveryLengthIsDrawn() {
         for count in 0...41 {
             #expect(SecureRandom.bytes(count).count == count)

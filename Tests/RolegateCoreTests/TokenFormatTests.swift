@@ -1,9 +1,10 @@
 import Foundation
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateCore
 
-@Suite struct TokenFormatTests {
+@Suite(.ownThreads) struct TokenFormatTests {
     @Test func generatedTokensParse() throws {
         for _ in 0..<100 {
             let (id, token) = TokenFormat.generate()
@@ -148,7 +149,7 @@ import Testing
     }
 }
 
-@Suite struct CRC32Tests {
+@Suite(.ownThreads) struct CRC32Tests {
     /// The IEEE CRC-32 check value, and agreement with the byte-at-a-time form at every length
     /// (the sliced loop's tail and body), so tokens issued before keep their checksums.
     @Test func knownAnswerAndEveryLengthAgreeWithTheBytewiseForm() {

@@ -2,13 +2,14 @@ import Foundation
 import NIOCore
 import PostgresWire
 import RolegateCore
+import RolegateTestSupport
 import RolegateTokens
 import Testing
 
 @testable import RolegateGateway
 
 /// The session's protocol logic, event by event, without a network or a store.
-@Suite struct ClientSessionMachineTests {
+@Suite(.ownThreads) struct ClientSessionMachineTests {
     typealias Machine = ClientSessionMachine
 
     let policy = Policy(

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import PostgresWire
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateGateway
@@ -11,7 +12,7 @@ import Testing
 /// The gateway's login to a server that is not what it claims, over real sockets: a fake server
 /// asks for the role's password in clear text or as MD5, or fakes its way through SCRAM. Nothing
 /// of the credential may leave, and the login fails with an error that says why.
-@Suite struct HostileUpstreamTests {
+@Suite(.ownThreads) struct HostileUpstreamTests {
     static let password = "the-managed-role-credential"
 
     /// What the fake server does once the startup packet arrives.

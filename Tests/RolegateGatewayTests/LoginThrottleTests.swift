@@ -1,9 +1,10 @@
 import NIOCore
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateGateway
 
-@Suite struct LoginThrottleTests {
+@Suite(.ownThreads) struct LoginThrottleTests {
     let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
     let settings = LoginThrottleSettings(limit: 3, window: .seconds(60), delay: .seconds(2), maxDelayedPerAddress: 2)
 

@@ -1,8 +1,9 @@
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateGateway
 
-@Suite struct MetricsTests {
+@Suite(.ownThreads) struct MetricsTests {
     @Test func countersHistogramsAndGaugesRenderInPrometheusTextFormat() {
         let metrics = Metrics()
         let counter = metrics.counter("rolegate_statements_total", ["service": "billing-api", "channel": "wire"])

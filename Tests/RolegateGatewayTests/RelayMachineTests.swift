@@ -1,5 +1,6 @@
 import NIOCore
 import PostgresWire
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateGateway
@@ -7,7 +8,7 @@ import Testing
 
 /// The relay's decisions, both ways, without sockets: what is forwarded, what waits, what
 /// ends the session, what is owed by the server, and when a server connection may be reused.
-@Suite struct RelayMachineTests {
+@Suite(.ownThreads) struct RelayMachineTests {
     func message(_ type: Character, _ text: String = "") -> ByteBuffer {
         Backend.message(type) { if !text.isEmpty { $0.writeNullTerminatedString(text) } }.encoded()
     }

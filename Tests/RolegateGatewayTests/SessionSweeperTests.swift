@@ -1,11 +1,12 @@
 import Foundation
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateGateway
 
 /// What the sweeper ends and records at each look, without a gateway.
-@Suite struct SessionSweeperTests {
+@Suite(.ownThreads) struct SessionSweeperTests {
     let now = Date(timeIntervalSince1970: 2_000_000_000)
 
     func token(_ id: String, expiresIn seconds: TimeInterval) -> TokenRecord {

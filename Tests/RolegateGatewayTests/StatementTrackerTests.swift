@@ -1,11 +1,12 @@
 import NIOCore
 import PostgresWire
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateGateway
 
 /// The audit's view of a session, from the messages both sides send.
-@Suite struct StatementTrackerTests {
+@Suite(.ownThreads) struct StatementTrackerTests {
     func body(_ build: (inout ByteBuffer) -> Void) -> ByteBuffer {
         var buffer = ByteBuffer()
         build(&buffer)

@@ -2,12 +2,13 @@ import Foundation
 import NIOCore
 import PostgresWire
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateGateway
 
 /// The gateway's login to a database server, message by message, against honest and hostile servers.
-@Suite struct UpstreamLoginMachineTests {
+@Suite(.ownThreads) struct UpstreamLoginMachineTests {
     typealias Machine = UpstreamLoginMachine
     let password = "role-credential-never-to-leak"
     let salt: [UInt8] = Array(repeating: 9, count: 16)

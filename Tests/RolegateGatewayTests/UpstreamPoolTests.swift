@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import PostgresCluster
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateGateway
@@ -11,7 +12,7 @@ import Testing
 /// A role's cap on server connections, shared by the pools of two event loops, against a
 /// real PostgreSQL: sessions waiting at the cap are served in arrival order, whichever
 /// loop they wait on, and a wait that runs out leaves the queue.
-@Suite(.serialized) struct UpstreamPoolTests {
+@Suite(.serialized, .ownThreads) struct UpstreamPoolTests {
     /// Two event loops, each with its pool, sharing one cap of `limit` connections for the role.
     final class TwoLoops: Sendable {
         let cluster: PostgresCluster
@@ -24,6 +25,7 @@ import Testing
 
         /// `answerTimeouts`: each loop's pool's (a short one fails real logins on a loaded machine).
         init(limit: Int, answerTimeouts: [TimeAmount] = [.seconds(10), .seconds(10)]) async throws {
+            try TestThreads.requireForBlockingWork("a test's PostgreSQL cluster")
             cluster = try PostgresCluster.start()
             _ = try cluster.psql("CREATE ROLE \(Self.role) LOGIN PASSWORD '\(Self.password)'")
             key = UpstreamKey(
@@ -106,7 +108,7 @@ import Testing
     /// could have reused it at once; the newcomer is next.
     @Test func aWaiterOnAnotherLoopIsServedBeforeLaterSessions() async throws {
         let setup = try await TwoLoops(limit: 1)
-        defer { Task { await setup.stop() } }
+        defer { Task(executorPreference: TestThreads.shared) { await setup.stop() } }
         let first = try await setup.acquire(on: 0).get()
         let second = setup.acquire(on: 1)
         try await setup.waitForQueue(1)
@@ -131,7 +133,7 @@ import Testing
     /// the same server connection, reset, without a new login.
     @Test func aWaiterOnTheSameLoopGetsTheConnectionItself() async throws {
         let setup = try await TwoLoops(limit: 1)
-        defer { Task { await setup.stop() } }
+        defer { Task(executorPreference: TestThreads.shared) { await setup.stop() } }
         let first = try await setup.acquire(on: 0).get()
         let second = setup.acquire(on: 0)
         try await setup.waitForQueue(1)
@@ -146,7 +148,7 @@ import Testing
     /// connection that comes back afterwards stays idle for the next session.
     @Test func aWaitThatRunsOutFailsWith53300AndLeavesTheQueue() async throws {
         let setup = try await TwoLoops(limit: 1)
-        defer { Task { await setup.stop() } }
+        defer { Task(executorPreference: TestThreads.shared) { await setup.stop() } }
         let first = try await setup.acquire(on: 0).get()
         let error = await #expect(throws: UpstreamError.self) {
             try await setup.acquire(on: 1, waitLimit: .milliseconds(200)).get()
@@ -167,7 +169,7 @@ import Testing
     /// which logs in to PostgreSQL afterwards, the usual 10 s.)
     @Test func aServerThatNeverAnswersTheLoginGivesItsSlotBack() async throws {
         let setup = try await TwoLoops(limit: 1, answerTimeouts: [.milliseconds(300), .seconds(10)])
-        defer { Task { await setup.stop() } }
+        defer { Task(executorPreference: TestThreads.shared) { await setup.stop() } }
         let silent = try await ServerBootstrap(group: setup.group).bind(host: "127.0.0.1", port: 0).get()
         defer { silent.close(promise: nil) }
         let key = UpstreamKey(
@@ -195,7 +197,7 @@ import Testing
     /// not time out on a loaded machine) instead of holding its slot.
     @Test func aResetThatIsNeverAnsweredGivesTheSlotBack() async throws {
         let setup = try await TwoLoops(limit: 1)
-        defer { Task { await setup.stop() } }
+        defer { Task(executorPreference: TestThreads.shared) { await setup.stop() } }
         let connection = try await setup.acquire(on: 0).get()
         let backend = connection.processID
         #expect(kill(backend, SIGSTOP) == 0)

@@ -1,13 +1,14 @@
 import Foundation
 import RolegateCore
 import RolegateStore
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateHTTP
 
 /// The console's pieces that need no browser: the audit export's cells, the activity chart, and
 /// the tables' escaping.
-@Suite struct ConsolePageTests {
+@Suite(.ownThreads) struct ConsolePageTests {
     @Test func csvCellsAreQuotedAndFormulasDisarmed() {
         #expect(AuditExport.field("plain") == "plain")
         #expect(AuditExport.field("a,b") == "\"a,b\"")

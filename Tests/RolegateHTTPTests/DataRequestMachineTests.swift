@@ -1,11 +1,12 @@
 import NIOCore
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateHTTP
 
 /// The order rules of the data API's requests, part by part (the handler that performs
 /// them is tested through curl and raw sockets in HTTPTests and SecurityTests).
-@Suite struct DataRequestMachineTests {
+@Suite(.ownThreads) struct DataRequestMachineTests {
     typealias Machine = DataRequestMachine
 
     func bytes(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }

@@ -1,9 +1,10 @@
 import Foundation
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateHTTP
 
-@Suite struct HTTPDateTests {
+@Suite(.ownThreads) struct HTTPDateTests {
     /// IMF-fixdate as RFC 9110 spells it (its own example), and what HTTP clients parse.
     @Test func datesAreIMFFixdate() {
         #expect(HTTPDate.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")

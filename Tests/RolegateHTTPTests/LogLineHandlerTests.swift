@@ -1,10 +1,11 @@
 import Foundation
 import Logging
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateHTTP
 
-@Suite struct LogLineHandlerTests {
+@Suite(.ownThreads) struct LogLineHandlerTests {
     struct Refused: Error, CustomStringConvertible {
         var description: String { "refused" }
     }

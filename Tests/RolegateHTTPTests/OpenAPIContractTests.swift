@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import RolegateCore
+import RolegateTestSupport
 import Testing
 import Yams
 
@@ -10,7 +11,7 @@ import Yams
 /// The hand-kept parts of the HTTP API held to openapi.yaml: the generated code is as new as
 /// the document, the string formats the handlers check are exactly the document's patterns,
 /// and the operations that skip authentication are exactly those the document marks public.
-@Suite struct OpenAPIContractTests {
+@Suite(.ownThreads) struct OpenAPIContractTests {
     var document: [String: Any] {
         get throws { try #require(try Yams.load(yaml: OpenAPIDocument.yaml) as? [String: Any]) }
     }

@@ -1,12 +1,13 @@
 import NIOCore
 import PostgresWire
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateGateway
 @testable import RolegateHTTP
 
 /// The HTTP data API's conversation with PostgreSQL, message by message.
-@Suite struct QueryExchangeTests {
+@Suite(.ownThreads) struct QueryExchangeTests {
     func t(_ c: Character) -> UInt8 { UInt8(ascii: c.unicodeScalars.first!) }
     func tag(_ text: String) -> ByteBuffer {
         var b = ByteBuffer()

@@ -2,11 +2,12 @@ import Foundation
 import NIOCore
 import RolegateCore
 import RolegateGateway
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateHTTP
 
-@Suite struct QueryRequestTests {
+@Suite(.ownThreads) struct QueryRequestTests {
     func parse(_ body: String, batch: Bool = false) -> Result<QueryRequest, QueryRequest.Invalid> {
         QueryRequest.parse(ByteBuffer(string: body), batch: batch)
     }

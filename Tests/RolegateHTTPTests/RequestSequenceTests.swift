@@ -1,10 +1,11 @@
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateHTTP
 
 /// The order rules of ``HTTPRequestSequencer``: what goes on at once, what waits behind an
 /// unanswered request, when reading is held, and what quiescing does.
-@Suite struct RequestSequenceTests {
+@Suite(.ownThreads) struct RequestSequenceTests {
     /// The sequence under test, in a box so that `#expect` can call its mutating members.
     final class Sequence {
         var state = RequestSequence<String>()

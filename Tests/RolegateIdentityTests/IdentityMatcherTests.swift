@@ -1,11 +1,12 @@
 import Foundation
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateIdentity
 
 /// Which entry of the policy a verified identity gets: exactly one, or a refusal that says why.
-@Suite struct IdentityMatcherTests {
+@Suite(.ownThreads) struct IdentityMatcherTests {
     static let policyText = """
         version: 1
         databases:

@@ -1,6 +1,7 @@
 import Foundation
 import JWTKit
 import RolegateCore
+import RolegateTestSupport
 import Synchronization
 import Testing
 
@@ -9,7 +10,7 @@ import Testing
 /// Identity tokens from a trusted issuer, signed with this test's own keys and served as a JWKS
 /// document by a counting fetcher: every refusal is its own answer, a rotated key works without
 /// a restart, and unknown `kid`s do not turn into a flood of fetches.
-@Suite struct IdentityVerifierTests {
+@Suite(.ownThreads) struct IdentityVerifierTests {
     static let issuer = "https://token.actions.githubusercontent.com"
 
     /// An issuer with signing keys, and the JWKS document it publishes (which a test may change).

@@ -1,4 +1,5 @@
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 @testable import RolegateProvision
@@ -82,7 +83,7 @@ func inSyncSnapshot() -> CatalogSnapshot {
     return snap
 }
 
-@Suite struct PlannerTests {
+@Suite(.ownThreads) struct PlannerTests {
     @Test func emptyDatabaseCreatesEverything() throws {
         let plan = try makePlan(snapshot())
         #expect(plan.roles.map(\.action) == [.create, .create])

@@ -1,12 +1,13 @@
 import Foundation
 import RolegateCore
 import RolegateStore
+import RolegateTestSupport
 import Testing
 
 /// Access requests and webhook deliveries in both stores: decisions are counted once per
 /// approver inside the store's transaction, a final state is final, and a delivery is claimed
 /// by one sender at a time.
-@Suite struct AccessStoreTests {
+@Suite(.ownThreads) struct AccessStoreTests {
     static func request(_ id: String, now: Date, pendingFor: TimeInterval = 600) -> AccessRequest {
         AccessRequest(
             id: id, access: "fix-billing", role: "writer", requester: "alice@example.com", reason: "INC-1",

@@ -7,7 +7,7 @@ import RolegateTestSupport
 import Testing
 
 /// The audit part of the store contract, and the writer that feeds it.
-@Suite struct AuditStoreTests {
+@Suite(.ownThreads) struct AuditStoreTests {
     func statement(_ i: Int, service: String = "dash", at: Date = Date()) -> AuditEvent {
         AuditEvent(at: at, kind: .statement, action: "ok", service: service, tokenID: "t\(i % 3)", sql: "SELECT \(i)")
     }
@@ -189,7 +189,7 @@ import Testing
 
 /// The audit writer's own SQLite connection (`open(forAudit: true)`) writes through SQLite's
 /// C API with reused statements; what it stores must be what the portable path stores.
-@Suite struct SQLiteAuditAppenderTests {
+@Suite(.ownThreads) struct SQLiteAuditAppenderTests {
     /// Every field set, unset, empty or awkward, in batch sizes that use each statement size.
     func events(_ count: Int, from start: Int) -> [AuditEvent] {
         (start..<start + count).map { i in

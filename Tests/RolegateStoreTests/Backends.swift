@@ -22,6 +22,7 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
             let directory = NSTemporaryDirectory() + "rolegate-store-" + UUID().uuidString
             return .sqlite(path: directory + "/state.db")
         case .postgres:
+            try TestThreads.requireForBlockingWork("a PostgreSQL store's database")
             let cluster = try Self.cluster.get()
             let name = "store_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
             try cluster.psql("CREATE DATABASE \(name)")

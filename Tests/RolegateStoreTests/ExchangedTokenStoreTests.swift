@@ -1,13 +1,14 @@
 import Foundation
 import RolegateCore
 import RolegateStore
+import RolegateTestSupport
 import RolegateTokens
 import Testing
 
 /// Exchanged tokens in both stores: one live token per subject (the previous one in its
 /// grace), at most `maxLive` subjects, no second exchange of an identity token whose token was
 /// revoked, and revocation by subject.
-@Suite struct ExchangedTokenStoreTests {
+@Suite(.ownThreads) struct ExchangedTokenStoreTests {
     static func grant(_ subject: String, digest: String? = nil, maxLive: Int = 2) -> IdentityGrant {
         var grant = IdentityGrant(
             login: "dash", role: "reader", subject: subject, trust: "github", source: "service dash",

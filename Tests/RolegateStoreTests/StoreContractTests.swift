@@ -1,6 +1,7 @@
 import Foundation
 import RolegateCore
 import RolegateStore
+import RolegateTestSupport
 import RolegateTokens
 import Synchronization
 import Testing
@@ -35,7 +36,7 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
 }
 
 /// The contract every store fulfils, run against SQLite and PostgreSQL alike.
-@Suite struct StoreContractTests {
+@Suite(.ownThreads) struct StoreContractTests {
     /// A store refuses work once closed: a task still running at shutdown (the token verifier's
     /// last write of uses) gets an error, where the PostgreSQL store used to reconnect and leave
     /// a connection nobody closed.
@@ -437,7 +438,7 @@ func service(_ store: any Store, policy: Policy = storePolicy) -> TokenService {
     }
 }
 
-@Suite struct TokenSCRAMIterationTests {
+@Suite(.ownThreads) struct TokenSCRAMIterationTests {
     /// New tokens take the policy's round count (a lowered one here); a rotation keeps the live token's, since one
     /// SCRAM exchange announces one count for every token the service may present.
     @Test func newTokensTakeThePolicysCountAndRotationsKeepTheLiveOne() async throws {

@@ -5,7 +5,7 @@ import RolegateTestSupport
 import RolegateTokens
 import Testing
 
-@Suite struct TokenVerifierTests {
+@Suite(.ownThreads) struct TokenVerifierTests {
     /// A SCRAM login reads its candidates at client-first and proves one at client-final, maybe
     /// seconds later: admission checks the token as it is then, not the copy read at the start.
     @Test(arguments: Backend.allCases)

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresCluster
 import RolegateCore
+import RolegateTestSupport
 import Testing
 
 /// A throwaway cluster with a database `app` owned by a non-superuser admin (CREATEROLE
@@ -28,6 +29,7 @@ final class Fixture: @unchecked Sendable {
         """
 
     init() throws {
+        try TestThreads.requireForBlockingWork("a test's PostgreSQL cluster")
         cluster = try PostgresCluster.start()
         directory = NSTemporaryDirectory() + "rolegate-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -64,7 +66,8 @@ final class Fixture: @unchecked Sendable {
     /// Runs the real `rolegate` binary in the fixture's folder.
     @discardableResult
     func rolegate(_ arguments: [String], stdin: String? = nil) throws -> ProcessResult {
-        try Subprocess.run(
+        try TestThreads.requireForBlockingWork("running rolegate \(arguments.first ?? "")")
+        return try Subprocess.run(
             RolegateBinary.path, arguments, environment: environment, stdin: stdin, workingDirectory: directory)
     }
 
@@ -84,7 +87,8 @@ final class Fixture: @unchecked Sendable {
     /// SQL as the superuser on `app`.
     @discardableResult
     func sql(_ text: String) throws -> String {
-        try cluster.psql(text, database: "app")
+        try TestThreads.requireForBlockingWork("psql")
+        return try cluster.psql(text, database: "app")
     }
 
     /// The master key `apply` created.
