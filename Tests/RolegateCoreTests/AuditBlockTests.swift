@@ -148,6 +148,51 @@ import Testing
         }
     }
 
+    /// Someone with write access to the store can set any number to anything: verification
+    /// must name what that breaks, not trap on the arithmetic.
+    @Test func numbersEditedToTheirExtremesAreNamedNotACrash() throws {
+        let block = AuditBlock.seal(varied(3), instance: "gw", after: nil)[0]
+        var scanner = try PayloadScanner(block.payload)
+        var first = PayloadScanner.Event()
+        try scanner.next(into: &first)
+        for (field, value) in [(0, Int64.max), (0, Int64.min), (1, Int64.max), (1, Int64.min)] {
+            // The first event's sequence delta (field 0) or time delta (field 1), rewritten.
+            var rest = ByteReader(block.payload)
+            rest.offset = first.bytes.lowerBound
+            let sequenceDelta = rest.signed()!
+            let afterSequence = rest.offset
+            _ = rest.signed()!
+            var number = ByteWriter()
+            number.signed(value)
+            var edited = block
+            if field == 0 {
+                edited.payload =
+                    Array(block.payload[..<first.bytes.lowerBound]) + number.bytes
+                    + block.payload[afterSequence...]
+            } else {
+                var sequence = ByteWriter()
+                sequence.signed(sequenceDelta)
+                edited.payload =
+                    Array(block.payload[..<first.bytes.lowerBound]) + sequence.bytes + number.bytes
+                    + block.payload[rest.offset...]
+            }
+            #expect(!edited.isIntact)
+            if let read = try? edited.decode(blockID: Int64.max) {
+                #expect(read.firstAltered == 0, "field \(field) = \(value) went unnoticed")
+            }
+        }
+        var summary = block
+        summary.firstSequence = .min
+        summary.lastSequence = .max
+        #expect(!summary.isIntact)
+        // A chain whose first block claims to start at the lowest number there is.
+        var verifier = ChainVerifier(instance: "gw")
+        #expect(
+            verifier.nextBlock(firstSequence: .min, count: 3, previousHash: AuditChain.genesis, lastHash: "x") == nil)
+        #expect(verifier.finish(head: (.max, "y"))?.message.contains("is missing") == true)
+        #expect(verifier.nextBlock(firstSequence: .max, count: 1, previousHash: "x", lastHash: "z") != nil)
+    }
+
     @Test func largeBatchesAreSplitIntoBlocksThatJoinUp() throws {
         let events = (0..<(AuditBlock.maxEvents + 10)).map { i in
             AuditEvent(

@@ -77,7 +77,7 @@ public struct AuditBlock: Sendable, Equatable {
     public static func key(service: String) -> String { "v:" + service }
 
     /// The id of the event at `index` of the block stored as `block`.
-    public static func eventID(block: Int64, index: Int) -> Int64 { block * idsPerBlock + Int64(index) }
+    public static func eventID(block: Int64, index: Int) -> Int64 { block &* idsPerBlock &+ Int64(index) }
 
     /// ``counts`` read back.
     public var countsByKind: [(kind: AuditEvent.Kind, action: String, count: Int)] { Self.counts(counts) }
@@ -329,92 +329,46 @@ extension AuditBlock {
     /// Reads the events with every chain field (sequence, previous hash, hash) and their ids.
     /// `hashing: false` skips the hashes (left empty) for reads that only count or filter.
     public func decode(blockID: Int64?, hashing: Bool = true) throws(Unreadable) -> Events {
-        var reader = ByteReader(payload)
-        let (firstSequence, firstAt, texts) = try readHead(&reader)
-        let digests = hashing ? texts.map(ChainHasher.digest) : []
-        func text(_ reference: UInt64?) throws(Unreadable) -> String {
-            guard let reference, reference < UInt64(texts.count) else {
-                throw Unreadable(description: "an event refers to a text the block does not have")
-            }
-            return texts[Int(reference)]
-        }
+        var scanner = try PayloadScanner(payload)
+        let texts = scanner.texts.map { String(decoding: payload[$0], as: UTF8.self) }
+        let digests = hashing ? scanner.digests() : []
         var events: [AuditEvent] = []
         events.reserveCapacity(count)
-        var sequence = firstSequence - 1
-        var at = firstAt
+        // Wrapping arithmetic: an edited delta must make the block unreadable, not trap.
+        var sequence = scanner.firstSequence &- 1
+        var at = scanner.firstAt
         var chain = ChainHasher.start(
-            instance: instance, previousHash: previousHash, header: Self.header(firstSequence, firstAt))
+            instance: instance, previousHash: previousHash, header: Self.header(scanner.firstSequence, scanner.firstAt))
         var previous = previousHash
         var firstAltered: Int?
-        var used: [Int] = []
-        var fields = [String?](repeating: nil, count: 8)
-        var lastDetailRefs: [UInt64] = []
+        var stored = PayloadScanner.Event()
+        var lastDetailRefs: [Int] = []
         var lastDetail: [String: String] = [:]
-        var detailRefs: [UInt64] = []
-        while !reader.atEnd {
-            let number = events.count + 1
-            let start = reader.offset
-            used.removeAll(keepingCapacity: true)
-            guard let sequenceDelta = reader.signed(), let atDelta = reader.signed(), let kindIndex = reader.byte(),
-                Int(kindIndex) < AuditEvent.Kind.allCases.count, let actionRef = reader.unsigned(),
-                let mask = reader.unsigned()
-            else { throw Unreadable(description: "event \(number) of the block is cut short") }
-            sequence += 1 + sequenceDelta
-            at += atDelta
-            let action = try text(actionRef)
-            used.append(Int(actionRef))
-            for bit in 0..<8 {
-                if mask & (1 << UInt64(bit)) == 0 {
-                    fields[bit] = nil
-                } else {
-                    let reference = reader.unsigned()
-                    fields[bit] = try text(reference)
-                    used.append(Int(reference!))
-                }
-            }
-            var rows: Int64?
-            var duration: Int64?
-            if mask & (1 << 8) != 0 { rows = reader.signed() }
-            if mask & (1 << 9) != 0 { duration = reader.signed() }
-            guard let detailCount = reader.unsigned(), detailCount <= UInt64(payload.count) else {
-                throw Unreadable(description: "event \(number) of the block is cut short")
-            }
-            detailRefs.removeAll(keepingCapacity: true)
-            for _ in 0..<(2 * detailCount) {
-                guard let reference = reader.unsigned(), reference < UInt64(texts.count) else {
-                    throw Unreadable(description: "an event refers to a text the block does not have")
-                }
-                detailRefs.append(reference)
-                used.append(Int(reference))
-            }
+        while !scanner.atEnd {
+            try scanner.next(into: &stored)
+            sequence = sequence &+ 1 &+ stored.sequenceDelta
+            at = at &+ stored.atDelta
             // Consecutive events mostly carry the same detail: one dictionary for all of them.
-            if detailRefs != lastDetailRefs {
-                var detail = [String: String](minimumCapacity: Int(detailCount))
-                for pair in stride(from: 0, to: detailRefs.count, by: 2) {
-                    detail[texts[Int(detailRefs[pair])]] = texts[Int(detailRefs[pair + 1])]
+            if stored.detail != lastDetailRefs {
+                var detail = [String: String](minimumCapacity: stored.detail.count / 2)
+                for pair in stride(from: 0, to: stored.detail.count, by: 2) {
+                    detail[texts[stored.detail[pair]]] = texts[stored.detail[pair + 1]]
                 }
-                swap(&lastDetailRefs, &detailRefs)
+                lastDetailRefs = stored.detail
                 lastDetail = detail
             }
-            let end = reader.offset
-            guard let prefix = reader.raw(Self.prefixBytes) else {
-                throw Unreadable(description: "event \(number) of the block is cut short")
-            }
+            let fields = stored.fields.map { $0.map { texts[$0] } }
             var event = AuditEvent(
                 instance: instance, sequence: sequence, at: Date(milliseconds: at),
-                kind: AuditEvent.Kind.allCases[Int(kindIndex)], action: action, service: fields[0],
+                kind: AuditEvent.Kind.allCases[stored.kind], action: texts[stored.action], service: fields[0],
                 tokenID: fields[1], role: fields[2], database: fields[3], sessionID: fields[4], client: fields[5],
-                sql: fields[6], sqlState: fields[7], rows: rows, durationMicros: duration, detail: lastDetail,
-                id: blockID.map { Self.eventID(block: $0, index: events.count) })
+                sql: fields[6], sqlState: fields[7], rows: stored.rows, durationMicros: stored.duration,
+                detail: lastDetail, id: blockID.map { Self.eventID(block: $0, index: events.count) })
             if hashing {
-                chain = payload.withUnsafeBytes { bytes in
-                    ChainHasher.next(
-                        after: chain, event: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), texts: used,
-                        digests: digests)
-                }
+                chain = stored.chain(after: chain, payload: payload, digests: digests)
                 event.previousHash = previous
                 event.hash = chain.hex
-                if firstAltered == nil, !chain.hasPrefix(prefix) { firstAltered = events.count }
+                if firstAltered == nil, !chain.hasPrefix(stored.prefix) { firstAltered = events.count }
                 previous = event.hash
             }
             events.append(event)
@@ -424,20 +378,6 @@ extension AuditBlock {
         }
         if hashing, firstAltered == nil, previous != lastHash { firstAltered = events.count - 1 }
         return Events(events: events, firstAltered: firstAltered)
-    }
-
-    /// The header and the text table.
-    private func readHead(_ reader: inout ByteReader) throws(Unreadable) -> (Int64, Int64, [String]) {
-        guard reader.byte() == Self.formatVersion, let firstSequence = reader.signed(), let firstAt = reader.signed(),
-            let textCount = reader.unsigned(), textCount <= UInt64(payload.count)
-        else { throw Unreadable(description: "its header is not a block's") }
-        var texts: [String] = []
-        texts.reserveCapacity(Int(textCount))
-        for _ in 0..<textCount {
-            guard let text = reader.text() else { throw Unreadable(description: "its text table is cut short") }
-            texts.append(text)
-        }
-        return (firstSequence, firstAt, texts)
     }
 
     /// Whether the block is intact as stored: its events numbered on from ``firstSequence``
@@ -450,70 +390,31 @@ extension AuditBlock {
     /// walk's fast path: nothing is decoded into events, and a block it does not vouch for is
     /// read in full to name what is wrong.
     public var intactKeys: [String]? {
-        var reader = ByteReader(payload)
-        guard reader.byte() == Self.formatVersion, let firstSequence = reader.signed(),
-            firstSequence == self.firstSequence, let firstAt = reader.signed(), let textCount = reader.unsigned(),
-            textCount <= UInt64(payload.count)
-        else { return nil }
-        var digests: [UInt64] = []
-        var places: [Range<Int>] = []
-        digests.reserveCapacity(Int(textCount))
-        for _ in 0..<textCount {
-            guard let length = reader.unsigned() else { return nil }
-            let start = reader.offset
-            guard let bytes = reader.raw(Int(clamping: length)) else { return nil }
-            digests.append(bytes.withUnsafeBytes { ChainHasher.digest($0) })
-            places.append(start..<reader.offset)
-        }
+        guard var scanner = try? PayloadScanner(payload), scanner.firstSequence == firstSequence else { return nil }
+        let digests = scanner.digests()
         var chain = ChainHasher.start(
-            instance: instance, previousHash: previousHash, header: Self.header(firstSequence, firstAt))
-        var used: [Int] = []
+            instance: instance, previousHash: previousHash, header: Self.header(firstSequence, scanner.firstAt))
+        var stored = PayloadScanner.Event()
         var events = 0
         var kinds: Int64 = 0
         var counts: [Int: Int] = [:]
-        // Texts used as a service (bit 0), a token (bit 1), a session (bit 4).
+        // Texts used as a service (field 0), a token (field 1), a session (field 4).
         var keyed: [Set<Int>] = [[], [], []]
-        let ok = payload.withUnsafeBytes { bytes -> Bool in
-            while !reader.atEnd {
-                let start = reader.offset
-                used.removeAll(keepingCapacity: true)
-                guard reader.signed() == 0, reader.signed() != nil, let kind = reader.byte(),
-                    Int(kind) < AuditEvent.Kind.allCases.count, let action = reader.unsigned(),
-                    action < textCount, let mask = reader.unsigned()
-                else { return false }
-                used.append(Int(action))
-                kinds |= 1 << Int64(kind)
-                counts[Int(kind) << 32 | Int(action), default: 0] += 1
-                for bit in 0..<8 where mask & (1 << UInt64(bit)) != 0 {
-                    guard let reference = reader.unsigned(), reference < textCount else { return false }
-                    used.append(Int(reference))
-                    switch bit {
-                    case 0: keyed[0].insert(Int(reference))
-                    case 1: keyed[1].insert(Int(reference))
-                    case 4: keyed[2].insert(Int(reference))
-                    default: break
-                    }
-                }
-                if mask & (1 << 8) != 0, reader.signed() == nil { return false }
-                if mask & (1 << 9) != 0, reader.signed() == nil { return false }
-                guard let pairs = reader.unsigned(), pairs <= UInt64(payload.count) else { return false }
-                for _ in 0..<(2 * pairs) {
-                    guard let reference = reader.unsigned(), reference < textCount else { return false }
-                    used.append(Int(reference))
-                }
-                let end = reader.offset
-                chain = ChainHasher.next(
-                    after: chain, event: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), texts: used,
-                    digests: digests)
-                guard let prefix = reader.raw(Self.prefixBytes), chain.hasPrefix(prefix) else { return false }
-                events += 1
-            }
-            return true
+        while !scanner.atEnd {
+            guard (try? scanner.next(into: &stored)) != nil, stored.sequenceDelta == 0 else { return nil }
+            kinds |= 1 << Int64(stored.kind)
+            counts[stored.kind << 32 | stored.action, default: 0] += 1
+            if let service = stored.fields[0] { keyed[0].insert(service) }
+            if let token = stored.fields[1] { keyed[1].insert(token) }
+            if let session = stored.fields[4] { keyed[2].insert(session) }
+            chain = stored.chain(after: chain, payload: payload, digests: digests)
+            guard chain.hasPrefix(stored.prefix) else { return nil }
+            events += 1
         }
-        guard ok, events == count, lastSequence == firstSequence + Int64(count) - 1, chain.hex == lastHash,
+        guard events == count, lastSequence == firstSequence &+ Int64(count) &- 1, chain.hex == lastHash,
             kinds == self.kinds
         else { return nil }
-        func text(_ index: Int) -> String { String(decoding: payload[places[index]], as: UTF8.self) }
+        func text(_ index: Int) -> String { String(decoding: payload[scanner.texts[index]], as: UTF8.self) }
         guard Self.countsText(counts, action: text) == self.counts else { return nil }
         return
             (keyed[0].map { Self.key(service: text($0)) } + keyed[1].map { Self.key(token: text($0)) }
@@ -541,9 +442,9 @@ extension AuditBlock {
         var expected = first.sequence
         for event in events {
             encoder.append(
-                event, sequenceDelta: event.sequence - expected, atMilliseconds: event.at.millisecondsSince1970,
+                event, sequenceDelta: event.sequence &- expected, atMilliseconds: event.at.millisecondsSince1970,
                 storedPrefix: event.hash)
-            expected = event.sequence + 1
+            expected = event.sequence &+ 1
         }
         return AuditBlock(
             instance: instance, firstSequence: first.sequence, lastSequence: last.sequence, firstAt: firstAt,
@@ -552,6 +453,131 @@ extension AuditBlock {
             payload: encoder.payload(firstSequence: first.sequence, firstAt: firstAt))
     }
 
+}
+
+// MARK: - Reading
+
+/// The one reader of a block's payload: its header, where each text of its table lies, and
+/// its events field by field as text references, never making a string. ``AuditBlock/decode(blockID:hashing:)``
+/// builds events from it and ``AuditBlock/intactKeys`` (the fast verification) only hashes and
+/// counts, so the two cannot read the layout differently.
+struct PayloadScanner {
+    /// One event as stored.
+    struct Event {
+        var sequenceDelta: Int64 = 0
+        var atDelta: Int64 = 0
+        /// Its place in ``AuditEvent/Kind/allCases``.
+        var kind = 0
+        var action = 0
+        /// The texts of service, token, role, database, session, client, SQL and SQLSTATE, when present.
+        var fields = [Int?](repeating: nil, count: 8)
+        var rows: Int64?
+        var duration: Int64?
+        /// Detail keys and values, alternating.
+        var detail: [Int] = []
+        /// Every text it uses, in the order the chain hashes their digests.
+        var used: [Int] = []
+        /// Its bytes (what the chain hashes) and the first bytes of its stored hash.
+        var bytes: Range<Int> = 0..<0
+        var prefix: ArraySlice<UInt8> = []
+
+        /// The chain's hash after this event (see ``AuditBlock``).
+        func chain(after previous: ChainHasher.Hash, payload: [UInt8], digests: [UInt64]) -> ChainHasher.Hash {
+            payload.withUnsafeBytes { all in
+                ChainHasher.next(
+                    after: previous, event: UnsafeRawBufferPointer(rebasing: all[bytes]), texts: used,
+                    digests: digests)
+            }
+        }
+    }
+
+    private var reader: ByteReader
+    let firstSequence: Int64
+    let firstAt: Int64
+    /// Where each text of the table lies in the payload.
+    let texts: [Range<Int>]
+    /// Events read so far.
+    private(set) var read = 0
+
+    init(_ payload: [UInt8]) throws(AuditBlock.Unreadable) {
+        reader = ByteReader(payload)
+        guard reader.byte() == AuditBlock.formatVersion, let firstSequence = reader.signed(),
+            let firstAt = reader.signed(), let textCount = reader.unsigned(), textCount <= UInt64(payload.count)
+        else { throw AuditBlock.Unreadable(description: "its header is not a block's") }
+        var texts: [Range<Int>] = []
+        texts.reserveCapacity(Int(textCount))
+        for _ in 0..<textCount {
+            guard let length = reader.unsigned(), length <= UInt64(payload.count - reader.offset) else {
+                throw AuditBlock.Unreadable(description: "its text table is cut short")
+            }
+            texts.append(reader.offset..<reader.offset + Int(length))
+            reader.offset += Int(length)
+        }
+        (self.firstSequence, self.firstAt, self.texts) = (firstSequence, firstAt, texts)
+    }
+
+    var atEnd: Bool { reader.atEnd }
+
+    /// The 8-byte digest of each text, from its bytes as stored.
+    func digests() -> [UInt64] {
+        reader.bytes.withUnsafeBytes { all in
+            texts.map { ChainHasher.digest(UnsafeRawBufferPointer(rebasing: all[$0])) }
+        }
+    }
+
+    /// Reads the next event into `event` (its arrays reused).
+    mutating func next(into event: inout Event) throws(AuditBlock.Unreadable) {
+        read += 1
+        var cutShort: AuditBlock.Unreadable {
+            AuditBlock.Unreadable(description: "event \(read) of the block is cut short")
+        }
+        let start = reader.offset
+        event.used.removeAll(keepingCapacity: true)
+        event.detail.removeAll(keepingCapacity: true)
+        guard let sequenceDelta = reader.signed(), let atDelta = reader.signed(), let kind = reader.byte(),
+            Int(kind) < AuditEvent.Kind.allCases.count, let action = reader.unsigned(), let mask = reader.unsigned()
+        else { throw cutShort }
+        (event.sequenceDelta, event.atDelta, event.kind) = (sequenceDelta, atDelta, Int(kind))
+        event.action = try text(action)
+        event.used.append(event.action)
+        for field in 0..<8 {
+            if mask & (1 << UInt64(field)) == 0 {
+                event.fields[field] = nil
+            } else {
+                guard let reference = reader.unsigned() else { throw cutShort }
+                let text = try text(reference)
+                event.fields[field] = text
+                event.used.append(text)
+            }
+        }
+        event.rows = nil
+        event.duration = nil
+        if mask & (1 << 8) != 0 {
+            guard let rows = reader.signed() else { throw cutShort }
+            event.rows = rows
+        }
+        if mask & (1 << 9) != 0 {
+            guard let duration = reader.signed() else { throw cutShort }
+            event.duration = duration
+        }
+        guard let pairs = reader.unsigned(), pairs <= UInt64(reader.bytes.count) else { throw cutShort }
+        for _ in 0..<(2 * pairs) {
+            guard let reference = reader.unsigned() else { throw cutShort }
+            let text = try text(reference)
+            event.detail.append(text)
+            event.used.append(text)
+        }
+        event.bytes = start..<reader.offset
+        guard let prefix = reader.raw(AuditBlock.prefixBytes) else { throw cutShort }
+        event.prefix = prefix
+    }
+
+    private func text(_ reference: UInt64) throws(AuditBlock.Unreadable) -> Int {
+        guard reference < UInt64(texts.count) else {
+            throw AuditBlock.Unreadable(description: "an event refers to a text the block does not have")
+        }
+        return Int(reference)
+    }
 }
 
 // MARK: - Hashing
@@ -688,12 +714,6 @@ struct ByteReader {
     mutating func signed() -> Int64? {
         guard let raw = unsigned() else { return nil }
         return Int64(bitPattern: raw >> 1) ^ -Int64(bitPattern: raw & 1)
-    }
-
-    mutating func text() -> String? {
-        guard let length = unsigned(), length <= UInt64(bytes.count - offset) else { return nil }
-        defer { offset += Int(length) }
-        return String(decoding: bytes[offset..<offset + Int(length)], as: UTF8.self)
     }
 
     mutating func raw(_ count: Int) -> ArraySlice<UInt8>? {

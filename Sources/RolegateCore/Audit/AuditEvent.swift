@@ -328,6 +328,8 @@ public enum AuditChain {
 /// An altered event no longer matches its hash; a deleted one leaves a gap in the sequence
 /// (or a head that points past the end); reordered or replaced events break the
 /// previous-hash links. A chain may start after #1 only where a checkpoint records the cut.
+/// Its arithmetic on sequence numbers wraps: a number edited to an extreme is reported as what
+/// it breaks, never a trap that would end the verification without a word.
 public struct ChainVerifier: Sendable {
     public let instance: String
     /// The first event's sequence and previous hash.
@@ -363,8 +365,8 @@ public struct ChainVerifier: Sendable {
             }
             return problem(
                 expectedSequence,
-                event.sequence - 1 == expectedSequence
-                    ? "is missing" : "is missing (and so are the events up to #\(event.sequence - 1))")
+                event.sequence &- 1 == expectedSequence
+                    ? "is missing" : "is missing (and so are the events up to #\(event.sequence &- 1))")
         }
         if event.instance != instance { return problem(event.sequence, "was moved from chain \(event.instance)") }
         if !hashChecked, AuditChain.hash(event) != event.hash {
@@ -373,7 +375,7 @@ public struct ChainVerifier: Sendable {
         if event.previousHash != previous {
             return problem(
                 event.sequence,
-                "does not follow #\(event.sequence - 1) (an event before it was altered, replaced or reordered)")
+                "does not follow #\(event.sequence &- 1) (an event before it was altered, replaced or reordered)")
         }
         if event.kind == .checkpoint, let through = event.detail["pruned_through"],
             let hash = event.detail["hash_at_cut"]
@@ -381,7 +383,7 @@ public struct ChainVerifier: Sendable {
             cuts.insert("\(through)|\(hash)")
         }
         previous = event.hash
-        expectedSequence += 1
+        expectedSequence &+= 1
         count += 1
         return nil
     }
@@ -404,16 +406,16 @@ public struct ChainVerifier: Sendable {
             if firstSequence < expectedSequence { return problem(firstSequence, "appears out of order") }
             return problem(
                 expectedSequence,
-                firstSequence - 1 == expectedSequence
-                    ? "is missing" : "is missing (and so are the events up to #\(firstSequence - 1))")
+                firstSequence &- 1 == expectedSequence
+                    ? "is missing" : "is missing (and so are the events up to #\(firstSequence &- 1))")
         }
         if previousHash != previous {
             return problem(
                 firstSequence,
-                "does not follow #\(firstSequence - 1) (an event before it was altered, replaced or reordered)")
+                "does not follow #\(firstSequence &- 1) (an event before it was altered, replaced or reordered)")
         }
         previous = lastHash
-        expectedSequence += Int64(blockCount)
+        expectedSequence &+= Int64(blockCount)
         count += blockCount
         return nil
     }
@@ -429,18 +431,18 @@ public struct ChainVerifier: Sendable {
             }
             return nil
         }
-        if first.sequence != 1, !cuts.contains("\(first.sequence - 1)|\(first.previousHash)") {
+        if first.sequence != 1, !cuts.contains("\(first.sequence &- 1)|\(first.previousHash)") {
             return AuditChain.Problem(
                 instance: instance, sequence: 1, id: nil,
                 message:
-                    "is missing (events #1 to #\(first.sequence - 1) are gone and no checkpoint records pruning them)")
+                    "is missing (events #1 to #\(first.sequence &- 1) are gone and no checkpoint records pruning them)")
         }
-        let last = expectedSequence - 1
+        let last = expectedSequence &- 1
         if let head {
             if head.sequence > last {
                 return AuditChain.Problem(
-                    instance: instance, sequence: last + 1, id: nil,
-                    message: head.sequence == last + 1
+                    instance: instance, sequence: last &+ 1, id: nil,
+                    message: head.sequence == last &+ 1
                         ? "is missing (the chain head records it as the last event)"
                         : "is missing, as are the events up to #\(head.sequence) the chain head records")
             }
