@@ -284,7 +284,26 @@ try:
     check(status == 403, f"a POST without the CSRF value gets 403 ({status})")
     driver.get(base + "/console/access")
     shoot("access")
-    driver.get(base + "/console")
+
+    # Refused logins are counted on the overview (from the audit blocks' summaries, exactly).
+    def refusals_shown():
+        driver.get(base + "/console")
+        for item in driver.find_elements(By.CSS_SELECTOR, ".counts li"):
+            if "refusals in 24 h" in item.text:
+                return int(item.text.split()[0])
+        return None
+
+    before = refusals_shown()
+    check(before is not None, "the overview counts refusals")
+    for _ in range(3):
+        wrong = psql_session("rg_wrongtoken_not_a_real_one", "SELECT 1")
+        check(ended_within(wrong, 20) and wrong.returncode != 0, "a wrong token is refused")
+    deadline = time.time() + 10  # the audit writer's group commit
+    after = refusals_shown()
+    while after is not None and after < before + 3 and time.time() < deadline:
+        time.sleep(0.3)
+        after = refusals_shown()
+    check(after is not None and after >= before + 3, f"three refused logins are counted ({before} -> {after})")
     check(len(driver.find_elements(By.CSS_SELECTOR, "#activity svg")) == 1, "the activity chart is drawn (SVG)")
     check("sessions in all" in text("#activity"), f"the chart says what it counts: {text('#activity')}")
     shoot("overview-with-activity")
