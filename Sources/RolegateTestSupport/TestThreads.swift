@@ -39,11 +39,12 @@ public final class TestThreads: TaskExecutor, @unchecked Sendable {
         // A thread waiting in `work` takes each queued job; start one when none is waiting.
         let start = jobs.count > idle && threads < maximumThreads
         if start { threads += 1 }
+        let number = threads
         condition.signal()
         condition.unlock()
         if start {
             let thread = Thread { [self] in work() }
-            thread.name = "rolegate-test-\(ObjectIdentifier(thread).hashValue & 0xffff)"
+            thread.name = "rolegate-test-\(number)"
             thread.start()
         }
     }
@@ -84,7 +85,7 @@ public final class TestThreads: TaskExecutor, @unchecked Sendable {
     }
 }
 
-/// Runs a suite's tests on ``TestThreads`` (see there why).
+/// Runs a suite's tests, and the suites nested in it, on ``TestThreads`` (see there why).
 public struct OwnThreadsTrait: SuiteTrait, TestTrait, TestScoping {
     public var isRecursive: Bool { true }
 
@@ -96,6 +97,6 @@ public struct OwnThreadsTrait: SuiteTrait, TestTrait, TestScoping {
 }
 
 extension Trait where Self == OwnThreadsTrait {
-    /// The suite's tests block on processes: run them on threads of their own (``TestThreads``).
+    /// Runs the suite's tests on threads of their own (``TestThreads``); every suite has it.
     public static var ownThreads: Self { Self() }
 }

@@ -342,6 +342,7 @@ extension AuditBlock {
         var previous = previousHash
         var firstAltered: Int?
         var stored = PayloadScanner.Event()
+        var fields = [String?](repeating: nil, count: 8)
         var lastDetailRefs: [Int] = []
         var lastDetail: [String: String] = [:]
         while !scanner.atEnd {
@@ -357,7 +358,7 @@ extension AuditBlock {
                 lastDetailRefs = stored.detail
                 lastDetail = detail
             }
-            let fields = stored.fields.map { $0.map { texts[$0] } }
+            for field in fields.indices { fields[field] = stored.fields[field].map { texts[$0] } }
             var event = AuditEvent(
                 instance: instance, sequence: sequence, at: Date(milliseconds: at),
                 kind: AuditEvent.Kind.allCases[stored.kind], action: texts[stored.action], service: fields[0],
