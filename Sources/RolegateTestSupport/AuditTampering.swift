@@ -133,10 +133,42 @@ public struct AuditTampering: Sendable {
         try write(read.1, id: read.0)
     }
 
+    /// Moves block `id` (its keys with it) to `newID`, which must be free.
+    public func moveBlock(_ id: Int64, to newID: Int64) throws {
+        _ = try run("UPDATE rolegate_audit_blocks SET id = \(newID) WHERE id = \(id)")
+        _ = try run("UPDATE rolegate_audit_keys SET block = \(newID) WHERE block = \(id)")
+    }
+
+    /// Commits `block`, the next of its chain, under `id` (free, lower than blocks already
+    /// there): row, keys, then the chain's head, as an append does. What PostgreSQL shows a
+    /// reader when two instances append at once and the one handed the lower block id commits
+    /// second.
+    public func commitLate(_ block: AuditBlock, id: Int64) throws {
+        let payload = bytesLiteral(block.payload)
+        let text = { (value: String) in "'\(value.replacingOccurrences(of: "'", with: "''"))'" }
+        _ = try run(
+            """
+            INSERT INTO rolegate_audit_blocks (id, instance, first_sequence, last_sequence, first_at, last_at,
+                event_count, kinds, counts, previous_hash, last_hash, payload)
+            VALUES (\(id), \(text(block.instance)), \(block.firstSequence), \(block.lastSequence), \(block.firstAt),
+                \(block.lastAt), \(block.count), \(block.kinds), \(text(block.counts)), \(text(block.previousHash)),
+                \(text(block.lastHash)), \(payload))
+            """)
+        if !block.keys.isEmpty {
+            let rows = block.keys.map { "(\(text($0)), \(id))" }
+            _ = try run("INSERT INTO rolegate_audit_keys (key, block) VALUES \(rows.joined(separator: ", "))")
+        }
+        _ = try run(
+            """
+            UPDATE rolegate_audit_chains SET last_sequence = \(block.lastSequence), last_hash = \(text(block.lastHash)),
+                   updated_at = \(block.lastAt) WHERE instance = \(text(block.instance))
+            """)
+    }
+
     /// Writes `block` over the row `id`, summary and keys included (as a careful editor would:
     /// only the chain can tell).
     private func write(_ block: AuditBlock, id: Int64) throws {
-        let payload = dialect == .sqlite ? "X'\(block.payload.hexString)'" : "'\\x\(block.payload.hexString)'::bytea"
+        let payload = bytesLiteral(block.payload)
         let counts =
             dialect == .sqlite
             ? "CAST(X'\(block.counts.utf8.hexString)' AS TEXT)"
@@ -154,6 +186,11 @@ public struct AuditTampering: Sendable {
             let rows = block.keys.map { "('\($0.replacingOccurrences(of: "'", with: "''"))', \(id))" }
             _ = try run("INSERT INTO rolegate_audit_keys (key, block) VALUES \(rows.joined(separator: ", "))")
         }
+    }
+
+    /// `bytes` as a literal of the dialect's binary type.
+    private func bytesLiteral(_ bytes: [UInt8]) -> String {
+        dialect == .sqlite ? "X'\(bytes.hexString)'" : "'\\x\(bytes.hexString)'::bytea"
     }
 
     static func bytes(hex: String) -> [UInt8] {

@@ -107,6 +107,48 @@ import Testing
         }
     }
 
+    /// `rolegate audit --follow` keeps a place per chain. Two instances appending at once to a
+    /// PostgreSQL store are handed block ids before they commit, so the lower id can commit
+    /// second: a follower that had moved past the higher id by event id never showed it.
+    @Test(arguments: Backend.allCases)
+    func aFollowerSeesABlockCommittedAfterOneWithAHigherID(backend: Backend) async throws {
+        try await withStore(backend) { store, location in
+            _ = try await store.appendAudit([statement(1)], instance: "gw-a")
+            _ = try await store.appendAudit([statement(2)], instance: "gw-b")
+            var onlyB = AuditQuery()
+            onlyB.service = "api"
+            var follower = AuditFollower(query: AuditQuery(), after: try await store.auditHeads())
+            var filtered = AuditFollower(query: onlyB, after: try await store.auditHeads())
+            #expect(try await follower.poll(store).isEmpty)
+
+            // gw-a is handed the next id and gw-b the one after it; gw-b commits first.
+            let tampering = try backend.tampering(location)
+            let bEvents = try await store.appendAudit([statement(3, service: "api")], instance: "gw-b")
+            let (bID, _) = try tampering.readBlock(instance: "gw-b", containing: bEvents[0].sequence)
+            try tampering.moveBlock(bID, to: bID + 1)
+            #expect(try await follower.poll(store).map(\.sql) == ["SELECT 3"])
+            #expect(try await filtered.poll(store).map(\.sql) == ["SELECT 3"])
+
+            // Then gw-a's block commits, under the lower id.
+            let aHead = try #require(try await store.auditHeads().first { $0.instance == "gw-a" })
+            let late = AuditBlock.seal(
+                [statement(4), statement(5, service: "api")], instance: "gw-a", after: (aHead.sequence, aHead.hash))
+            try tampering.commitLate(late[0], id: bID)
+            // The race reproduced: a place by event id, past gw-b's block, is past this one too.
+            var byID = AuditQuery()
+            byID.order = .oldestFirst
+            byID.afterID = AuditBlock.eventID(block: bID + 1, index: 0)
+            #expect(try await store.auditEvents(byID).isEmpty)
+            let seen = try await follower.poll(store)
+            #expect(seen.map(\.sql) == ["SELECT 4", "SELECT 5"], "the late block was skipped")
+            #expect(seen.map(\.instance) == ["gw-a", "gw-a"] && seen.map(\.sequence) == [2, 3])
+            #expect(try await filtered.poll(store).map(\.sql) == ["SELECT 5"])
+            #expect(try await follower.poll(store).isEmpty, "nothing is shown twice")
+            // What it simulated is an ordinary commit: the chains verify.
+            #expect(try await store.verifyAuditChains().allSatisfy { $0.problem == nil })
+        }
+    }
+
     @Test func theWriterGroupsEventsAndFlushesOnShutdown() async throws {
         try await withStore(.sqlite) { store, _ in
             let writer = AuditWriter(store: store, instance: "gw", capacity: 100_000)

@@ -71,31 +71,26 @@ struct AuditList: AsyncParsableCommand {
         query.since = try Self.time(since, flag: "--since")
         query.until = try Self.time(until, flag: "--until")
         query.limit = limit
-        var lastID: Int64 = 0
+        var follower: AuditFollower?
         do {
+            // Where each chain stands before the page is read: what follows it is new.
+            let heads = follow ? try await store.auditHeads() : []
             let events = try await store.auditEvents(query).reversed()
             for event in events { print(AuditFormat.render(event, format)) }
-            lastID = events.last?.id ?? 0
-            if lastID == 0, follow {
-                var newest = AuditQuery()
-                newest.limit = 1
-                lastID = try await store.auditEvents(newest).first?.id ?? 0
+            if follow {
+                follower = AuditFollower(query: query, after: heads)
+                follower?.saw(Array(events))
             }
         } catch {
             throw CLIError("\(error)")
         }
-        guard follow else { return }
+        guard var follower else { return }
         fflush(nil)
-        query.order = .oldestFirst
-        query.limit = 1000
         while !Task.isCancelled {
-            query.afterID = lastID
             do {
-                let events = try await store.auditEvents(query)
+                let events = try await follower.poll(store)
                 for event in events { print(AuditFormat.render(event, format)) }
-                if let last = events.last?.id { lastID = last }
                 if !events.isEmpty { fflush(nil) }
-                if events.count == query.limit { continue }
             } catch {
                 Terminal.note("rolegate audit --follow: \(error) (retrying)")
             }
