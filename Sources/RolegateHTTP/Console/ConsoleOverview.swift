@@ -28,8 +28,9 @@ extension HTTPAPI {
         let instances = (try? await store.instances()) ?? []
         let liveTokens = ((try? await store.tokens(service: nil)) ?? []).filter { $0.isUsable(at: now) }.count
         let sessions = await sessionList(viewer)?.sessions
-        // Counted from the audit blocks' summaries (one day-wide bucket read at most two blocks
-        // in full), so the figure is exact however many there were; "?" when the store fails.
+        // Counted from the audit blocks' summaries (only a block that straddles the cut-off or
+        // midnight is read in full), so the figure is exact however many there were; "?" when
+        // the store cannot answer.
         let refused = (try? await store.auditActivity(kinds: [.auth], since: now - 86_400, bucket: 86_400))
             .map { $0.filter { ["refused", "throttled"].contains($0.action) }.reduce(0) { $0 + $1.count } }
         let hours = 3
