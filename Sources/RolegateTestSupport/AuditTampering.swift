@@ -144,20 +144,16 @@ public struct AuditTampering: Sendable {
     /// reader when two instances append at once and the one handed the lower block id commits
     /// second.
     public func commitLate(_ block: AuditBlock, id: Int64) throws {
-        let payload = bytesLiteral(block.payload)
-        let text = { (value: String) in "'\(value.replacingOccurrences(of: "'", with: "''"))'" }
+        let text = Self.quoted
         _ = try run(
             """
             INSERT INTO rolegate_audit_blocks (id, instance, first_sequence, last_sequence, first_at, last_at,
                 event_count, kinds, counts, previous_hash, last_hash, payload)
             VALUES (\(id), \(text(block.instance)), \(block.firstSequence), \(block.lastSequence), \(block.firstAt),
                 \(block.lastAt), \(block.count), \(block.kinds), \(text(block.counts)), \(text(block.previousHash)),
-                \(text(block.lastHash)), \(payload))
+                \(text(block.lastHash)), \(bytesLiteral(block.payload)))
             """)
-        if !block.keys.isEmpty {
-            let rows = block.keys.map { "(\(text($0)), \(id))" }
-            _ = try run("INSERT INTO rolegate_audit_keys (key, block) VALUES \(rows.joined(separator: ", "))")
-        }
+        try insertKeys(block.keys, block: id)
         _ = try run(
             """
             UPDATE rolegate_audit_chains SET last_sequence = \(block.lastSequence), last_hash = \(text(block.lastHash)),
@@ -168,24 +164,29 @@ public struct AuditTampering: Sendable {
     /// Writes `block` over the row `id`, summary and keys included (as a careful editor would:
     /// only the chain can tell).
     private func write(_ block: AuditBlock, id: Int64) throws {
-        let payload = bytesLiteral(block.payload)
-        let counts =
-            dialect == .sqlite
-            ? "CAST(X'\(block.counts.utf8.hexString)' AS TEXT)"
-            : "convert_from('\\x\(block.counts.utf8.hexString)'::bytea, 'UTF8')"
+        let text = Self.quoted
         _ = try run(
             """
-            UPDATE rolegate_audit_blocks SET payload = \(payload), event_count = \(block.count),
+            UPDATE rolegate_audit_blocks SET payload = \(bytesLiteral(block.payload)), event_count = \(block.count),
                    first_sequence = \(block.firstSequence), last_sequence = \(block.lastSequence),
-                   previous_hash = '\(block.previousHash)', last_hash = '\(block.lastHash)',
-                   kinds = \(block.kinds), counts = \(counts)
+                   previous_hash = \(text(block.previousHash)), last_hash = \(text(block.lastHash)),
+                   kinds = \(block.kinds), counts = \(text(block.counts))
              WHERE id = \(id)
             """)
         _ = try run("DELETE FROM rolegate_audit_keys WHERE block = \(id)")
-        if !block.keys.isEmpty {
-            let rows = block.keys.map { "('\($0.replacingOccurrences(of: "'", with: "''"))', \(id))" }
-            _ = try run("INSERT INTO rolegate_audit_keys (key, block) VALUES \(rows.joined(separator: ", "))")
-        }
+        try insertKeys(block.keys, block: id)
+    }
+
+    /// A block's key rows, in one insert.
+    private func insertKeys(_ keys: [String], block id: Int64) throws {
+        guard !keys.isEmpty else { return }
+        let rows = keys.map { "(\(Self.quoted($0)), \(id))" }
+        _ = try run("INSERT INTO rolegate_audit_keys (key, block) VALUES \(rows.joined(separator: ", "))")
+    }
+
+    /// `text` as an SQL string literal (both dialects: quotes doubled, newlines kept).
+    private static func quoted(_ text: String) -> String {
+        "'\(text.replacingOccurrences(of: "'", with: "''"))'"
     }
 
     /// `bytes` as a literal of the dialect's binary type.
