@@ -366,7 +366,7 @@ extension AuditBlock {
                 sql: fields[6], sqlState: fields[7], rows: stored.rows, durationMicros: stored.duration,
                 detail: lastDetail, id: blockID.map { Self.eventID(block: $0, index: events.count) })
             if hashing {
-                chain = stored.chain(after: chain, payload: payload, digests: digests)
+                chain = scanner.chain(after: chain, stored, digests: digests)
                 event.previousHash = previous
                 event.hash = chain.hex
                 if firstAltered == nil, !chain.hasPrefix(stored.prefix) { firstAltered = events.count }
@@ -408,7 +408,7 @@ extension AuditBlock {
             if let service = stored.fields[0] { keyed[0].insert(service) }
             if let token = stored.fields[1] { keyed[1].insert(token) }
             if let session = stored.fields[4] { keyed[2].insert(session) }
-            chain = stored.chain(after: chain, payload: payload, digests: digests)
+            chain = scanner.chain(after: chain, stored, digests: digests)
             guard chain.hasPrefix(stored.prefix) else { return nil }
             events += 1
         }
@@ -481,15 +481,6 @@ struct PayloadScanner {
         /// Its bytes (what the chain hashes) and the first bytes of its stored hash.
         var bytes: Range<Int> = 0..<0
         var prefix: ArraySlice<UInt8> = []
-
-        /// The chain's hash after this event (see ``AuditBlock``).
-        func chain(after previous: ChainHasher.Hash, payload: [UInt8], digests: [UInt64]) -> ChainHasher.Hash {
-            payload.withUnsafeBytes { all in
-                ChainHasher.next(
-                    after: previous, event: UnsafeRawBufferPointer(rebasing: all[bytes]), texts: used,
-                    digests: digests)
-            }
-        }
     }
 
     private var reader: ByteReader
@@ -523,6 +514,16 @@ struct PayloadScanner {
     func digests() -> [UInt64] {
         reader.bytes.withUnsafeBytes { all in
             texts.map { ChainHasher.digest(UnsafeRawBufferPointer(rebasing: all[$0])) }
+        }
+    }
+
+    /// The chain's hash after `event`, read by this scanner (see ``AuditBlock``); `digests` are
+    /// ``digests()``.
+    func chain(after previous: ChainHasher.Hash, _ event: Event, digests: [UInt64]) -> ChainHasher.Hash {
+        reader.bytes.withUnsafeBytes { all in
+            ChainHasher.next(
+                after: previous, event: UnsafeRawBufferPointer(rebasing: all[event.bytes]), texts: event.used,
+                digests: digests)
         }
     }
 
